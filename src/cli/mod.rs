@@ -1,0 +1,396 @@
+//! The command line: parses arguments (clap), resolves them into settings,
+//! and calls `core`. Exit codes: 0 ok, 1 error, 2 usage.
+
+mod output;
+mod password_input;
+
+use crate::config::{self, Settings};
+use crate::core::accounts::Actor;
+use crate::core::{Core, EventSink};
+use crate::model::{escape_control, EventType, Millis, Secret, Severity, FOREVER};
+use crate::store::events::EventFilter;
+use crate::store::Store;
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(name = "portcullis", version, about = "A security gate for small self-hosted systems", propagate_version = true)]
+struct Cli {
+    /// Config file (default: config/portcullis.hjson if present, else built-in).
+    #[arg(long, global = true, env = "PORTCULLIS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gate.
+    Serve,
+    /// Configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Database migrations.
+    #[command(subcommand)]
+    Migrate(MigrateCmd),
+    /// Accounts.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Self-service account commands.
+    #[command(subcommand)]
+    Auth(AuthCmd),
+    /// Security events and more.
+    #[command(subcommand)]
+    Security(SecurityCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Load everything `serve` would and report every problem.
+    Check,
+}
+
+#[derive(Subcommand, Debug)]
+enum MigrateCmd {
+    /// Apply pending migrations (up to NAME when given).
+    Run { name: Option<String> },
+    /// List migrations and when they were applied.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCmd {
+    /// Create an account.
+    Add {
+        name: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one account.
+    Show {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a new password.
+    Passwd {
+        user: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Lock an account (until unlocked, or for a duration).
+    Lock {
+        user: String,
+        /// How long, e.g. "30m", "2h", "7d".
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        #[arg(long, default_value = "locked by sysop")]
+        reason: String,
+    },
+    /// Unlock an account.
+    Unlock { user: String },
+    /// Group membership.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// SSH public keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCmd {
+    Add { user: String, group: String },
+    Remove { user: String, group: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCmd {
+    /// Register a key: the whole "ssh-ed25519 AAAA... comment" line.
+    Add { user: String, key: String },
+    List {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    Remove { id: i64 },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuthCmd {
+    /// Create an account from an email address (username = local part).
+    Signup {
+        email: String,
+        /// The password (visible to other local users in the process list;
+        /// prefer `user add --password-stdin`).
+        #[arg(long)]
+        password: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SecurityCmd {
+    /// Security events, newest first.
+    Events(EventsArgs),
+}
+
+#[derive(Args, Debug)]
+struct EventsArgs {
+    /// Only this user's events (username or id).
+    user: Option<String>,
+    /// How many events (default 50).
+    limit: Option<usize>,
+    #[arg(long = "type", value_name = "TYPE")]
+    event_type: Option<String>,
+    /// This severity or worse: info, low, medium, high, critical.
+    #[arg(long)]
+    severity: Option<String>,
+    /// A duration back from now ("15m", "2h") or an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    json: bool,
+    /// Keep printing new events as they arrive.
+    #[arg(long)]
+    follow: bool,
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", escape_control(&format!("{e:#}")));
+            1
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new("info,russh=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+    };
+}
+
+fn load_settings(path: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+    config::load(path).map_err(|problems| anyhow::anyhow!("invalid configuration:\n  {}", problems.join("\n  ")))
+}
+
+/// Opens the database for a CLI command; it must be migrated already.
+fn open_core(settings: Settings) -> anyhow::Result<Core> {
+    let db = crate::daemon::database_path(&settings);
+    if !db.exists() {
+        bail!("no database at {} (start the gate once, or run `portcullis migrate run`)", db.display());
+    }
+    let store = Arc::new(Store::open(&db)?);
+    store.require_migrated()?;
+    Ok(Core::new(store.clone(), settings, EventSink::Direct(store)))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let path = cli.config.as_deref();
+    match cli.command {
+        Command::Serve => {
+            let settings = load_settings(path)?;
+            crate::daemon::serve(settings, cli.config.clone()).await?;
+            Ok(0)
+        }
+        Command::Config(ConfigCmd::Check) => match config::load(path) {
+            Ok(s) => {
+                println!("config ok: {}", s.source);
+                Ok(0)
+            }
+            Err(problems) => {
+                for p in &problems {
+                    eprintln!("{}", escape_control(p));
+                }
+                eprintln!("{} problem{} found", problems.len(), if problems.len() == 1 { "" } else { "s" });
+                Ok(1)
+            }
+        },
+        Command::Migrate(cmd) => {
+            let settings = load_settings(path)?;
+            crate::daemon::ensure_data_dir(&settings.data_dir)?;
+            let store = Store::open(&crate::daemon::database_path(&settings))?;
+            match cmd {
+                MigrateCmd::Run { name } => {
+                    let applied = store.migrate(name.as_deref())?;
+                    if applied.is_empty() {
+                        println!("nothing to apply");
+                    }
+                    for a in applied {
+                        println!("applied {a}");
+                    }
+                }
+                MigrateCmd::Status { json } => output::migrations(&store.migration_status()?, json)?,
+            }
+            Ok(0)
+        }
+        Command::User(cmd) => user(open_core(load_settings(path)?)?, cmd).await,
+        Command::Auth(AuthCmd::Signup { email, password }) => {
+            let core = open_core(load_settings(path)?)?;
+            let local = email.split('@').next().unwrap_or("");
+            eprintln!("warning: a password given on the command line can be seen by other local users");
+            let user = core.add_user(local, Some(&email), &Secret::new(password), &[], &Actor::cli(), Millis::now()).await?;
+            println!("created user {} (id {})", user.username, user.id);
+            Ok(0)
+        }
+        Command::Security(SecurityCmd::Events(args)) => events(open_core(load_settings(path)?)?, args).await,
+    }
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<Secret<String>> {
+    if from_stdin {
+        password_input::from_stdin()
+    } else {
+        password_input::from_terminal("New password: ", "Repeat it: ")
+    }
+}
+
+async fn user(core: Core, cmd: UserCmd) -> anyhow::Result<i32> {
+    let now = Millis::now();
+    let actor = Actor::cli();
+    match cmd {
+        UserCmd::Add { name, email, groups, password_stdin } => {
+            let password = read_password(password_stdin)?;
+            let u = core.add_user(&name, email.as_deref(), &password, &groups, &actor, now).await?;
+            println!("created user {} (id {})", u.username, u.id);
+        }
+        UserCmd::List { json } => output::users(&core.list_users()?, json, now)?,
+        UserCmd::Show { user, json } => output::user(&core.find_user(&user)?, json, now)?,
+        UserCmd::Passwd { user, password_stdin } => {
+            let u = core.find_user(&user)?;
+            let password = read_password(password_stdin)?;
+            core.change_password(&u, &password, &actor, now).await?;
+            println!("password of {} changed", u.username);
+        }
+        UserCmd::Lock { user, duration, reason } => {
+            let u = core.find_user(&user)?;
+            let until = match duration {
+                Some(d) => now.plus(crate::model::parse_duration(&d).map_err(|e| anyhow::anyhow!("--for: {e}"))?),
+                None => FOREVER,
+            };
+            core.lock_user(&u, until, &reason, &actor, now).await?;
+            if until == FOREVER {
+                println!("locked {} until unlocked", u.username);
+            } else {
+                println!("locked {} until {}", u.username, until.rfc3339());
+            }
+        }
+        UserCmd::Unlock { user } => {
+            let u = core.find_user(&user)?;
+            core.unlock_user(&u, &actor, now).await?;
+            println!("unlocked {}", u.username);
+        }
+        UserCmd::Group(GroupCmd::Add { user, group }) => {
+            let u = core.find_user(&user)?;
+            let changed = core.set_group(&u, &group, true, &actor, now).await?;
+            println!("{} {} group {group}", u.username, if changed { "added to" } else { "was already in" });
+        }
+        UserCmd::Group(GroupCmd::Remove { user, group }) => {
+            let u = core.find_user(&user)?;
+            let changed = core.set_group(&u, &group, false, &actor, now).await?;
+            println!("{} {} group {group}", u.username, if changed { "removed from" } else { "was not in" });
+        }
+        UserCmd::Key(KeyCmd::Add { user, key }) => {
+            let u = core.find_user(&user)?;
+            let k = core.add_ssh_key(&u, &key, &actor, now).await?;
+            println!("added key {} ({}) for {}", k.id, k.fingerprint, u.username);
+        }
+        UserCmd::Key(KeyCmd::List { user, json }) => output::keys(&core.ssh_keys(&core.find_user(&user)?)?, json)?,
+        UserCmd::Key(KeyCmd::Remove { id }) => {
+            let fp = core.remove_ssh_key(id, &actor, now).await?;
+            println!("removed key {id} ({fp})");
+        }
+    }
+    Ok(0)
+}
+
+async fn events(core: Core, args: EventsArgs) -> anyhow::Result<i32> {
+    let now = Millis::now();
+    let user_id = match &args.user {
+        Some(u) => Some(core.find_user(u)?.id),
+        None => None,
+    };
+    let event_type = match &args.event_type {
+        Some(t) => Some(EventType::parse(t).with_context(|| {
+            format!("--type: unknown event type {:?} (one of: {})", escape_control(t), EventType::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "))
+        })?),
+        None => None,
+    };
+    let min_severity = match &args.severity {
+        Some(s) => Some(Severity::parse(s).with_context(|| format!("--severity: unknown severity {:?} (one of: info, low, medium, high, critical)", escape_control(s)))?),
+        None => None,
+    };
+    let since = match &args.since {
+        Some(s) => Some(match Millis::parse_rfc3339(s) {
+            Some(t) => t,
+            None => now.minus(crate::model::parse_duration(s).map_err(|e| anyhow::anyhow!("--since: {e} (or give an RFC 3339 time)"))?),
+        }),
+        None => None,
+    };
+    let mut filter = EventFilter { user_id, event_type, min_severity, since, after_id: None, limit: args.limit.unwrap_or(50) };
+    let mut shown = core.events(&filter)?;
+    shown.reverse(); // oldest first on screen, like a log
+    let mut last = shown.iter().map(|e| e.id).max().unwrap_or(0);
+    if args.follow && last == 0 {
+        last = core.last_event_id()?;
+    }
+    output::events(&shown, args.json, !args.follow)?;
+    if !args.follow {
+        return Ok(0);
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        filter.after_id = Some(last);
+        filter.limit = 1000;
+        let new = core.events(&filter)?;
+        if let Some(max) = new.iter().map(|e| e.id).max() {
+            last = max;
+            output::events(&new, args.json, false)?;
+        }
+    }
+}

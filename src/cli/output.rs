@@ -1,0 +1,197 @@
+//! Tables for people, JSON for machines. Every text that may hold
+//! attacker-supplied bytes goes through `escape_control` before a terminal
+//! sees it (JSON escapes control characters by itself).
+
+use crate::model::{escape_control, Millis, SshKey, StoredEvent, User};
+use crate::store::migrations::MigrationState;
+use std::io::Write;
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// A simple left-aligned table; cells are escaped and cut to a width.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = rows.into_iter().map(|r| r.into_iter().map(|c| escape_control(&c)).collect()).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count().min(60));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let line = |cells: Vec<String>| -> String {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let cut: String = c.chars().take(if i + 1 == cells.len() { 200 } else { 60 }).collect();
+            if i + 1 == cells.len() {
+                s.push_str(&cut);
+            } else {
+                s.push_str(&format!("{:<w$}  ", cut, w = widths[i]));
+            }
+        }
+        s.trim_end().to_owned()
+    };
+    writeln!(out, "{}", line(headers.iter().map(|h| h.to_string()).collect()))?;
+    for r in rows {
+        writeln!(out, "{}", line(r))?;
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct UserJson<'a> {
+    id: i64,
+    username: &'a str,
+    email: Option<&'a str>,
+    groups: &'a [String],
+    is_locked: bool,
+    locked_until: Option<String>,
+    lock_reason: Option<&'a str>,
+    must_reset_password: bool,
+    password_changed_at: Option<String>,
+    login_count: i64,
+    last_login_at: Option<String>,
+    last_login_ip: Option<&'a str>,
+    created_at: String,
+}
+
+fn user_json(u: &User, now: Millis) -> UserJson<'_> {
+    UserJson {
+        id: u.id,
+        username: &u.username,
+        email: u.email.as_deref(),
+        groups: &u.groups,
+        is_locked: u.is_locked(now),
+        locked_until: u.locked_until.filter(|t| *t > now).map(|t| t.rfc3339()),
+        lock_reason: if u.is_locked(now) { u.lock_reason.as_deref() } else { None },
+        must_reset_password: u.must_reset_password,
+        password_changed_at: u.password_changed_at.map(|t| t.rfc3339()),
+        login_count: u.login_count,
+        last_login_at: u.last_login_at.map(|t| t.rfc3339()),
+        last_login_ip: u.last_login_ip.as_deref(),
+        created_at: u.created_at.rfc3339(),
+    }
+}
+
+pub fn users(list: &[User], json: bool, now: Millis) -> anyhow::Result<()> {
+    if json {
+        return print_json(&list.iter().map(|u| user_json(u, now)).collect::<Vec<_>>());
+    }
+    table(
+        &["ID", "USERNAME", "EMAIL", "GROUPS", "LOCKED", "LOGINS", "LAST LOGIN"],
+        list.iter()
+            .map(|u| {
+                vec![
+                    u.id.to_string(),
+                    u.username.clone(),
+                    u.email.clone().unwrap_or_default(),
+                    u.groups.join(","),
+                    if u.is_locked(now) { "yes".into() } else { "no".into() },
+                    u.login_count.to_string(),
+                    u.last_login_at.map(|t| t.rfc3339()).unwrap_or_else(|| "never".into()),
+                ]
+            })
+            .collect(),
+    )
+}
+
+pub fn user(u: &User, json: bool, now: Millis) -> anyhow::Result<()> {
+    if json {
+        return print_json(&user_json(u, now));
+    }
+    let j = user_json(u, now);
+    let rows = vec![
+        ("id", j.id.to_string()),
+        ("username", j.username.to_owned()),
+        ("email", j.email.unwrap_or("").to_owned()),
+        ("groups", j.groups.join(", ")),
+        ("locked", match (&j.locked_until, j.lock_reason) {
+            (Some(t), r) => format!("until {t} ({})", r.unwrap_or("")),
+            _ => "no".into(),
+        }),
+        ("must reset password", j.must_reset_password.to_string()),
+        ("password changed", j.password_changed_at.unwrap_or_default()),
+        ("logins", j.login_count.to_string()),
+        ("last login", match (j.last_login_at, j.last_login_ip) {
+            (Some(t), Some(ip)) => format!("{t} from {ip}"),
+            _ => "never".into(),
+        }),
+        ("created", j.created_at),
+    ];
+    let mut out = std::io::stdout().lock();
+    for (k, v) in rows {
+        writeln!(out, "{k:<20} {}", escape_control(&v))?;
+    }
+    Ok(())
+}
+
+pub fn keys(list: &[SshKey], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&list);
+    }
+    table(
+        &["ID", "TYPE", "FINGERPRINT", "ADDED", "LAST USED", "COMMENT"],
+        list.iter()
+            .map(|k| {
+                vec![
+                    k.id.to_string(),
+                    k.algorithm.clone(),
+                    k.fingerprint.clone(),
+                    k.created_at.clone(),
+                    k.last_used_at.clone().unwrap_or_else(|| "never".into()),
+                    k.comment.clone(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// `as_array`: one JSON array; otherwise (follow mode) one object per line.
+pub fn events(list: &[StoredEvent], json: bool, as_array: bool) -> anyhow::Result<()> {
+    if json {
+        if as_array {
+            return print_json(&list);
+        }
+        let mut out = std::io::stdout().lock();
+        for e in list {
+            writeln!(out, "{}", serde_json::to_string(e)?)?;
+        }
+        out.flush()?;
+        return Ok(());
+    }
+    if list.is_empty() && as_array {
+        println!("no events");
+        return Ok(());
+    }
+    let rows = list
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.to_string(),
+                e.created_at.clone(),
+                e.event_type.clone(),
+                e.severity.clone(),
+                e.username.clone().unwrap_or_default(),
+                e.ip.clone().unwrap_or_default(),
+                e.description.clone(),
+            ]
+        })
+        .collect();
+    table(&["ID", "TIME", "TYPE", "SEVERITY", "USER", "IP", "DESCRIPTION"], rows)?;
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+pub fn migrations(list: &[MigrationState], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&list);
+    }
+    table(
+        &["MIGRATION", "APPLIED"],
+        list.iter().map(|m| vec![m.name.clone(), m.applied_at.clone().unwrap_or_else(|| "pending".into())]).collect(),
+    )
+}

@@ -1,0 +1,289 @@
+//! Resolves the hjson schema into `Settings`: addresses parsed, paths made
+//! absolute against the config file's folder, cross-field rules checked.
+//! Every problem is reported, each as `file:line:col: key.path: message`.
+
+use super::schema::Schema;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The shipped default config, used when no file is given and
+/// `config/portcullis.hjson` does not exist in the working folder.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/portcullis.hjson");
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file these settings came from, or `<built-in>`.
+    pub source: String,
+    pub data_dir: PathBuf,
+    pub art_dir: Option<PathBuf>,
+    pub ssh: SshSettings,
+    pub passwords: super::schema::Passwords,
+    pub kdf_workers: usize,
+    pub kdf_queue: usize,
+    pub event_batch: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    pub listen: SocketAddr,
+    pub host_key: PathBuf,
+    pub server_id: String,
+    pub login_grace_time: Duration,
+    pub max_auth_tries: u32,
+    pub startups: MaxStartups,
+    pub max_startups_per_address: u32,
+    pub auth_rejection_time: Duration,
+    pub idle_timeout: Duration,
+    pub penalties: super::schema::Penalties,
+}
+
+/// OpenSSH's `MaxStartups start:rate:full`: below `start` unauthenticated
+/// connections are all accepted, from `start` on each is dropped with
+/// probability growing from `rate`% to 100% at `full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxStartups {
+    pub start: u32,
+    pub rate: u32,
+    pub full: u32,
+}
+
+/// The config file a command uses: `--config`, else `PORTCULLIS_CONFIG`
+/// (clap folds both into `explicit`), else `config/portcullis.hjson` when it
+/// exists, else the built-in default relative to the working folder.
+pub fn load(explicit: Option<&Path>) -> Result<Settings, Vec<String>> {
+    match explicit {
+        Some(path) => load_file(path),
+        None => {
+            let local = Path::new("config/portcullis.hjson");
+            if local.exists() {
+                load_file(local)
+            } else {
+                // The built-in copy behaves as if it were ./config/portcullis.hjson.
+                let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+                from_text(DEFAULT_CONFIG, "<built-in>", &cwd.join("config"))
+            }
+        }
+    }
+}
+
+pub fn load_file(path: &Path) -> Result<Settings, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("{}: cannot read config: {e}", path.display())])?;
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")).join(path)
+    };
+    let folder = absolute.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    from_text(&text, &path.display().to_string(), &folder)
+}
+
+/// Parses and resolves config text. `name` is used in messages, `folder`
+/// anchors relative paths.
+pub fn from_text(text: &str, name: &str, folder: &Path) -> Result<Settings, Vec<String>> {
+    let schema: Schema = super::hjson::from_str(text).map_err(|e| vec![format!("{name}:{e}")])?;
+    resolve(schema, name, text, folder)
+}
+
+fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings, Vec<String>> {
+    let mut problems = Vec::new();
+    // Semantic errors point at the key that holds the bad value.
+    let at = |path: &str| -> String {
+        match super::hjson::position_of(text, path) {
+            Some((line, col)) => format!("{name}:{line}:{col}: {path}"),
+            None => format!("{name}: {path}"),
+        }
+    };
+    let absolute = |p: &str| -> PathBuf {
+        let p = Path::new(p);
+        normalize(&if p.is_absolute() { p.to_path_buf() } else { folder.join(p) })
+    };
+
+    let data_dir = absolute(&s.data_dir);
+    let listen = match s.ssh.listen.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(format!(
+                "{}: invalid address {:?}: expected IP:PORT like \"127.0.0.1:2222\"",
+                at("ssh.listen"),
+                s.ssh.listen
+            ));
+            None
+        }
+    };
+    let startups = match parse_max_startups(&s.ssh.max_startups) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            problems.push(format!("{}: {e}", at("ssh.max_startups")));
+            None
+        }
+    };
+    if !s.ssh.server_id.starts_with("SSH-2.0-")
+        || s.ssh.server_id.len() > 200
+        || s.ssh.server_id.chars().any(|c| c.is_control() || c == ' ')
+    {
+        problems.push(format!(
+            "{}: must start with \"SSH-2.0-\" and hold no spaces or control characters",
+            at("ssh.server_id")
+        ));
+    }
+    if s.ssh.max_auth_tries == 0 {
+        problems.push(format!("{}: must be at least 1", at("ssh.max_auth_tries")));
+    }
+    if s.ssh.penalties.max_failures == 0 {
+        problems.push(format!("{}: must be at least 1", at("ssh.penalties.max_failures")));
+    }
+    let p = &s.passwords;
+    if p.iterations < 1000 {
+        problems.push(format!("{}: must be at least 1000", at("passwords.iterations")));
+    }
+    if p.min_length == 0 || p.min_length > p.max_length {
+        problems.push(format!(
+            "{}: must be between 1 and passwords.max_length ({})",
+            at("passwords.min_length"),
+            p.max_length
+        ));
+    }
+    if p.max_length > 128 * 4 {
+        problems.push(format!("{}: must be at most 512", at("passwords.max_length")));
+    }
+    if p.min_strength > 4 {
+        problems.push(format!("{}: must be between 0 and 4", at("passwords.min_strength")));
+    }
+    if s.events.batch == 0 {
+        problems.push(format!("{}: must be at least 1", at("events.batch")));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let host_key = s
+        .ssh
+        .host_key
+        .as_deref()
+        .map(absolute)
+        .unwrap_or_else(|| data_dir.join("ssh_host_ed25519_key"));
+    Ok(Settings {
+        source: name.to_owned(),
+        art_dir: s.art_dir.as_deref().map(absolute),
+        data_dir,
+        ssh: SshSettings {
+            listen: listen.expect("checked above"),
+            host_key,
+            server_id: s.ssh.server_id,
+            login_grace_time: s.ssh.login_grace_time,
+            max_auth_tries: s.ssh.max_auth_tries,
+            startups: startups.expect("checked above"),
+            max_startups_per_address: s.ssh.max_startups_per_address,
+            auth_rejection_time: s.ssh.auth_rejection_time,
+            idle_timeout: s.ssh.idle_timeout,
+            penalties: s.ssh.penalties,
+        },
+        passwords: s.passwords,
+        kdf_workers: if s.kdf.workers == 0 { cores } else { s.kdf.workers },
+        kdf_queue: s.kdf.queue,
+        event_batch: s.events.batch,
+    })
+}
+
+/// Removes `.` and `..` components without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+fn parse_max_startups(text: &str) -> Result<MaxStartups, String> {
+    let bad = || format!("invalid value {text:?}: expected \"start:rate:full\" like \"10:30:100\" (start <= full, rate <= 100)");
+    let parts: Vec<&str> = text.split(':').collect();
+    let nums: Vec<u32> = parts.iter().map(|p| p.trim().parse::<u32>()).collect::<Result<_, _>>().map_err(|_| bad())?;
+    let m = match nums.as_slice() {
+        [full] => MaxStartups { start: *full, rate: 100, full: *full },
+        [start, rate, full] => MaxStartups { start: *start, rate: *rate, full: *full },
+        _ => return Err(bad()),
+    };
+    if m.start == 0 || m.start > m.full || m.rate > 100 {
+        return Err(bad());
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Settings, Vec<String>> {
+        from_text(text, "portcullis.hjson", Path::new("/etc/portcullis"))
+    }
+
+    #[test]
+    fn shipped_config_parses_and_matches_defaults() {
+        let shipped = check(DEFAULT_CONFIG).expect("shipped config must load");
+        let empty = check("{}").expect("empty config must load");
+        assert_eq!(shipped.ssh.listen, empty.ssh.listen);
+        assert_eq!(shipped.ssh.listen.to_string(), "127.0.0.1:2222");
+        assert_eq!(shipped.passwords.iterations, 600_000);
+        assert_eq!(shipped.data_dir, PathBuf::from("/etc/data"));
+        assert_eq!(empty.data_dir, PathBuf::from("/etc/portcullis/data"));
+        assert_eq!(shipped.ssh.startups, MaxStartups { start: 10, rate: 30, full: 100 });
+        assert_eq!(shipped.ssh.login_grace_time, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_folder() {
+        let s = check("data_dir: state\nart_dir: ../art\nssh: {\n  host_key: /keys/host\n}").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.data_dir, PathBuf::from("/etc/portcullis/state"));
+        assert_eq!(s.art_dir, Some(PathBuf::from("/etc/art")));
+        assert_eq!(s.ssh.host_key, PathBuf::from("/keys/host"));
+        let s = check("{}").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.ssh.host_key, PathBuf::from("/etc/portcullis/data/ssh_host_ed25519_key"));
+    }
+
+    #[test]
+    fn config_errors_name_file_line_column_and_key() {
+        let cases: &[(&str, &str)] = &[
+            ("ssh: {\n  listn: \"127.0.0.1:22\"\n}\n",
+             "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\""),
+            ("ssh: {\n  login_grace_time: 2 minutes\n}\n",
+             "portcullis.hjson:2:21: ssh.login_grace_time: invalid duration \"2 minutes\": expected a number and a unit, like \"30s\", \"15m\", \"2h\" or \"7d\""),
+            ("ssh: {\n  listen: \"localhost\"\n}\n",
+             "portcullis.hjson:2:3: ssh.listen: invalid address \"localhost\": expected IP:PORT like \"127.0.0.1:2222\""),
+            ("ssh: {\n  max_auth_tries: 70000000000\n}\n",
+             "portcullis.hjson:2:19: ssh.max_auth_tries: integer 70000000000 is out of range for u32"),
+            ("passwords: {\n  iterations: 10\n}\n",
+             "portcullis.hjson:2:3: passwords.iterations: must be at least 1000"),
+            ("ssh: {\n  max_startups: \"30:10\"\n}\n",
+             "portcullis.hjson:2:3: ssh.max_startups: invalid value \"30:10\": expected \"start:rate:full\" like \"10:30:100\" (start <= full, rate <= 100)"),
+            ("ssh: {\n  penalties: {\n    max_failures: x\n  }\n}\n",
+             "portcullis.hjson:3:19: ssh.penalties.max_failures: invalid type: string \"x\", expected u32"),
+            ("ssh: {\n  penalties: { window: \"5m\",\n  max_failures: x }\n}\n",
+             "portcullis.hjson:5:1: unexpected end of input, expected '}' to close the object at 1:6"),
+            ("ssh: {\n  listen: \"127.0.0.1:2222\"\n",
+             "portcullis.hjson:3:1: unexpected end of input, expected '}' to close the object at 1:6"),
+        ];
+        for (text, want) in cases {
+            match check(text) {
+                Ok(_) => panic!("config {text:?} should fail"),
+                Err(errors) => assert_eq!(errors.join("\n"), *want, "config {text:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let errors = check("ssh: {\n  listen: nowhere\n  max_auth_tries: 0\n}\npasswords: {\n  min_strength: 9\n}\n").unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+}

@@ -1,0 +1,8 @@
+//! Configuration: `schema` is the hjson format, `load` turns it into
+//! resolved settings (addresses parsed, paths absolute, rules checked).
+
+pub mod hjson;
+pub mod load;
+pub mod schema;
+
+pub use load::{load, load_file, Settings};

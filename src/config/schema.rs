@@ -1,0 +1,154 @@
+//! The one definition of `portcullis.hjson`. Every key has a default beside
+//! it, unknown keys are errors, and each section maps onto one module.
+
+use serde::{Deserialize, Deserializer};
+use std::time::Duration;
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::model::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Schema {
+    /// Database, host key, TLS certificate and mail spool.
+    pub data_dir: String,
+    /// Art folder; the built-in art is used when unset.
+    pub art_dir: Option<String>,
+    pub ssh: Ssh,
+    pub passwords: Passwords,
+    pub kdf: Kdf,
+    pub events: Events,
+}
+
+impl Default for Schema {
+    fn default() -> Self {
+        Schema {
+            data_dir: "data".into(),
+            art_dir: None,
+            ssh: Ssh::default(),
+            passwords: Passwords::default(),
+            kdf: Kdf::default(),
+            events: Events::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ssh {
+    pub listen: String,
+    /// Host key file; `<data_dir>/ssh_host_ed25519_key` when unset.
+    pub host_key: Option<String>,
+    /// The version string sent to clients (must start with `SSH-2.0-`).
+    pub server_id: String,
+    #[serde(deserialize_with = "duration")]
+    pub login_grace_time: Duration,
+    pub max_auth_tries: u32,
+    /// OpenSSH's `MaxStartups start:rate:full`.
+    pub max_startups: String,
+    /// Unauthenticated connections one address may hold at once.
+    pub max_startups_per_address: u32,
+    #[serde(deserialize_with = "duration")]
+    pub auth_rejection_time: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    pub penalties: Penalties,
+}
+
+impl Default for Ssh {
+    fn default() -> Self {
+        Ssh {
+            listen: "127.0.0.1:2222".into(),
+            host_key: None,
+            server_id: "SSH-2.0-Portcullis".into(),
+            login_grace_time: Duration::from_secs(120),
+            max_auth_tries: 6,
+            max_startups: "10:30:100".into(),
+            max_startups_per_address: 10,
+            auth_rejection_time: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3600),
+            penalties: Penalties::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Penalties {
+    /// Failed attempts from one address within `window` before it is held off.
+    pub max_failures: u32,
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    /// First hold-off; doubles on each repeat up to `max_penalty`.
+    #[serde(deserialize_with = "duration")]
+    pub penalty: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub max_penalty: Duration,
+}
+
+impl Default for Penalties {
+    fn default() -> Self {
+        Penalties {
+            max_failures: 10,
+            window: Duration::from_secs(600),
+            penalty: Duration::from_secs(1800),
+            max_penalty: Duration::from_secs(86_400),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Passwords {
+    pub iterations: u32,
+    pub min_length: usize,
+    pub max_length: usize,
+    pub min_strength: u8,
+    pub history: usize,
+    pub max_age_days: u32,
+    pub force_change_after_days: Option<u32>,
+}
+
+impl Default for Passwords {
+    fn default() -> Self {
+        Passwords {
+            iterations: 600_000,
+            min_length: 12,
+            max_length: 128,
+            min_strength: 3,
+            history: 5,
+            max_age_days: 90,
+            force_change_after_days: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kdf {
+    /// Threads that run password hashes; 0 means one per core.
+    pub workers: usize,
+    /// Hash requests that may wait for a worker; more are refused at once.
+    pub queue: usize,
+}
+
+impl Default for Kdf {
+    fn default() -> Self {
+        Kdf { workers: 0, queue: 32 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    /// Most events committed in one transaction by the writer.
+    pub batch: usize,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events { batch: 1000 }
+    }
+}

@@ -1,0 +1,346 @@
+//! Account administration: users, passwords under policy, locks, groups,
+//! SSH keys. Every change is an event; who made it is the `actor`.
+
+use super::password::{self, Policy, Violation};
+use super::{Core, Error, Result};
+use crate::model::{valid_username, Event, EventType, Millis, Secret, Severity, SshKey, User};
+use crate::store::events::EventFilter;
+use crate::store::users::NewUser;
+use sha2::Digest;
+
+/// Who asked for a change, for the event log.
+#[derive(Clone, Debug)]
+pub enum Actor {
+    /// The sysop at the command line (the OS user name when known).
+    Cli(String),
+    /// The user themself, from a session.
+    User { id: i64, session: Option<i64>, ip: String },
+}
+
+impl Actor {
+    pub fn cli() -> Actor {
+        Actor::Cli(std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+    }
+    fn describe(&self) -> String {
+        match self {
+            Actor::Cli(who) => format!("cli:{who}"),
+            Actor::User { id, .. } => format!("user:{id}"),
+        }
+    }
+    fn stamp(&self, e: Event) -> Event {
+        let e = e.detail("actor", self.describe());
+        match self {
+            Actor::Cli(_) => e,
+            Actor::User { session, ip, .. } => e.session(*session).ip(Some(ip)),
+        }
+    }
+}
+
+impl Core {
+    fn policy(&self) -> Policy {
+        let p = &self.settings().passwords;
+        Policy { min_length: p.min_length, max_length: p.max_length, min_strength: p.min_strength, history: p.history }
+    }
+
+    /// A user by name (case-insensitive) or, for an all-digit argument that
+    /// names no user, by id.
+    pub fn find_user(&self, name_or_id: &str) -> Result<User> {
+        if let Some(u) = self.store.user_by_name(name_or_id)? {
+            return Ok(u);
+        }
+        if let Ok(id) = name_or_id.parse::<i64>() {
+            if let Some(u) = self.store.user_by_id(id)? {
+                return Ok(u);
+            }
+        }
+        Err(Error::NoSuchUser(crate::model::escape_control(name_or_id)))
+    }
+
+    pub fn list_users(&self) -> Result<Vec<User>> {
+        Ok(self.store.list_users()?)
+    }
+
+    pub fn events(&self, filter: &EventFilter) -> Result<Vec<crate::model::StoredEvent>> {
+        Ok(self.store.events(filter)?)
+    }
+
+    pub fn last_event_id(&self) -> Result<i64> {
+        Ok(self.store.last_event_id()?)
+    }
+
+    pub fn sessions(&self, user_id: Option<i64>, limit: usize) -> Result<Vec<crate::store::sessions::SessionRow>> {
+        Ok(self.store.sessions(user_id, limit)?)
+    }
+
+    /// Checks a candidate password against the policy (and the history of
+    /// `user` when given). On failure a `password_rejected` event names the
+    /// failed rules, never the password.
+    async fn vet_password(&self, password: &Secret<String>, username: &str, email: Option<&str>, user: Option<&User>, actor: &Actor, now: Millis) -> Result<()> {
+        let history = match user {
+            Some(u) => self.store.password_history(u.id, self.settings().passwords.history)?,
+            None => Vec::new(),
+        };
+        let policy = self.policy();
+        let (pw, name, mail) = (password.clone(), username.to_owned(), email.map(str::to_owned));
+        let verdict = self
+            .kdf
+            .run(move || policy.check(pw.expose(), &password::Context { username: &name, email: mail.as_deref(), history: &history }))
+            .await
+            .map_err(|_| Error::Busy)?;
+        if let Err(violations) = verdict {
+            let rules: Vec<&str> = violations.iter().map(rule_name).collect();
+            let ev = Event::new(EventType::PasswordRejected, Severity::Low, "a new password was refused by the policy", now)
+                .user(user.map(|u| u.id), Some(username))
+                .detail("rules", rules);
+            self.events.record(actor.stamp(ev)).await;
+            return Err(Error::PasswordRejected(password::describe(&violations)));
+        }
+        Ok(())
+    }
+
+    async fn hash(&self, password: &Secret<String>) -> Result<String> {
+        let iterations = self.settings().passwords.iterations;
+        let pw = password.clone();
+        self.kdf.run(move || password::hash(pw.expose(), iterations)).await.map_err(|_| Error::Busy)
+    }
+
+    pub async fn add_user(&self, username: &str, email: Option<&str>, password: &Secret<String>, groups: &[String], actor: &Actor, now: Millis) -> Result<User> {
+        if !valid_username(username) {
+            return Err(Error::InvalidUsername(username.to_owned()));
+        }
+        if let Some(e) = email {
+            validate_email(e)?;
+        }
+        for g in groups {
+            validate_group(g)?;
+        }
+        if self.store.user_by_name(username)?.is_some() {
+            return Err(Error::Conflict(format!("user {username:?} already exists")));
+        }
+        self.vet_password(password, username, email, None, actor, now).await?;
+        let hash = self.hash(password).await?;
+        let user = self.store.create_user(&NewUser { username, email, password_hash: &hash, groups, now })?;
+        let ev = Event::new(EventType::UserCreated, Severity::Info, format!("user {} created", user.username), now)
+            .user(Some(user.id), Some(&user.username))
+            .detail("groups", groups.to_vec());
+        self.events.record(actor.stamp(ev)).await;
+        Ok(user)
+    }
+
+    pub async fn change_password(&self, user: &User, password: &Secret<String>, actor: &Actor, now: Millis) -> Result<()> {
+        self.vet_password(password, &user.username, user.email.as_deref(), Some(user), actor, now).await?;
+        let hash = self.hash(password).await?;
+        self.store.set_password(user.id, &hash, self.settings().passwords.history, now)?;
+        let ev = Event::new(EventType::PasswordChanged, Severity::Info, format!("password of {} changed", user.username), now)
+            .user(Some(user.id), Some(&user.username));
+        self.events.record(actor.stamp(ev)).await;
+        Ok(())
+    }
+
+    pub async fn lock_user(&self, user: &User, until: Millis, reason: &str, actor: &Actor, now: Millis) -> Result<()> {
+        self.store.set_lock(user.id, Some(until), Some(reason))?;
+        let ev = Event::new(EventType::AccountLocked, Severity::Medium, format!("account {} locked", user.username), now)
+            .user(Some(user.id), Some(&user.username))
+            .detail("until", until.rfc3339())
+            .detail("reason", reason);
+        self.events.record(actor.stamp(ev)).await;
+        Ok(())
+    }
+
+    pub async fn unlock_user(&self, user: &User, actor: &Actor, now: Millis) -> Result<()> {
+        self.store.set_lock(user.id, None, None)?;
+        let ev = Event::new(EventType::AccountUnlocked, Severity::Info, format!("account {} unlocked", user.username), now)
+            .user(Some(user.id), Some(&user.username));
+        self.events.record(actor.stamp(ev)).await;
+        Ok(())
+    }
+
+    /// Returns whether membership changed.
+    pub async fn set_group(&self, user: &User, group: &str, member: bool, actor: &Actor, now: Millis) -> Result<bool> {
+        validate_group(group)?;
+        let changed = self.store.set_group(user.id, group, member)?;
+        if changed {
+            let what = if member { "added to" } else { "removed from" };
+            let ev = Event::new(EventType::UserUpdated, Severity::Medium, format!("{} {what} group {group}", user.username), now)
+                .user(Some(user.id), Some(&user.username))
+                .detail("group", group)
+                .detail("member", member);
+            self.events.record(actor.stamp(ev)).await;
+        }
+        Ok(changed)
+    }
+
+    pub async fn add_ssh_key(&self, user: &User, line: &str, actor: &Actor, now: Millis) -> Result<SshKey> {
+        let key = parse_openssh_public_key(line).map_err(Error::Invalid)?;
+        let id = self.store.add_ssh_key(user.id, &key.algorithm, &key.openssh, &key.fingerprint, &key.comment, now)?;
+        let ev = Event::new(EventType::SshKeyAdded, Severity::Medium, format!("SSH key added for {}", user.username), now)
+            .user(Some(user.id), Some(&user.username))
+            .detail("fingerprint", key.fingerprint.clone())
+            .detail("algorithm", key.algorithm.clone());
+        self.events.record(actor.stamp(ev)).await;
+        self.store
+            .ssh_keys(user.id)?
+            .into_iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| Error::Invalid("the key vanished after it was added".into()))
+    }
+
+    pub fn ssh_keys(&self, user: &User) -> Result<Vec<SshKey>> {
+        Ok(self.store.ssh_keys(user.id)?)
+    }
+
+    pub async fn remove_ssh_key(&self, key_id: i64, actor: &Actor, now: Millis) -> Result<String> {
+        let (user_id, fingerprint) = self.store.remove_ssh_key(key_id)?;
+        let username = self.store.user_by_id(user_id)?.map(|u| u.username);
+        let ev = Event::new(EventType::SshKeyRemoved, Severity::Medium, format!("SSH key {key_id} removed"), now)
+            .user(Some(user_id), username.as_deref())
+            .detail("fingerprint", fingerprint.clone());
+        self.events.record(actor.stamp(ev)).await;
+        Ok(fingerprint)
+    }
+}
+
+fn rule_name(v: &Violation) -> &'static str {
+    match v {
+        Violation::TooShort { .. } => "min_length",
+        Violation::TooLong { .. } => "max_length",
+        Violation::InputTooLarge => "input_too_large",
+        Violation::Common => "common",
+        Violation::ContainsUsername => "contains_username",
+        Violation::ContainsEmail => "contains_email",
+        Violation::TooWeak { .. } => "strength",
+        Violation::Reused { .. } => "history",
+    }
+}
+
+fn validate_email(e: &str) -> Result<()> {
+    let ok = e.len() <= 254
+        && e.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.starts_with('.') && !domain.ends_with('.'))
+        && e.matches('@').count() == 1
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("invalid email address \"{}\"", crate::model::escape_control(e))))
+    }
+}
+
+fn validate_group(g: &str) -> Result<()> {
+    if valid_username(g) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("invalid group name \"{}\": use 1-32 letters, digits, '_', '-' or '.'", crate::model::escape_control(g))))
+    }
+}
+
+/// An OpenSSH public key line, checked for shape.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParsedKey {
+    pub algorithm: String,
+    /// `algorithm base64`, without the comment.
+    pub openssh: String,
+    /// `SHA256:` and unpadded base64 of the SHA-256 of the key blob, as
+    /// OpenSSH prints it.
+    pub fingerprint: String,
+    pub comment: String,
+}
+
+const KEY_ALGORITHMS: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// Parses `ALG BASE64 [COMMENT]`. The blob must be well-formed SSH wire
+/// data naming the same algorithm; the signature check at login is done by
+/// the SSH layer.
+pub fn parse_openssh_public_key(line: &str) -> std::result::Result<ParsedKey, String> {
+    use base64::Engine as _;
+    let line = line.trim();
+    let mut parts = line.splitn(3, char::is_whitespace);
+    let alg = parts.next().unwrap_or("");
+    let b64 = parts.next().unwrap_or("").trim();
+    let comment = parts.next().unwrap_or("").trim();
+    if !KEY_ALGORITHMS.contains(&alg) {
+        return Err(format!(
+            "unsupported key type \"{}\": expected one of {}",
+            crate::model::escape_control(alg),
+            KEY_ALGORITHMS.join(", ")
+        ));
+    }
+    let blob = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| "the key data is not valid base64".to_string())?;
+    let mut fields = Vec::new();
+    let mut rest = &blob[..];
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err("the key data is truncated".into());
+        }
+        let n = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if rest.len() < 4 + n {
+            return Err("the key data is truncated".into());
+        }
+        fields.push(&rest[4..4 + n]);
+        rest = &rest[4 + n..];
+    }
+    if fields.first().copied() != Some(alg.as_bytes()) {
+        return Err(format!("the key data does not match its type {alg}"));
+    }
+    let expected_fields = match alg {
+        "ssh-ed25519" => 2,
+        "ssh-rsa" | "ecdsa-sha2-nistp256" | "ecdsa-sha2-nistp384" | "ecdsa-sha2-nistp521" | "sk-ssh-ed25519@openssh.com" => 3,
+        _ => 4,
+    };
+    if fields.len() != expected_fields || (alg == "ssh-ed25519" && fields[1].len() != 32) {
+        return Err(format!("the key data is not a valid {alg} key"));
+    }
+    if comment.chars().any(char::is_control) || comment.len() > 200 {
+        return Err("the key comment holds control characters or is too long".into());
+    }
+    let digest = sha2::Sha256::digest(&blob);
+    Ok(ParsedKey {
+        algorithm: alg.to_owned(),
+        openssh: format!("{alg} {b64}"),
+        fingerprint: format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)),
+        comment: comment.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_key_lines() {
+        // Key and fingerprint from `ssh-keygen -t ed25519` / `ssh-keygen -lf`.
+        let good = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOFk1RetgXlX9zCdMPVg/2AEPJlxhMqRL+K++oCOX7Vl alice@host";
+        let k = parse_openssh_public_key(good).expect("valid key");
+        assert_eq!(k.algorithm, "ssh-ed25519");
+        assert_eq!(k.comment, "alice@host");
+        assert_eq!(k.fingerprint, "SHA256:ZdpsI7vXl01Lg4ov3K9jqW7uLOhRFYQHqtfCfHXkAnE");
+        let bad: &[(&str, &str)] = &[
+            ("ssh-dss AAAA", "unsupported key type \"ssh-dss\": expected one of ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, sk-ssh-ed25519@openssh.com, sk-ecdsa-sha2-nistp256@openssh.com"),
+            ("ssh-ed25519 !!!", "the key data is not valid base64"),
+            ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOFk1RetgXlX9zCdMPVg/2AEPJlxhMqRL+K++oCOX7", "the key data is not valid base64"),
+            ("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOFk1RetgXlX9zCdMPVg/2AEPJlxhMqRL+K++oCOX7Vl", "the key data does not match its type ssh-rsa"),
+            ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAAA==", "the key data is not a valid ssh-ed25519 key"),
+            ("\x1b[2J AAAA", "unsupported key type \"\\x1b[2J\": expected one of ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, sk-ssh-ed25519@openssh.com, sk-ecdsa-sha2-nistp256@openssh.com"),
+        ];
+        for (line, want) in bad {
+            assert_eq!(parse_openssh_public_key(line).err().as_deref(), Some(*want), "line {line:?}");
+        }
+    }
+
+    #[test]
+    fn emails() {
+        for ok in ["a@b.c", "first.last+tag@example.org"] {
+            assert!(validate_email(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a", "@b", "a@", "a@@b", "a b@c", "a@.b", "x@y\n"] {
+            assert!(validate_email(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! Admission control: the cheap, in-memory checks that run before any SSH
+//! handshake work or password hash. A connection is admitted only while
+//! the unauthenticated population is under `MaxStartups` and its address is
+//! neither over its own cap nor serving a penalty; an address that fails
+//! too often is held off, with the hold-off doubling on each repeat.
+
+use crate::config::load::MaxStartups;
+use crate::config::schema::Penalties;
+use crate::model::Millis;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Addresses are grouped as blocks are: IPv4 per address, IPv6 per /64.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AddressKey(IpAddr);
+
+impl AddressKey {
+    pub fn of(ip: IpAddr) -> AddressKey {
+        match ip {
+            IpAddr::V4(_) => AddressKey(ip),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => AddressKey(IpAddr::V4(v4)),
+                None => {
+                    let mut seg = v6.segments();
+                    seg[4..].fill(0);
+                    AddressKey(IpAddr::V6(seg.into()))
+                }
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for AddressKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(a) => write!(f, "{a}"),
+            IpAddr::V6(a) => write!(f, "{a}/64"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct AddressState {
+    unauthenticated: u32,
+    failures: VecDeque<Millis>,
+    held_until: Option<Millis>,
+    repeats: u32,
+}
+
+struct State {
+    unauthenticated: u32,
+    addresses: HashMap<AddressKey, AddressState>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub startups: MaxStartups,
+    pub per_address: u32,
+    pub penalties: Penalties,
+}
+
+pub struct Admission {
+    limits: Mutex<Limits>,
+    state: Mutex<State>,
+}
+
+/// Why a connection or attempt was refused before any real work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many unauthenticated connections in all (MaxStartups).
+    Startups,
+    /// This address holds too many unauthenticated connections.
+    PerAddress,
+    /// This address failed too often and is held off until then.
+    Penalized(Millis),
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Startups => "too many unauthenticated connections",
+            Refusal::PerAddress => "too many unauthenticated connections from this address",
+            Refusal::Penalized(_) => "address held off after repeated failures",
+        }
+    }
+}
+
+/// Holds one unauthenticated slot; released on `authenticated` or drop.
+pub struct Ticket {
+    admission: Arc<Admission>,
+    key: AddressKey,
+    held: bool,
+}
+
+impl Ticket {
+    pub fn authenticated(&mut self) {
+        if self.held {
+            self.held = false;
+            self.admission.release(self.key);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.authenticated();
+    }
+}
+
+/// Bound on remembered addresses; beyond it, idle ones are forgotten.
+const MAX_ADDRESSES: usize = 100_000;
+
+impl Admission {
+    pub fn new(limits: Limits) -> Admission {
+        Admission { limits: Mutex::new(limits), state: Mutex::new(State { unauthenticated: 0, addresses: HashMap::new() }) }
+    }
+
+    pub fn set_limits(&self, limits: Limits) {
+        *lock(&self.limits) = limits;
+    }
+
+    fn limits(&self) -> Limits {
+        lock(&self.limits).clone()
+    }
+
+    /// Called right after TCP accept. `roll` is a uniform random number in
+    /// 0..100 for MaxStartups' random early drop.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Millis, roll: u32) -> Result<Ticket, Refusal> {
+        let limits = self.limits();
+        let key = AddressKey::of(ip);
+        let mut st = lock(&self.state);
+        if let Some(a) = st.addresses.get(&key) {
+            if let Some(until) = a.held_until.filter(|t| *t > now) {
+                return Err(Refusal::Penalized(until));
+            }
+            if a.unauthenticated >= limits.per_address {
+                return Err(Refusal::PerAddress);
+            }
+        }
+        let m = limits.startups;
+        let n = st.unauthenticated;
+        if n >= m.full {
+            return Err(Refusal::Startups);
+        }
+        if n >= m.start {
+            let span = (m.full - m.start).max(1);
+            let p = m.rate + (100 - m.rate) * (n - m.start) / span;
+            if roll < p {
+                return Err(Refusal::Startups);
+            }
+        }
+        if st.addresses.len() >= MAX_ADDRESSES {
+            prune(&mut st.addresses, now, limits.penalties.window);
+        }
+        st.unauthenticated += 1;
+        st.addresses.entry(key).or_default().unauthenticated += 1;
+        Ok(Ticket { admission: self.clone(), key, held: true })
+    }
+
+    fn release(&self, key: AddressKey) {
+        let mut st = lock(&self.state);
+        st.unauthenticated = st.unauthenticated.saturating_sub(1);
+        if let Some(a) = st.addresses.get_mut(&key) {
+            a.unauthenticated = a.unauthenticated.saturating_sub(1);
+        }
+    }
+
+    /// Checked before each authentication attempt (before any KDF).
+    pub fn check_attempt(&self, ip: IpAddr, now: Millis) -> Result<(), Refusal> {
+        let st = lock(&self.state);
+        match st.addresses.get(&AddressKey::of(ip)).and_then(|a| a.held_until) {
+            Some(until) if until > now => Err(Refusal::Penalized(until)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed attempt; returns the hold-off end when this failure
+    /// starts a penalty.
+    pub fn record_failure(&self, ip: IpAddr, now: Millis) -> Option<Millis> {
+        let p = self.limits().penalties;
+        let mut st = lock(&self.state);
+        if st.addresses.len() >= MAX_ADDRESSES {
+            prune(&mut st.addresses, now, p.window);
+        }
+        let a = st.addresses.entry(AddressKey::of(ip)).or_default();
+        let horizon = now.minus(p.window);
+        while a.failures.front().is_some_and(|t| *t < horizon) {
+            a.failures.pop_front();
+        }
+        a.failures.push_back(now);
+        if a.failures.len() as u32 >= p.max_failures && !a.held_until.is_some_and(|t| t > now) {
+            let factor = 1u32.checked_shl(a.repeats.min(20)).unwrap_or(u32::MAX);
+            let hold = p.penalty.checked_mul(factor).unwrap_or(p.max_penalty).min(p.max_penalty);
+            let until = now.plus(hold);
+            a.held_until = Some(until);
+            a.repeats = a.repeats.saturating_add(1);
+            a.failures.clear();
+            return Some(until);
+        }
+        None
+    }
+
+    /// Rebuilds failure windows from the event log at start.
+    pub fn replay_failures(&self, failures: &[(IpAddr, Millis)], now: Millis) {
+        let window = self.limits().penalties.window;
+        for (ip, at) in failures {
+            if *at >= now.minus(window) {
+                let _ = self.record_failure(*ip, *at);
+            }
+        }
+    }
+
+    pub fn unauthenticated(&self) -> u32 {
+        lock(&self.state).unauthenticated
+    }
+}
+
+fn prune(addresses: &mut HashMap<AddressKey, AddressState>, now: Millis, window: Duration) {
+    let horizon = now.minus(window);
+    addresses.retain(|_, a| {
+        a.unauthenticated > 0 || a.held_until.is_some_and(|t| t > now) || a.failures.back().is_some_and(|t| *t >= horizon)
+    });
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            startups: MaxStartups { start: 2, rate: 50, full: 4 },
+            per_address: 3,
+            penalties: Penalties {
+                max_failures: 3,
+                window: Duration::from_secs(600),
+                penalty: Duration::from_secs(60),
+                max_penalty: Duration::from_secs(150),
+            },
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn max_startups_drops_early_and_at_full() {
+        let a = Arc::new(Admission::new(limits()));
+        let now = Millis(0);
+        let t1 = a.admit(ip("127.0.0.1"), now, 0).expect("first");
+        let _t2 = a.admit(ip("127.0.0.2"), now, 0).expect("second");
+        // 2 of start=2: rate 50% → roll 49 dropped, roll 50 admitted.
+        assert_eq!(a.admit(ip("127.0.0.3"), now, 49).err(), Some(Refusal::Startups));
+        let _t3 = a.admit(ip("127.0.0.3"), now, 50).expect("third");
+        // 3: probability 75%.
+        assert_eq!(a.admit(ip("127.0.0.4"), now, 74).err(), Some(Refusal::Startups));
+        let _t4 = a.admit(ip("127.0.0.4"), now, 99).expect("fourth");
+        assert_eq!(a.admit(ip("127.0.0.5"), now, 99).err(), Some(Refusal::Startups));
+        drop(t1);
+        assert_eq!(a.unauthenticated(), 3);
+        let mut t5 = a.admit(ip("127.0.0.5"), now, 99).expect("after release");
+        t5.authenticated();
+        assert_eq!(a.unauthenticated(), 3);
+    }
+
+    #[test]
+    fn per_address_cap() {
+        let mut l = limits();
+        l.startups = MaxStartups { start: 100, rate: 100, full: 100 };
+        let a = Arc::new(Admission::new(l));
+        let held: Vec<Ticket> = (0..3).map(|_| a.admit(ip("10.0.0.1"), Millis(0), 0).expect("admit")).collect();
+        assert_eq!(a.admit(ip("10.0.0.1"), Millis(0), 0).err(), Some(Refusal::PerAddress));
+        assert!(a.admit(ip("10.0.0.2"), Millis(0), 0).is_ok());
+        drop(held);
+    }
+
+    #[test]
+    fn penalties_start_double_and_cap() {
+        let a = Arc::new(Admission::new(limits()));
+        let x = ip("192.0.2.7");
+        let s = |secs: i64| Millis(secs * 1000);
+        assert_eq!(a.record_failure(x, s(0)), None);
+        assert_eq!(a.record_failure(x, s(1)), None);
+        assert_eq!(a.record_failure(x, s(2)), Some(s(62)));
+        assert_eq!(a.check_attempt(x, s(61)), Err(Refusal::Penalized(s(62))));
+        assert!(a.admit(x, s(61), 0).is_err());
+        assert_eq!(a.check_attempt(x, s(62)), Ok(()));
+        // Second offence: 120 s; third: capped at 150 s.
+        for t in 63..65 {
+            assert_eq!(a.record_failure(x, s(t)), None);
+        }
+        assert_eq!(a.record_failure(x, s(65)), Some(s(185)));
+        for t in 190..192 {
+            assert_eq!(a.record_failure(x, s(t)), None);
+        }
+        assert_eq!(a.record_failure(x, s(192)), Some(s(342)));
+        // Failures outside the window do not add up.
+        let y = ip("192.0.2.8");
+        assert_eq!(a.record_failure(y, s(0)), None);
+        assert_eq!(a.record_failure(y, s(1)), None);
+        assert_eq!(a.record_failure(y, s(700)), None);
+    }
+
+    #[test]
+    fn ipv6_is_grouped_per_64() {
+        assert_eq!(AddressKey::of(ip("2001:db8:1:2:aaaa::1")), AddressKey::of(ip("2001:db8:1:2:bbbb::2")));
+        assert_ne!(AddressKey::of(ip("2001:db8:1:2::1")), AddressKey::of(ip("2001:db8:1:3::1")));
+        assert_eq!(AddressKey::of(ip("::ffff:192.0.2.1")), AddressKey::of(ip("192.0.2.1")));
+        assert_eq!(AddressKey::of(ip("2001:db8:1:2::1")).to_string(), "2001:db8:1:2::/64");
+    }
+}

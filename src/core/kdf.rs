@@ -1,0 +1,66 @@
+//! The bounded pool that runs password hashes. At most `workers` hashes run
+//! at once and at most `queue` more wait; a request beyond that is refused
+//! at once, so a flood cannot pile up work or memory.
+
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+#[derive(Clone)]
+pub struct KdfPool {
+    admitted: Arc<Semaphore>,
+    running: Arc<Semaphore>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Busy;
+
+impl KdfPool {
+    pub fn new(workers: usize, queue: usize) -> KdfPool {
+        KdfPool { admitted: Arc::new(Semaphore::new(workers.max(1) + queue)), running: Arc::new(Semaphore::new(workers.max(1))) }
+    }
+
+    /// Runs `work` on a blocking thread when a worker is free; `Busy` when
+    /// the pool and its queue are full.
+    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, Busy> {
+        let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| Busy)?;
+        let _running = self.running.clone().acquire_owned().await.map_err(|_| Busy)?;
+        tokio::task::spawn_blocking(work).await.map_err(|_| Busy)
+    }
+
+    /// Hash requests admitted and not yet finished.
+    pub fn in_flight(&self, workers: usize, queue: usize) -> usize {
+        workers.max(1) + queue - self.admitted.available_permits()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refuses_when_full() {
+        let pool = KdfPool::new(1, 1);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = std::sync::Arc::new(std::sync::Mutex::new(wait));
+        let p1 = pool.clone();
+        let w1 = wait.clone();
+        let first = tokio::spawn(async move { p1.run(move || { let _ = w1.lock().map(|r| r.recv()); 1 }).await });
+        // Wait (with a deadline) until the first job holds the worker.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while pool.running.available_permits() != 0 {
+            assert!(std::time::Instant::now() < deadline, "first job never started");
+            tokio::task::yield_now().await;
+        }
+        let p2 = pool.clone();
+        let second = tokio::spawn(async move { p2.run(|| 2).await });
+        while pool.admitted.available_permits() != 0 {
+            assert!(std::time::Instant::now() < deadline, "second job never queued");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.run(|| 3).await, Err(Busy));
+        release.send(()).expect("release");
+        assert_eq!(first.await.expect("join"), Ok(1));
+        assert_eq!(second.await.expect("join"), Ok(2));
+        assert_eq!(pool.run(|| 4).await, Ok(4));
+    }
+}

@@ -1,0 +1,129 @@
+//! Every rule of the gate: passwords and policy, accounts, the login state
+//! machine, admission control, events. No network I/O; time is passed in.
+
+pub mod accounts;
+pub mod admission;
+pub mod kdf;
+pub mod login;
+pub mod password;
+
+use crate::config::Settings;
+use crate::model::{Event, Millis};
+use crate::store::{EventWriter, Store};
+use std::sync::{Arc, RwLock};
+
+/// The closed set of things that can go wrong in `core`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such user: {0}")]
+    NoSuchUser(String),
+    #[error("invalid username {0:?}: use 1-32 letters, digits, '_', '-' or '.'")]
+    InvalidUsername(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    PasswordRejected(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the password hashing pool is full; try again")]
+    Busy,
+    #[error("the security event log could not be written")]
+    EventLog,
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where events go: the daemon's writer thread, or (for short-lived CLI
+/// commands) straight into the store.
+#[derive(Clone)]
+pub enum EventSink {
+    Writer(EventWriter),
+    Direct(Arc<Store>),
+}
+
+impl EventSink {
+    pub async fn record(&self, event: Event) {
+        match self {
+            EventSink::Writer(w) => w.record(event).await,
+            EventSink::Direct(s) => {
+                if let Err(e) = s.insert_events(std::slice::from_ref(&event)) {
+                    tracing::error!(error = %e, "security event could not be written");
+                }
+            }
+        }
+    }
+
+    /// Returns once the events are committed; false if that failed.
+    pub async fn record_committed(&self, events: Vec<Event>) -> bool {
+        match self {
+            EventSink::Writer(w) => {
+                let mut ok = true;
+                let n = events.len();
+                for (i, e) in events.into_iter().enumerate() {
+                    if i + 1 == n {
+                        ok &= w.record_committed(e).await;
+                    } else {
+                        w.record(e).await;
+                    }
+                }
+                ok
+            }
+            EventSink::Direct(s) => s.insert_events(&events).is_ok(),
+        }
+    }
+}
+
+pub struct Core {
+    pub(crate) store: Arc<Store>,
+    settings: RwLock<Arc<Settings>>,
+    pub(crate) events: EventSink,
+    pub(crate) kdf: kdf::KdfPool,
+    pub admission: Arc<admission::Admission>,
+}
+
+impl Core {
+    pub fn new(store: Arc<Store>, settings: Settings, events: EventSink) -> Core {
+        let kdf = kdf::KdfPool::new(settings.kdf_workers, settings.kdf_queue);
+        let admission = Arc::new(admission::Admission::new(admission_limits(&settings)));
+        Core { store, settings: RwLock::new(Arc::new(settings)), events, kdf, admission }
+    }
+
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies a reloaded config. Listener addresses and the data folder
+    /// are fixed for the life of the process; everything else takes effect
+    /// for the next connection.
+    pub fn reload(&self, new: Settings) {
+        self.admission.set_limits(admission_limits(&new));
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+    }
+
+    pub async fn record(&self, event: Event) {
+        self.events.record(event).await
+    }
+
+    /// Rebuilds in-memory windows from the event log (at start).
+    pub fn rebuild_windows(&self, now: Millis) -> Result<()> {
+        let window = self.settings().ssh.penalties.window;
+        let rows = self.store.failures_by_ip_since(now.minus(window))?;
+        let parsed: Vec<_> = rows.into_iter().filter_map(|(ip, at)| ip.parse().ok().map(|ip| (ip, Millis(at)))).collect();
+        self.admission.replay_failures(&parsed, now);
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+fn admission_limits(s: &Settings) -> admission::Limits {
+    admission::Limits {
+        startups: s.ssh.startups,
+        per_address: s.ssh.max_startups_per_address,
+        penalties: s.ssh.penalties.clone(),
+    }
+}

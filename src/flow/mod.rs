@@ -1,0 +1,56 @@
+//! The terminal side of a session after login. It talks to the user
+//! through the `Terminal` trait, so SSH is one transport among possible
+//! others. (The full ENiGMA-style menu engine arrives with a later issue;
+//! today the flow is the welcome screen.)
+
+pub mod art;
+pub mod welcome;
+
+use std::time::Duration;
+
+/// What a transport offers the flow.
+pub trait Terminal: Send {
+    /// Writes bytes as they are (the caller has already turned `\n` into
+    /// `\r\n` where a PTY needs it).
+    fn write(&mut self, bytes: &[u8]) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+    /// The next chunk of input, `None` at end of input, or `Err` after
+    /// `idle` with no input.
+    fn read(&mut self, idle: Duration) -> impl std::future::Future<Output = Result<Option<Vec<u8>>, Idle>> + Send;
+    /// Columns and rows.
+    fn size(&self) -> (u32, u32);
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Idle;
+
+/// How a flow ended, for the session row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    LoggedOff,
+    IdleTimeout,
+    Disconnected,
+}
+
+impl Ending {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Ending::LoggedOff => "logged off",
+            Ending::IdleTimeout => "idle timeout",
+            Ending::Disconnected => "client disconnected",
+        }
+    }
+}
+
+/// Turns lone `\n` into `\r\n` for a terminal in raw mode.
+pub fn crlf(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 16);
+    let mut prev = 0u8;
+    for &b in text.as_bytes() {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}

@@ -1,0 +1,11 @@
+//! Portcullis: a security gate for small self-hosted systems.
+//! See ARCHITECTURE.md for the map.
+
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod daemon;
+pub mod flow;
+pub mod model;
+pub mod ssh;
+pub mod store;

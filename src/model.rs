@@ -1,0 +1,435 @@
+//! Plain data shared by every layer: event kinds, timestamps, the secret
+//! wrapper and the escaping of attacker-supplied text. No I/O here.
+
+use std::fmt;
+
+/// Milliseconds since the Unix epoch, UTC. Every timestamp in the store and
+/// in `core` is one of these; `core` takes the time as an argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Millis(pub i64);
+
+impl Millis {
+    pub fn now() -> Millis {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Millis(d.as_millis() as i64)
+    }
+    pub fn plus(self, d: std::time::Duration) -> Millis {
+        Millis(self.0.saturating_add(d.as_millis() as i64))
+    }
+    pub fn minus(self, d: std::time::Duration) -> Millis {
+        Millis(self.0.saturating_sub(d.as_millis() as i64))
+    }
+    /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-25T12:00:00.123Z`.
+    pub fn rfc3339(self) -> String {
+        let nanos = (self.0 as i128) * 1_000_000;
+        match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+            Ok(t) => format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.millisecond()
+            ),
+            Err(_) => format!("@{}ms", self.0),
+        }
+    }
+    /// Parses RFC 3339 (any offset) back into milliseconds.
+    pub fn parse_rfc3339(text: &str) -> Option<Millis> {
+        let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+        Some(Millis((t.unix_timestamp_nanos() / 1_000_000) as i64))
+    }
+}
+
+/// A value that must never be printed: its `Debug` and `Display` show
+/// `<secret>`. Reach the value only through `expose`, where it is used.
+#[derive(Clone, Default)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+            pub fn parse(text: &str) -> Option<$name> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+string_enum!(
+    /// What happened. The store's CHECK constraint lists the same names.
+    EventType {
+        LoginSuccess => "login_success",
+        LoginFailed => "login_failed",
+        OtpSuccess => "otp_success",
+        OtpFailed => "otp_failed",
+        OtpReplay => "otp_replay",
+        BackupCodeUsed => "backup_code_used",
+        MfaEnrollmentSent => "mfa_enrollment_sent",
+        MfaEnabled => "mfa_enabled",
+        MfaDisabled => "mfa_disabled",
+        PasswordChanged => "password_changed",
+        PasswordRejected => "password_rejected",
+        AccountLocked => "account_locked",
+        AccountUnlocked => "account_unlocked",
+        IpBlocked => "ip_blocked",
+        IpUnblocked => "ip_unblocked",
+        DeviceNew => "device_new",
+        DeviceTrusted => "device_trusted",
+        DeviceUntrusted => "device_untrusted",
+        DeviceRemoved => "device_removed",
+        WebauthnRegistered => "webauthn_registered",
+        WebauthnUsed => "webauthn_used",
+        WebauthnRemoved => "webauthn_removed",
+        WebauthnCounterRegression => "webauthn_counter_regression",
+        SessionStarted => "session_started",
+        SessionEnded => "session_ended",
+        SessionRevoked => "session_revoked",
+        IncidentCreated => "incident_created",
+        IncidentResolved => "incident_resolved",
+        PlaybookAction => "playbook_action",
+        ScanCompleted => "scan_completed",
+        SuspiciousInput => "suspicious_input",
+        UserCreated => "user_created",
+        UserUpdated => "user_updated",
+        SshKeyAdded => "ssh_key_added",
+        SshKeyRemoved => "ssh_key_removed",
+        ConnectionRefused => "connection_refused",
+        ConfigReloaded => "config_reloaded",
+    }
+);
+
+string_enum!(
+    Category {
+        Authentication => "authentication",
+        Authorization => "authorization",
+        Device => "device",
+        Suspicious => "suspicious",
+        Admin => "admin",
+        System => "system",
+    }
+);
+
+string_enum!(
+    /// Ordered from least to most severe.
+    Severity {
+        Info => "info",
+        Low => "low",
+        Medium => "medium",
+        High => "high",
+        Critical => "critical",
+    }
+);
+
+impl Severity {
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+}
+
+impl EventType {
+    /// The category an event of this type belongs to.
+    pub fn category(self) -> Category {
+        use EventType::*;
+        match self {
+            LoginSuccess | LoginFailed | OtpSuccess | OtpFailed | OtpReplay | BackupCodeUsed
+            | MfaEnrollmentSent | MfaEnabled | MfaDisabled | PasswordChanged
+            | PasswordRejected | WebauthnRegistered | WebauthnUsed | WebauthnRemoved
+            | SessionStarted | SessionEnded => Category::Authentication,
+            AccountLocked | AccountUnlocked | IpBlocked | IpUnblocked | SessionRevoked
+            | ConnectionRefused => Category::Authorization,
+            DeviceNew | DeviceTrusted | DeviceUntrusted | DeviceRemoved => Category::Device,
+            WebauthnCounterRegression | SuspiciousInput => Category::Suspicious,
+            IncidentCreated | IncidentResolved | PlaybookAction | UserCreated | UserUpdated
+            | SshKeyAdded | SshKeyRemoved => Category::Admin,
+            ScanCompleted | ConfigReloaded => Category::System,
+        }
+    }
+}
+
+/// One security event, as `core` produces it and `store` records it.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub event_type: EventType,
+    pub category: Category,
+    pub severity: Severity,
+    pub user_id: Option<i64>,
+    /// The username as typed (attacker-supplied for failures).
+    pub username: Option<String>,
+    pub ip: Option<String>,
+    pub device_id: Option<i64>,
+    pub session_id: Option<i64>,
+    pub description: String,
+    /// A JSON object; never holds a secret.
+    pub details: serde_json::Value,
+    pub risk_score: u8,
+    pub is_suspicious: bool,
+    pub created_at: Millis,
+}
+
+impl Event {
+    pub fn new(event_type: EventType, severity: Severity, description: impl Into<String>, now: Millis) -> Event {
+        Event {
+            event_type,
+            category: event_type.category(),
+            severity,
+            user_id: None,
+            username: None,
+            ip: None,
+            device_id: None,
+            session_id: None,
+            description: description.into(),
+            details: serde_json::Value::Object(Default::default()),
+            risk_score: 0,
+            is_suspicious: false,
+            created_at: now,
+        }
+    }
+    pub fn user(mut self, id: Option<i64>, name: Option<&str>) -> Event {
+        self.user_id = id;
+        self.username = name.map(str::to_owned);
+        self
+    }
+    pub fn ip(mut self, ip: Option<&str>) -> Event {
+        self.ip = ip.map(str::to_owned);
+        self
+    }
+    pub fn session(mut self, id: Option<i64>) -> Event {
+        self.session_id = id;
+        self
+    }
+    pub fn device(mut self, id: Option<i64>) -> Event {
+        self.device_id = id;
+        self
+    }
+    pub fn detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Event {
+        if let serde_json::Value::Object(map) = &mut self.details {
+            map.insert(key.to_owned(), value.into());
+        }
+        self
+    }
+    pub fn suspicious(mut self, risk: u8) -> Event {
+        self.is_suspicious = true;
+        self.risk_score = risk.min(100);
+        self
+    }
+}
+
+/// An event as read back from the store, with its id.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub event_type: String,
+    pub category: String,
+    pub severity: String,
+    pub description: String,
+    pub is_suspicious: bool,
+    pub risk_score: u8,
+    pub created_at: String,
+    pub user_id: Option<i64>,
+    pub username: Option<String>,
+    pub ip: Option<String>,
+    pub device_id: Option<i64>,
+    pub session_id: Option<i64>,
+    pub details: serde_json::Value,
+}
+
+/// Makes text safe to show on a terminal: control characters (C0, DEL, C1)
+/// and backslashes are written as escapes, so nothing an attacker typed can
+/// move the cursor, change colours or hide itself in a sysop's terminal.
+pub fn escape_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f || (0x80..0xa0).contains(&(c as u32)) => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            // Bidirectional overrides can reorder what a sysop reads.
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                out.push_str(&format!("\\u{{{:04x}}}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Usernames: 1–32 of letters, digits, `_`, `-`, `.` (SPEC §3).
+pub fn valid_username(name: &str) -> bool {
+    let n = name.chars().count();
+    (1..=32).contains(&n) && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Parses `30s`, `15m`, `2h`, `7d`, `1w`, `250ms` (and sums like `1h30m`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total_ms: u64 = 0;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (number, after) = rest.split_at(digits);
+        let letters = after.len() - after.trim_start_matches(|c: char| c.is_ascii_alphabetic()).len();
+        let (unit, after) = after.split_at(letters);
+        if number.is_empty() {
+            return Err(match after.chars().next().filter(|_| unit.is_empty()) {
+                Some(c) => format!("invalid duration {t:?}: unexpected {c:?}"),
+                None => format!("invalid duration {t:?}: a unit needs a number before it"),
+            });
+        }
+        let scale: u64 = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            "" => return Err(format!("invalid duration {t:?}: expected a number and a unit, like \"30s\", \"15m\", \"2h\" or \"7d\"")),
+            other => return Err(format!("invalid duration {t:?}: unknown unit {other:?} (use ms, s, m, h, d or w)")),
+        };
+        let n: u64 = number.parse().map_err(|_| format!("invalid duration {t:?}: number too large"))?;
+        total_ms = n.checked_mul(scale).and_then(|v| total_ms.checked_add(v)).ok_or_else(|| format!("invalid duration {t:?}: too large"))?;
+        rest = after;
+    }
+    Ok(std::time::Duration::from_millis(total_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_control_characters() {
+        let cases = [
+            ("alice", "alice"),
+            ("a\x1b[2Jb", "a\\x1b[2Jb"),
+            ("tab\there", "tab\\there"),
+            ("nl\nx\r", "nl\\nx\\r"),
+            ("del\x7f", "del\\x7f"),
+            ("c1\u{9b}31m", "c1\\x9b31m"),
+            ("back\\slash", "back\\\\slash"),
+            ("rtl\u{202e}txt", "rtl\\u{202e}txt"),
+            ("ünïcode", "ünïcode"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(escape_control(input), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let ok = [("30s", 30_000), ("15m", 900_000), ("2h", 7_200_000), ("7d", 604_800_000), ("1h30m", 5_400_000), ("1w", 604_800_000), ("250ms", 250)];
+        for (t, ms) in ok {
+            assert_eq!(parse_duration(t), Ok(std::time::Duration::from_millis(ms)), "{t}");
+        }
+        let bad = [
+            ("", "empty duration"),
+            ("15", "invalid duration \"15\": expected a number and a unit, like \"30s\", \"15m\", \"2h\" or \"7d\""),
+            ("5x", "invalid duration \"5x\": unknown unit \"x\" (use ms, s, m, h, d or w)"),
+            ("5 m", "invalid duration \"5 m\": expected a number and a unit, like \"30s\", \"15m\", \"2h\" or \"7d\""),
+            ("-5m", "invalid duration \"-5m\": unexpected '-'"),
+            ("m", "invalid duration \"m\": a unit needs a number before it"),
+        ];
+        for (t, msg) in bad {
+            assert_eq!(parse_duration(t), Err(msg.to_string()), "{t}");
+        }
+    }
+
+    #[test]
+    fn usernames() {
+        for ok in ["a", "alice", "Bob_99", "x.y-z", &"a".repeat(32)] {
+            assert!(valid_username(ok), "{ok}");
+        }
+        for bad in ["", "a b", "é", "a;b", &"a".repeat(33), "root\x1b"] {
+            assert!(!valid_username(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_round_trip() {
+        let t = Millis(1_764_072_000_123);
+        let s = t.rfc3339();
+        assert_eq!(s, "2025-11-25T12:00:00.123Z");
+        assert_eq!(Millis::parse_rfc3339(&s), Some(t));
+    }
+}
+
+/// An account as stored. The password hash is a PHC string, never shown.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub email: Option<String>,
+    pub password_hash: Option<Secret<String>>,
+    pub password_changed_at: Option<Millis>,
+    pub must_reset_password: bool,
+    pub locked_until: Option<Millis>,
+    pub lock_reason: Option<String>,
+    pub imposed_level: u8,
+    pub login_count: i64,
+    pub last_login_at: Option<Millis>,
+    pub last_login_ip: Option<String>,
+    pub created_at: Millis,
+    pub groups: Vec<String>,
+}
+
+impl User {
+    pub fn is_locked(&self, now: Millis) -> bool {
+        self.locked_until.is_some_and(|t| t > now)
+    }
+}
+
+/// A registered SSH public key.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SshKey {
+    pub id: i64,
+    pub user_id: i64,
+    pub algorithm: String,
+    pub public_key: String,
+    pub fingerprint: String,
+    pub comment: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+}
+
+/// Far future used for "locked until unlocked".
+pub const FOREVER: Millis = Millis(253_402_300_799_000); // 9999-12-31T23:59:59Z

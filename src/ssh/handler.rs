@@ -1,0 +1,330 @@
+//! One SSH connection: the russh `Handler` and the task that watches it
+//! (login grace time, the too-many-attempts disconnect, shutdown).
+
+use super::sniff::{ClientId, Sniff};
+use crate::core::admission::Ticket;
+use crate::core::login::{Attempt, Authenticated, Credential, Outcome, Rejection};
+use crate::core::Core;
+use crate::flow::{self, Ending, Idle, Terminal};
+use crate::model::{Millis, Secret};
+use russh::keys::ssh_key::HashAlg;
+use russh::server::{Auth, ChannelOpenHandle, Config, Handle, Msg, Response, Session};
+use russh::{Channel, ChannelId, Disconnect};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Notify};
+
+/// What the handler and the watching task share.
+#[derive(Default)]
+struct Shared {
+    auth: Mutex<Option<Arc<Authenticated>>>,
+    /// Why the session ended, when the gate ended it.
+    ending: Mutex<Option<&'static str>>,
+    /// Asks the watcher to disconnect: too many failed attempts.
+    kick: Notify,
+    flow: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, stream: TcpStream, peer: SocketAddr, ticket: Ticket, mut shutdown: watch::Receiver<bool>) {
+    let connected_at = Millis::now();
+    let settings = core.settings();
+    let grace = settings.ssh.login_grace_time;
+    let client_id = ClientId::default();
+    let shared = Arc::new(Shared::default());
+    let handler = Handler {
+        core: core.clone(),
+        peer,
+        attempt: Attempt::new(peer.ip(), String::new(), "ssh", connected_at),
+        ticket: Some(ticket),
+        client_id: client_id.clone(),
+        shared: shared.clone(),
+        channel: None,
+        input: None,
+        size: Arc::new(Mutex::new((80, 24))),
+        idle: settings.ssh.idle_timeout,
+    };
+    let started = tokio::time::timeout(grace, russh::server::run_stream(config, Sniff::new(stream, client_id), handler)).await;
+    let running = match started {
+        Ok(Ok(r)) => r,
+        // No identification line within the grace time, or a broken one.
+        _ => return,
+    };
+    let handle = running.handle();
+    tokio::pin!(running);
+    let grace_timer = tokio::time::sleep(grace.saturating_sub(Duration::from_millis((Millis::now().0 - connected_at.0).max(0) as u64)));
+    tokio::pin!(grace_timer);
+    let mut ending: Option<&'static str> = None;
+    let mut grace_armed = true;
+    let mut finished = false;
+    loop {
+        tokio::select! {
+            _ = &mut running => {
+                finished = true;
+                break;
+            }
+            _ = &mut grace_timer, if grace_armed => {
+                grace_armed = false;
+                if lock(&shared.auth).is_some() {
+                    continue;
+                }
+                ending = Some("login grace time exceeded");
+                let _ = handle.disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new()).await;
+                break;
+            }
+            _ = shared.kick.notified() => {
+                let _ = handle.disconnect(Disconnect::NoMoreAuthMethodsAvailable, "too many authentication failures".into(), String::new()).await;
+                break;
+            }
+            _ = shutdown.changed() => {
+                ending = Some("server shutting down");
+                let _ = handle.disconnect(Disconnect::ByApplication, "the gate is shutting down; please come back later".into(), String::new()).await;
+                break;
+            }
+        }
+    }
+    // Give the session a moment to flush its goodbye.
+    if !finished {
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
+    }
+    let flow = lock(&shared.flow).take();
+    if let Some(f) = flow {
+        f.abort();
+        let _ = f.await;
+    }
+    let auth = lock(&shared.auth).take();
+    if let Some(auth) = auth {
+        let reason = lock(&shared.ending).take().or(ending).unwrap_or("client disconnected");
+        core.end_session(&auth, peer.ip(), reason, Millis::now()).await;
+    }
+}
+
+struct Handler {
+    core: Arc<Core>,
+    peer: SocketAddr,
+    attempt: Attempt,
+    ticket: Option<Ticket>,
+    client_id: ClientId,
+    shared: Arc<Shared>,
+    channel: Option<ChannelId>,
+    input: Option<mpsc::Sender<Vec<u8>>>,
+    size: Arc<Mutex<(u32, u32)>>,
+    idle: Duration,
+}
+
+impl Handler {
+    async fn login(&mut self, credential: Credential<'_>) -> Auth {
+        if self.attempt.client_version.is_empty() {
+            self.attempt.client_version = self.client_id.get();
+        }
+        match self.core.submit(&mut self.attempt, credential, Millis::now()).await {
+            Outcome::Accepted(auth) => {
+                if let Some(t) = self.ticket.as_mut() {
+                    t.authenticated();
+                }
+                *lock(&self.shared.auth) = Some(Arc::from(auth));
+                Auth::Accept
+            }
+            Outcome::Rejected(Rejection::TooManyAttempts) => {
+                self.shared.kick.notify_one();
+                Auth::reject()
+            }
+            Outcome::Rejected(_) => Auth::reject(),
+        }
+    }
+
+    fn authenticated(&self) -> Option<Arc<Authenticated>> {
+        lock(&self.shared.auth).clone()
+    }
+}
+
+/// The flow's view of an SSH channel.
+struct SshTerminal {
+    handle: Handle,
+    channel: ChannelId,
+    input: mpsc::Receiver<Vec<u8>>,
+    size: Arc<Mutex<(u32, u32)>>,
+}
+
+impl Terminal for SshTerminal {
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.handle
+            .data(self.channel, bytes.to_vec())
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "channel closed"))
+    }
+    async fn read(&mut self, idle: Duration) -> Result<Option<Vec<u8>>, Idle> {
+        tokio::time::timeout(idle, self.input.recv()).await.map_err(|_| Idle)
+    }
+    fn size(&self) -> (u32, u32) {
+        *lock(&self.size)
+    }
+}
+
+impl russh::server::Handler for Handler {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Auth::reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let secret = Secret::new(password.to_owned());
+        Ok(self.login(Credential::Password { username: user, password: &secret, method: "password" }).await)
+    }
+
+    async fn auth_publickey_offered(&mut self, user: &str, offer: russh::server::PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        // Only keys that can succeed are worth a signature. An address that
+        // is held off gets nothing.
+        if self.core.admission.check_attempt(self.peer.ip(), Millis::now()).is_err() {
+            return Ok(Auth::reject());
+        }
+        let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+        Ok(if self.core.key_is_registered(user, &fingerprint) { Auth::Accept } else { Auth::reject() })
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: russh::server::VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        // russh calls this only after verifying the signature.
+        let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+        Ok(self.login(Credential::PublicKey { username: user, fingerprint: &fingerprint }).await)
+    }
+
+    async fn auth_keyboard_interactive<'a>(&'a mut self, user: &str, _submethods: &str, response: Option<Response<'a>>) -> Result<Auth, Self::Error> {
+        let Some(response) = response else {
+            return Ok(Auth::Partial {
+                name: Cow::Borrowed(""),
+                instructions: Cow::Borrowed(""),
+                prompts: Cow::Owned(vec![(Cow::Borrowed("Password: "), false)]),
+            });
+        };
+        let answers: Vec<Secret<String>> = response.map(|b| Secret::new(String::from_utf8_lossy(&b).into_owned())).collect();
+        // One prompt, one answer; anything else is a failed attempt with an
+        // empty password (undecodable answers are dropped by russh).
+        let empty = Secret::new(String::new());
+        let password = if answers.len() == 1 { &answers[0] } else { &empty };
+        Ok(self.login(Credential::Password { username: user, password, method: "keyboard-interactive" }).await)
+    }
+
+    async fn channel_open_session(&mut self, channel: Channel<Msg>, reply: ChannelOpenHandle, _session: &mut Session) -> Result<(), Self::Error> {
+        // One session channel per connection. The `Channel` itself is not
+        // kept: input arrives through `data` below.
+        if self.authenticated().is_some() && self.channel.is_none() {
+            self.channel = Some(channel.id());
+            reply.accept().await;
+        } else {
+            reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+        }
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(&mut self, _c: Channel<Msg>, _h: &str, _p: u32, _oh: &str, _op: u32, reply: ChannelOpenHandle, _s: &mut Session) -> Result<(), Self::Error> {
+        reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(&mut self, channel: ChannelId, _term: &str, cols: u32, rows: u32, _pw: u32, _ph: u32, _modes: &[(russh::Pty, u32)], session: &mut Session) -> Result<(), Self::Error> {
+        *lock(&self.size) = (cols.clamp(1, 1000), rows.clamp(1, 1000));
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn window_change_request(&mut self, _channel: ChannelId, cols: u32, rows: u32, _pw: u32, _ph: u32, _session: &mut Session) -> Result<(), Self::Error> {
+        *lock(&self.size) = (cols.clamp(1, 1000), rows.clamp(1, 1000));
+        Ok(())
+    }
+
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        let Some(auth) = self.authenticated() else {
+            session.channel_failure(channel)?;
+            return Ok(());
+        };
+        if self.input.is_some() || self.channel != Some(channel) {
+            session.channel_failure(channel)?;
+            return Ok(());
+        }
+        session.channel_success(channel)?;
+        let (tx, rx) = mpsc::channel(64);
+        self.input = Some(tx);
+        let handle = session.handle();
+        let mut term = SshTerminal { handle: handle.clone(), channel, input: rx, size: self.size.clone() };
+        let art_dir = self.core.settings().art_dir.clone();
+        let idle = self.idle;
+        let shared = self.shared.clone();
+        let task = tokio::spawn(async move {
+            let welcome = flow::welcome::Welcome {
+                username: &auth.user.username,
+                previous_login: auth.previous_login.clone(),
+                art_dir: art_dir.as_deref(),
+                idle,
+            };
+            let ending = flow::welcome::run(&mut term, &welcome).await.unwrap_or(Ending::Disconnected);
+            *lock(&shared.ending) = Some(ending.reason());
+            let code = if ending == Ending::LoggedOff { 0 } else { 1 };
+            let _ = handle.exit_status_request(channel, code).await;
+            let _ = handle.eof(channel).await;
+            let _ = handle.close(channel).await;
+        });
+        *lock(&self.shared.flow) = Some(task);
+        Ok(())
+    }
+
+    async fn exec_request(&mut self, channel: ChannelId, _data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+        // The gate offers an interactive session; commands are refused
+        // plainly rather than silently.
+        session.channel_success(channel)?;
+        session.extended_data(channel, 1, b"portcullis: this gate offers interactive sessions only\r\n".to_vec())?;
+        session.exit_status_request(channel, 1)?;
+        session.eof(channel)?;
+        session.close(channel)?;
+        *lock(&self.shared.ending) = Some("command refused");
+        Ok(())
+    }
+
+    async fn subsystem_request(&mut self, channel: ChannelId, _name: &str, session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn x11_request(&mut self, channel: ChannelId, _single: bool, _proto: &str, _cookie: &str, _screen: u32, session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn env_request(&mut self, channel: ChannelId, _name: &str, _value: &str, session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn agent_request(&mut self, _channel: ChannelId, _session: &mut Session) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn tcpip_forward(&mut self, _address: &str, _port: &mut u32, _session: &mut Session) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn data(&mut self, channel: ChannelId, data: &[u8], _session: &mut Session) -> Result<(), Self::Error> {
+        if self.channel == Some(channel) {
+            if let Some(tx) = &self.input {
+                // Never block the session loop on a slow flow: input beyond
+                // 64 queued chunks is dropped.
+                let _ = tx.try_send(data.to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        if self.channel == Some(channel) {
+            self.input = None;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,57 @@
+//! Devices: what a login came from, as the client described itself.
+
+use super::{Context, Result, Store};
+use crate::model::Millis;
+use rusqlite::{params, OptionalExtension};
+
+pub struct SeenDevice<'a> {
+    pub user_id: i64,
+    pub fingerprint: &'a str,
+    pub device_name: &'a str,
+    pub device_type: &'a str,
+    pub client_version: &'a str,
+    pub ip: &'a str,
+    pub success: bool,
+    pub now: Millis,
+}
+
+impl Store {
+    /// Records a login (or failure) from a device; returns its id and
+    /// whether it was seen for the first time.
+    pub fn see_device(&self, d: &SeenDevice<'_>) -> Result<(i64, bool)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().doing("starting a device update")?;
+        let existing: Option<i64> = tx
+            .query_row("SELECT id FROM devices WHERE user_id = ?1 AND fingerprint = ?2", params![d.user_id, d.fingerprint], |r| r.get(0))
+            .optional()
+            .doing("finding a device")?;
+        let (logins, failures) = if d.success { (1, 0) } else { (0, 1) };
+        let (id, new) = match existing {
+            Some(id) => {
+                tx.execute(
+                    "UPDATE devices SET last_seen_at = ?2, last_ip = ?3, login_count = login_count + ?4, failure_count = failure_count + ?5 WHERE id = ?1",
+                    params![id, d.now.0, d.ip, logins, failures],
+                )
+                .doing("updating a device")?;
+                (id, false)
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO devices (user_id, fingerprint, device_name, device_type, client_version, first_seen_at, last_seen_at, last_ip, login_count, failure_count)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
+                    params![d.user_id, d.fingerprint, d.device_name, d.device_type, d.client_version, d.now.0, d.ip, logins, failures],
+                )
+                .doing("recording a device")?;
+                (tx.last_insert_rowid(), true)
+            }
+        };
+        tx.execute(
+            "INSERT INTO device_ips (device_id, ip, first_seen_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (device_id, ip) DO UPDATE SET last_seen_at = excluded.last_seen_at",
+            params![id, d.ip, d.now.0],
+        )
+        .doing("recording a device address")?;
+        tx.commit().doing("committing a device update")?;
+        Ok((id, new))
+    }
+}

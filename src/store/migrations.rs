@@ -1,0 +1,116 @@
+//! Numbered migrations from `migrations/`, embedded in order. Each runs in
+//! its own transaction and is recorded in `schema_migrations`; a landed
+//! migration is never edited.
+
+use super::{Context, Error, Result, Store};
+use crate::model::Millis;
+
+pub struct Migration {
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// In order. A new migration is appended here with the next number.
+pub const MIGRATIONS: &[Migration] = &[Migration { name: "0001_init", sql: include_str!("../../migrations/0001_init.sql") }];
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MigrationState {
+    pub name: String,
+    pub applied_at: Option<String>,
+}
+
+const LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL) WITHOUT ROWID";
+
+impl Store {
+    /// Applies pending migrations in order, up to and including `target`
+    /// when given. Returns the names applied. Safe to run again.
+    pub fn migrate(&self, target: Option<&str>) -> Result<Vec<String>> {
+        if let Some(t) = target {
+            if !MIGRATIONS.iter().any(|m| m.name == t) {
+                let known: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
+                return Err(Error::NotFound(format!("unknown migration {t:?} (known: {})", known.join(", "))));
+            }
+        }
+        let mut conn = self.conn();
+        conn.execute_batch(LEDGER).doing("creating the migrations ledger")?;
+        let mut applied = Vec::new();
+        for m in MIGRATIONS {
+            let tx = conn.transaction().doing("starting a migration")?;
+            let done: bool = tx
+                .query_row("SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE name = ?1)", [m.name], |r| r.get(0))
+                .doing("reading the migrations ledger")?;
+            if !done {
+                tx.execute_batch(m.sql).doing(&format!("applying migration {}", m.name))?;
+                tx.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?1, ?2)", rusqlite::params![m.name, Millis::now().0])
+                    .doing("recording a migration")?;
+                tx.commit().doing(&format!("committing migration {}", m.name))?;
+                applied.push(m.name.to_owned());
+            }
+            if Some(m.name) == target {
+                break;
+            }
+        }
+        Ok(applied)
+    }
+
+    pub fn migration_status(&self) -> Result<Vec<MigrationState>> {
+        let conn = self.conn();
+        conn.execute_batch(LEDGER).doing("creating the migrations ledger")?;
+        let mut out = Vec::new();
+        for m in MIGRATIONS {
+            let at: Option<i64> = conn
+                .query_row("SELECT applied_at FROM schema_migrations WHERE name = ?1", [m.name], |r| r.get(0))
+                .map(Some)
+                .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })
+                .doing("reading the migrations ledger")?;
+            out.push(MigrationState { name: m.name.to_owned(), applied_at: at.map(|t| Millis(t).rfc3339()) });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_on_an_empty_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("p.db")).expect("open");
+        assert!(store.require_migrated().is_err());
+        let first = store.migrate(None).expect("migrate");
+        assert_eq!(first, MIGRATIONS.iter().map(|m| m.name.to_owned()).collect::<Vec<_>>());
+        let again = store.migrate(None).expect("migrate again");
+        assert!(again.is_empty(), "re-run applied {again:?}");
+        store.require_migrated().expect("migrated");
+        assert!(store.migration_status().expect("status").iter().all(|m| m.applied_at.is_some()));
+        assert_eq!(store.integrity_check().expect("check"), "ok");
+    }
+
+    #[test]
+    fn unknown_target_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("p.db")).expect("open");
+        let err = store.migrate(Some("0099_nope")).unwrap_err().to_string();
+        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init)");
+    }
+
+    #[test]
+    fn check_constraints_refuse_unknown_enums() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("p.db")).expect("open");
+        store.migrate(None).expect("migrate");
+        let conn = store.conn();
+        let bad = conn.execute(
+            "INSERT INTO security_events (event_type, category, severity, description, created_at) VALUES ('made_up', 'system', 'info', 'x', 0)",
+            [],
+        );
+        assert!(bad.is_err());
+        let bad = conn.execute(
+            "INSERT INTO security_events (event_type, category, severity, description, created_at) VALUES ('login_failed', 'authentication', 'dire', 'x', 0)",
+            [],
+        );
+        assert!(bad.is_err());
+    }
+}

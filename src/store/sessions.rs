@@ -1,0 +1,101 @@
+//! Session rows: one per authenticated connection, from accept to end.
+
+use super::{Context, Result, Store};
+use crate::model::Millis;
+use rusqlite::params;
+
+pub struct NewSession<'a> {
+    pub user_id: i64,
+    pub device_id: Option<i64>,
+    pub protocol: &'a str,
+    pub ip: &'a str,
+    pub client_version: &'a str,
+    pub auth_method: &'a str,
+    pub factors: u8,
+    pub connected_at: Millis,
+    pub now: Millis,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub username: String,
+    pub protocol: String,
+    pub ip: String,
+    pub client_version: String,
+    pub auth_method: String,
+    pub factors: u8,
+    pub started_at: String,
+    pub last_activity_at: String,
+    pub ended_at: Option<String>,
+    pub end_reason: Option<String>,
+}
+
+impl Store {
+    pub fn start_session(&self, s: &NewSession<'_>) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO sessions (user_id, device_id, protocol, ip, client_version, auth_method, factors,
+                                   started_at, authenticated_at, last_activity_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            params![s.user_id, s.device_id, s.protocol, s.ip, s.client_version, s.auth_method, s.factors, s.connected_at.0, s.now.0],
+        )
+        .doing("starting a session")?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn end_session(&self, id: i64, reason: &str, now: Millis) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE sessions SET ended_at = ?2, end_reason = ?3, last_activity_at = MAX(last_activity_at, ?2) WHERE id = ?1 AND ended_at IS NULL",
+                params![id, now.0, reason],
+            )
+            .doing("ending a session")?;
+        Ok(())
+    }
+
+    pub fn touch_session(&self, id: i64, now: Millis) -> Result<()> {
+        self.conn().execute("UPDATE sessions SET last_activity_at = ?2 WHERE id = ?1", params![id, now.0]).doing("touching a session")?;
+        Ok(())
+    }
+
+    /// Sessions left open by a daemon that died: closed at start.
+    /// Their end is set to their last sign of life.
+    pub fn end_orphaned_sessions(&self, reason: &str) -> Result<usize> {
+        self.conn()
+            .execute("UPDATE sessions SET ended_at = MAX(last_activity_at, started_at), end_reason = ?1 WHERE ended_at IS NULL", params![reason])
+            .doing("closing orphaned sessions")
+    }
+
+    pub fn sessions(&self, user_id: Option<i64>, limit: usize) -> Result<Vec<SessionRow>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT s.id, s.user_id, u.username, s.protocol, s.ip, s.client_version, s.auth_method, s.factors,
+                        s.started_at, s.last_activity_at, s.ended_at, s.end_reason
+                 FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE (?1 IS NULL OR s.user_id = ?1) ORDER BY s.id DESC LIMIT ?2",
+            )
+            .doing("listing sessions")?;
+        let rows = st
+            .query_map(params![user_id, limit as i64], |r| {
+                Ok(SessionRow {
+                    id: r.get(0)?,
+                    user_id: r.get(1)?,
+                    username: r.get(2)?,
+                    protocol: r.get(3)?,
+                    ip: r.get(4)?,
+                    client_version: r.get(5)?,
+                    auth_method: r.get(6)?,
+                    factors: r.get(7)?,
+                    started_at: Millis(r.get(8)?).rfc3339(),
+                    last_activity_at: Millis(r.get(9)?).rfc3339(),
+                    ended_at: r.get::<_, Option<i64>>(10)?.map(|t| Millis(t).rfc3339()),
+                    end_reason: r.get(11)?,
+                })
+            })
+            .doing("listing sessions")?;
+        rows.collect::<rusqlite::Result<_>>().doing("listing sessions")
+    }
+}

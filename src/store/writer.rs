@@ -1,0 +1,105 @@
+//! The event writer: one thread, its own connection, group commit. Callers
+//! queue events; the thread takes everything queued (up to `batch`), writes
+//! it in one transaction, and only then answers those who asked to know.
+
+use super::{events::insert_batch, open_connection, Result};
+use crate::model::Event;
+use std::path::Path;
+use tokio::sync::{mpsc, oneshot};
+
+enum Msg {
+    Event(Event, Option<oneshot::Sender<bool>>),
+    Flush(oneshot::Sender<bool>),
+}
+
+/// Cheap to clone; every clone feeds the same thread.
+#[derive(Clone)]
+pub struct EventWriter {
+    tx: mpsc::Sender<Msg>,
+}
+
+/// Joined by the daemon at shutdown, after every sender is dropped.
+pub struct WriterThread(Option<std::thread::JoinHandle<()>>);
+
+impl WriterThread {
+    pub fn join(mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+const QUEUE: usize = 65_536;
+
+impl EventWriter {
+    pub(crate) fn start(path: &Path, batch: usize) -> Result<EventWriter> {
+        Self::start_joinable(path, batch).map(|(w, _)| w)
+    }
+
+    pub fn start_joinable(path: &Path, batch: usize) -> Result<(EventWriter, WriterThread)> {
+        let mut conn = open_connection(path)?;
+        let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("event-writer".into())
+            .spawn(move || {
+                let mut events = Vec::with_capacity(batch);
+                let mut waiters = Vec::new();
+                while let Some(first) = rx.blocking_recv() {
+                    let mut next = Some(first);
+                    while let Some(msg) = next.take() {
+                        match msg {
+                            Msg::Event(e, w) => {
+                                events.push(e);
+                                waiters.extend(w);
+                            }
+                            Msg::Flush(w) => waiters.push(w),
+                        }
+                        if events.len() >= batch {
+                            break;
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    let ok = events.is_empty() || match insert_batch(&mut conn, &events) {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::error!(error = %e, count = events.len(), "security events could not be written");
+                            false
+                        }
+                    };
+                    events.clear();
+                    for w in waiters.drain(..) {
+                        let _ = w.send(ok);
+                    }
+                }
+            })
+            .map_err(|e| super::Error::Conflict(format!("starting the event writer: {e}")))?;
+        Ok((EventWriter { tx }, WriterThread(Some(handle))))
+    }
+
+    /// Queues an event; waits only when the queue is full.
+    pub async fn record(&self, event: Event) {
+        if self.tx.send(Msg::Event(event, None)).await.is_err() {
+            tracing::error!("event writer has stopped; event lost");
+        }
+    }
+
+    /// Queues an event and waits until it is committed. Returns false if
+    /// the write failed: a caller that must not proceed unrecorded
+    /// (a successful login) refuses then.
+    pub async fn record_committed(&self, event: Event) -> bool {
+        let (w, r) = oneshot::channel();
+        if self.tx.send(Msg::Event(event, Some(w))).await.is_err() {
+            return false;
+        }
+        r.await.unwrap_or(false)
+    }
+
+    /// Waits until everything queued so far is committed.
+    pub async fn flush(&self) -> bool {
+        let (w, r) = oneshot::channel();
+        if self.tx.send(Msg::Flush(w)).await.is_err() {
+            return false;
+        }
+        r.await.unwrap_or(false)
+    }
+}
