@@ -1,0 +1,104 @@
+//! Keeps the layering of ARCHITECTURE.md true: each outside crate is named
+//! only inside its one module, front ends never name each other, and SQL
+//! lives only in `store`. Fails with the file and line of every offence.
+
+use std::path::{Path, PathBuf};
+
+/// (crate path prefix, the folders or files of `src/` allowed to name it)
+const CRATE_HOMES: &[(&str, &[&str])] = &[
+    ("russh", &["src/ssh/"]),
+    ("rusqlite", &["src/store/"]),
+    ("clap", &["src/cli/"]),
+    ("tracing_subscriber", &["src/cli/"]),
+    ("libc", &["src/cli/"]),
+    ("pbkdf2", &["src/core/password.rs"]),
+    ("zxcvbn", &["src/core/password.rs"]),
+    ("hmac", &["src/core/password.rs"]),
+];
+
+/// Front ends must not name each other; inner layers must not name them.
+const FRONT_ENDS: &[&str] = &["ssh", "cli"];
+const INNER: &[&str] = &["core", "store", "model", "config", "flow"];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Whether `line` names `path` (e.g. `rusqlite::`) at a word boundary and
+/// not as the tail of a longer path.
+fn names(line: &str, path: &str) -> bool {
+    let mut start = 0;
+    while let Some(i) = line[start..].find(path) {
+        let at = start + i;
+        let before = line[..at].chars().last();
+        if !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+            return true;
+        }
+        start = at + path.len();
+    }
+    false
+}
+
+fn offences_in(rel: &str, text: &str) -> Vec<String> {
+    let module = rel.strip_prefix("src/").and_then(|r| r.split(['/', '.']).next()).unwrap_or("");
+    let mut offences = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        for (krate, homes) in CRATE_HOMES {
+            if names(code, &format!("{krate}::")) && !homes.iter().any(|h| rel.starts_with(h)) {
+                offences.push(format!("{rel}:{}: names `{krate}` outside {}", n + 1, homes.join(", ")));
+            }
+        }
+        if FRONT_ENDS.contains(&module) || INNER.contains(&module) {
+            for f in FRONT_ENDS.iter().filter(|f| **f != module) {
+                if names(code, &format!("crate::{f}::")) {
+                    offences.push(format!("{rel}:{}: `{module}` must not use the front end `{f}`", n + 1));
+                }
+            }
+        }
+        if INNER.contains(&module) && names(code, "crate::daemon::") {
+            offences.push(format!("{rel}:{}: `{module}` must not use `daemon`", n + 1));
+        }
+        let sql = ["SELECT ", "INSERT INTO", "UPDATE ", "DELETE FROM", "CREATE TABLE"];
+        if !rel.starts_with("src/store/") && sql.iter().any(|s| code.contains(&format!("\"{s}"))) {
+            offences.push(format!("{rel}:{}: SQL outside store", n + 1));
+        }
+    }
+    offences
+}
+
+#[test]
+fn crates_stay_in_their_modules() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let mut offences = Vec::new();
+    for file in &files {
+        let rel = file.strip_prefix(root).expect("relative").to_string_lossy().replace('\\', "/");
+        offences.extend(offences_in(&rel, &std::fs::read_to_string(file).expect("read")));
+    }
+    assert!(offences.is_empty(), "layering broken:\n{}", offences.join("\n"));
+}
+
+#[test]
+fn the_checker_catches_offences() {
+    let cases: &[(&str, &str, usize)] = &[
+        ("src/core/login.rs", "use rusqlite::params;", 1),
+        ("src/store/users.rs", "use rusqlite::params;", 0),
+        ("src/ssh/handler.rs", "use crate::cli::output;", 1),
+        ("src/core/x.rs", "let q = \"SELECT * FROM users\";", 1),
+        ("src/core/x.rs", "// rusqlite:: in a comment", 0),
+        ("src/core/x.rs", "crate::store::rusqlite_free::x", 0),
+        ("src/flow/x.rs", "use crate::ssh::Thing;", 1),
+    ];
+    for (file, line, want) in cases {
+        assert_eq!(offences_in(file, line).len(), *want, "{file}: {line}");
+    }
+}
