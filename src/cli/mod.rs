@@ -101,6 +101,9 @@ enum UserCmd {
         user: String,
         #[arg(long)]
         password_stdin: bool,
+        /// A temporary password: the user must change it at the next login.
+        #[arg(long)]
+        must_reset: bool,
     },
     /// Lock an account (until unlocked, or for a duration).
     Lock {
@@ -301,11 +304,16 @@ async fn user(core: Core, cmd: UserCmd) -> anyhow::Result<i32> {
         }
         UserCmd::List { json } => output::users(&core.list_users()?, json, now)?,
         UserCmd::Show { user, json } => output::user(&core.find_user(&user)?, json, now)?,
-        UserCmd::Passwd { user, password_stdin } => {
+        UserCmd::Passwd { user, password_stdin, must_reset } => {
             let u = core.find_user(&user)?;
             let password = read_password(password_stdin)?;
-            core.change_password(&u, &password, &actor, now).await?;
-            println!("password of {} changed", u.username);
+            if must_reset {
+                core.reset_password(&u, &password, &actor, now).await?;
+                println!("password of {} set; it must be changed at the next login", u.username);
+            } else {
+                core.change_password(&u, &password, &actor, now).await?;
+                println!("password of {} changed", u.username);
+            }
         }
         UserCmd::Lock { user, duration, reason } => {
             let u = core.find_user(&user)?;

@@ -200,6 +200,42 @@ impl Core {
     }
 }
 
+/// What the login flow must do about a user's password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordStatus {
+    Fine,
+    /// Older than `max_age_days`: the user is asked to change it.
+    Old { age_days: u32, max_days: u32 },
+    /// A sysop asked for a reset, or it is older than
+    /// `force_change_after_days`: nothing else happens until it changes.
+    MustChange,
+}
+
+impl Core {
+    pub fn password_status(&self, user: &User, now: Millis) -> PasswordStatus {
+        if user.must_reset_password {
+            return PasswordStatus::MustChange;
+        }
+        let p = &self.settings().passwords;
+        let changed = user.password_changed_at.unwrap_or(user.created_at);
+        let age_days = ((now.0 - changed.0).max(0) / 86_400_000) as u32;
+        if p.force_change_after_days.is_some_and(|d| age_days >= d) {
+            return PasswordStatus::MustChange;
+        }
+        if age_days >= p.max_age_days {
+            return PasswordStatus::Old { age_days, max_days: p.max_age_days };
+        }
+        PasswordStatus::Fine
+    }
+
+    /// Sets a password chosen by a sysop and makes the next login change it.
+    pub async fn reset_password(&self, user: &User, password: &Secret<String>, actor: &Actor, now: Millis) -> Result<()> {
+        self.change_password(user, password, actor, now).await?;
+        self.store.set_must_reset(user.id, true)?;
+        Ok(())
+    }
+}
+
 fn rule_name(v: &Violation) -> &'static str {
     match v {
         Violation::TooShort { .. } => "min_length",

@@ -4,6 +4,7 @@
 //! today the flow is the welcome screen.)
 
 pub mod art;
+pub mod prompt;
 pub mod welcome;
 
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub enum Ending {
     LoggedOff,
     IdleTimeout,
     Disconnected,
+    PasswordChangeRequired,
 }
 
 impl Ending {
@@ -37,6 +39,7 @@ impl Ending {
             Ending::LoggedOff => "logged off",
             Ending::IdleTimeout => "idle timeout",
             Ending::Disconnected => "client disconnected",
+            Ending::PasswordChangeRequired => "password change required",
         }
     }
 }

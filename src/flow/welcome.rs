@@ -1,31 +1,50 @@
-//! The welcome screen: art, the user's previous login, and `Q` to log off.
+//! The first screens after login: a forced password change when one is
+//! due, the welcome art with the previous login, `P` to change the
+//! password, `Q` to log off.
 
+use super::prompt::{read_line, Line};
 use super::{art, crlf, Ending, Terminal};
-use crate::model::Millis;
+use crate::core::accounts::{Actor, PasswordStatus};
+use crate::core::login::Authenticated;
+use crate::core::{Core, Error};
+use crate::model::{escape_control, Millis, Secret};
 use std::path::Path;
 use std::time::Duration;
 
 pub struct Welcome<'a> {
-    pub username: &'a str,
-    pub previous_login: Option<(Millis, String)>,
+    pub core: &'a Core,
+    pub auth: &'a Authenticated,
+    pub ip: String,
     pub art_dir: Option<&'a Path>,
     pub idle: Duration,
 }
 
 pub async fn run<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Result<Ending> {
+    let status = w.core.password_status(&w.auth.user, Millis::now());
+    if status == PasswordStatus::MustChange {
+        term.write(&crlf("\n  Your password must be changed before you go on.\n\n")).await?;
+        match change_password(term, w).await? {
+            Change::Done => {}
+            Change::GaveUp => {
+                term.write(&crlf("\n  The password was not changed. Logging you off.\n")).await?;
+                return Ok(Ending::PasswordChangeRequired);
+            }
+            Change::Ended(e) => return Ok(e),
+        }
+    }
     let mut screen = String::from("\x1b[2J\x1b[H");
     if let Some(a) = art::load(w.art_dir, "WELCOME") {
         screen.push_str(&a);
     }
-    // Usernames are restricted to letters, digits and `_-.`; escaping
-    // anyway keeps this safe should that rule ever loosen.
-    let name = crate::model::escape_control(w.username);
-    screen.push_str(&format!("\n  Welcome, {name}.\n"));
-    match &w.previous_login {
-        Some((at, ip)) => screen.push_str(&format!("  Last login: {} from {}\n", at.rfc3339(), crate::model::escape_control(ip))),
+    screen.push_str(&format!("\n  Welcome, {}.\n", escape_control(&w.auth.user.username)));
+    match &w.auth.previous_login {
+        Some((at, ip)) => screen.push_str(&format!("  Last login: {} from {}\n", at.rfc3339(), escape_control(ip))),
         None => screen.push_str("  This is your first login.\n"),
     }
-    screen.push_str("\n  Press Q to log off.\n");
+    if let PasswordStatus::Old { age_days, max_days } = status {
+        screen.push_str(&format!("\n  Your password is {age_days} days old (the limit is {max_days}). Please change it: press P.\n"));
+    }
+    screen.push_str("\n  Press P to change your password, Q to log off.\n");
     term.write(&crlf(&screen)).await?;
     loop {
         match term.read(w.idle).await {
@@ -40,63 +59,131 @@ pub async fn run<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Result<
                     term.write(&crlf(&bye)).await?;
                     return Ok(Ending::LoggedOff);
                 }
+                if bytes.iter().any(|b| matches!(b, b'p' | b'P')) {
+                    term.write(b"\r\n").await?;
+                    if let Change::Ended(e) = change_password(term, w).await? {
+                        return Ok(e);
+                    }
+                    term.write(&crlf("\n  Press P to change your password, Q to log off.\n")).await?;
+                }
             }
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+enum Change {
+    Done,
+    GaveUp,
+    Ended(Ending),
+}
 
-    /// A terminal fed from a script, recording what was written.
-    struct Script {
-        input: Vec<Vec<u8>>,
-        output: Vec<u8>,
-    }
-
-    impl Terminal for Script {
-        async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-            self.output.extend_from_slice(bytes);
-            Ok(())
+/// Asks for a new password twice, up to three times, and sets it under the
+/// policy. The messages name every failed rule.
+async fn change_password<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Result<Change> {
+    for _ in 0..3 {
+        let first = match read_line(term, "  New password: ", true, w.idle).await? {
+            Line::Text(t) => t,
+            Line::Cancelled => return Ok(Change::GaveUp),
+            Line::Idle => return Ok(Change::Ended(Ending::IdleTimeout)),
+            Line::Closed => return Ok(Change::Ended(Ending::Disconnected)),
+        };
+        let second = match read_line(term, "  Repeat it: ", true, w.idle).await? {
+            Line::Text(t) => t,
+            Line::Cancelled => return Ok(Change::GaveUp),
+            Line::Idle => return Ok(Change::Ended(Ending::IdleTimeout)),
+            Line::Closed => return Ok(Change::Ended(Ending::Disconnected)),
+        };
+        if first != second {
+            term.write(&crlf("  The two passwords differ.\n\n")).await?;
+            continue;
         }
-        async fn read(&mut self, _idle: Duration) -> Result<Option<Vec<u8>>, super::super::Idle> {
-            if self.input.is_empty() {
-                Err(super::super::Idle)
-            } else {
-                Ok(Some(self.input.remove(0)))
+        let actor = Actor::User { id: w.auth.user.id, session: Some(w.auth.session_id), ip: w.ip.clone() };
+        match w.core.change_password(&w.auth.user, &Secret::new(first), &actor, Millis::now()).await {
+            Ok(()) => {
+                term.write(&crlf("  Your password has been changed.\n")).await?;
+                return Ok(Change::Done);
+            }
+            Err(Error::PasswordRejected(why)) => {
+                term.write(&crlf(&format!("  {}.\n\n", escape_control(&why)))).await?;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "changing a password from a session");
+                term.write(&crlf("  The password cannot be changed right now.\n\n")).await?;
+                return Ok(Change::GaveUp);
             }
         }
-        fn size(&self) -> (u32, u32) {
-            (80, 24)
-        }
+    }
+    Ok(Change::GaveUp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::prompt::tests::{block_on, Script};
+    use super::*;
+    use crate::core::EventSink;
+    use crate::store::Store;
+    use std::sync::Arc;
+
+    fn core(dir: &Path) -> Core {
+        let settings = crate::config::load::from_text("passwords: {\n  iterations: 1000\n}\n", "test.hjson", dir).expect("settings");
+        let store = Arc::new(Store::open(&dir.join("t.db")).expect("open"));
+        store.migrate(None).expect("migrate");
+        Core::new(store.clone(), settings, EventSink::Direct(store))
     }
 
-    fn check(input: &[&[u8]], previous: Option<(Millis, String)>, want_end: Ending, want_text: &[&str]) {
-        let mut t = Script { input: input.iter().map(|b| b.to_vec()).collect(), output: Vec::new() };
-        let w = Welcome { username: "alice", previous_login: previous, art_dir: None, idle: Duration::from_secs(1) };
-        let end = futures_lite_block_on(run(&mut t, &w)).expect("run");
-        assert_eq!(end, want_end);
-        let text = String::from_utf8_lossy(&t.output);
+    fn auth(core: &Core, must_reset: bool, previous: Option<(Millis, String)>) -> Authenticated {
+        let user = block_on(core.add_user("alice", None, &Secret::new("Correct-Horse-Battery-9".into()), &[], &Actor::Cli("t".into()), Millis::now())).expect("user");
+        if must_reset {
+            core.store.set_must_reset(user.id, true).expect("flag");
+        }
+        let user = core.find_user("alice").expect("find");
+        Authenticated { user, session_id: 1, device_id: 1, factors: 1, previous_login: previous }
+    }
+
+    fn check(must_reset: bool, previous: Option<(Millis, String)>, input: &[&[u8]], want_end: Ending, want_text: &[&str]) -> Core {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = core(dir.path());
+        let a = auth(&core, must_reset, previous);
+        let mut t = Script::new(input);
+        let w = Welcome { core: &core, auth: &a, ip: "127.0.0.1".into(), art_dir: None, idle: Duration::from_secs(1) };
+        let end = block_on(run(&mut t, &w)).expect("run");
+        let text = t.text();
+        assert_eq!(end, want_end, "{text}");
         for want in want_text {
             assert!(text.contains(want), "missing {want:?} in {text:?}");
         }
         assert!(!text.replace("\r\n", "").contains('\n'), "bare newline in output");
-    }
-
-    fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f)
+        core
     }
 
     #[test]
     fn welcome_transcripts() {
-        check(&[b"x", b"q"], None, Ending::LoggedOff, &["Welcome, alice.", "This is your first login.", "Press Q to log off.", "Farewell"]);
-        check(
-            &[b"Q"],
-            Some((Millis(1_764_072_000_000), "127.0.0.1".into())),
+        check(false, None, &[b"x", b"q"], Ending::LoggedOff, &["Welcome, alice.", "This is your first login.", "Q to log off.", "Farewell"]);
+        check(false, Some((Millis(1_764_072_000_000), "127.0.0.1".into())), &[b"Q"], Ending::LoggedOff, &["Last login: 2025-11-25T12:00:00.000Z from 127.0.0.1"]);
+        check(false, None, &[b"a"], Ending::IdleTimeout, &["Idle too long"]);
+    }
+
+    #[test]
+    fn forced_change_names_the_failed_rules_then_succeeds() {
+        let core = check(
+            true,
+            None,
+            &[b"short\r", b"short\r", b"Correct-Horse-Battery-9\r", b"Correct-Horse-Battery-9\r", b"Maple-Quartz-Violin-77\r", b"Maple-Quartz-Violin-77\r", b"q"],
             Ending::LoggedOff,
-            &["Last login: 2025-11-25T12:00:00.000Z from 127.0.0.1"],
+            &["must be changed", "must be at least 12 characters (has 5)", "was used recently", "Your password has been changed.", "Welcome, alice."],
         );
-        check(&[b"a"], None, Ending::IdleTimeout, &["Idle too long"]);
+        let u = core.find_user("alice").expect("user");
+        assert!(!u.must_reset_password);
+    }
+
+    #[test]
+    fn forced_change_refused_logs_off() {
+        check(true, None, &[b"\x1b"], Ending::PasswordChangeRequired, &["was not changed"]);
+        check(true, None, &[b"Maple-Quartz-Violin-77\r", b"Maple-Quartz-Violin-78\r", b"x\r", b"y\r", b"a\r", b"b\r"], Ending::PasswordChangeRequired, &["The two passwords differ."]);
+    }
+
+    #[test]
+    fn voluntary_change_from_the_welcome_screen() {
+        check(false, None, &[b"p", b"Maple-Quartz-Violin-77\r", b"Maple-Quartz-Violin-77\r", b"q"], Ending::LoggedOff, &["Your password has been changed."]);
     }
 }

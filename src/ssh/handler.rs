@@ -257,13 +257,10 @@ impl russh::server::Handler for Handler {
         let art_dir = self.core.settings().art_dir.clone();
         let idle = self.idle;
         let shared = self.shared.clone();
+        let core = self.core.clone();
+        let ip = self.peer.ip().to_string();
         let task = tokio::spawn(async move {
-            let welcome = flow::welcome::Welcome {
-                username: &auth.user.username,
-                previous_login: auth.previous_login.clone(),
-                art_dir: art_dir.as_deref(),
-                idle,
-            };
+            let welcome = flow::welcome::Welcome { core: &core, auth: &auth, ip, art_dir: art_dir.as_deref(), idle };
             let ending = flow::welcome::run(&mut term, &welcome).await.unwrap_or(Ending::Disconnected);
             *lock(&shared.ending) = Some(ending.reason());
             let code = if ending == Ending::LoggedOff { 0 } else { 1 };

@@ -169,6 +169,11 @@ impl Store {
         Ok(())
     }
 
+    pub fn set_must_reset(&self, user_id: i64, must: bool) -> Result<()> {
+        self.conn().execute("UPDATE users SET must_reset_password = ?2 WHERE id = ?1", params![user_id, must]).doing("flagging a password reset")?;
+        Ok(())
+    }
+
     pub fn record_login(&self, user_id: i64, ip: &str, now: Millis) -> Result<()> {
         self.conn()
             .execute(
