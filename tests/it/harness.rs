@@ -1,0 +1,538 @@
+//! The test harness: a `Gate` is one real daemon in its own temporary
+//! folder, driven by the real OpenSSH client and the real CLI.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+pub const ALICE_PW: &str = "Correct-Horse-Battery-9";
+pub const BOB_PW: &str = "Tangerine-Orbit-Lamp-42";
+
+/// How long any one child process may run.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The test configuration: a free port, fast rejections, cheap hashes and
+/// penalties out of the way.
+pub const DEFAULT_CONFIG: &str = r#"data_dir: data
+ssh: {
+  listen: "127.0.0.1:0"
+  auth_rejection_time: 50ms
+  penalties: {
+    max_failures: 1000
+  }
+}
+passwords: {
+  iterations: 1000
+}
+"#;
+
+pub struct Gate {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    /// The config the CLI uses (the daemon's file unless a test changes it,
+    /// e.g. to keep the CLI working while the daemon's file is broken).
+    pub cli_config: PathBuf,
+    child: Option<Child>,
+    pub port: u16,
+    /// Daemon stderr goes here (appended over restarts).
+    pub log: PathBuf,
+    ssh_runs: Arc<AtomicUsize>,
+}
+
+/// What one `ssh` run produced.
+#[derive(Debug)]
+pub struct SshRun {
+    /// Exit code; `None` when killed at the deadline or by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Each prompt the askpass script was asked, in order.
+    pub prompts: Vec<String>,
+}
+
+impl SshRun {
+    pub fn authenticated_exec(&self) -> bool {
+        self.code == Some(1) && self.stderr.contains("portcullis: this gate offers interactive sessions only")
+    }
+}
+
+/// How to run `ssh`.
+#[derive(Clone, Debug)]
+pub struct Ssh<'a> {
+    pub user: &'a str,
+    /// What askpass answers to every prompt.
+    pub password: &'a str,
+    /// "keyboard-interactive", "password" or "publickey".
+    pub method: &'a str,
+    pub prompts: u32,
+    /// Source address (`ssh -b`).
+    pub bind: Option<&'a str>,
+    /// Private key file for publickey.
+    pub identity: Option<&'a Path>,
+    /// Remote command; `None` asks for an interactive session.
+    pub command: Option<&'a str>,
+}
+
+impl<'a> Ssh<'a> {
+    pub fn kbd(user: &'a str, password: &'a str) -> Ssh<'a> {
+        Ssh { user, password, method: "keyboard-interactive", prompts: 1, bind: None, identity: None, command: Some("true") }
+    }
+    pub fn method(mut self, m: &'a str) -> Self {
+        self.method = m;
+        self
+    }
+    pub fn prompts(mut self, n: u32) -> Self {
+        self.prompts = n;
+        self
+    }
+    pub fn bind(mut self, addr: &'a str) -> Self {
+        self.bind = Some(addr);
+        self
+    }
+    pub fn key(mut self, path: &'a Path) -> Self {
+        self.identity = Some(path);
+        self.method = "publickey";
+        self
+    }
+    pub fn interactive(mut self) -> Self {
+        self.command = None;
+        self
+    }
+}
+
+/// Reads a pipe in a thread, chunk by chunk.
+fn pump(mut r: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn drain(rx: &mpsc::Receiver<Vec<u8>>, into: &mut Vec<u8>, until: Instant) {
+    while let Ok(chunk) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        into.extend_from_slice(&chunk);
+    }
+}
+
+/// Waits for a child with a deadline; kills it when the deadline passes.
+pub fn wait_deadline(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
+    let until = Instant::now() + deadline;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if Instant::now() < until => thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// Runs a command to completion with a deadline, stdin from `input`.
+pub fn run(mut cmd: Command, input: Option<&str>) -> Output {
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawning a command");
+    if let Some(text) = input {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    let out = pump(child.stdout.take().unwrap());
+    let err = pump(child.stderr.take().unwrap());
+    let status = wait_deadline(&mut child, DEADLINE).unwrap_or_else(|| panic!("{cmd:?} did not finish within {DEADLINE:?}"));
+    let until = Instant::now() + Duration::from_secs(5);
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    drain(&out, &mut stdout, until);
+    drain(&err, &mut stderr, until);
+    Output { status, stdout, stderr }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Polls `f` until it returns `Some`, for at most `within`.
+pub fn poll<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= until {
+            panic!("timed out waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Gate {
+    /// A migrated, not yet started gate with `config` as its config file.
+    pub fn prepare(config: &str) -> Gate {
+        let dir = tempfile::Builder::new().prefix("portcullis-it-").tempdir().expect("tempdir");
+        let path = dir.path().join("portcullis.hjson");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.path().join("daemon.log");
+        let gate = Gate { cli_config: path.clone(), config: path, log, dir, child: None, port: 0, ssh_runs: Arc::new(AtomicUsize::new(0)) };
+        let out = gate.cli(&["migrate", "run"]);
+        assert!(out.status.success(), "migrate run: {}", text(&out.stderr));
+        gate
+    }
+
+    /// A running gate with the default test config.
+    pub fn start() -> Gate {
+        Gate::start_with(DEFAULT_CONFIG)
+    }
+
+    pub fn start_with(config: &str) -> Gate {
+        let mut g = Gate::prepare(config);
+        g.launch();
+        g
+    }
+
+    /// Starts the daemon and waits for its ready line.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .current_dir(self.dir.path())
+            .env("PORTCULLIS_LOG", "info,russh=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawning the daemon");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep the pipe open and drained for the daemon's lifetime.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(DEADLINE) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no ready line; daemon log:\n{}", self.daemon_log());
+            }
+        };
+        self.child = Some(child);
+        // ready ssh=127.0.0.1:PORT web=off
+        let rest = line.strip_prefix("ready ssh=127.0.0.1:").unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+        let (port, tail) = rest.split_once(' ').unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+        assert_eq!(tail, "web=off", "ready line {line:?}");
+        self.port = port.parse().unwrap_or_else(|_| panic!("unexpected ready line {line:?}"));
+        assert_ne!(self.port, 0);
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("daemon not running").id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({sig})");
+    }
+
+    /// Whether the daemon is still running.
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits (SIGKILL after a deadline); returns the exit status.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        wait_deadline(&mut c, Duration::from_secs(15))
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.path("data/portcullis.db")
+    }
+
+    fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(&self.cli_config).args(args).current_dir(self.dir.path()).env_remove("PORTCULLIS_CONFIG").env("PORTCULLIS_LOG", "warn");
+        cmd
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run(self.cli_command(args), None)
+    }
+
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
+        run(self.cli_command(args), Some(input))
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "portcullis {args:?} failed ({:?}): {}{}", out.status, text(&out.stdout), text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    pub fn add_user(&self, name: &str, password: &str) {
+        let email = format!("{name}@example.org");
+        let out = self.cli_stdin(&["user", "add", name, "--email", &email, "--password-stdin"], &format!("{password}\n"));
+        assert!(out.status.success(), "user add {name}: {}{}", text(&out.stdout), text(&out.stderr));
+    }
+
+    /// `security events ARGS --json`, newest first.
+    pub fn events_json(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["security", "events"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let out = self.cli_ok(&all);
+        let mut events = match serde_json::from_str(&out) {
+            Ok(Value::Array(v)) => v,
+            other => panic!("security events {args:?}: not a JSON array: {other:?}\n{out}"),
+        };
+        // Newest first, whatever order the CLI prints them in.
+        events.sort_by_key(|e| std::cmp::Reverse(e["id"].as_i64().unwrap_or_else(|| panic!("event without id: {e}"))));
+        events
+    }
+
+    /// Events of one type (for `user`, or all users when `None`), newest first.
+    pub fn events_of(&self, user: Option<&str>, event_type: &str) -> Vec<Value> {
+        let mut args = Vec::new();
+        if let Some(u) = user {
+            args.push(u);
+            args.push("1000");
+        }
+        args.extend_from_slice(&["--type", event_type]);
+        self.events_json(&args)
+    }
+
+    /// Polls until `pred` holds for the events of one type.
+    pub fn wait_events(&self, user: Option<&str>, event_type: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        poll(Duration::from_secs(10), &format!("{event_type} events"), || {
+            let ev = self.events_of(user, event_type);
+            pred(&ev).then_some(ev)
+        })
+    }
+
+    /// The ssh side of this gate, usable from another thread.
+    pub fn client(&self) -> Client {
+        Client { dir: self.dir.path().to_path_buf(), port: self.port, runs: self.ssh_runs.clone() }
+    }
+
+    pub fn ssh(&self, o: &Ssh) -> SshRun {
+        self.client().ssh(o)
+    }
+
+    pub fn ssh_session(&self, o: &Ssh) -> SshRun {
+        self.client().ssh_session(o)
+    }
+
+    pub fn ssh_session_then(&self, o: &Ssh, at_welcome: impl FnOnce(&mut ChildStdin)) -> SshRun {
+        self.client().ssh_session_then(o, at_welcome)
+    }
+
+    /// Generates an ed25519 key pair in the gate's folder; returns the
+    /// private key path and the public key line.
+    pub fn keygen(&self, name: &str) -> (PathBuf, String) {
+        let path = self.path(name);
+        let mut cmd = Command::new("ssh-keygen");
+        cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"]).arg(&path);
+        let out = run(cmd, None);
+        assert!(out.status.success(), "ssh-keygen: {}", text(&out.stderr));
+        let public = std::fs::read_to_string(format!("{}.pub", path.display())).unwrap().trim().to_owned();
+        (path, public)
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Runs the OpenSSH client against one gate.
+#[derive(Clone)]
+pub struct Client {
+    dir: PathBuf,
+    port: u16,
+    runs: Arc<AtomicUsize>,
+}
+
+impl Client {
+    /// A folder with an askpass script that answers `password` and logs
+    /// each prompt.
+    fn askpass(&self, password: &str) -> PathBuf {
+        let n = self.runs.fetch_add(1, Ordering::SeqCst);
+        let dir = self.dir.join(format!("ssh-{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("answer"), format!("{password}\n")).unwrap();
+        let script = dir.join("askpass.sh");
+        std::fs::write(&script, format!("#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{d}/prompts'\ncat '{d}/answer'\n", d = dir.display())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    fn ssh_command(&self, o: &Ssh, askdir: &Path, tty: bool) -> Command {
+        let mut cmd = Command::new("ssh");
+        if tty {
+            cmd.arg("-tt");
+        } else {
+            cmd.arg("-T");
+        }
+        cmd.arg("-p").arg(self.port.to_string());
+        for opt in [
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "GlobalKnownHostsFile=/dev/null",
+            "LogLevel=ERROR",
+            "BatchMode=no",
+            "ConnectTimeout=10",
+            "ServerAliveInterval=0",
+            "ControlMaster=no",
+            "ControlPath=none",
+            "ForwardAgent=no",
+            "ForwardX11=no",
+        ] {
+            cmd.arg("-o").arg(opt);
+        }
+        // The user name goes through a config file: OpenSSH refuses
+        // control characters in a name given on the command line, and the
+        // hostile-name test needs them.
+        let config = askdir.join("ssh_config");
+        std::fs::write(&config, format!("Host *\n  User {}\n", o.user)).unwrap();
+        cmd.arg("-F").arg(&config);
+        cmd.arg("-o").arg(format!("PreferredAuthentications={}", o.method));
+        cmd.arg("-o").arg(format!("NumberOfPasswordPrompts={}", o.prompts));
+        match o.identity {
+            Some(key) => {
+                cmd.arg("-o").arg("PubkeyAuthentication=yes").arg("-o").arg("IdentitiesOnly=yes").arg("-i").arg(key);
+            }
+            None => {
+                cmd.arg("-o").arg("PubkeyAuthentication=no");
+            }
+        }
+        if let Some(b) = o.bind {
+            cmd.arg("-b").arg(b);
+        }
+        cmd.arg("127.0.0.1");
+        if let Some(c) = o.command {
+            cmd.arg(c);
+        }
+        cmd.env("SSH_ASKPASS", askdir.join("askpass.sh"))
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", ":0")
+            .env("HOME", &self.dir)
+            .env_remove("SSH_AUTH_SOCK");
+        cmd
+    }
+
+    fn prompts(askdir: &Path) -> Vec<String> {
+        std::fs::read_to_string(askdir.join("prompts")).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+
+    /// Runs `ssh` to completion (non-interactive: `o.command` is run).
+    pub fn ssh(&self, o: &Ssh) -> SshRun {
+        assert!(o.command.is_some(), "use ssh_session for interactive sessions");
+        let askdir = self.askpass(o.password);
+        let out = run(self.ssh_command(o, &askdir, false), None);
+        SshRun { code: out.status.code(), stdout: text(&out.stdout), stderr: text(&out.stderr), prompts: Client::prompts(&askdir) }
+    }
+
+    /// An interactive session: waits for the welcome screen, presses `q`,
+    /// and waits for ssh to exit. The screen text is in `stdout`.
+    pub fn ssh_session(&self, o: &Ssh) -> SshRun {
+        self.ssh_session_then(o, |stdin| {
+            let _ = stdin.write_all(b"q");
+            let _ = stdin.flush();
+        })
+    }
+
+    /// An interactive session: waits for the welcome screen, calls
+    /// `at_welcome` with ssh's stdin, and waits for ssh to exit.
+    pub fn ssh_session_then(&self, o: &Ssh, at_welcome: impl FnOnce(&mut ChildStdin)) -> SshRun {
+        let o = o.clone().interactive();
+        let askdir = self.askpass(o.password);
+        let mut cmd = self.ssh_command(&o, &askdir, true);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning ssh");
+        let mut stdin: Option<ChildStdin> = child.stdin.take();
+        let out = pump(child.stdout.take().unwrap());
+        let err = pump(child.stderr.take().unwrap());
+        let until = Instant::now() + DEADLINE;
+        let mut screen = Vec::new();
+        let mut saw_prompt = false;
+        while Instant::now() < until {
+            match out.recv_timeout(Duration::from_millis(100)) {
+                Ok(chunk) => screen.extend_from_slice(&chunk),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if text(&screen).contains("Q to log off.") {
+                saw_prompt = true;
+                break;
+            }
+        }
+        if saw_prompt {
+            if let Some(s) = stdin.as_mut() {
+                at_welcome(s);
+            }
+        }
+        let status = wait_deadline(&mut child, until.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)));
+        drop(stdin);
+        let drain_until = Instant::now() + Duration::from_secs(5);
+        let mut stderr = Vec::new();
+        drain(&out, &mut screen, drain_until);
+        drain(&err, &mut stderr, drain_until);
+        SshRun { code: status.and_then(|s| s.code()), stdout: text(&screen), stderr: text(&stderr), prompts: Client::prompts(&askdir) }
+    }
+
+}
+
+/// A string field of an event's details.
+pub fn detail<'a>(e: &'a Value, key: &str) -> &'a Value {
+    &e["details"][key]
+}
