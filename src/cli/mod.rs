@@ -156,16 +156,21 @@ enum AuthCmd {
 
 #[derive(Subcommand, Debug)]
 enum SecurityCmd {
-    /// Security events, newest first.
+    /// Security events, newest first (with --follow: oldest first, then new
+    /// ones as they arrive).
     Events(EventsArgs),
 }
 
 #[derive(Args, Debug)]
 struct EventsArgs {
-    /// Only this user's events (username or id).
+    /// Only this user's events (username or id). A lone number that names
+    /// no user is taken as LIMIT.
     user: Option<String>,
     /// How many events (default 50).
     limit: Option<usize>,
+    /// How many events (same as LIMIT).
+    #[arg(long = "limit", value_name = "N", conflicts_with = "limit")]
+    limit_flag: Option<usize>,
     #[arg(long = "type", value_name = "TYPE")]
     event_type: Option<String>,
     /// This severity or worse: info, low, medium, high, critical.
@@ -359,8 +364,16 @@ async fn user(core: Core, cmd: UserCmd) -> anyhow::Result<i32> {
 
 async fn events(core: Core, args: EventsArgs) -> anyhow::Result<i32> {
     let now = Millis::now();
+    let mut limit = args.limit.or(args.limit_flag);
     let user_id = match &args.user {
-        Some(u) => Some(core.find_user(u)?.id),
+        Some(u) => match core.find_user(u) {
+            Ok(user) => Some(user.id),
+            Err(crate::core::Error::NoSuchUser(_)) if limit.is_none() && u.parse::<usize>().is_ok() => {
+                limit = u.parse().ok();
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
         None => None,
     };
     let event_type = match &args.event_type {
@@ -380,9 +393,11 @@ async fn events(core: Core, args: EventsArgs) -> anyhow::Result<i32> {
         }),
         None => None,
     };
-    let mut filter = EventFilter { user_id, event_type, min_severity, since, after_id: None, limit: args.limit.unwrap_or(50) };
+    let mut filter = EventFilter { user_id, event_type, min_severity, since, after_id: None, limit: limit.unwrap_or(50) };
     let mut shown = core.events(&filter)?;
-    shown.reverse(); // oldest first on screen, like a log
+    if args.follow {
+        shown.reverse(); // a log that grows at the bottom
+    }
     let mut last = shown.iter().map(|e| e.id).max().unwrap_or(0);
     if args.follow && last == 0 {
         last = core.last_event_id()?;

@@ -82,7 +82,8 @@ pub fn load_file(path: &Path) -> Result<Settings, Vec<String>> {
 /// Parses and resolves config text. `name` is used in messages, `folder`
 /// anchors relative paths.
 pub fn from_text(text: &str, name: &str, folder: &Path) -> Result<Settings, Vec<String>> {
-    let schema: Schema = super::hjson::from_str(text).map_err(|e| vec![format!("{name}:{e}")])?;
+    let tree = super::hjson::parse(text).map_err(|e| vec![format!("{name}:{e}")])?;
+    let schema: Schema = super::schema::from_tree(&tree).map_err(|errors| errors.iter().map(|e| format!("{name}:{e}")).collect::<Vec<_>>())?;
     resolve(schema, name, text, folder)
 }
 
@@ -279,6 +280,19 @@ mod tests {
                 Err(errors) => assert_eq!(errors.join("\n"), *want, "config {text:?}"),
             }
         }
+    }
+
+    #[test]
+    fn problems_in_different_sections_are_all_listed() {
+        let errors = check("ssh: {\n  listn: x\n}\npasswords: {\n  iterations: lots\n}\nbogus: 1\n").unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
+                "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
+                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"ssh\", \"passwords\", \"kdf\", \"events\"".to_string(),
+            ]
+        );
     }
 
     #[test]

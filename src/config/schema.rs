@@ -152,3 +152,37 @@ impl Default for Events {
         Events { batch: 1000 }
     }
 }
+
+/// Deserializes each top-level section on its own, so that one bad section
+/// does not hide the problems of the others.
+macro_rules! sections {
+    ($($field:ident),+ $(,)?) => {
+        /// The top-level keys, in the order serde reports them.
+        pub const TOP_LEVEL: &[&str] = &[$(stringify!($field)),+];
+
+        pub fn from_tree(root: &super::hjson::Spanned) -> Result<Schema, Vec<super::hjson::Error>> {
+            use super::hjson::{from_spanned_at, join_key, Error, Node};
+            let Node::Object(members) = &root.node else {
+                return Err(vec![Error::new(root.line, root.col, "", "the config must be an object")]);
+            };
+            let mut schema = Schema::default();
+            let mut problems = Vec::new();
+            for (key, value) in members {
+                let path = join_key("", &key.name);
+                match key.name.as_str() {
+                    $(stringify!($field) => match from_spanned_at(value, &path) {
+                        Ok(v) => schema.$field = v,
+                        Err(e) => problems.push(e),
+                    },)+
+                    other => {
+                        let expected: Vec<String> = TOP_LEVEL.iter().map(|f| format!("{f:?}")).collect();
+                        problems.push(Error::new(key.line, key.col, path.clone(), format!("unknown field {other:?}, expected one of {}", expected.join(", "))));
+                    }
+                }
+            }
+            if problems.is_empty() { Ok(schema) } else { Err(problems) }
+        }
+    };
+}
+
+sections!(data_dir, art_dir, ssh, passwords, kdf, events);

@@ -190,7 +190,7 @@ impl Admission {
             a.failures.pop_front();
         }
         a.failures.push_back(now);
-        if a.failures.len() as u32 >= p.max_failures && !a.held_until.is_some_and(|t| t > now) {
+        if a.failures.len() as u32 >= p.max_failures && a.held_until.is_none_or(|t| t <= now) {
             let factor = 1u32.checked_shl(a.repeats.min(20)).unwrap_or(u32::MAX);
             let hold = p.penalty.checked_mul(factor).unwrap_or(p.max_penalty).min(p.max_penalty);
             let until = now.plus(hold);

@@ -49,6 +49,7 @@ pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, stream: Tcp
         input: None,
         size: Arc::new(Mutex::new((80, 24))),
         idle: settings.ssh.idle_timeout,
+        methods: config.methods.clone(),
     };
     let started = tokio::time::timeout(grace, russh::server::run_stream(config, Sniff::new(stream, client_id), handler)).await;
     let running = match started {
@@ -100,7 +101,9 @@ pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, stream: Tcp
     }
     let auth = lock(&shared.auth).take();
     if let Some(auth) = auth {
-        let reason = lock(&shared.ending).take().or(ending).unwrap_or("client disconnected");
+        // The gate's own reason (shutdown, grace time) wins over what the
+        // flow saw when its input closed.
+        let reason = ending.or_else(|| lock(&shared.ending).take()).unwrap_or("client disconnected");
         core.end_session(&auth, peer.ip(), reason, Millis::now()).await;
     }
 }
@@ -116,6 +119,7 @@ struct Handler {
     input: Option<mpsc::Sender<Vec<u8>>>,
     size: Arc<Mutex<(u32, u32)>>,
     idle: Duration,
+    methods: russh::MethodSet,
 }
 
 impl Handler {
@@ -135,7 +139,9 @@ impl Handler {
                 self.shared.kick.notify_one();
                 Auth::reject()
             }
-            Outcome::Rejected(_) => Auth::reject(),
+            // Name the methods again: a bare reject makes russh drop the
+            // method just used, and OpenSSH would stop after one password.
+            Outcome::Rejected(_) => Auth::Reject { proceed_with_methods: Some(self.methods.clone()), partial_success: false },
         }
     }
 

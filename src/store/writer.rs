@@ -38,6 +38,9 @@ impl EventWriter {
 
     pub fn start_joinable(path: &Path, batch: usize) -> Result<(EventWriter, WriterThread)> {
         let mut conn = open_connection(path)?;
+        // The event indexes take inserts at many points at once (one per
+        // user and address); a larger page cache keeps those pages hot.
+        conn.pragma_update(None, "cache_size", -65_536).map_err(|source| super::Error::Sqlite { what: "sizing the writer cache".into(), source })?;
         let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
         let handle = std::thread::Builder::new()
             .name("event-writer".into())
