@@ -149,7 +149,7 @@ pub struct Events {
 
 impl Default for Events {
     fn default() -> Self {
-        Events { batch: 1000 }
+        Events { batch: 10_000 }
     }
 }
 
