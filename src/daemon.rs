@@ -42,7 +42,8 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let (writer, writer_thread) = EventWriter::start_joinable(&db, settings.event_batch)?;
     let host_key = crate::ssh::load_or_create_host_key(&settings.ssh.host_key)?;
     let listen = settings.ssh.listen;
-    let core = Arc::new(Core::new(store, settings, EventSink::Writer(writer.clone())));
+    let keyring = crate::core::secrets::Keyring::load_or_create(&settings.data_dir).map_err(anyhow::Error::msg)?;
+    let core = Arc::new(Core::new(store, settings, EventSink::Writer(writer.clone()), keyring));
     core.rebuild_windows(Millis::now())?;
     let ssh_config = Arc::new(crate::ssh::russh_config(&core, host_key));
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding SSH listener {listen}"))?;

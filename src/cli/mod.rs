@@ -50,9 +50,25 @@ enum Command {
     /// Self-service account commands.
     #[command(subcommand)]
     Auth(AuthCmd),
-    /// Security events and more.
+    /// Security events, two-factor authentication and more.
     #[command(subcommand)]
     Security(SecurityCmd),
+    /// The outgoing mail queue.
+    #[command(subcommand)]
+    Mail(MailCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum MailCmd {
+    /// Mail waiting to be sent (with --all: also the last sent).
+    Queue {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make every waiting mail due now (the running gate sends it).
+    Retry,
 }
 
 #[derive(Subcommand, Debug)]
@@ -159,6 +175,37 @@ enum SecurityCmd {
     /// Security events, newest first (with --follow: oldest first, then new
     /// ones as they arrive).
     Events(EventsArgs),
+    /// Two-factor authentication with one-time codes.
+    #[command(subcommand)]
+    Mfa(MfaCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum MfaCmd {
+    /// Mail the user a single-use link to enroll an authenticator.
+    Enable {
+        #[arg(long, value_parser = ["totp", "hotp"], default_value = "totp")]
+        method: String,
+        #[arg(long)]
+        user: String,
+    },
+    /// Turn two-factor authentication off for a user (a high-severity event).
+    Disable {
+        #[arg(long)]
+        user: String,
+    },
+    /// Show a user's two-factor state.
+    Status {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a user's backup codes and print the new ones once.
+    BackupCodes {
+        #[arg(long)]
+        user: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -235,7 +282,8 @@ fn open_core(settings: Settings) -> anyhow::Result<Core> {
     }
     let store = Arc::new(Store::open(&db)?);
     store.require_migrated()?;
-    Ok(Core::new(store.clone(), settings, EventSink::Direct(store)))
+    let keyring = crate::core::secrets::Keyring::load_or_create(&settings.data_dir).map_err(anyhow::Error::msg)?;
+    Ok(Core::new(store.clone(), settings, EventSink::Direct(store), keyring))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -287,6 +335,15 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Security(SecurityCmd::Events(args)) => events(open_core(load_settings(path)?)?, args).await,
+        Command::Security(SecurityCmd::Mfa(cmd)) => mfa(open_core(load_settings(path)?)?, cmd).await,
+        Command::Mail(cmd) => {
+            let core = open_core(load_settings(path)?)?;
+            match cmd {
+                MailCmd::Queue { all, json } => output::mail_queue(&core.mail_queue(all)?, json)?,
+                MailCmd::Retry => println!("{} mail(s) due now", core.retry_mail(Millis::now())?),
+            }
+            Ok(0)
+        }
     }
 }
 
@@ -357,6 +414,43 @@ async fn user(core: Core, cmd: UserCmd) -> anyhow::Result<i32> {
         UserCmd::Key(KeyCmd::Remove { id }) => {
             let fp = core.remove_ssh_key(id, &actor, now).await?;
             println!("removed key {id} ({fp})");
+        }
+    }
+    Ok(0)
+}
+
+async fn mfa(core: Core, cmd: MfaCmd) -> anyhow::Result<i32> {
+    let now = Millis::now();
+    let actor = Actor::cli();
+    match cmd {
+        MfaCmd::Enable { method, user } => {
+            let u = core.find_user(&user)?;
+            let m = crate::core::mfa::Method::parse(&method).context("--method: use totp or hotp")?;
+            let to = core.start_otp_enrollment(&u, m, &actor, now).await?;
+            println!(
+                "an enrollment link for {} ({}) was queued for {}; it is valid for {} (`portcullis mail queue` shows it)",
+                u.username,
+                m.as_str(),
+                escape_control(&to),
+                crate::core::mail::humanize(core.settings().mfa.link_ttl)
+            );
+        }
+        MfaCmd::Disable { user } => {
+            let u = core.find_user(&user)?;
+            if core.disable_otp(&u, &actor, now).await? {
+                println!("two-factor authentication disabled for {}", u.username);
+            } else {
+                println!("two-factor authentication was not enabled for {} (any pending enrollment was cancelled)", u.username);
+            }
+        }
+        MfaCmd::Status { user, json } => output::mfa_status(&core.mfa_status(&core.find_user(&user)?, now)?, json)?,
+        MfaCmd::BackupCodes { user } => {
+            let u = core.find_user(&user)?;
+            let codes = core.regenerate_backup_codes(&u, &actor, now).await?;
+            println!("new backup codes for {} (each works once; the old ones no longer work):", u.username);
+            for c in codes {
+                println!("  {c}");
+            }
         }
     }
     Ok(0)

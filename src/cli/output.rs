@@ -195,3 +195,49 @@ pub fn migrations(list: &[MigrationState], json: bool) -> anyhow::Result<()> {
         list.iter().map(|m| vec![m.name.clone(), m.applied_at.clone().unwrap_or_else(|| "pending".into())]).collect(),
     )
 }
+
+pub fn mfa_status(s: &crate::core::mfa::Status, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(s);
+    }
+    let state = match (s.enabled, s.pending) {
+        (true, _) => format!("enabled ({}, {}, {} digits) since {}", s.method.as_deref().unwrap_or(""), s.algorithm.as_deref().unwrap_or(""), s.digits.unwrap_or(0), s.enabled_at.as_deref().unwrap_or("")),
+        (false, true) => "enrollment pending (link sent, not confirmed)".into(),
+        _ => "not enrolled".into(),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<20} {}", "user", escape_control(&s.username))?;
+    writeln!(out, "{:<20} {state}", "one-time codes")?;
+    writeln!(out, "{:<20} {}", "backup codes left", s.backup_codes_left)?;
+    writeln!(out, "{:<20} {}", "required level", s.required_level)?;
+    if let Some(t) = &s.code_factor_closed_until {
+        writeln!(out, "{:<20} closed until {t} after repeated failures", "code factor")?;
+    }
+    Ok(())
+}
+
+pub fn mail_queue(list: &[crate::store::mfa::OutboxRow], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        println!("the queue is empty");
+        return Ok(());
+    }
+    table(
+        &["ID", "TO", "TEMPLATE", "QUEUED", "ATTEMPTS", "NEXT / SENT", "LAST ERROR"],
+        list.iter()
+            .map(|m| {
+                vec![
+                    m.id.to_string(),
+                    m.recipient.clone(),
+                    m.template.clone(),
+                    m.created_at.clone(),
+                    m.attempts.to_string(),
+                    m.sent_at.clone().map(|t| format!("sent {t}")).unwrap_or_else(|| m.next_attempt_at.clone()),
+                    m.last_error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect(),
+    )
+}

@@ -22,6 +22,36 @@ pub struct Settings {
     pub kdf_workers: usize,
     pub kdf_queue: usize,
     pub event_batch: usize,
+    pub web: WebSettings,
+    pub email: super::schema::Email,
+    pub mfa: MfaSettings,
+    /// Required factor level per group name (lowercase).
+    pub group_levels: std::collections::BTreeMap<String, u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    pub listen: SocketAddr,
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Both files come from the config (never generated).
+    pub cert_configured: bool,
+    pub metrics_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MfaSettings {
+    pub issuer: String,
+    pub algorithm: crate::core::otp::Algorithm,
+    pub digits: u32,
+    pub link_ttl: Duration,
+    pub backup_codes: usize,
+    pub tries_per_step: u32,
+    pub max_consecutive_failures: u32,
+    pub lockout: Duration,
+    pub hotp_lookahead: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +185,54 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
     if s.events.batch == 0 {
         problems.push(format!("{}: must be at least 1", at("events.batch")));
     }
+    let web_listen = match s.web.listen.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(format!("{}: invalid address {:?}: expected IP:PORT like \"127.0.0.1:8443\"", at("web.listen"), s.web.listen));
+            None
+        }
+    };
+    let base_url = s.web.base_url.trim_end_matches('/').to_owned();
+    if !base_url.starts_with("https://") || base_url.len() <= "https://".len() || base_url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        problems.push(format!("{}: must be an https:// URL like \"https://gate.example.org\" (links in mails carry tokens)", at("web.base_url")));
+    }
+    if s.web.tls_cert.is_some() != s.web.tls_key.is_some() {
+        problems.push(format!("{}: tls_cert and tls_key must be set together", at(if s.web.tls_cert.is_some() { "web.tls_cert" } else { "web.tls_key" })));
+    }
+    if let Some(t) = &s.web.metrics_token {
+        if t.len() < 16 {
+            problems.push(format!("{}: must be at least 16 characters", at("web.metrics_token")));
+        }
+    }
+    let algorithm = crate::core::otp::Algorithm::parse(&s.mfa.algorithm);
+    if algorithm.is_none() {
+        problems.push(format!("{}: unknown algorithm {:?}: use SHA1, SHA256 or SHA512", at("mfa.algorithm"), s.mfa.algorithm));
+    }
+    if s.mfa.digits != 6 && s.mfa.digits != 8 {
+        problems.push(format!("{}: must be 6 or 8", at("mfa.digits")));
+    }
+    if s.mfa.backup_codes == 0 || s.mfa.backup_codes > 50 {
+        problems.push(format!("{}: must be between 1 and 50", at("mfa.backup_codes")));
+    }
+    if s.mfa.tries_per_step == 0 || s.mfa.max_consecutive_failures == 0 {
+        problems.push(format!("{}: tries_per_step and max_consecutive_failures must be at least 1", at("mfa")));
+    }
+    if s.mfa.hotp_lookahead > 100 {
+        problems.push(format!("{}: must be at most 100", at("mfa.hotp_lookahead")));
+    }
+    if s.email.max_attempts == 0 {
+        problems.push(format!("{}: must be at least 1", at("email.max_attempts")));
+    }
+    let mut group_levels = std::collections::BTreeMap::new();
+    for (name, policy) in &s.groups {
+        if !crate::model::valid_username(name) {
+            problems.push(format!("{}: invalid group name {:?}", at("groups"), name));
+        }
+        if !(1..=3).contains(&policy.require_level) {
+            problems.push(format!("{}: must be 1, 2 or 3", at(&format!("groups.{name}.require_level"))));
+        }
+        group_levels.insert(name.to_lowercase(), policy.require_level);
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -165,6 +243,8 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
         .as_deref()
         .map(absolute)
         .unwrap_or_else(|| data_dir.join("ssh_host_ed25519_key"));
+    let web_cert = s.web.tls_cert.as_deref().map(absolute).unwrap_or_else(|| data_dir.join("tls_cert.pem"));
+    let web_key = s.web.tls_key.as_deref().map(absolute).unwrap_or_else(|| data_dir.join("tls_key.pem"));
     Ok(Settings {
         source: name.to_owned(),
         art_dir: s.art_dir.as_deref().map(absolute),
@@ -185,6 +265,27 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
         kdf_workers: if s.kdf.workers == 0 { cores } else { s.kdf.workers },
         kdf_queue: s.kdf.queue,
         event_batch: s.events.batch,
+        web: WebSettings {
+            listen: web_listen.expect("checked above"),
+            base_url,
+            cert: web_cert,
+            key: web_key,
+            cert_configured: s.web.tls_cert.is_some(),
+            metrics_token: s.web.metrics_token,
+        },
+        email: s.email,
+        mfa: MfaSettings {
+            issuer: s.mfa.issuer,
+            algorithm: algorithm.expect("checked above"),
+            digits: s.mfa.digits,
+            link_ttl: s.mfa.link_ttl,
+            backup_codes: s.mfa.backup_codes,
+            tries_per_step: s.mfa.tries_per_step,
+            max_consecutive_failures: s.mfa.max_consecutive_failures,
+            lockout: s.mfa.lockout,
+            hotp_lookahead: s.mfa.hotp_lookahead,
+        },
+        group_levels,
     })
 }
 
@@ -290,7 +391,7 @@ mod tests {
             vec![
                 "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
                 "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
-                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"ssh\", \"passwords\", \"kdf\", \"events\"".to_string(),
+                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"groups\"".to_string(),
             ]
         );
     }

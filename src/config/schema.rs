@@ -20,6 +20,11 @@ pub struct Schema {
     pub passwords: Passwords,
     pub kdf: Kdf,
     pub events: Events,
+    pub web: Web,
+    pub email: Email,
+    pub mfa: Mfa,
+    /// Policy per group: `groups: { sysops: { require_level: 2 } }`.
+    pub groups: std::collections::BTreeMap<String, GroupPolicy>,
 }
 
 impl Default for Schema {
@@ -31,6 +36,10 @@ impl Default for Schema {
             passwords: Passwords::default(),
             kdf: Kdf::default(),
             events: Events::default(),
+            web: Web::default(),
+            email: Email::default(),
+            mfa: Mfa::default(),
+            groups: Default::default(),
         }
     }
 }
@@ -153,6 +162,110 @@ impl Default for Events {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Web {
+    pub listen: String,
+    /// How users reach the web server; links in mails start with it.
+    pub base_url: String,
+    /// PEM certificate chain and key; both unset: a self-signed pair in
+    /// `<data_dir>` is created on first start.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// `/metrics` answers loopback peers, or this bearer token.
+    pub metrics_token: Option<String>,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            listen: "127.0.0.1:8443".into(),
+            base_url: "https://localhost:8443".into(),
+            tls_cert: None,
+            tls_key: None,
+            metrics_token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Email {
+    pub from: String,
+    /// lettre URL (`smtp://host:port`, `smtps://...`, `?tls=required`);
+    /// unset: mails are written to `<data_dir>/mail/`.
+    pub smtp: Option<String>,
+    /// Allow a plaintext `smtp://` URL to a host that is not loopback.
+    pub allow_plaintext: bool,
+    #[serde(deserialize_with = "duration")]
+    pub retry_base: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub retry_max: Duration,
+    pub max_attempts: u32,
+    #[serde(deserialize_with = "duration")]
+    pub poll: Duration,
+}
+
+impl Default for Email {
+    fn default() -> Self {
+        Email {
+            from: "gate@localhost".into(),
+            smtp: None,
+            allow_plaintext: false,
+            retry_base: Duration::from_secs(30),
+            retry_max: Duration::from_secs(3600),
+            max_attempts: 50,
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mfa {
+    /// Shown in authenticator apps.
+    pub issuer: String,
+    /// TOTP/HOTP hash for new enrollments: SHA1 (what every app reads),
+    /// SHA256 or SHA512.
+    pub algorithm: String,
+    pub digits: u32,
+    #[serde(deserialize_with = "duration")]
+    pub link_ttl: Duration,
+    pub backup_codes: usize,
+    /// Code attempts per account within one 30 s step.
+    pub tries_per_step: u32,
+    /// Consecutive failed codes that close the code factor...
+    pub max_consecutive_failures: u32,
+    /// ...for this long, doubling on each repeat.
+    #[serde(deserialize_with = "duration")]
+    pub lockout: Duration,
+    pub hotp_lookahead: u64,
+}
+
+impl Default for Mfa {
+    fn default() -> Self {
+        Mfa {
+            issuer: "Portcullis".into(),
+            algorithm: "SHA1".into(),
+            digits: 6,
+            link_ttl: Duration::from_secs(1800),
+            backup_codes: 10,
+            tries_per_step: 3,
+            max_consecutive_failures: 5,
+            lockout: Duration::from_secs(900),
+            hotp_lookahead: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPolicy {
+    /// Factor level members need: 1 password or key, 2 a one-time code,
+    /// 3 a hardware key.
+    pub require_level: u8,
+}
+
 /// Deserializes each top-level section on its own, so that one bad section
 /// does not hide the problems of the others.
 macro_rules! sections {
@@ -185,4 +298,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, ssh, passwords, kdf, events);
+sections!(data_dir, art_dir, ssh, passwords, kdf, events, web, email, mfa, groups);

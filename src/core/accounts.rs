@@ -27,7 +27,7 @@ impl Actor {
             Actor::User { id, .. } => format!("user:{id}"),
         }
     }
-    fn stamp(&self, e: Event) -> Event {
+    pub(crate) fn stamp(&self, e: Event) -> Event {
         let e = e.detail("actor", self.describe());
         match self {
             Actor::Cli(_) => e,

@@ -6,6 +6,7 @@
 
 use super::admission::Refusal;
 use super::password::{self, Verify};
+use super::mfa::CodeVerdict;
 use super::Core;
 use crate::model::{valid_username, Event, EventType, Millis, Secret, Severity, User};
 use crate::store::devices::SeenDevice;
@@ -21,9 +22,22 @@ pub struct Attempt {
     pub protocol: &'static str,
     pub connected_at: Millis,
     pub failures: u32,
+    /// A first factor was submitted for a user who needs a code; the code
+    /// is asked whether or not the first factor was right, so the answer
+    /// gives no hint.
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    user: User,
+    /// `None` when the first factor passed, else why it failed.
+    first_factor: Option<Reason>,
+    method: &'static str,
 }
 
 pub enum Credential<'a> {
+    /// A one-time code (TOTP, HOTP or backup code) after a first factor.
+    Code { code: &'a Secret<String> },
     /// `method` names how it was asked: "password" or "keyboard-interactive".
     Password { username: &'a str, password: &'a Secret<String>, method: &'static str },
     /// A public key whose signature the SSH layer has verified.
@@ -34,12 +48,14 @@ impl Credential<'_> {
     fn username(&self) -> &str {
         match self {
             Credential::Password { username, .. } | Credential::PublicKey { username, .. } => username,
+            Credential::Code { .. } => "",
         }
     }
     fn method(&self) -> &'static str {
         match self {
             Credential::Password { method, .. } => method,
             Credential::PublicKey { .. } => "publickey",
+            Credential::Code { .. } => "code",
         }
     }
 }
@@ -58,7 +74,15 @@ pub struct Authenticated {
 #[derive(Debug)]
 pub enum Outcome {
     Accepted(Box<Authenticated>),
+    /// Ask for another factor.
+    Need(Prompt),
     Rejected(Rejection),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prompt {
+    /// A one-time code or a backup code.
+    Code,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +108,12 @@ enum Reason {
     Busy,
     InputTooLarge,
     EventLogUnavailable,
+    WrongCode,
+    CodeReplayed,
+    CodeThrottled,
+    SecondFactorNotEnrolled,
+    HardwareKeyRequired,
+    NoFirstFactor,
 }
 
 impl Reason {
@@ -97,6 +127,12 @@ impl Reason {
             Reason::Busy => "server_busy",
             Reason::InputTooLarge => "input_too_large",
             Reason::EventLogUnavailable => "event_log_unavailable",
+            Reason::WrongCode => "wrong_code",
+            Reason::CodeReplayed => "code_replayed",
+            Reason::CodeThrottled => "code_factor_closed",
+            Reason::SecondFactorNotEnrolled => "second_factor_not_enrolled",
+            Reason::HardwareKeyRequired => "hardware_key_required",
+            Reason::NoFirstFactor => "code_without_first_factor",
         }
     }
     fn counts_as_failure(self) -> bool {
@@ -104,9 +140,20 @@ impl Reason {
     }
 }
 
+enum SecondFactor {
+    NotNeeded,
+    Code,
+    Unavailable(Reason),
+}
+
 impl Attempt {
     pub fn new(ip: IpAddr, client_version: String, protocol: &'static str, connected_at: Millis) -> Attempt {
-        Attempt { ip, client_version, protocol, connected_at, failures: 0 }
+        Attempt { ip, client_version, protocol, connected_at, failures: 0, pending: None }
+    }
+
+    /// Whether the next answer expected is a code.
+    pub fn awaiting_code(&self) -> bool {
+        self.pending.is_some()
     }
 }
 
@@ -124,6 +171,10 @@ impl Core {
 
     /// One authentication step.
     pub async fn submit(&self, attempt: &mut Attempt, credential: Credential<'_>, now: Millis) -> Outcome {
+        if let Credential::Code { code } = credential {
+            return self.submit_code(attempt, code, now).await;
+        }
+        attempt.pending = None;
         let username = credential.username();
         if let Err(Refusal::Penalized(until)) = self.admission.check_attempt(attempt.ip, now) {
             return self.fail(attempt, username, credential.method(), Reason::Penalized, None, now, Some(until)).await;
@@ -142,18 +193,124 @@ impl Core {
         let verdict = match credential {
             Credential::Password { password, .. } => self.check_password(user.as_ref(), password).await,
             Credential::PublicKey { fingerprint, .. } => self.check_key(user.as_ref(), fingerprint, now),
+            Credential::Code { .. } => Err(Reason::NoFirstFactor),
         };
         let method = credential.method();
-        let reason = match (verdict, &user) {
+        let mut reason = match (verdict, &user) {
             (Err(reason), _) => Some(reason),
             (Ok(()), Some(u)) if u.is_locked(now) => Some(Reason::Locked),
             (Ok(()), Some(_)) => None,
             (Ok(()), None) => Some(Reason::UnknownUser),
         };
+        // A user who needs a second factor is asked for it whatever the
+        // first factor's verdict, so the prompt says nothing about it.
+        if let Some(u) = &user {
+            if matches!(reason, None | Some(Reason::BadPassword) | Some(Reason::Locked) | Some(Reason::UnknownKey)) {
+                match self.second_factor(u) {
+                    Ok(SecondFactor::NotNeeded) => {}
+                    Ok(SecondFactor::Code) => {
+                        attempt.pending = Some(Pending { user: u.clone(), first_factor: reason, method });
+                        return Outcome::Need(Prompt::Code);
+                    }
+                    Ok(SecondFactor::Unavailable(why)) => reason = reason.or(Some(why)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading a user's factors during login");
+                        reason = Some(Reason::Busy);
+                    }
+                }
+            }
+        }
         match (reason, user) {
-            (None, Some(user)) => self.succeed(attempt, user, method, now).await,
+            (None, Some(user)) => self.succeed(attempt, user, method.to_owned(), 1, Vec::new(), now).await,
             (reason, user) => self.fail(attempt, username, method, reason.unwrap_or(Reason::UnknownUser), user.as_ref(), now, None).await,
         }
+    }
+
+    fn second_factor(&self, user: &User) -> super::Result<SecondFactor> {
+        let level = self.required_level(user)?;
+        if level < 2 {
+            return Ok(SecondFactor::NotNeeded);
+        }
+        if level >= 3 {
+            // Hardware keys are not supported yet: such a login cannot pass.
+            return Ok(SecondFactor::Unavailable(Reason::HardwareKeyRequired));
+        }
+        if self.store.otp(user.id)?.is_some_and(|o| o.enabled) {
+            Ok(SecondFactor::Code)
+        } else {
+            Ok(SecondFactor::Unavailable(Reason::SecondFactorNotEnrolled))
+        }
+    }
+
+    async fn submit_code(&self, attempt: &mut Attempt, code: &Secret<String>, now: Millis) -> Outcome {
+        let Some(p) = attempt.pending.take() else {
+            return self.fail(attempt, "", "code", Reason::NoFirstFactor, None, now, None).await;
+        };
+        if let Some(reason) = p.first_factor {
+            // The first factor was wrong: the code is not even looked at.
+            return self.fail(attempt, &p.user.username.clone(), p.method, reason, Some(&p.user), now, None).await;
+        }
+        let user = p.user;
+        let verdict = match self.check_login_code(&user, code.expose(), now) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "checking a code");
+                return self.fail(attempt, &user.username.clone(), p.method, Reason::Busy, Some(&user), now, None).await;
+            }
+        };
+        let ip = attempt.ip.to_string();
+        let base = |t: EventType, s: Severity, d: String| Event::new(t, s, d, now).user(Some(user.id), Some(&user.username)).ip(Some(&ip)).detail("client_version", attempt.client_version.clone());
+        match verdict {
+            CodeVerdict::Accepted { kind } => {
+                let event = if kind == "backup_code" {
+                    let left = self.store.backup_codes_left(user.id).unwrap_or(0);
+                    base(EventType::BackupCodeUsed, Severity::Medium, format!("backup code used by {}", user.username)).detail("backup_codes_left", left)
+                } else {
+                    base(EventType::OtpSuccess, Severity::Info, format!("{kind} code accepted for {}", user.username)).detail("method", kind)
+                };
+                self.succeed(attempt, user, format!("{}+{kind}", p.method), 2, vec![event], now).await
+            }
+            CodeVerdict::Replay => {
+                let e = base(EventType::OtpReplay, Severity::High, format!("a used code was replayed for {}", user.username)).suspicious(60);
+                self.code_failed(attempt, &user, e, Reason::CodeReplayed, now).await
+            }
+            CodeVerdict::Throttled { until } => {
+                let e = base(EventType::OtpFailed, Severity::Medium, format!("code refused for {}: too many recent failures", user.username)).detail("closed_until", until.rfc3339());
+                self.code_failed(attempt, &user, e, Reason::CodeThrottled, now).await
+            }
+            CodeVerdict::Wrong | CodeVerdict::NotEnrolled => {
+                let e = base(EventType::OtpFailed, Severity::Medium, format!("wrong code after a correct password for {}", user.username));
+                // Someone probably knows the password: tell the owner now.
+                let s = self.settings();
+                if let Some(email) = &user.email {
+                    let when = now.rfc3339();
+                    match self.queue_mail("code_failed", email, &[("username", &user.username), ("issuer", &s.mfa.issuer), ("time", &when)], &[], now) {
+                        Ok(_) => self.mail_queued.notify_one(),
+                        Err(err) => tracing::warn!(error = %err, "queueing a code-failure notice"),
+                    }
+                }
+                self.code_failed(attempt, &user, e, Reason::WrongCode, now).await
+            }
+        }
+    }
+
+    /// A failed code: its event, the failure counted like a failed
+    /// password (per connection and per address).
+    async fn code_failed(&self, attempt: &mut Attempt, user: &User, event: Event, reason: Reason, now: Millis) -> Outcome {
+        attempt.failures += 1;
+        let penalty = self.admission.record_failure(attempt.ip, now);
+        let max = self.settings().ssh.max_auth_tries;
+        let out_of_tries = attempt.failures >= max;
+        let mut e = event.detail("reason", reason.as_str()).detail("attempt", attempt.failures).detail("protocol", attempt.protocol);
+        if out_of_tries {
+            e = e.detail("disconnected", true);
+        }
+        self.record(e).await;
+        if let Some(until) = penalty {
+            self.record_penalty(attempt, until, now).await;
+        }
+        let _ = user;
+        Outcome::Rejected(if out_of_tries { Rejection::TooManyAttempts } else { Rejection::Denied })
     }
 
     /// Verifies a password (or spends the same time on a dummy hash for an
@@ -260,11 +417,7 @@ impl Core {
         }
         self.record(e).await;
         if let Some(until) = penalty {
-            let e = Event::new(EventType::IpBlocked, Severity::Medium, format!("address {} held off after repeated failures", super::admission::AddressKey::of(attempt.ip)), now)
-                .ip(Some(&ip))
-                .detail("kind", "penalty")
-                .detail("until", until.rfc3339());
-            self.record(e).await;
+            self.record_penalty(attempt, until, now).await;
         }
         Outcome::Rejected(match reason {
             _ if out_of_tries => Rejection::TooManyAttempts,
@@ -273,7 +426,16 @@ impl Core {
         })
     }
 
-    async fn succeed(&self, attempt: &mut Attempt, user: User, method: &str, now: Millis) -> Outcome {
+    async fn record_penalty(&self, attempt: &Attempt, until: Millis, now: Millis) {
+        let e = Event::new(EventType::IpBlocked, Severity::Medium, format!("address {} held off after repeated failures", super::admission::AddressKey::of(attempt.ip)), now)
+            .ip(Some(&attempt.ip.to_string()))
+            .detail("kind", "penalty")
+            .detail("until", until.rfc3339());
+        self.record(e).await;
+    }
+
+    async fn succeed(&self, attempt: &mut Attempt, user: User, method: String, factors: u8, mut extra: Vec<Event>, now: Millis) -> Outcome {
+        let method = method.as_str();
         let ip = attempt.ip.to_string();
         let fingerprint = hex(&sha2::Sha256::digest(attempt.client_version.as_bytes())[..16]);
         let device = SeenDevice {
@@ -286,7 +448,6 @@ impl Core {
             success: true,
             now,
         };
-        let factors = 1;
         let started = self.store.see_device(&device).and_then(|(device_id, new)| {
             let session_id = self.store.start_session(&NewSession {
                 user_id: user.id,
@@ -309,6 +470,11 @@ impl Core {
             }
         };
         let mut events = Vec::new();
+        for e in &mut extra {
+            e.device_id = Some(device_id);
+            e.session_id = Some(session_id);
+        }
+        events.append(&mut extra);
         let base = |t, s, d: String| {
             Event::new(t, s, d, now)
                 .user(Some(user.id), Some(&user.username))

@@ -5,7 +5,11 @@ pub mod accounts;
 pub mod admission;
 pub mod kdf;
 pub mod login;
+pub mod mail;
+pub mod mfa;
+pub mod otp;
 pub mod password;
+pub mod secrets;
 
 use crate::config::Settings;
 use crate::model::{Event, Millis};
@@ -81,13 +85,25 @@ pub struct Core {
     pub(crate) events: EventSink,
     pub(crate) kdf: kdf::KdfPool,
     pub admission: Arc<admission::Admission>,
+    pub(crate) keyring: Arc<secrets::Keyring>,
+    /// Woken when a mail is queued, so the mail worker need not wait for
+    /// its next poll.
+    pub mail_queued: Arc<tokio::sync::Notify>,
 }
 
 impl Core {
-    pub fn new(store: Arc<Store>, settings: Settings, events: EventSink) -> Core {
+    pub fn new(store: Arc<Store>, settings: Settings, events: EventSink, keyring: secrets::Keyring) -> Core {
         let kdf = kdf::KdfPool::new(settings.kdf_workers, settings.kdf_queue);
         let admission = Arc::new(admission::Admission::new(admission_limits(&settings)));
-        Core { store, settings: RwLock::new(Arc::new(settings)), events, kdf, admission }
+        Core {
+            store,
+            settings: RwLock::new(Arc::new(settings)),
+            events,
+            kdf,
+            admission,
+            keyring: Arc::new(keyring),
+            mail_queued: Arc::new(tokio::sync::Notify::new()),
+        }
     }
 
     pub fn settings(&self) -> Arc<Settings> {

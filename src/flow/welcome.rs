@@ -128,7 +128,7 @@ mod tests {
         let settings = crate::config::load::from_text("passwords: {\n  iterations: 1000\n}\n", "test.hjson", dir).expect("settings");
         let store = Arc::new(Store::open(&dir.join("t.db")).expect("open"));
         store.migrate(None).expect("migrate");
-        Core::new(store.clone(), settings, EventSink::Direct(store))
+        Core::new(store.clone(), settings, EventSink::Direct(store), crate::core::secrets::Keyring::from_key(&[1; 32]))
     }
 
     fn auth(core: &Core, must_reset: bool, previous: Option<(Millis, String)>) -> Authenticated {

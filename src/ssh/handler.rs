@@ -3,7 +3,7 @@
 
 use super::sniff::{ClientId, Sniff};
 use crate::core::admission::Ticket;
-use crate::core::login::{Attempt, Authenticated, Credential, Outcome, Rejection};
+use crate::core::login::{Attempt, Authenticated, Credential, Outcome, Prompt, Rejection};
 use crate::core::Core;
 use crate::flow::{self, Ending, Idle, Terminal};
 use crate::model::{Millis, Secret};
@@ -123,7 +123,9 @@ struct Handler {
 }
 
 impl Handler {
-    async fn login(&mut self, credential: Credential<'_>) -> Auth {
+    /// One login step. `kbd`: the step came through keyboard-interactive,
+    /// where a further prompt can be asked at once.
+    async fn login(&mut self, credential: Credential<'_>, kbd: bool) -> Auth {
         if self.attempt.client_version.is_empty() {
             self.attempt.client_version = self.client_id.get();
         }
@@ -134,6 +136,14 @@ impl Handler {
                 }
                 *lock(&self.shared.auth) = Some(Arc::from(auth));
                 Auth::Accept
+            }
+            Outcome::Need(Prompt::Code) if kbd => code_prompt(),
+            // Password or key accepted as far as the client may learn: the
+            // code is asked through keyboard-interactive.
+            Outcome::Need(Prompt::Code) => {
+                let mut only = russh::MethodSet::empty();
+                only.push(russh::MethodKind::KeyboardInteractive);
+                Auth::Reject { proceed_with_methods: Some(only), partial_success: true }
             }
             Outcome::Rejected(Rejection::TooManyAttempts) => {
                 self.shared.kick.notify_one();
@@ -147,6 +157,14 @@ impl Handler {
 
     fn authenticated(&self) -> Option<Arc<Authenticated>> {
         lock(&self.shared.auth).clone()
+    }
+}
+
+fn code_prompt() -> Auth {
+    Auth::Partial {
+        name: Cow::Borrowed(""),
+        instructions: Cow::Borrowed(""),
+        prompts: Cow::Owned(vec![(Cow::Borrowed("Verification code: "), false)]),
     }
 }
 
@@ -182,7 +200,7 @@ impl russh::server::Handler for Handler {
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         let secret = Secret::new(password.to_owned());
-        Ok(self.login(Credential::Password { username: user, password: &secret, method: "password" }).await)
+        Ok(self.login(Credential::Password { username: user, password: &secret, method: "password" }, false).await)
     }
 
     async fn auth_publickey_offered(&mut self, user: &str, offer: russh::server::PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
@@ -198,11 +216,15 @@ impl russh::server::Handler for Handler {
     async fn auth_publickey(&mut self, user: &str, key: russh::server::VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         // russh calls this only after verifying the signature.
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
-        Ok(self.login(Credential::PublicKey { username: user, fingerprint: &fingerprint }).await)
+        Ok(self.login(Credential::PublicKey { username: user, fingerprint: &fingerprint }, false).await)
     }
 
     async fn auth_keyboard_interactive<'a>(&'a mut self, user: &str, _submethods: &str, response: Option<Response<'a>>) -> Result<Auth, Self::Error> {
+        let awaiting_code = self.attempt.awaiting_code();
         let Some(response) = response else {
+            if awaiting_code {
+                return Ok(code_prompt());
+            }
             return Ok(Auth::Partial {
                 name: Cow::Borrowed(""),
                 instructions: Cow::Borrowed(""),
@@ -211,10 +233,15 @@ impl russh::server::Handler for Handler {
         };
         let answers: Vec<Secret<String>> = response.map(|b| Secret::new(String::from_utf8_lossy(&b).into_owned())).collect();
         // One prompt, one answer; anything else is a failed attempt with an
-        // empty password (undecodable answers are dropped by russh).
+        // empty answer (undecodable answers are dropped by russh).
         let empty = Secret::new(String::new());
-        let password = if answers.len() == 1 { &answers[0] } else { &empty };
-        Ok(self.login(Credential::Password { username: user, password, method: "keyboard-interactive" }).await)
+        let answer = if answers.len() == 1 { &answers[0] } else { &empty };
+        let credential = if awaiting_code {
+            Credential::Code { code: answer }
+        } else {
+            Credential::Password { username: user, password: answer, method: "keyboard-interactive" }
+        };
+        Ok(self.login(credential, true).await)
     }
 
     async fn channel_open_session(&mut self, channel: Channel<Msg>, reply: ChannelOpenHandle, _session: &mut Session) -> Result<(), Self::Error> {

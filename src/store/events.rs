@@ -12,6 +12,14 @@ const INSERT: &str = "INSERT INTO security_events
 /// Inserts events in one transaction on `conn`; returns their ids.
 pub(crate) fn insert_batch(conn: &mut Connection, events: &[Event]) -> Result<Vec<i64>> {
     let tx = conn.transaction().doing("starting an event batch")?;
+    let ids = insert_batch_tx(&tx, events)?;
+    tx.commit().doing("committing security events")?;
+    Ok(ids)
+}
+
+/// Inserts events inside a transaction the caller commits (so an event
+/// and the change it records land together).
+pub(crate) fn insert_batch_tx(tx: &rusqlite::Transaction<'_>, events: &[Event]) -> Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(events.len());
     {
         let mut st = tx.prepare_cached(INSERT).doing("preparing event insert")?;
@@ -35,7 +43,6 @@ pub(crate) fn insert_batch(conn: &mut Connection, events: &[Event]) -> Result<Ve
             ids.push(tx.last_insert_rowid());
         }
     }
-    tx.commit().doing("committing security events")?;
     Ok(ids)
 }
 

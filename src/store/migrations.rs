@@ -11,7 +11,10 @@ pub struct Migration {
 }
 
 /// In order. A new migration is appended here with the next number.
-pub const MIGRATIONS: &[Migration] = &[Migration { name: "0001_init", sql: include_str!("../../migrations/0001_init.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { name: "0001_init", sql: include_str!("../../migrations/0001_init.sql") },
+    Migration { name: "0002_mfa_mail", sql: include_str!("../../migrations/0002_mfa_mail.sql") },
+];
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MigrationState {
@@ -93,7 +96,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.db")).expect("open");
         let err = store.migrate(Some("0099_nope")).unwrap_err().to_string();
-        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init)");
+        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail)");
     }
 
     #[test]

@@ -1,0 +1,164 @@
+//! Mails the gate sends: templates (text and HTML, built in) filled with
+//! escaped values, sealed into the outbox with the event that causes them.
+
+use super::{Core, Result};
+use crate::model::{Event, Millis};
+use crate::store::mfa::{NewMail, OutboxRow};
+
+struct Template {
+    name: &'static str,
+    subject: &'static str,
+    text: &'static str,
+    html: &'static str,
+}
+
+const TEMPLATES: &[Template] = &[
+    Template {
+        name: "otp_enroll",
+        subject: "Set up two-factor authentication",
+        text: include_str!("../../templates/otp_enroll.txt"),
+        html: include_str!("../../templates/otp_enroll.html"),
+    },
+    Template {
+        name: "code_failed",
+        subject: "A wrong one-time code was entered after your password",
+        text: include_str!("../../templates/code_failed.txt"),
+        html: include_str!("../../templates/code_failed.html"),
+    },
+];
+
+/// A rendered mail, before sealing.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Body {
+    pub text: String,
+    pub html: String,
+}
+
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Fills `{{name}}` placeholders; unknown placeholders stay visible so a
+/// broken template is noticed, never silently emptied.
+fn fill(template: &str, values: &[(&str, &str)], escape: bool) -> String {
+    let mut out = template.to_owned();
+    for (k, v) in values {
+        let v = if escape { html_escape(v) } else { (*v).to_owned() };
+        out = out.replace(&format!("{{{{{k}}}}}"), &v);
+    }
+    out
+}
+
+pub fn render(template: &str, values: &[(&str, &str)]) -> Option<(String, Body)> {
+    let t = TEMPLATES.iter().find(|t| t.name == template)?;
+    Some((t.subject.to_owned(), Body { text: fill(t.text, values, false), html: fill(t.html, values, true) }))
+}
+
+/// How long, in words, for mails.
+pub fn humanize(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86_400 == 0 && s >= 86_400 => format!("{} day{}", s / 86_400, if s == 86_400 { "" } else { "s" }),
+        s if s % 3600 == 0 && s >= 3600 => format!("{} hour{}", s / 3600, if s == 3600 { "" } else { "s" }),
+        s if s >= 60 => format!("{} minute{}", s / 60, if s / 60 == 1 { "" } else { "s" }),
+        s => format!("{s} seconds"),
+    }
+}
+
+/// An outbox entry ready for the mail front end.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub id: i64,
+    pub to: String,
+    pub subject: String,
+    pub body: Body,
+    pub attempts: u32,
+}
+
+impl Core {
+    /// Renders and seals a mail; the caller stores it with its events.
+    pub(crate) fn seal_mail(&self, template: &str, recipient: &str, values: &[(&str, &str)]) -> Result<(String, Vec<u8>)> {
+        let (subject, body) = render(template, values).ok_or_else(|| super::Error::Invalid(format!("no mail template {template:?}")))?;
+        let json = serde_json::to_vec(&body).map_err(|e| super::Error::Invalid(format!("encoding a mail: {e}")))?;
+        let sealed = self.keyring.seal(&format!("mail:{recipient}"), &json).map_err(super::Error::Invalid)?;
+        Ok((subject, sealed))
+    }
+
+    /// Queues a mail with the events that cause it, in one transaction.
+    pub(crate) fn queue_mail(&self, template: &str, recipient: &str, values: &[(&str, &str)], events: &[Event], now: Millis) -> Result<i64> {
+        let (subject, sealed) = self.seal_mail(template, recipient, values)?;
+        Ok(self.store.queue_mail(&NewMail { recipient, subject: &subject, body_sealed: &sealed, template }, events, now)?)
+    }
+
+    /// Mail due for sending, opened.
+    pub fn due_mail(&self, now: Millis, limit: usize) -> Result<Vec<Outgoing>> {
+        let rows = self.store.due_mail(now, limit)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            match self.open_mail(&r) {
+                Some(body) => out.push(Outgoing { id: r.id, to: r.recipient, subject: r.subject, body, attempts: r.attempts }),
+                None => {
+                    // Undecryptable (key replaced): never sendable; park it.
+                    self.store.mail_failed(r.id, "the mail body cannot be opened with this key", crate::model::FOREVER)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn open_mail(&self, r: &OutboxRow) -> Option<Body> {
+        let sealed = r.body_sealed.as_ref()?;
+        let json = self.keyring.open(&format!("mail:{}", r.recipient), sealed).ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+
+    pub fn mail_sent(&self, id: i64, now: Millis) -> Result<()> {
+        Ok(self.store.mail_sent(id, now)?)
+    }
+
+    pub fn mail_failed(&self, id: i64, error: &str, next: Millis) -> Result<()> {
+        Ok(self.store.mail_failed(id, error, next)?)
+    }
+
+    pub fn mail_queue(&self, include_sent: bool) -> Result<Vec<OutboxRow>> {
+        Ok(self.store.mail_queue(include_sent, 200)?)
+    }
+
+    pub fn retry_mail(&self, now: Millis) -> Result<usize> {
+        Ok(self.store.retry_mail(now)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_fill_and_escape() {
+        let (subject, body) = render("otp_enroll", &[("username", "alice"), ("issuer", "Gate <&>"), ("link", "https://x/otp/enroll/abc"), ("expires", "30 minutes")]).expect("template");
+        assert_eq!(subject, "Set up two-factor authentication");
+        assert!(body.text.contains("Hello alice,") && body.text.contains("https://x/otp/enroll/abc") && body.text.contains("Gate <&>"));
+        assert!(body.html.contains("Gate &lt;&amp;&gt;"));
+        assert!(!body.text.contains("{{") && !body.html.contains("{{"), "every placeholder filled");
+        assert!(render("nope", &[]).is_none());
+    }
+
+    #[test]
+    fn durations_in_words() {
+        let cases = [(1800, "30 minutes"), (60, "1 minute"), (3600, "1 hour"), (7200, "2 hours"), (86_400, "1 day"), (45, "45 seconds")];
+        for (secs, want) in cases {
+            assert_eq!(humanize(std::time::Duration::from_secs(secs)), want);
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Two-factor authentication with one-time codes: enrollment by emailed
+//! single-use link, confirmation, backup codes, disabling, and the code
+//! check at login with its own per-account throttle and no replay.
+
+use super::accounts::Actor;
+use super::otp::{self, Algorithm, Check};
+use super::secrets::{new_token, token_hash};
+use super::{Core, Error, Result};
+use crate::model::{Event, EventType, Millis, Severity, User};
+use crate::store::mfa::{NewMail, OtpRow};
+
+pub const TOTP_PERIOD: u64 = 30;
+/// Wrong codes allowed on one enrollment link before it is burnt.
+pub const ENROLL_TRIES: u32 = 5;
+const SECRET_BYTES: usize = 20; // 160 bits (RFC 4226 §4 recommends ≥ 160)
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Totp,
+    Hotp,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Totp => "totp",
+            Method::Hotp => "hotp",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Method> {
+        match s {
+            "totp" => Some(Method::Totp),
+            "hotp" => Some(Method::Hotp),
+            _ => None,
+        }
+    }
+}
+
+/// What the enrollment page shows.
+#[derive(Debug, Clone)]
+pub struct EnrollView {
+    pub username: String,
+    pub method: Method,
+    pub secret_base32: String,
+    pub otpauth_uri: String,
+    pub digits: u32,
+    pub issuer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkRefusal {
+    /// Unknown, used, expired or for another purpose: one answer for all.
+    InvalidToken,
+    WrongCode { tries_left: u32 },
+    TooManyTries,
+    Unavailable,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub username: String,
+    pub enabled: bool,
+    pub pending: bool,
+    pub method: Option<String>,
+    pub algorithm: Option<String>,
+    pub digits: Option<u32>,
+    pub enabled_at: Option<String>,
+    pub backup_codes_left: u32,
+    pub required_level: u8,
+    pub code_factor_closed_until: Option<String>,
+}
+
+/// The outcome of a code typed at login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeVerdict {
+    Accepted { kind: &'static str },
+    Wrong,
+    Replay,
+    /// Too many tries in this step, or closed after repeated failures.
+    Throttled { until: Millis },
+    NotEnrolled,
+}
+
+fn unix_secs(now: Millis) -> i64 {
+    now.0.div_euclid(1000)
+}
+
+/// Backup codes: 10 characters from an alphabet without look-alikes,
+/// shown as `xxxxx-xxxxx` (about 50 bits each).
+const BACKUP_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+
+fn new_backup_code() -> Result<String> {
+    let mut raw = [0u8; 10];
+    getrandom::fill(&mut raw).map_err(|e| Error::Invalid(format!("generating a backup code: {e}")))?;
+    let chars: String = raw.iter().map(|b| BACKUP_ALPHABET[(*b as usize) % BACKUP_ALPHABET.len()] as char).collect();
+    Ok(format!("{}-{}", &chars[..5], &chars[5..]))
+}
+
+/// Normalises what a user typed as a backup code; `None` if it cannot be one.
+fn clean_backup_code(input: &str) -> Option<String> {
+    let c: String = input.chars().filter(|c| !matches!(c, ' ' | '-')).flat_map(char::to_lowercase).collect();
+    (c.len() == 10 && c.bytes().all(|b| BACKUP_ALPHABET.contains(&b))).then(|| format!("{}-{}", &c[..5], &c[5..]))
+}
+
+impl Core {
+    /// The factor level a user must reach: the highest of what the account
+    /// had imposed, the user's groups' policy, and 2 once a code is enrolled.
+    pub fn required_level(&self, user: &User) -> Result<u8> {
+        let s = self.settings();
+        let mut level = user.imposed_level.max(1);
+        for g in &user.groups {
+            if let Some(l) = s.group_levels.get(&g.to_lowercase()) {
+                level = level.max(*l);
+            }
+        }
+        if self.store.otp(user.id)?.is_some_and(|o| o.enabled) {
+            level = level.max(2);
+        }
+        Ok(level)
+    }
+
+    fn open_secret(&self, row: &OtpRow) -> Result<Vec<u8>> {
+        self.keyring.open(&format!("otp:{}", row.user_id), &row.secret_sealed).map_err(Error::Invalid)
+    }
+
+    /// Starts enrollment: a fresh secret (pending until confirmed) and a
+    /// single-use link mailed to the account's address.
+    pub async fn start_otp_enrollment(&self, user: &User, method: Method, actor: &Actor, now: Millis) -> Result<String> {
+        let email = user.email.clone().ok_or_else(|| Error::Invalid(format!("user {} has no email address to send the link to", user.username)))?;
+        let s = self.settings();
+        let mut secret = [0u8; SECRET_BYTES];
+        getrandom::fill(&mut secret).map_err(|e| Error::Invalid(format!("generating a secret: {e}")))?;
+        let sealed = self.keyring.seal(&format!("otp:{}", user.id), &secret).map_err(Error::Invalid)?;
+        self.store.put_pending_otp(user.id, method.as_str(), s.mfa.algorithm.as_str(), s.mfa.digits, &sealed, now)?;
+        let (token, hash) = new_token().map_err(Error::Invalid)?;
+        let link = format!("{}/otp/enroll/{token}", s.web.base_url);
+        let expires = super::mail::humanize(s.mfa.link_ttl);
+        let (subject, body) = self.seal_mail("otp_enroll", &email, &[("username", &user.username), ("issuer", &s.mfa.issuer), ("link", &link), ("expires", &expires)])?;
+        let ev = actor.stamp(
+            Event::new(EventType::MfaEnrollmentSent, Severity::Info, format!("{} enrollment link mailed to {}", method.as_str(), user.username), now)
+                .user(Some(user.id), Some(&user.username))
+                .detail("method", method.as_str())
+                .detail("expires_at", now.plus(s.mfa.link_ttl).rfc3339()),
+        );
+        self.store.issue_token_with_mail(
+            user.id,
+            "otp_enroll",
+            &hash,
+            &serde_json::json!({ "method": method.as_str(), "tries": 0 }),
+            now.plus(s.mfa.link_ttl),
+            &NewMail { recipient: &email, subject: &subject, body_sealed: &body, template: "otp_enroll" },
+            &[ev],
+            now,
+        )?;
+        self.mail_queued.notify_one();
+        Ok(email)
+    }
+
+    /// A usable enrollment token and the pending secret behind it.
+    fn enrollment(&self, token: &str, now: Millis) -> std::result::Result<(crate::store::mfa::TokenRow, User, OtpRow), LinkRefusal> {
+        let t = self.store.token(&token_hash(token)).map_err(|_| LinkRefusal::Unavailable)?.ok_or(LinkRefusal::InvalidToken)?;
+        if t.purpose != "otp_enroll" || t.used_at.is_some() || t.expires_at <= now {
+            return Err(LinkRefusal::InvalidToken);
+        }
+        let user = self.store.user_by_id(t.user_id).map_err(|_| LinkRefusal::Unavailable)?.ok_or(LinkRefusal::InvalidToken)?;
+        let row = self.store.otp(user.id).map_err(|_| LinkRefusal::Unavailable)?.ok_or(LinkRefusal::InvalidToken)?;
+        if row.enabled {
+            return Err(LinkRefusal::InvalidToken);
+        }
+        Ok((t, user, row))
+    }
+
+    pub fn otp_enrollment_view(&self, token: &str, now: Millis) -> std::result::Result<EnrollView, LinkRefusal> {
+        let (_, user, row) = self.enrollment(token, now)?;
+        let secret = self.open_secret(&row).map_err(|_| LinkRefusal::Unavailable)?;
+        let method = Method::parse(&row.method).ok_or(LinkRefusal::Unavailable)?;
+        let alg = Algorithm::parse(&row.algorithm).ok_or(LinkRefusal::Unavailable)?;
+        let issuer = self.settings().mfa.issuer.clone();
+        let extra = if method == Method::Hotp { 0 } else { TOTP_PERIOD };
+        Ok(EnrollView {
+            otpauth_uri: otp::otpauth_uri(method.as_str(), &issuer, &user.username, &secret, alg, row.digits, extra),
+            secret_base32: otp::base32(&secret),
+            username: user.username,
+            method,
+            digits: row.digits,
+            issuer,
+        })
+    }
+
+    /// Confirms enrollment with a code; on success 2FA is on and the
+    /// backup codes are returned (the only time they are shown).
+    pub async fn otp_confirm(&self, token: &str, code: &str, now: Millis) -> std::result::Result<Vec<String>, LinkRefusal> {
+        let (t, user, row) = self.enrollment(token, now)?;
+        let tries = t.data.get("tries").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+        if tries >= ENROLL_TRIES {
+            let _ = self.store.burn_token(t.id, now);
+            return Err(LinkRefusal::TooManyTries);
+        }
+        let secret = self.open_secret(&row).map_err(|_| LinkRefusal::Unavailable)?;
+        let alg = Algorithm::parse(&row.algorithm).ok_or(LinkRefusal::Unavailable)?;
+        let lookahead = self.settings().mfa.hotp_lookahead;
+        let verdict = match otp::clean_code(code, row.digits) {
+            None => Check::Wrong,
+            Some(c) if row.method == "hotp" => otp::check_hotp(alg, &secret, row.digits, &c, 0, lookahead),
+            Some(c) => otp::check_totp(alg, &secret, row.digits, &c, otp::step_of(unix_secs(now), TOTP_PERIOD), 1, None),
+        };
+        let Check::Accepted(at) = verdict else {
+            let tries = tries + 1;
+            let _ = self.store.set_token_data(t.id, &serde_json::json!({ "method": row.method, "tries": tries }));
+            self.record(
+                Event::new(EventType::OtpFailed, Severity::Low, format!("wrong code while enrolling {}", user.username), now)
+                    .user(Some(user.id), Some(&user.username))
+                    .detail("stage", "enrollment")
+                    .detail("method", row.method.clone()),
+            )
+            .await;
+            if tries >= ENROLL_TRIES {
+                let _ = self.store.burn_token(t.id, now);
+                return Err(LinkRefusal::TooManyTries);
+            }
+            return Err(LinkRefusal::WrongCode { tries_left: ENROLL_TRIES - tries });
+        };
+        let (codes, hashes) = self.backup_code_set(user.id).map_err(|_| LinkRefusal::Unavailable)?;
+        let (last_step, next_counter) = if row.method == "hotp" { (None, at + 1) } else { (Some(at), 0) };
+        let ev = Event::new(EventType::MfaEnabled, Severity::Medium, format!("two-factor authentication ({}) enabled for {}", row.method, user.username), now)
+            .user(Some(user.id), Some(&user.username))
+            .detail("method", row.method.clone())
+            .detail("algorithm", row.algorithm.clone())
+            .detail("backup_codes", codes.len());
+        match self.store.enable_otp(user.id, t.id, last_step, next_counter, &hashes, &[ev], now) {
+            Ok(()) => Ok(codes),
+            Err(crate::store::Error::Conflict(_)) => Err(LinkRefusal::InvalidToken),
+            Err(e) => {
+                tracing::error!(error = %e, "enabling 2FA");
+                Err(LinkRefusal::Unavailable)
+            }
+        }
+    }
+
+    fn backup_code_set(&self, user_id: i64) -> Result<(Vec<String>, Vec<String>)> {
+        let n = self.settings().mfa.backup_codes;
+        let mut codes = Vec::with_capacity(n);
+        while codes.len() < n {
+            let c = new_backup_code()?;
+            if !codes.contains(&c) {
+                codes.push(c);
+            }
+        }
+        let hashes = codes.iter().map(|c| self.keyring.keyed_hash(&format!("backup:{user_id}"), c.as_bytes())).collect();
+        Ok((codes, hashes))
+    }
+
+    pub async fn regenerate_backup_codes(&self, user: &User, actor: &Actor, now: Millis) -> Result<Vec<String>> {
+        if !self.store.otp(user.id)?.is_some_and(|o| o.enabled) {
+            return Err(Error::Invalid(format!("two-factor authentication is not enabled for {}", user.username)));
+        }
+        let (codes, hashes) = self.backup_code_set(user.id)?;
+        let ev = actor.stamp(
+            Event::new(EventType::UserUpdated, Severity::Medium, format!("backup codes of {} replaced", user.username), now)
+                .user(Some(user.id), Some(&user.username))
+                .detail("backup_codes", codes.len()),
+        );
+        self.store.set_backup_codes(user.id, &hashes, &[ev], now)?;
+        Ok(codes)
+    }
+
+    /// Turns 2FA off. By a sysop it is a high-severity event.
+    pub async fn disable_otp(&self, user: &User, actor: &Actor, now: Millis) -> Result<bool> {
+        let severity = match actor {
+            Actor::Cli(_) => Severity::High,
+            Actor::User { .. } => Severity::Medium,
+        };
+        let ev = actor.stamp(
+            Event::new(EventType::MfaDisabled, severity, format!("two-factor authentication disabled for {}", user.username), now).user(Some(user.id), Some(&user.username)),
+        );
+        Ok(self.store.disable_otp(user.id, &[ev], now)?)
+    }
+
+    pub fn mfa_status(&self, user: &User, now: Millis) -> Result<Status> {
+        let row = self.store.otp(user.id)?;
+        Ok(Status {
+            username: user.username.clone(),
+            enabled: row.as_ref().is_some_and(|r| r.enabled),
+            pending: row.as_ref().is_some_and(|r| !r.enabled),
+            method: row.as_ref().map(|r| r.method.clone()),
+            algorithm: row.as_ref().map(|r| r.algorithm.clone()),
+            digits: row.as_ref().map(|r| r.digits),
+            enabled_at: row.as_ref().and_then(|r| r.enabled_at).map(|t| t.rfc3339()),
+            backup_codes_left: self.store.backup_codes_left(user.id)?,
+            required_level: self.required_level(user)?,
+            code_factor_closed_until: row.as_ref().and_then(|r| r.closed_until).filter(|t| *t > now).map(|t| t.rfc3339()),
+        })
+    }
+
+    /// Checks a code typed at login: TOTP/HOTP (each step or counter
+    /// accepted once) or a backup code (each used once). Throttled per
+    /// account: `tries_per_step` per 30 s step, and after
+    /// `max_consecutive_failures` the factor closes for `lockout`, doubling.
+    pub(crate) fn check_login_code(&self, user: &User, input: &str, now: Millis) -> Result<CodeVerdict> {
+        let Some(mut row) = self.store.otp(user.id)?.filter(|r| r.enabled) else {
+            return Ok(CodeVerdict::NotEnrolled);
+        };
+        let m = self.settings().mfa.clone();
+        let step = otp::step_of(unix_secs(now), TOTP_PERIOD);
+        if let Some(until) = row.closed_until.filter(|t| *t > now) {
+            return Ok(CodeVerdict::Throttled { until });
+        }
+        if row.failure_step == Some(step) && row.step_failures >= m.tries_per_step {
+            return Ok(CodeVerdict::Throttled { until: Millis(((step + 1) * TOTP_PERIOD * 1000) as i64) });
+        }
+        let secret = self.open_secret(&row)?;
+        let alg = Algorithm::parse(&row.algorithm).ok_or_else(|| Error::Invalid("unknown stored algorithm".into()))?;
+        let verdict = if let Some(code) = otp::clean_code(input, row.digits) {
+            if row.method == "hotp" {
+                match otp::check_hotp(alg, &secret, row.digits, &code, row.next_counter, m.hotp_lookahead) {
+                    // Burnt atomically: a second login racing with the same
+                    // code finds the counter already moved.
+                    Check::Accepted(c) if self.store.burn_hotp_counter(user.id, c)? => CodeVerdict::Accepted { kind: "hotp" },
+                    Check::Accepted(_) | Check::Replay => CodeVerdict::Replay,
+                    Check::Wrong => CodeVerdict::Wrong,
+                }
+            } else {
+                match otp::check_totp(alg, &secret, row.digits, &code, step, 1, row.last_step) {
+                    Check::Accepted(s) if self.store.burn_totp_step(user.id, s)? => CodeVerdict::Accepted { kind: "totp" },
+                    Check::Accepted(_) | Check::Replay => CodeVerdict::Replay,
+                    Check::Wrong => CodeVerdict::Wrong,
+                }
+            }
+        } else if let Some(code) = clean_backup_code(input) {
+            let hash = self.keyring.keyed_hash(&format!("backup:{}", user.id), code.as_bytes());
+            if self.store.use_backup_code(user.id, &hash, now)? {
+                CodeVerdict::Accepted { kind: "backup_code" }
+            } else {
+                CodeVerdict::Wrong
+            }
+        } else {
+            CodeVerdict::Wrong
+        };
+        // Re-read: the burn above changed the row.
+        row = self.store.otp(user.id)?.unwrap_or(row);
+        match verdict {
+            CodeVerdict::Accepted { .. } => {
+                row.consecutive_failures = 0;
+                row.step_failures = 0;
+                row.failure_step = None;
+            }
+            _ => {
+                if row.failure_step != Some(step) {
+                    row.failure_step = Some(step);
+                    row.step_failures = 0;
+                }
+                row.step_failures += 1;
+                row.consecutive_failures += 1;
+                if row.consecutive_failures >= m.max_consecutive_failures {
+                    let factor = 1u32.checked_shl(row.closures.min(16)).unwrap_or(u32::MAX);
+                    row.closed_until = Some(now.plus(m.lockout.saturating_mul(factor)));
+                    row.closures += 1;
+                    row.consecutive_failures = 0;
+                }
+            }
+        }
+        self.store.update_otp_state(&row)?;
+        Ok(verdict)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_codes_shape_and_cleaning() {
+        let c = new_backup_code().expect("code");
+        assert_eq!(c.len(), 11);
+        assert_eq!(clean_backup_code(&c).as_deref(), Some(c.as_str()));
+        assert_eq!(clean_backup_code(&c.to_uppercase()).as_deref(), Some(c.as_str()));
+        assert_eq!(clean_backup_code(&c.replace('-', " ")).as_deref(), Some(c.as_str()));
+        for bad in ["123456", "abcde-fghi", "abcde-fghil", "abcde-fgh1j", ""] {
+            assert_eq!(clean_backup_code(bad), None, "{bad}");
+        }
+    }
+}
