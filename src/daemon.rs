@@ -27,7 +27,115 @@ pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The web front end's view of `core`.
+struct WebBackend(Arc<Core>);
+
+impl crate::web::Backend for WebBackend {
+    async fn otp_enrollment(&self, token: &str) -> Result<crate::web::EnrollView, crate::web::Refusal> {
+        self.0
+            .otp_enrollment_view(token, Millis::now())
+            .map(|v| crate::web::EnrollView {
+                username: v.username,
+                method: v.method.as_str().to_owned(),
+                secret_base32: v.secret_base32,
+                otpauth_uri: v.otpauth_uri,
+                digits: v.digits,
+                issuer: v.issuer,
+            })
+            .map_err(web_refusal)
+    }
+    async fn otp_confirm(&self, token: &str, code: &str) -> Result<crate::web::Confirmed, crate::web::Refusal> {
+        self.0.otp_confirm(token, code, Millis::now()).await.map(|backup_codes| crate::web::Confirmed { backup_codes }).map_err(web_refusal)
+    }
+    async fn metrics(&self) -> String {
+        self.0.metrics_text()
+    }
+    async fn health(&self) -> Result<(), String> {
+        self.0.health().map_err(|e| e.to_string())
+    }
+}
+
+fn web_refusal(r: crate::core::mfa::LinkRefusal) -> crate::web::Refusal {
+    use crate::core::mfa::LinkRefusal as L;
+    match r {
+        L::InvalidToken => crate::web::Refusal::InvalidToken,
+        L::WrongCode { tries_left } => crate::web::Refusal::WrongCode { tries_left },
+        L::TooManyTries => crate::web::Refusal::TooManyTries,
+        L::Unavailable => crate::web::Refusal::Unavailable,
+    }
+}
+
+/// The mail worker's view of the outbox in `core`.
+struct MailOutbox(Arc<Core>);
+
+impl crate::mail::Outbox for MailOutbox {
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<crate::mail::OutgoingMail>, String> {
+        let due = self.0.due_mail(Millis(now_ms), limit).map_err(|e| e.to_string())?;
+        Ok(due
+            .into_iter()
+            .map(|m| crate::mail::OutgoingMail { id: m.id, to: m.to, subject: m.subject, text: m.body.text, html: Some(m.body.html), attempts: m.attempts })
+            .collect())
+    }
+    fn sent(&self, id: i64, now_ms: i64) -> Result<(), String> {
+        self.0.mail_sent(id, Millis(now_ms)).map_err(|e| e.to_string())
+    }
+    fn failed(&self, id: i64, error: &str, next_attempt_ms: i64, give_up: bool) -> Result<(), String> {
+        let next = if give_up { crate::model::FOREVER } else { Millis(next_attempt_ms) };
+        self.0.mail_failed(id, error, next).map_err(|e| e.to_string())
+    }
+}
+
+pub fn mail_settings(settings: &Settings) -> crate::mail::MailSettings {
+    crate::mail::MailSettings {
+        from: settings.email.from.clone(),
+        smtp: settings.email.smtp.clone(),
+        allow_plaintext: settings.email.allow_plaintext,
+        spool_dir: settings.data_dir.join("mail"),
+        timeout: std::time::Duration::from_secs(30),
+    }
+}
+
+fn web_settings(settings: &Settings) -> crate::web::WebSettings {
+    let w = &settings.web;
+    let mut hostnames = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let host = w.base_url.trim_start_matches("https://").split(['/', '?']).next().unwrap_or("");
+    let host = if host.starts_with('[') { host.split(']').next().unwrap_or("").trim_start_matches('[') } else { host.split(':').next().unwrap_or("") };
+    if !host.is_empty() && !hostnames.iter().any(|h| h == host) {
+        hostnames.push(host.to_owned());
+    }
+    crate::web::WebSettings {
+        listen: w.listen,
+        base_url: w.base_url.clone(),
+        cert_path: w.cert.clone(),
+        key_path: w.key.clone(),
+        generate_if_missing: !w.cert_configured,
+        hostnames,
+        metrics_token: w.metrics_token.clone(),
+    }
+}
+
+/// Checks that go beyond the config file itself (the mail gateway's URL,
+/// configured certificate files); `config check` and `serve` share them.
+pub fn check(settings: &Settings) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = crate::mail::validate(&mail_settings(settings)) {
+        problems.push(format!("{}: email: {e}", settings.source));
+    }
+    if settings.web.cert_configured {
+        for (what, p) in [("web.tls_cert", &settings.web.cert), ("web.tls_key", &settings.web.key)] {
+            if let Err(e) = std::fs::metadata(p) {
+                problems.push(format!("{}: {what}: cannot read {}: {e}", settings.source, p.display()));
+            }
+        }
+    }
+    problems
+}
+
 pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let problems = check(&settings);
+    if !problems.is_empty() {
+        anyhow::bail!("invalid configuration:\n  {}", problems.join("\n  "));
+    }
     ensure_data_dir(&settings.data_dir)?;
     let db = database_path(&settings);
     let store = Arc::new(Store::open(&db)?);
@@ -54,11 +162,24 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let settings = core.settings();
+    let (web_addr, web_future) = crate::web::bind(&web_settings(&settings), Arc::new(WebBackend(core.clone())), stop_rx.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the web server on {}: {e}", settings.web.listen))?;
+    let mailer = Arc::new(crate::mail::Mailer::new(&mail_settings(&settings)).map_err(|e| anyhow::anyhow!("email: {e}"))?);
+    if settings.email.smtp.is_none() {
+        tracing::info!(spool = %settings.data_dir.join("mail").display(), "no SMTP server configured: mail is written as .eml files");
+    } else {
+        tracing::info!(via = %mailer.describe(), "mail gateway");
+    }
+    let backoff = crate::mail::Backoff { base: settings.email.retry_base, max: settings.email.retry_max, max_attempts: settings.email.max_attempts };
+    let mail_task = tokio::spawn(crate::mail::run_worker(mailer, Arc::new(MailOutbox(core.clone())), core.mail_queued.clone(), stop_rx.clone(), settings.email.poll, backoff));
+    let web_task = tokio::spawn(web_future);
     let ssh_task = tokio::spawn(crate::ssh::serve(listener, core.clone(), ssh_config, stop_rx));
-    tracing::info!(ssh = %ssh_addr, config = %core.settings().source, "portcullis is up");
+    tracing::info!(ssh = %ssh_addr, web = %web_addr, config = %settings.source, "portcullis is up");
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "ready ssh={ssh_addr} web=off").context("writing the ready line")?;
+        writeln!(out, "ready ssh={ssh_addr} web={web_addr}").context("writing the ready line")?;
         out.flush().context("writing the ready line")?;
     }
 
@@ -71,8 +192,10 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    if let Err(e) = ssh_task.await {
-        tracing::error!(error = %e, "SSH listener task failed");
+    for (name, task) in [("ssh", ssh_task), ("web", web_task), ("mail", mail_task)] {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, task = name, "a task failed");
+        }
     }
     if !writer.flush().await {
         tracing::error!("the last security events could not be written");
@@ -87,6 +210,14 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
 async fn reload(core: &Core, path: Option<&Path>) {
     let now = Millis::now();
     match config::load(path) {
+        Ok(new) if !check(&new).is_empty() => {
+            let problems = check(&new);
+            for p in &problems {
+                tracing::error!(problem = %p, "new configuration refused; keeping the old one");
+            }
+            let e = Event::new(EventType::ConfigReloaded, Severity::Medium, "configuration reload refused; the old configuration stays", now).detail("problems", problems);
+            core.record(e).await;
+        }
         Ok(new) => {
             let old = core.settings();
             if new.ssh.listen != old.ssh.listen || new.data_dir != old.data_dir {

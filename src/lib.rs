@@ -6,6 +6,8 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod flow;
+pub mod mail;
 pub mod model;
 pub mod ssh;
 pub mod store;
+pub mod web;

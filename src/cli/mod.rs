@@ -294,7 +294,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             crate::daemon::serve(settings, cli.config.clone()).await?;
             Ok(0)
         }
-        Command::Config(ConfigCmd::Check) => match config::load(path) {
+        Command::Config(ConfigCmd::Check) => match config::load(path).and_then(|s| {
+            let problems = crate::daemon::check(&s);
+            if problems.is_empty() { Ok(s) } else { Err(problems) }
+        }) {
             Ok(s) => {
                 println!("config ok: {}", s.source);
                 Ok(0)

@@ -188,7 +188,7 @@ impl Default for Web {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Email {
     pub from: String,
@@ -204,6 +204,21 @@ pub struct Email {
     pub max_attempts: u32,
     #[serde(deserialize_with = "duration")]
     pub poll: Duration,
+}
+
+impl std::fmt::Debug for Email {
+    // The SMTP URL may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Email")
+            .field("from", &self.from)
+            .field("smtp", &self.smtp.as_ref().map(|_| "<set>"))
+            .field("allow_plaintext", &self.allow_plaintext)
+            .field("retry_base", &self.retry_base)
+            .field("retry_max", &self.retry_max)
+            .field("max_attempts", &self.max_attempts)
+            .field("poll", &self.poll)
+            .finish()
+    }
 }
 
 impl Default for Email {

@@ -68,6 +68,33 @@ impl Core {
         Ok(self.store.last_event_id()?)
     }
 
+    /// Prometheus text for `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        match self.store.gauges() {
+            Ok(g) => {
+                for (name, help, value) in [
+                    ("portcullis_users", "Accounts.", g.users),
+                    ("portcullis_users_mfa_enabled", "Accounts with one-time codes enabled.", g.mfa_enabled),
+                    ("portcullis_sessions_open", "Sessions not yet ended.", g.sessions_open),
+                    ("portcullis_mail_pending", "Mails waiting in the outbox.", g.mail_pending),
+                    ("portcullis_security_events", "Security events stored.", g.events),
+                ] {
+                    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading metrics"),
+        }
+        let name = "portcullis_unauthenticated_connections";
+        out.push_str(&format!("# HELP {name} SSH connections not yet authenticated.\n# TYPE {name} gauge\n{name} {}\n", self.admission.unauthenticated()));
+        out
+    }
+
+    pub fn health(&self) -> Result<()> {
+        self.store.gauges()?;
+        Ok(())
+    }
+
     pub fn sessions(&self, user_id: Option<i64>, limit: usize) -> Result<Vec<crate::store::sessions::SessionRow>> {
         Ok(self.store.sessions(user_id, limit)?)
     }

@@ -367,6 +367,116 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::EventSink;
+    use crate::model::Secret;
+    use crate::store::Store;
+    use std::sync::Arc;
+
+    fn core(dir: &std::path::Path) -> Core {
+        let settings = crate::config::load::from_text("passwords: {\n  iterations: 1000\n}\n", "t.hjson", dir).expect("settings");
+        let store = Arc::new(Store::open(&dir.join("t.db")).expect("open"));
+        store.migrate(None).expect("migrate");
+        Core::new(store.clone(), settings, EventSink::Direct(store), crate::core::secrets::Keyring::from_key(&[3; 32]))
+    }
+
+    fn base32_decode(s: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (mut buf, mut bits) = (0u32, 0);
+        for c in s.bytes() {
+            let v = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".iter().position(|x| *x == c).expect("base32") as u32;
+            buf = (buf << 5) | v;
+            bits += 5;
+            if bits >= 8 {
+                out.push((buf >> (bits - 8)) as u8);
+                bits -= 8;
+            }
+        }
+        out
+    }
+
+    /// Enrollment through the mailed link, confirmation, then codes at
+    /// login: replay, backup codes once, throttling — with a fixed clock.
+    #[test]
+    fn totp_enrollment_and_login_codes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = core(dir.path());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let t0 = Millis(1_800_000_000_000);
+        let user = rt
+            .block_on(core.add_user("alice", Some("alice@example.org"), &Secret::new("Correct-Horse-Battery-9".into()), &[], &Actor::Cli("t".into()), t0))
+            .expect("user");
+        assert_eq!(core.required_level(&user).expect("level"), 1);
+        rt.block_on(core.start_otp_enrollment(&user, Method::Totp, &Actor::Cli("t".into()), t0)).expect("enroll");
+        let mail = core.due_mail(t0, 10).expect("mail");
+        assert_eq!(mail.len(), 1);
+        assert_eq!(mail[0].to, "alice@example.org");
+        let link = mail[0].body.text.lines().find(|l| l.contains("/otp/enroll/")).expect("link").trim().to_owned();
+        let token = link.rsplit('/').next().expect("token").to_owned();
+        assert!(link.starts_with("https://localhost:8443/otp/enroll/"));
+        // The token is stored only as a hash.
+        assert!(core.store.token(&token).expect("lookup").is_none());
+
+        let view = core.otp_enrollment_view(&token, t0).expect("view");
+        assert_eq!(view.username, "alice");
+        assert!(view.otpauth_uri.starts_with("otpauth://totp/Portcullis:alice?secret="));
+        let secret = base32_decode(&view.secret_base32);
+        assert_eq!(secret.len(), 20);
+        let code_at = |t: Millis| otp::hotp(Algorithm::Sha1, &secret, otp::step_of(t.0 / 1000, 30), 6);
+        assert_eq!(core.otp_enrollment_view("not-a-token", t0).err(), Some(LinkRefusal::InvalidToken));
+        assert_eq!(core.otp_enrollment_view(&token, t0.plus(std::time::Duration::from_secs(1801))).err(), Some(LinkRefusal::InvalidToken), "expired");
+
+        let wrong = if code_at(t0) == "000000" { "111111" } else { "000000" };
+        assert_eq!(rt.block_on(core.otp_confirm(&token, wrong, t0)).err(), Some(LinkRefusal::WrongCode { tries_left: 4 }));
+        let codes = rt.block_on(core.otp_confirm(&token, &code_at(t0), t0)).expect("confirm");
+        assert_eq!(codes.len(), 10);
+        assert_eq!(rt.block_on(core.otp_confirm(&token, &code_at(t0), t0)).err(), Some(LinkRefusal::InvalidToken), "used once");
+        assert_eq!(core.required_level(&user).expect("level"), 2);
+
+        // The step used to confirm is burnt; the next step works once.
+        assert_eq!(core.check_login_code(&user, &code_at(t0), t0).expect("check"), CodeVerdict::Replay);
+        let t1 = t0.plus(std::time::Duration::from_secs(30));
+        assert_eq!(core.check_login_code(&user, &code_at(t1), t1).expect("check"), CodeVerdict::Accepted { kind: "totp" });
+        assert_eq!(core.check_login_code(&user, &code_at(t1), t1).expect("check"), CodeVerdict::Replay);
+        // A backup code, once.
+        let t2 = t1.plus(std::time::Duration::from_secs(60));
+        assert_eq!(core.check_login_code(&user, &codes[0].to_uppercase(), t2).expect("check"), CodeVerdict::Accepted { kind: "backup_code" });
+        assert_eq!(core.check_login_code(&user, &codes[0], t2).expect("check"), CodeVerdict::Wrong, "a backup code works once");
+        // Three tries per step: the third failure in this step closes it.
+        assert_eq!(core.check_login_code(&user, "000000", t2).expect("check"), CodeVerdict::Wrong);
+        assert_eq!(core.check_login_code(&user, "000001", t2).expect("check"), CodeVerdict::Wrong);
+        assert_eq!(core.check_login_code(&user, &codes[1], t2).expect("check"), CodeVerdict::Throttled { until: Millis(((t2.0 / 30_000) + 1) * 30_000) });
+        let status = core.mfa_status(&user, t2).expect("status");
+        assert!(status.enabled);
+        assert_eq!(status.backup_codes_left, 9, "the throttled attempt did not use a code");
+    }
+
+    #[test]
+    fn code_factor_closes_after_consecutive_failures() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = core(dir.path());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let t0 = Millis(1_800_000_000_000);
+        let user = rt.block_on(core.add_user("bob", Some("bob@example.org"), &Secret::new("Correct-Horse-Battery-9".into()), &[], &Actor::Cli("t".into()), t0)).expect("user");
+        rt.block_on(core.start_otp_enrollment(&user, Method::Hotp, &Actor::Cli("t".into()), t0)).expect("enroll");
+        let body = core.due_mail(t0, 10).expect("mail").remove(0).body.text;
+        let token = body.lines().find(|l| l.contains("/otp/enroll/")).and_then(|l| l.trim().rsplit('/').next()).expect("token").to_owned();
+        let secret = base32_decode(&core.otp_enrollment_view(&token, t0).expect("view").secret_base32);
+        let hotp = |c| otp::hotp(Algorithm::Sha1, &secret, c, 6);
+        // A token that ran ahead (counter 3) still confirms; the server resyncs.
+        rt.block_on(core.otp_confirm(&token, &hotp(3), t0)).expect("confirm");
+        assert_eq!(core.check_login_code(&user, &hotp(3), t0).expect("check"), CodeVerdict::Replay);
+        assert_eq!(core.check_login_code(&user, &hotp(9), t0).expect("check"), CodeVerdict::Accepted { kind: "hotp" });
+        // Five wrong codes, one per step, close the factor for 15 minutes.
+        let mut t = t0;
+        for _ in 0..5 {
+            t = t.plus(std::time::Duration::from_secs(30));
+            assert_eq!(core.check_login_code(&user, "123456x", t).expect("check"), CodeVerdict::Wrong);
+        }
+        let closed = core.check_login_code(&user, &hotp(10), t).expect("check");
+        assert_eq!(closed, CodeVerdict::Throttled { until: t.plus(std::time::Duration::from_secs(900)) });
+        let later = t.plus(std::time::Duration::from_secs(901));
+        assert_eq!(core.check_login_code(&user, &hotp(10), later).expect("check"), CodeVerdict::Accepted { kind: "hotp" });
+    }
 
     #[test]
     fn backup_codes_shape_and_cleaning() {

@@ -99,3 +99,27 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().doing("listing sessions")
     }
 }
+
+/// Counts for `/metrics`.
+pub struct Gauges {
+    pub users: i64,
+    pub mfa_enabled: i64,
+    pub sessions_open: i64,
+    pub mail_pending: i64,
+    pub events: i64,
+}
+
+impl Store {
+    pub fn gauges(&self) -> Result<Gauges> {
+        let conn = self.conn();
+        let one = |sql: &str| -> Result<i64> { conn.query_row(sql, [], |r| r.get(0)).doing("reading metrics") };
+        Ok(Gauges {
+            users: one("SELECT COUNT(*) FROM users")?,
+            mfa_enabled: one("SELECT COUNT(*) FROM otp_secrets WHERE enabled = 1")?,
+            sessions_open: one("SELECT COUNT(*) FROM sessions WHERE ended_at IS NULL")?,
+            mail_pending: one("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND body_sealed IS NOT NULL")?,
+            // The largest id: a count(*) would scan the table.
+            events: one("SELECT COALESCE(MAX(id), 0) FROM security_events")?,
+        })
+    }
+}

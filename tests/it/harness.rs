@@ -31,9 +31,14 @@ ssh: {
 passwords: {
   iterations: 1000
 }
+web: {
+  listen: "127.0.0.1:0"
+}
 "#;
 
 pub struct Gate {
+    /// The HTTPS port from the ready line.
+    pub web_port: u16,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     /// The config the CLI uses (the daemon's file unless a test changes it,
@@ -191,7 +196,7 @@ impl Gate {
         let path = dir.path().join("portcullis.hjson");
         std::fs::write(&path, config).unwrap();
         let log = dir.path().join("daemon.log");
-        let gate = Gate { cli_config: path.clone(), config: path, log, dir, child: None, port: 0, ssh_runs: Arc::new(AtomicUsize::new(0)) };
+        let gate = Gate { cli_config: path.clone(), config: path, log, dir, child: None, port: 0, web_port: 0, ssh_runs: Arc::new(AtomicUsize::new(0)) };
         let out = gate.cli(&["migrate", "run"]);
         assert!(out.status.success(), "migrate run: {}", text(&out.stderr));
         gate
@@ -242,12 +247,14 @@ impl Gate {
             }
         };
         self.child = Some(child);
-        // ready ssh=127.0.0.1:PORT web=off
+        // ready ssh=127.0.0.1:PORT web=127.0.0.1:PORT
         let rest = line.strip_prefix("ready ssh=127.0.0.1:").unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
         let (port, tail) = rest.split_once(' ').unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
-        assert_eq!(tail, "web=off", "ready line {line:?}");
+        let web = tail.strip_prefix("web=127.0.0.1:").unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
         self.port = port.parse().unwrap_or_else(|_| panic!("unexpected ready line {line:?}"));
+        self.web_port = web.parse().unwrap_or_else(|_| panic!("unexpected ready line {line:?}"));
         assert_ne!(self.port, 0);
+        assert_ne!(self.web_port, 0);
     }
 
     pub fn pid(&self) -> i32 {

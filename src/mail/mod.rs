@@ -1,0 +1,1500 @@
+//! Outgoing mail: settings checks, the transport (SMTP through lettre, or a
+//! file spool), and the worker that drains the durable outbox.
+//!
+//! lettre lives only in this module. Message bodies hold single-use links:
+//! they never reach a log or an error; logs carry the mail id, the recipient
+//! domain, the attempt number and the error.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lettre::message::{Mailbox, Mailboxes, MultiPart, SinglePart};
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+/// Longest accepted mailbox text (`Name <user@domain>`).
+const MAX_MAILBOX_LEN: usize = 512;
+/// Longest accepted subject, in bytes (RFC 5322 line limit).
+const MAX_SUBJECT_LEN: usize = 998;
+/// Mails fetched from the outbox at a time.
+const BATCH: usize = 32;
+/// Mails handled in one round before the worker sleeps again.
+const MAX_PER_ROUND: usize = 1024;
+/// Pooled SMTP connections (the worker sends one mail at a time).
+const POOL_MAX: u32 = 2;
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// Mail settings, as resolved from the configuration.
+#[derive(Clone)]
+pub struct MailSettings {
+    /// `"Portcullis <gate@localhost>"` or `"gate@localhost"`.
+    pub from: String,
+    /// lettre URL: `smtp://host:port`, `smtps://...`,
+    /// `smtp://user:pass@host:port?tls=required`; `None` means file spool.
+    pub smtp: Option<String>,
+    /// Allow plaintext `smtp://` to a non-loopback host.
+    pub allow_plaintext: bool,
+    /// Where `.eml` files go when `smtp` is `None` (created if missing, mode 0700).
+    pub spool_dir: PathBuf,
+    /// Limit for one send.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for MailSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailSettings")
+            .field("from", &self.from)
+            .field("smtp", &self.smtp.as_deref().map(redact_url))
+            .field("allow_plaintext", &self.allow_plaintext)
+            .field("spool_dir", &self.spool_dir)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Checks settings without connecting: the from address parses; the URL
+/// parses; a plaintext `smtp://` URL (no TLS: neither `smtps://` nor
+/// `?tls=required` / `?tls=opportunistic`) to a host that is not loopback
+/// (127.0.0.0/8, ::1, "localhost") is refused unless `allow_plaintext`.
+/// Messages are lowercase, name the problem, and never contain the password
+/// of the URL.
+pub fn validate(s: &MailSettings) -> Result<(), String> {
+    parse_mailbox(&s.from).map_err(|why| format!("from address {:?} {why}", s.from))?;
+    if s.timeout.is_zero() {
+        return Err("timeout must be greater than zero".to_string());
+    }
+    if let Some(url) = &s.smtp {
+        check_url(url, s.allow_plaintext).map_err(|e| scrub(&e, url))?;
+    }
+    Ok(())
+}
+
+/// Redacts the password of an SMTP URL for display: `smtp://user:***@host:25`.
+/// Everything up to the last `@` counts as user information, so a password
+/// holding `@`, `/` or `?` is still hidden.
+pub fn redact_url(url: &str) -> String {
+    let (prefix, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{prefix}{}:***{}", &userinfo[..colon], &rest[at..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// One mail from the outbox.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutgoingMail {
+    pub id: i64,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+impl fmt::Debug for OutgoingMail {
+    // Bodies hold single-use links: show their sizes only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutgoingMail")
+            .field("id", &self.id)
+            .field("to_domain", &recipient_domain(&self.to))
+            .field("text_len", &self.text.len())
+            .field("html_len", &self.html.as_ref().map(String::len))
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where mail goes.
+pub enum Transport {
+    /// An SMTP relay (pooled connections).
+    Smtp(SmtpRelay),
+    /// A folder of `.eml` files.
+    Spool(PathBuf),
+}
+
+/// A pooled SMTP transport and its redacted URL.
+pub struct SmtpRelay {
+    inner: AsyncSmtpTransport<Tokio1Executor>,
+    shown: String,
+}
+
+/// Builds and delivers mail.
+pub struct Mailer {
+    transport: Transport,
+    from: Mailbox,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailer")
+            .field("transport", &self.describe())
+            .field("from", &self.from.to_string())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Why a send failed.
+#[derive(Debug)]
+enum SendError {
+    /// The mail itself is bad (recipient, subject): retrying cannot help.
+    Invalid(String),
+    /// The transport failed (outage, timeout, refusal): worth retrying.
+    Transport(String),
+}
+
+impl SendError {
+    fn message(&self) -> &str {
+        match self {
+            SendError::Invalid(m) | SendError::Transport(m) => m,
+        }
+    }
+}
+
+impl Mailer {
+    /// Validates the settings and builds the transport. In SMTP mode this
+    /// must run inside the tokio runtime (lettre's pool starts a task).
+    pub fn new(s: &MailSettings) -> Result<Mailer, String> {
+        validate(s)?;
+        let from =
+            parse_mailbox(&s.from).map_err(|why| format!("from address {:?} {why}", s.from))?;
+        let transport = match &s.smtp {
+            Some(url) => {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(
+                        "the smtp mailer must be created inside the tokio runtime".to_string()
+                    );
+                }
+                let inner = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|e| {
+                        scrub(
+                            &format!("smtp url {:?} is not valid: {e}", redact_url(url)),
+                            url,
+                        )
+                    })?
+                    .timeout(Some(s.timeout))
+                    .pool_config(PoolConfig::new().max_size(POOL_MAX).idle_timeout(POOL_IDLE))
+                    .build();
+                Transport::Smtp(SmtpRelay {
+                    inner,
+                    shown: redact_url(url),
+                })
+            }
+            None => {
+                ensure_spool_dir(&s.spool_dir)?;
+                Transport::Spool(s.spool_dir.clone())
+            }
+        };
+        Ok(Mailer {
+            transport,
+            from,
+            timeout: s.timeout,
+        })
+    }
+
+    /// `"smtp smtp://user:***@host:587"` or `"file spool /path/data/mail"`.
+    pub fn describe(&self) -> String {
+        match &self.transport {
+            Transport::Smtp(r) => format!("smtp {}", r.shown),
+            Transport::Spool(dir) => format!("file spool {}", dir.display()),
+        }
+    }
+
+    /// Builds the message (text, plus html as an alternative when given) and
+    /// delivers it. A bad recipient or subject is an error, never a panic.
+    pub async fn send(&self, m: &OutgoingMail) -> Result<(), String> {
+        self.deliver(m).await.map_err(|e| e.message().to_string())
+    }
+
+    async fn deliver(&self, m: &OutgoingMail) -> Result<(), SendError> {
+        let message = self.build(m).map_err(SendError::Invalid)?;
+        match &self.transport {
+            Transport::Smtp(relay) => {
+                match tokio::time::timeout(self.timeout, relay.inner.send(message)).await {
+                    Ok(Ok(_response)) => Ok(()),
+                    Ok(Err(e)) => Err(SendError::Transport(format!("smtp delivery failed: {e}"))),
+                    Err(_) => Err(SendError::Transport(format!(
+                        "smtp delivery timed out after {} ms",
+                        self.timeout.as_millis()
+                    ))),
+                }
+            }
+            Transport::Spool(dir) => {
+                let dir = dir.clone();
+                let id = m.id;
+                let bytes = message.formatted();
+                tokio::task::spawn_blocking(move || write_spool(&dir, id, &bytes))
+                    .await
+                    .map_err(|e| SendError::Transport(format!("spool writer failed: {e}")))?
+                    .map(|_path| ())
+                    .map_err(SendError::Transport)
+            }
+        }
+    }
+
+    fn build(&self, m: &OutgoingMail) -> Result<Message, String> {
+        let to = parse_mailbox(&m.to).map_err(|why| format!("recipient address {why}"))?;
+        check_subject(&m.subject)?;
+        let builder = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(m.subject.clone())
+            .message_id(None)
+            .date_now();
+        let built = match &m.html {
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+                m.text.clone(),
+                html.clone(),
+            )),
+            None => builder.singlepart(SinglePart::plain(m.text.clone())),
+        };
+        built.map_err(|e| format!("cannot build message: {e}"))
+    }
+}
+
+/// What the worker needs from the durable outbox (implemented by the
+/// daemon's core over SQLite). Calls run on tokio's blocking pool.
+pub trait Outbox: Send + Sync + 'static {
+    /// Mails whose next attempt is due at `now_ms`, oldest first.
+    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutgoingMail>, String>;
+    fn sent(&self, id: i64, now_ms: i64) -> Result<(), String>;
+    /// `give_up`: true when the mail will not be tried again.
+    fn failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt_ms: i64,
+        give_up: bool,
+    ) -> Result<(), String>;
+}
+
+/// Retry schedule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+    pub max_attempts: u32,
+}
+
+impl Backoff {
+    /// `base * 2^attempts_so_far`, capped at `max` (overflow gives `max`).
+    pub fn next_delay(&self, attempts_so_far: u32) -> Duration {
+        1u32.checked_shl(attempts_so_far)
+            .and_then(|factor| self.base.checked_mul(factor))
+            .map_or(self.max, |d| d.min(self.max))
+    }
+}
+
+/// Runs until `shutdown` turns true (or its sender is dropped): every `poll`
+/// interval, or at once when `wake` is notified (use `notify_one`, which is
+/// not lost while a round runs), sends every due mail (oldest first),
+/// marking each sent or failed with the next attempt time (give up after
+/// `max_attempts`, or at once when the mail itself is invalid). A failure of
+/// one mail does not stop the others; an SMTP outage just reschedules.
+pub async fn run_worker(
+    mailer: Arc<Mailer>,
+    outbox: Arc<dyn Outbox>,
+    wake: Arc<tokio::sync::Notify>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    poll: Duration,
+    backoff: Backoff,
+) {
+    tracing::info!(transport = %mailer.describe(), "mail worker started");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        run_round(&mailer, &outbox, &shutdown, &backoff).await;
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = wake.notified() => {}
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!("mail worker stopped");
+}
+
+/// Sends the due mails, batch after batch, each mail at most once a round.
+async fn run_round(
+    mailer: &Mailer,
+    outbox: &Arc<dyn Outbox>,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+    backoff: &Backoff,
+) {
+    let mut seen = HashSet::new();
+    loop {
+        let now = now_ms();
+        let due = match on_outbox(outbox, move |o| o.due(now, BATCH)).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "mail outbox: cannot read due mail");
+                return;
+            }
+        };
+        let full = due.len() >= BATCH;
+        let mut progressed = false;
+        for m in due {
+            if *shutdown.borrow() {
+                return;
+            }
+            if !seen.insert(m.id) {
+                continue;
+            }
+            progressed = true;
+            send_one(mailer, outbox, &m, backoff).await;
+        }
+        if !full || !progressed || seen.len() >= MAX_PER_ROUND {
+            return;
+        }
+    }
+}
+
+async fn send_one(mailer: &Mailer, outbox: &Arc<dyn Outbox>, m: &OutgoingMail, backoff: &Backoff) {
+    let id = m.id;
+    let attempt = m.attempts.saturating_add(1);
+    let domain = recipient_domain(&m.to);
+    match mailer.deliver(m).await {
+        Ok(()) => {
+            tracing::info!(id, domain = %domain, attempt, "mail sent");
+            let now = now_ms();
+            if let Err(e) = on_outbox(outbox, move |o| o.sent(id, now)).await {
+                tracing::warn!(id, error = %e, "mail outbox: sent mail not recorded; it may be sent again");
+            }
+        }
+        Err(err) => {
+            let give_up = matches!(err, SendError::Invalid(_)) || attempt >= backoff.max_attempts;
+            let delay_ms =
+                i64::try_from(backoff.next_delay(m.attempts).as_millis()).unwrap_or(i64::MAX);
+            let next = now_ms().saturating_add(delay_ms);
+            let error = err.message().to_string();
+            if give_up {
+                tracing::warn!(id, domain = %domain, attempt, error = %error, "mail not sent, giving up");
+            } else {
+                tracing::warn!(id, domain = %domain, attempt, retry_in_ms = delay_ms, error = %error, "mail not sent, will retry");
+            }
+            if let Err(e) = on_outbox(outbox, move |o| o.failed(id, &error, next, give_up)).await {
+                tracing::warn!(id, error = %e, "mail outbox: failure not recorded");
+            }
+        }
+    }
+}
+
+/// Runs one outbox call on the blocking pool (the outbox is SQLite).
+async fn on_outbox<T, F>(outbox: &Arc<dyn Outbox>, f: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Outbox) -> Result<T, String> + Send + 'static,
+{
+    let outbox = Arc::clone(outbox);
+    tokio::task::spawn_blocking(move || f(&*outbox))
+        .await
+        .map_err(|e| format!("outbox call failed: {e}"))?
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The domain of a recipient, for logs; anything odd becomes `<invalid>`.
+fn recipient_domain(to: &str) -> String {
+    let domain = to
+        .trim()
+        .trim_end_matches('>')
+        .rsplit('@')
+        .next()
+        .unwrap_or("");
+    let ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    if ok && to.contains('@') {
+        domain.to_ascii_lowercase()
+    } else {
+        "<invalid>".to_string()
+    }
+}
+
+/// Parses exactly one mailbox; the reason completes "X ...".
+fn parse_mailbox(s: &str) -> Result<Mailbox, &'static str> {
+    if s.trim().is_empty() {
+        return Err("is empty");
+    }
+    if s.contains(['\r', '\n']) {
+        return Err("contains a line break");
+    }
+    if s.chars().any(char::is_control) {
+        return Err("contains a control character");
+    }
+    if s.len() > MAX_MAILBOX_LEN {
+        return Err("is too long");
+    }
+    if has_list_separator(s) {
+        return Err("lists more than one mailbox");
+    }
+    let mailbox: Mailbox = s.parse().map_err(|_| "is not a valid mailbox")?;
+    // lettre's parser stops after the first mailbox; refuse a list.
+    let all: Mailboxes = s.parse().map_err(|_| "is not a valid mailbox")?;
+    if all.iter().count() != 1 {
+        return Err("lists more than one mailbox");
+    }
+    Ok(mailbox)
+}
+
+/// A `,` or `;` outside a quoted string separates mailboxes.
+fn has_list_separator(s: &str) -> bool {
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in s.chars() {
+        if escaped {
+            escaped = false;
+        } else if quoted && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if !quoted && (c == ',' || c == ';') {
+            return true;
+        }
+    }
+    false
+}
+
+fn check_subject(subject: &str) -> Result<(), String> {
+    if subject.contains(['\r', '\n']) {
+        return Err("subject contains a line break".to_string());
+    }
+    if subject.chars().any(|c| c.is_control() && c != '\t') {
+        return Err("subject contains a control character".to_string());
+    }
+    if subject.len() > MAX_SUBJECT_LEN {
+        return Err(format!("subject is longer than {MAX_SUBJECT_LEN} bytes"));
+    }
+    Ok(())
+}
+
+/// The parts of an SMTP URL that decide its safety.
+struct UrlParts<'a> {
+    scheme: String,
+    host: &'a str,
+    tls: Option<&'a str>,
+}
+
+/// Splits a URL the way the `url` crate does for these schemes:
+/// `scheme://[userinfo@]host[:port][/path][?query][#fragment]`.
+fn split_url(url: &str) -> Result<UrlParts<'_>, String> {
+    let shown = redact_url(url);
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "smtp url {shown:?} contains whitespace or a control character"
+        ));
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "smtp url {shown:?} is not a url (expected smtp://host:port or smtps://host:port)"
+        ));
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "smtp" && scheme != "smtps" {
+        return Err(format!(
+            "smtp url {shown:?} has unknown scheme {scheme:?} (expected smtp or smtps)"
+        ));
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let host_port = authority
+        .rfind('@')
+        .map_or(authority, |at| &authority[at + 1..]);
+    let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+        let Some(close) = bracketed.find(']') else {
+            return Err(format!("smtp url {shown:?} has an invalid host"));
+        };
+        let after = &bracketed[close + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(format!("smtp url {shown:?} has an invalid host")),
+        };
+        if bracketed[..close].parse::<Ipv6Addr>().is_err() {
+            return Err(format!("smtp url {shown:?} has an invalid host"));
+        }
+        (&host_port[..close + 2], port)
+    } else {
+        match host_port.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("smtp url {shown:?} has no host"));
+    }
+    if !host.starts_with('[')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    {
+        return Err(format!("smtp url {shown:?} has an invalid host"));
+    }
+    if let Some(port) = port {
+        let ok = port.is_empty()
+            || (port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(format!("smtp url {shown:?} has an invalid port {port:?}"));
+        }
+    }
+    let query = rest
+        .find('?')
+        .map(|q| &rest[q + 1..])
+        .map(|q| q.split('#').next().unwrap_or(""));
+    let tls = query.and_then(|q| {
+        q.split('&')
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+            .find(|(k, _)| *k == "tls")
+            .map(|(_, v)| v)
+    });
+    Ok(UrlParts { scheme, host, tls })
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6.parse::<Ipv6Addr>().is_ok_and(|a| a.is_loopback());
+    }
+    host.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback())
+}
+
+fn check_url(url: &str, allow_plaintext: bool) -> Result<(), String> {
+    let parts = split_url(url)?;
+    let shown = redact_url(url);
+    let encrypted = match (parts.scheme.as_str(), parts.tls) {
+        ("smtps", _) => true,
+        ("smtp", None) => false,
+        ("smtp", Some("required" | "opportunistic")) => true,
+        (_, Some(mode)) => return Err(format!(
+            "smtp url {shown:?} has unknown tls mode {mode:?} (expected required or opportunistic)"
+        )),
+        (_, None) => false,
+    };
+    if !encrypted && !allow_plaintext && !is_loopback_host(parts.host) {
+        return Err(format!(
+            "smtp url {shown:?} would send mail unencrypted to {}; use smtps:// or ?tls=required, or set allow_plaintext",
+            parts.host
+        ));
+    }
+    // The last word is lettre's own parser (no connection is made).
+    AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        .map(|_| ())
+        .map_err(|e| format!("smtp url {shown:?} is not valid: {e}"))
+}
+
+/// Belt and braces: removes the URL's password from a message if some
+/// library text ever echoed it.
+fn scrub(message: &str, url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let password = rest
+        .rfind('@')
+        .and_then(|at| rest[..at].split_once(':'))
+        .map(|(_, p)| p)
+        .filter(|p| p.len() >= 3);
+    match password {
+        Some(p) if message.contains(p) => message.replace(p, "***"),
+        _ => message.to_string(),
+    }
+}
+
+fn ensure_spool_dir(dir: &Path) -> Result<(), String> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create mail spool {}: {e}", dir.display()))
+}
+
+/// Writes `<dir>/<id>-<unixmillis>.eml` (mode 0600) through a temporary
+/// name and a rename, so readers never see half a file.
+fn write_spool(dir: &Path, id: i64, bytes: &[u8]) -> Result<PathBuf, String> {
+    ensure_spool_dir(dir)?;
+    let ms = now_ms();
+    let path = dir.join(format!("{id}-{ms}.eml"));
+    let tmp = dir.join(format!(".{id}-{ms}.eml.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err(format!(
+            "cannot write mail spool file {}: {e}",
+            path.display()
+        ));
+    }
+    // Make the rename durable; a failure here loses nothing already written.
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    // ---- helpers ----
+
+    /// A fresh, empty temporary folder, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let p = std::env::temp_dir().join(format!(
+                "portcullis-mail-{tag}-{}-{nanos}-{n}",
+                std::process::id()
+            ));
+            fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn settings(smtp: Option<&str>, allow_plaintext: bool) -> MailSettings {
+        MailSettings {
+            from: "Portcullis <gate@localhost>".to_string(),
+            smtp: smtp.map(str::to_string),
+            allow_plaintext,
+            spool_dir: PathBuf::from("/nonexistent/spool"),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn mail(id: i64, to: &str, html: bool) -> OutgoingMail {
+        OutgoingMail {
+            id,
+            to: to.to_string(),
+            subject: format!("Portcullis test {id}"),
+            text: format!("Plain body {id}: https://gate.example/verify/SECRETTOKEN{id}"),
+            html: html.then(|| format!("<p>Html body {id}</p>")),
+            attempts: 0,
+        }
+    }
+
+    fn free_port() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    async fn wait_until(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
+        let end = Instant::now() + deadline;
+        while !ok() {
+            assert!(
+                Instant::now() < end,
+                "timed out after {deadline:?} waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// A running aiosmtpd that stores mail in a Maildir; killed on drop.
+    struct SmtpServer {
+        child: Child,
+        maildir: PathBuf,
+        _cwd: TempDir,
+        _root: TempDir,
+    }
+
+    impl SmtpServer {
+        /// `None` (with a message) when aiosmtpd is not installed.
+        async fn start(port: u16) -> Option<SmtpServer> {
+            let probe = Command::new("python3")
+                .args(["-c", "import aiosmtpd"])
+                .current_dir(std::env::temp_dir())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !probe.is_ok_and(|s| s.success()) {
+                eprintln!("SKIPPED: aiosmtpd is not installed (pip install aiosmtpd)");
+                return None;
+            }
+            let root = TempDir::new("maildir");
+            let cwd = TempDir::new("cwd"); // empty: no stray .py can shadow a module
+            let maildir = root.0.join("box");
+            let child = Command::new("python3")
+                .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+                .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(&maildir)
+                .current_dir(&cwd.0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start aiosmtpd");
+            let mut server = SmtpServer {
+                child,
+                maildir,
+                _cwd: cwd,
+                _root: root,
+            };
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let end = Instant::now() + Duration::from_secs(20);
+            loop {
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    break;
+                }
+                if let Ok(Some(status)) = server.child.try_wait() {
+                    panic!("aiosmtpd exited early: {status}");
+                }
+                assert!(
+                    Instant::now() < end,
+                    "aiosmtpd did not listen on {addr} within 20 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some(server)
+        }
+
+        fn delivered(&self) -> Vec<String> {
+            let Ok(entries) = fs::read_dir(self.maildir.join("new")) else {
+                return Vec::new();
+            };
+            entries
+                .filter_map(|e| fs::read_to_string(e.ok()?.path()).ok())
+                .collect()
+        }
+    }
+
+    impl Drop for SmtpServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!("aiosmtpd (pid {}) did not exit within 5 s", self.child.id());
+        }
+    }
+
+    /// The durable outbox, in memory.
+    #[derive(Default)]
+    struct MemOutbox {
+        rows: Mutex<Vec<Row>>,
+        failures: Mutex<Vec<Failure>>,
+    }
+
+    #[derive(Clone, Debug, PartialEq)]
+    enum State {
+        Pending,
+        Sent,
+        GaveUp,
+    }
+
+    struct Row {
+        mail: OutgoingMail,
+        next_ms: i64,
+        state: State,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Failure {
+        id: i64,
+        error: String,
+        next_ms: i64,
+        called_ms: i64,
+        give_up: bool,
+    }
+
+    impl MemOutbox {
+        fn push(&self, m: OutgoingMail) {
+            self.rows.lock().unwrap().push(Row {
+                mail: m,
+                next_ms: 0,
+                state: State::Pending,
+            });
+        }
+        fn state(&self, id: i64) -> State {
+            self.rows
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|r| r.mail.id == id)
+                .unwrap()
+                .state
+                .clone()
+        }
+        fn failures(&self) -> Vec<Failure> {
+            self.failures.lock().unwrap().clone()
+        }
+    }
+
+    impl Outbox for MemOutbox {
+        fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutgoingMail>, String> {
+            let rows = self.rows.lock().unwrap();
+            Ok(rows
+                .iter()
+                .filter(|r| r.state == State::Pending && r.next_ms <= now_ms)
+                .take(limit)
+                .map(|r| r.mail.clone())
+                .collect())
+        }
+        fn sent(&self, id: i64, _now_ms: i64) -> Result<(), String> {
+            let mut rows = self.rows.lock().unwrap();
+            let row = rows
+                .iter_mut()
+                .find(|r| r.mail.id == id)
+                .ok_or("no such mail")?;
+            row.state = State::Sent;
+            Ok(())
+        }
+        fn failed(
+            &self,
+            id: i64,
+            error: &str,
+            next_attempt_ms: i64,
+            give_up: bool,
+        ) -> Result<(), String> {
+            let mut rows = self.rows.lock().unwrap();
+            let row = rows
+                .iter_mut()
+                .find(|r| r.mail.id == id)
+                .ok_or("no such mail")?;
+            row.mail.attempts += 1;
+            row.next_ms = next_attempt_ms;
+            if give_up {
+                row.state = State::GaveUp;
+            }
+            self.failures.lock().unwrap().push(Failure {
+                id,
+                error: error.to_string(),
+                next_ms: next_attempt_ms,
+                called_ms: now_ms(),
+                give_up,
+            });
+            Ok(())
+        }
+    }
+
+    struct Worker {
+        handle: tokio::task::JoinHandle<()>,
+        wake: Arc<tokio::sync::Notify>,
+        stop: tokio::sync::watch::Sender<bool>,
+    }
+
+    impl Worker {
+        fn start(mailer: Mailer, outbox: Arc<MemOutbox>, backoff: Backoff) -> Worker {
+            let wake = Arc::new(tokio::sync::Notify::new());
+            let (stop, rx) = tokio::sync::watch::channel(false);
+            let handle = tokio::spawn(run_worker(
+                Arc::new(mailer),
+                outbox,
+                Arc::clone(&wake),
+                rx,
+                Duration::from_millis(100),
+                backoff,
+            ));
+            Worker { handle, wake, stop }
+        }
+        async fn stop(self) {
+            self.stop.send(true).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), self.handle)
+                .await
+                .expect("worker stops within 10 s")
+                .expect("worker did not panic");
+        }
+    }
+
+    // ---- settings ----
+
+    #[test]
+    fn validate_table() {
+        const REFUSED: &str = "; use smtps:// or ?tls=required, or set allow_plaintext";
+        type Case<'a> = (&'a str, Option<&'a str>, bool, Result<(), String>);
+        let cases: &[Case] = &[
+            ("gate@localhost", None, false, Ok(())),
+            ("Portcullis <gate@localhost>", Some("smtp://127.0.0.1:2525"), false, Ok(())),
+            ("gate@localhost", Some("smtp://localhost:25"), false, Ok(())),
+            ("gate@localhost", Some("smtp://LOCALHOST:25"), false, Ok(())),
+            ("gate@localhost", Some("smtp://127.8.9.10:25"), false, Ok(())),
+            ("gate@localhost", Some("smtp://[::1]:25"), false, Ok(())),
+            ("gate@localhost", Some("smtp://user:hunter2pw@127.0.0.1:2525"), false, Ok(())),
+            (
+                "gate@localhost",
+                Some("smtp://mail.example.org:25"),
+                false,
+                Err(format!("smtp url \"smtp://mail.example.org:25\" would send mail unencrypted to mail.example.org{REFUSED}")),
+            ),
+            (
+                "gate@localhost",
+                Some("smtp://user:hunter2pw@mail.example.org:25"),
+                false,
+                Err(format!(
+                    "smtp url \"smtp://user:***@mail.example.org:25\" would send mail unencrypted to mail.example.org{REFUSED}"
+                )),
+            ),
+            (
+                "gate@localhost",
+                Some("smtp://10.0.0.5"),
+                false,
+                Err(format!("smtp url \"smtp://10.0.0.5\" would send mail unencrypted to 10.0.0.5{REFUSED}")),
+            ),
+            (
+                "gate@localhost",
+                Some("smtp://localhost.example.org"),
+                false,
+                Err(format!(
+                    "smtp url \"smtp://localhost.example.org\" would send mail unencrypted to localhost.example.org{REFUSED}"
+                )),
+            ),
+            ("gate@localhost", Some("smtp://mail.example.org:25"), true, Ok(())),
+            ("gate@localhost", Some("smtps://mail.example.org"), false, Ok(())),
+            ("gate@localhost", Some("smtps://user:hunter2pw@mail.example.org:465"), false, Ok(())),
+            ("gate@localhost", Some("smtp://user:hunter2pw@mail.example.org:587?tls=required"), false, Ok(())),
+            ("gate@localhost", Some("smtp://mail.example.org?tls=opportunistic"), false, Ok(())),
+            (
+                "gate@localhost",
+                Some("smtp://user:hunter2pw@mail.example.org?tls=always"),
+                false,
+                Err("smtp url \"smtp://user:***@mail.example.org?tls=always\" has unknown tls mode \"always\" (expected required or opportunistic)".to_string()),
+            ),
+            (
+                "gate@localhost",
+                Some("not a url"),
+                false,
+                Err("smtp url \"not a url\" contains whitespace or a control character".to_string()),
+            ),
+            (
+                "gate@localhost",
+                Some("user:hunter2pw@mail.example.org"),
+                false,
+                Err("smtp url \"user:***@mail.example.org\" is not a url (expected smtp://host:port or smtps://host:port)".to_string()),
+            ),
+            (
+                "gate@localhost",
+                Some("http://user:hunter2pw@mail.example.org"),
+                false,
+                Err("smtp url \"http://user:***@mail.example.org\" has unknown scheme \"http\" (expected smtp or smtps)".to_string()),
+            ),
+            (
+                "gate@localhost",
+                Some("smtp://user:hunter2pw@:25"),
+                false,
+                Err("smtp url \"smtp://user:***@:25\" has no host".to_string()),
+            ),
+            (
+                "gate@localhost",
+                Some("smtp://user:hunter2pw@127.0.0.1:99999"),
+                false,
+                Err("smtp url \"smtp://user:***@127.0.0.1:99999\" has an invalid port \"99999\"".to_string()),
+            ),
+            (
+                "gate@localhost",
+                Some("smtp://user:hunter2pw@bad%host"),
+                true,
+                Err("smtp url \"smtp://user:***@bad%host\" has an invalid host".to_string()),
+            ),
+            (
+                "gate@localhost",
+                Some("smtp://user:hunter2pw@[::1"),
+                false,
+                Err("smtp url \"smtp://user:***@[::1\" has an invalid host".to_string()),
+            ),
+            // A password with '/' cuts the authority short: still hidden.
+            (
+                "gate@localhost",
+                Some("smtp://user:hun/ter2pw@mail.example.org"),
+                true,
+                Err("smtp url \"smtp://user:***@mail.example.org\" has an invalid port \"hun\"".to_string()),
+            ),
+            ("not an address", None, false, Err("from address \"not an address\" is not a valid mailbox".to_string())),
+            ("", None, false, Err("from address \"\" is empty".to_string())),
+            (
+                "gate@localhost\r\nBcc: x@evil.example",
+                None,
+                false,
+                Err("from address \"gate@localhost\\r\\nBcc: x@evil.example\" contains a line break".to_string()),
+            ),
+            (
+                "a@localhost, b@localhost",
+                None,
+                false,
+                Err("from address \"a@localhost, b@localhost\" lists more than one mailbox".to_string()),
+            ),
+        ];
+        for (from, smtp, allow, want) in cases {
+            let mut s = settings(*smtp, *allow);
+            s.from = (*from).to_string();
+            let got = validate(&s);
+            assert_eq!(
+                &got, want,
+                "from={from:?} smtp={smtp:?} allow_plaintext={allow}"
+            );
+            if let Err(msg) = got {
+                assert!(
+                    !msg.contains("hunter2pw") && !msg.contains("ter2pw"),
+                    "password leaked: {msg}"
+                );
+                assert!(
+                    msg.starts_with(|c: char| c.is_lowercase()),
+                    "lowercase: {msg}"
+                );
+            }
+        }
+        let mut s = settings(None, false);
+        s.timeout = Duration::ZERO;
+        assert_eq!(
+            validate(&s),
+            Err("timeout must be greater than zero".to_string())
+        );
+    }
+
+    #[test]
+    fn messages_start_lowercase() {
+        for url in [
+            "smtp://mail.example.org",
+            "ftp://x",
+            "smtp://x:0",
+            "smtp://x?tls=no",
+            "x",
+        ] {
+            let e = validate(&settings(Some(url), false)).unwrap_err();
+            assert!(e.starts_with(|c: char| c.is_lowercase()), "{e}");
+        }
+    }
+
+    #[test]
+    fn redact_url_table() {
+        let cases = [
+            ("smtp://user:pass@host:25", "smtp://user:***@host:25"),
+            ("smtps://user:p%40ss@host", "smtps://user:***@host"),
+            (
+                "smtp://user:p@ss@host:25?tls=required",
+                "smtp://user:***@host:25?tls=required",
+            ),
+            ("smtp://user:pa/ss@host", "smtp://user:***@host"),
+            ("smtp://user:@host", "smtp://user:***@host"),
+            ("smtp://user@host:25", "smtp://user@host:25"),
+            ("smtp://host:25", "smtp://host:25"),
+            ("user:pass@host", "user:***@host"),
+            ("", ""),
+        ];
+        for (input, want) in cases {
+            assert_eq!(redact_url(input), want, "{input}");
+        }
+        let shown = format!("{:?}", settings(Some("smtp://u:hunter2pw@h"), false));
+        assert!(!shown.contains("hunter2pw"), "{shown}");
+    }
+
+    #[test]
+    fn backoff_table() {
+        let b = Backoff {
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(60),
+            max_attempts: 5,
+        };
+        let cases = [
+            (0, 200),
+            (1, 400),
+            (2, 800),
+            (3, 1_600),
+            (8, 51_200),
+            (9, 60_000),
+            (31, 60_000),
+            (32, 60_000),
+            (u32::MAX, 60_000),
+        ];
+        for (attempts, ms) in cases {
+            assert_eq!(
+                b.next_delay(attempts),
+                Duration::from_millis(ms),
+                "attempts={attempts}"
+            );
+        }
+        let huge = Backoff {
+            base: Duration::MAX,
+            max: Duration::from_secs(1),
+            max_attempts: 1,
+        };
+        assert_eq!(huge.next_delay(1), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn recipient_domain_table() {
+        let cases = [
+            ("alice@Example.ORG", "example.org"),
+            ("Alice <alice@example.org>", "example.org"),
+            ("no-at-sign", "<invalid>"),
+            ("x@evil\r\nBcc: y", "<invalid>"),
+            ("", "<invalid>"),
+        ];
+        for (to, want) in cases {
+            assert_eq!(recipient_domain(to), want, "{to:?}");
+        }
+    }
+
+    #[test]
+    fn smtp_mailer_needs_runtime() {
+        let e = Mailer::new(&settings(Some("smtp://127.0.0.1:2525"), false)).unwrap_err();
+        assert_eq!(
+            e,
+            "the smtp mailer must be created inside the tokio runtime"
+        );
+    }
+
+    // ---- spool ----
+
+    #[tokio::test]
+    async fn spool_writes_eml_with_mode_0600() {
+        let tmp = TempDir::new("spool");
+        let dir = tmp.0.join("data").join("mail");
+        let mut s = settings(None, false);
+        s.spool_dir = dir.clone();
+        let mailer = Mailer::new(&s).unwrap();
+        assert_eq!(mailer.describe(), format!("file spool {}", dir.display()));
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+
+        mailer
+            .send(&mail(42, "Alice <alice@example.org>", true))
+            .await
+            .unwrap();
+        let files: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
+        let (id, rest) = name.split_once('-').unwrap();
+        assert_eq!(id, "42");
+        let ms: i64 = rest.strip_suffix(".eml").unwrap().parse().unwrap();
+        assert!((now_ms() - ms).abs() < 60_000);
+        assert_eq!(
+            fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        let eml = fs::read_to_string(&files[0]).unwrap();
+        let (head, body) = eml.split_once("\r\n\r\n").expect("header/body separator");
+        for want in [
+            "From: Portcullis <gate@localhost>",
+            "To: Alice <alice@example.org>",
+            "Subject: Portcullis test 42",
+            "Message-ID: <",
+            "Date: ",
+            "MIME-Version: 1.0",
+            "Content-Type: multipart/alternative",
+        ] {
+            assert!(head.contains(want), "missing {want:?} in\n{head}");
+        }
+        for want in [
+            "text/plain",
+            "text/html",
+            "Plain body 42",
+            "<p>Html body 42</p>",
+        ] {
+            assert!(body.contains(want), "missing {want:?} in\n{body}");
+        }
+
+        // Text only: a plain single part.
+        mailer
+            .send(&mail(43, "bob@example.org", false))
+            .await
+            .unwrap();
+        let eml = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("43-"))
+            .map(|p| fs::read_to_string(p).unwrap())
+            .unwrap();
+        assert!(eml.contains("Content-Type: text/plain"), "{eml}");
+        assert!(!eml.contains("text/html"), "{eml}");
+        assert!(eml.contains("Plain body 43"), "{eml}");
+        // No temporary file is left behind.
+        assert!(fs::read_dir(&dir).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp")));
+    }
+
+    #[tokio::test]
+    async fn bad_recipient_or_subject_is_an_error() {
+        let tmp = TempDir::new("inject");
+        let mut s = settings(None, false);
+        s.spool_dir = tmp.0.clone();
+        let mailer = Mailer::new(&s).unwrap();
+        let cases = [
+            (
+                "alice@example.org\r\nBcc: eve@evil.example",
+                None,
+                "recipient address contains a line break",
+            ),
+            (
+                "alice@example.org\nBcc: eve@evil.example",
+                None,
+                "recipient address contains a line break",
+            ),
+            (
+                "alice@example.org, eve@evil.example",
+                None,
+                "recipient address lists more than one mailbox",
+            ),
+            (
+                "not an address",
+                None,
+                "recipient address is not a valid mailbox",
+            ),
+            ("", None, "recipient address is empty"),
+            (
+                "alice@example.org",
+                Some("hi\r\nBcc: eve@evil.example"),
+                "subject contains a line break",
+            ),
+            (
+                "alice@example.org",
+                Some("hi\u{7}"),
+                "subject contains a control character",
+            ),
+        ];
+        for (to, subject, want) in cases {
+            let mut m = mail(7, to, true);
+            if let Some(sub) = subject {
+                m.subject = sub.to_string();
+            }
+            assert_eq!(
+                mailer.send(&m).await,
+                Err(want.to_string()),
+                "to={to:?} subject={subject:?}"
+            );
+        }
+        assert_eq!(fs::read_dir(&tmp.0).unwrap().count(), 0, "nothing spooled");
+    }
+
+    // ---- worker over the spool ----
+
+    #[tokio::test]
+    async fn worker_gives_up_on_invalid_mail_and_sends_the_rest() {
+        let tmp = TempDir::new("worker-spool");
+        let mut s = settings(None, false);
+        s.spool_dir = tmp.0.clone();
+        let outbox = Arc::new(MemOutbox::default());
+        outbox.push(mail(1, "bad\r\nBcc: eve@evil.example", false));
+        outbox.push(mail(2, "carol@example.org", true));
+        let backoff = Backoff {
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+            max_attempts: 5,
+        };
+        let worker = Worker::start(Mailer::new(&s).unwrap(), Arc::clone(&outbox), backoff);
+        worker.wake.notify_one();
+        wait_until("mail 2 sent", Duration::from_secs(10), || {
+            outbox.state(2) == State::Sent
+        })
+        .await;
+        wait_until("mail 1 given up", Duration::from_secs(10), || {
+            outbox.state(1) == State::GaveUp
+        })
+        .await;
+        let f = outbox.failures();
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].id, f[0].give_up), (1, true));
+        assert_eq!(f[0].error, "recipient address contains a line break");
+        worker.stop().await;
+        assert_eq!(fs::read_dir(&tmp.0).unwrap().count(), 1);
+    }
+
+    // ---- real SMTP (aiosmtpd) ----
+
+    #[tokio::test]
+    async fn smtp_round_trip() {
+        let port = free_port();
+        let Some(server) = SmtpServer::start(port).await else {
+            return;
+        };
+        let url = format!("smtp://127.0.0.1:{port}");
+        let mailer = Mailer::new(&settings(Some(&url), false)).unwrap();
+        assert_eq!(mailer.describe(), format!("smtp {url}"));
+        mailer
+            .send(&mail(9, "Dave <dave@example.org>", true))
+            .await
+            .unwrap();
+        let got = server.delivered();
+        assert_eq!(got.len(), 1, "one mail in {}/new", server.maildir.display());
+        for want in [
+            "Subject: Portcullis test 9",
+            "To: Dave <dave@example.org>",
+            "Plain body 9",
+            "<p>Html body 9</p>",
+            "Message-ID: <",
+        ] {
+            assert!(got[0].contains(want), "missing {want:?} in\n{}", got[0]);
+        }
+        // A second mail reuses the pool.
+        mailer
+            .send(&mail(10, "erin@example.org", false))
+            .await
+            .unwrap();
+        assert_eq!(server.delivered().len(), 2);
+        drop(server);
+    }
+
+    #[tokio::test]
+    async fn worker_reschedules_during_outage_then_delivers() {
+        let port = free_port(); // nothing listens here yet
+        let url = format!("smtp://127.0.0.1:{port}");
+        let mut s = settings(Some(&url), false);
+        s.timeout = Duration::from_secs(3);
+        let mailer = Mailer::new(&s).unwrap();
+        let outbox = Arc::new(MemOutbox::default());
+        outbox.push(mail(5, "frank@example.org", true));
+        let backoff = Backoff {
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(1),
+            max_attempts: 100,
+        };
+        let worker = Worker::start(mailer, Arc::clone(&outbox), backoff);
+        worker.wake.notify_one();
+
+        wait_until("a failed attempt", Duration::from_secs(10), || {
+            !outbox.failures().is_empty()
+        })
+        .await;
+        let first = outbox.failures()[0].clone();
+        assert_eq!(first.id, 5);
+        assert!(!first.give_up);
+        assert!(
+            first.next_ms > first.called_ms - 5,
+            "next attempt in the future: {first:?}"
+        );
+        assert!(
+            first.next_ms >= first.called_ms + 150,
+            "about base backoff: {first:?}"
+        );
+        assert!(
+            first.error.starts_with("smtp delivery failed"),
+            "{}",
+            first.error
+        );
+        assert!(!first.error.contains("SECRETTOKEN"));
+        assert_eq!(outbox.state(5), State::Pending);
+
+        let Some(server) = SmtpServer::start(port).await else {
+            worker.stop().await;
+            return;
+        };
+        wait_until("mail 5 sent", Duration::from_secs(20), || {
+            outbox.state(5) == State::Sent
+        })
+        .await;
+        wait_until("mail 5 in the maildir", Duration::from_secs(5), || {
+            server.delivered().len() == 1
+        })
+        .await;
+        assert!(server.delivered()[0].contains("Subject: Portcullis test 5"));
+        assert!(outbox.failures().iter().all(|f| !f.give_up));
+        worker.stop().await;
+        drop(server);
+    }
+
+    #[tokio::test]
+    async fn worker_gives_up_after_max_attempts() {
+        let port = free_port();
+        let mailer =
+            Mailer::new(&settings(Some(&format!("smtp://127.0.0.1:{port}")), false)).unwrap();
+        let outbox = Arc::new(MemOutbox::default());
+        outbox.push(mail(6, "gina@example.org", false));
+        let backoff = Backoff {
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(50),
+            max_attempts: 3,
+        };
+        let worker = Worker::start(mailer, Arc::clone(&outbox), backoff);
+        worker.wake.notify_one();
+        wait_until("mail 6 given up", Duration::from_secs(10), || {
+            outbox.state(6) == State::GaveUp
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let gives: Vec<bool> = outbox.failures().iter().map(|f| f.give_up).collect();
+        assert_eq!(gives, [false, false, true]);
+        worker.stop().await;
+    }
+
+    #[tokio::test]
+    async fn worker_stops_when_shutdown_sender_is_dropped() {
+        let tmp = TempDir::new("drop");
+        let mut s = settings(None, false);
+        s.spool_dir = tmp.0.clone();
+        let worker = Worker::start(
+            Mailer::new(&s).unwrap(),
+            Arc::new(MemOutbox::default()),
+            Backoff {
+                base: Duration::from_millis(10),
+                max: Duration::from_millis(10),
+                max_attempts: 1,
+            },
+        );
+        drop(worker.stop);
+        tokio::time::timeout(Duration::from_secs(5), worker.handle)
+            .await
+            .expect("stops")
+            .unwrap();
+    }
+}
