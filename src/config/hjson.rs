@@ -1266,6 +1266,20 @@ impl<'de> VariantAccess<'de> for VariantDe<'de> {
     }
 }
 
+/// The position of the key at a dotted `path` (plain keys only), for
+/// errors found after deserialization.
+pub fn position_of(src: &str, path: &str) -> Option<(usize, usize)> {
+    let root = parse(src).ok()?;
+    let mut node = &root;
+    let mut at = None;
+    for part in path.split('.') {
+        let (key, value) = node.get_entry(part)?;
+        at = Some((key.line, key.col));
+        node = value;
+    }
+    at
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1706,16 +1720,3 @@ bytes: [1, 2, 255]
     }
 }
 
-/// The position of the key at a dotted `path` (plain keys only), for
-/// errors found after deserialization.
-pub fn position_of(src: &str, path: &str) -> Option<(usize, usize)> {
-    let root = parse(src).ok()?;
-    let mut node = &root;
-    let mut at = None;
-    for part in path.split('.') {
-        let (key, value) = node.get_entry(part)?;
-        at = Some((key.line, key.col));
-        node = value;
-    }
-    at
-}

@@ -151,6 +151,7 @@ impl Store {
     /// Enables 2FA: the secret, its first burnt step/counter, the backup
     /// codes, the token marked used and the events, in one transaction.
     /// Fails if the token was used meanwhile.
+    #[allow(clippy::too_many_arguments)]
     pub fn enable_otp(&self, user_id: i64, token_id: i64, last_step: Option<u64>, next_counter: u64, code_hashes: &[String], events: &[Event], now: Millis) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().doing("starting to enable 2FA")?;
