@@ -114,10 +114,25 @@ fn web_settings(settings: &Settings) -> crate::web::WebSettings {
     }
 }
 
-/// Checks that go beyond the config file itself (the mail gateway's URL,
-/// configured certificate files); `config check` and `serve` share them.
+/// Checks that go beyond the config file itself (menus and their art and
+/// ACS, the mail gateway's URL, configured certificate files); `config
+/// check` and `serve` share them. Returns the problems; warnings are logged.
 pub fn check(settings: &Settings) -> Vec<String> {
+    let (problems, warnings) = check_all(settings);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    problems
+}
+
+/// Problems and warnings (warnings do not stop a start).
+pub fn check_all(settings: &Settings) -> (Vec<String>, Vec<String>) {
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    match crate::flow::menu::load(settings.menus.as_deref(), settings.art_dir.as_deref()) {
+        Ok(m) => warnings.extend(m.warnings),
+        Err(e) => problems.extend(e),
+    }
     if let Err(e) = crate::mail::validate(&mail_settings(settings)) {
         problems.push(format!("{}: email: {e}", settings.source));
     }
@@ -128,7 +143,7 @@ pub fn check(settings: &Settings) -> Vec<String> {
             }
         }
     }
-    problems
+    (problems, warnings)
 }
 
 pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Result<()> {

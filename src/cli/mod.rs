@@ -295,7 +295,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Config(ConfigCmd::Check) => match config::load(path).and_then(|s| {
-            let problems = crate::daemon::check(&s);
+            let (problems, warnings) = crate::daemon::check_all(&s);
+            for w in &warnings {
+                eprintln!("warning: {}", escape_control(w));
+            }
             if problems.is_empty() { Ok(s) } else { Err(problems) }
         }) {
             Ok(s) => {

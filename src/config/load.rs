@@ -17,6 +17,8 @@ pub struct Settings {
     pub source: String,
     pub data_dir: PathBuf,
     pub art_dir: Option<PathBuf>,
+    /// `None`: the built-in menus.
+    pub menus: Option<PathBuf>,
     pub ssh: SshSettings,
     pub passwords: super::schema::Passwords,
     pub kdf_workers: usize,
@@ -248,6 +250,7 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
     Ok(Settings {
         source: name.to_owned(),
         art_dir: s.art_dir.as_deref().map(absolute),
+        menus: s.menus.as_deref().map(absolute),
         data_dir,
         ssh: SshSettings {
             listen: listen.expect("checked above"),
@@ -391,7 +394,7 @@ mod tests {
             vec![
                 "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
                 "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
-                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"groups\"".to_string(),
+                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"groups\"".to_string(),
             ]
         );
     }

@@ -3,6 +3,7 @@
 
 pub mod hjson;
 pub mod load;
+pub mod menu;
 pub mod schema;
 
 pub use load::{load, load_file, Settings};

@@ -16,6 +16,8 @@ pub struct Schema {
     pub data_dir: String,
     /// Art folder; the built-in art is used when unset.
     pub art_dir: Option<String>,
+    /// The login flow and menus; the built-in `menu.hjson` when unset.
+    pub menus: Option<String>,
     pub ssh: Ssh,
     pub passwords: Passwords,
     pub kdf: Kdf,
@@ -32,6 +34,7 @@ impl Default for Schema {
         Schema {
             data_dir: "data".into(),
             art_dir: None,
+            menus: None,
             ssh: Ssh::default(),
             passwords: Passwords::default(),
             kdf: Kdf::default(),
@@ -313,4 +316,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, ssh, passwords, kdf, events, web, email, mfa, groups);
+sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, groups);

@@ -2,6 +2,7 @@
 //! machine, admission control, events. No network I/O; time is passed in.
 
 pub mod accounts;
+pub mod acs;
 pub mod admission;
 pub mod kdf;
 pub mod login;

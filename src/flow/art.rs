@@ -4,8 +4,12 @@
 use std::path::Path;
 
 const BUILT_IN: &[(&str, &str)] = &[
+    ("CONNECT.asc", include_str!("../../art/CONNECT.asc")),
     ("WELCOME.asc", include_str!("../../art/WELCOME.asc")),
     ("GOODBYE.asc", include_str!("../../art/GOODBYE.asc")),
+    ("OTP.asc", include_str!("../../art/OTP.asc")),
+    ("MAINMENU.asc", include_str!("../../art/MAINMENU.asc")),
+    ("ACCOUNT.asc", include_str!("../../art/ACCOUNT.asc")),
 ];
 
 /// The art's text, or `None` when no file of that name exists.
@@ -26,6 +30,11 @@ pub fn load(art_dir: Option<&Path>, name: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Whether an art name resolves (in the folder, or built in).
+pub fn exists(art_dir: Option<&Path>, name: &str) -> bool {
+    load(art_dir, name).is_some()
 }
 
 /// Removes a SAUCE record (and the EOF marker before it) from art bytes.

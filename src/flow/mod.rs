@@ -4,6 +4,7 @@
 //! today the flow is the welcome screen.)
 
 pub mod art;
+pub mod menu;
 pub mod prompt;
 pub mod welcome;
 
