@@ -72,8 +72,11 @@ impl SshRun {
 #[derive(Clone, Debug)]
 pub struct Ssh<'a> {
     pub user: &'a str,
-    /// What askpass answers to every prompt.
+    /// What askpass answers to every prompt (but the code prompt when
+    /// `code` is set).
     pub password: &'a str,
+    /// What askpass answers to a "Verification code: " prompt.
+    pub code: Option<&'a str>,
     /// "keyboard-interactive", "password" or "publickey".
     pub method: &'a str,
     pub prompts: u32,
@@ -87,7 +90,12 @@ pub struct Ssh<'a> {
 
 impl<'a> Ssh<'a> {
     pub fn kbd(user: &'a str, password: &'a str) -> Ssh<'a> {
-        Ssh { user, password, method: "keyboard-interactive", prompts: 1, bind: None, identity: None, command: Some("true") }
+        Ssh { user, password, code: None, method: "keyboard-interactive", prompts: 1, bind: None, identity: None, command: Some("true") }
+    }
+    /// Answers the second-factor prompt with `code`.
+    pub fn code(mut self, code: &'a str) -> Self {
+        self.code = Some(code);
+        self
     }
     pub fn method(mut self, m: &'a str) -> Self {
         self.method = m;
@@ -409,15 +417,23 @@ pub struct Client {
 }
 
 impl Client {
-    /// A folder with an askpass script that answers `password` and logs
-    /// each prompt.
-    fn askpass(&self, password: &str) -> PathBuf {
+    /// A folder with an askpass script that answers `password` (or `code`
+    /// to a verification-code prompt) and logs each prompt.
+    fn askpass(&self, password: &str, code: Option<&str>) -> PathBuf {
         let n = self.runs.fetch_add(1, Ordering::SeqCst);
         let dir = self.dir.join(format!("ssh-{n}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("answer"), format!("{password}\n")).unwrap();
+        std::fs::write(dir.join("code"), format!("{}\n", code.unwrap_or(password))).unwrap();
         let script = dir.join("askpass.sh");
-        std::fs::write(&script, format!("#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{d}/prompts'\ncat '{d}/answer'\n", d = dir.display())).unwrap();
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{d}/prompts'\ncase \"$1\" in\n  *'Verification code'*) cat '{d}/code' ;;\n  *) cat '{d}/answer' ;;\nesac\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         dir
@@ -484,7 +500,7 @@ impl Client {
     /// Runs `ssh` to completion (non-interactive: `o.command` is run).
     pub fn ssh(&self, o: &Ssh) -> SshRun {
         assert!(o.command.is_some(), "use ssh_session for interactive sessions");
-        let askdir = self.askpass(o.password);
+        let askdir = self.askpass(o.password, o.code);
         let out = run(self.ssh_command(o, &askdir, false), None);
         SshRun { code: out.status.code(), stdout: text(&out.stdout), stderr: text(&out.stderr), prompts: Client::prompts(&askdir) }
     }
@@ -502,7 +518,7 @@ impl Client {
     /// `at_welcome` with ssh's stdin, and waits for ssh to exit.
     pub fn ssh_session_then(&self, o: &Ssh, at_welcome: impl FnOnce(&mut ChildStdin)) -> SshRun {
         let o = o.clone().interactive();
-        let askdir = self.askpass(o.password);
+        let askdir = self.askpass(o.password, o.code);
         let mut cmd = self.ssh_command(&o, &askdir, true);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawning ssh");
@@ -542,4 +558,233 @@ impl Client {
 /// A string field of an event's details.
 pub fn detail<'a>(e: &'a Value, key: &str) -> &'a Value {
     &e["details"][key]
+}
+
+// ---- mail, web and one-time codes ----
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding port 0");
+    l.local_addr().unwrap().port()
+}
+
+/// A real SMTP server (aiosmtpd) storing what it receives in a Maildir;
+/// killed on drop.
+pub struct Smtp {
+    child: Child,
+    pub port: u16,
+    pub maildir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Smtp {
+    /// Starts aiosmtpd on `port` and waits until it accepts connections.
+    pub fn start(port: u16) -> Smtp {
+        let dir = tempfile::Builder::new().prefix("portcullis-smtp-").tempdir().expect("tempdir");
+        // An empty working folder: no stray .py file can shadow a module.
+        let cwd = dir.path().join("cwd");
+        std::fs::create_dir_all(&cwd).unwrap();
+        let maildir = dir.path().join("box");
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .current_dir(&cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("aiosmtpd.log")).unwrap())
+            .spawn()
+            .expect("starting aiosmtpd (pip install aiosmtpd)");
+        let mut smtp = Smtp { child, port, maildir, _dir: dir };
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        poll(Duration::from_secs(20), &format!("aiosmtpd on port {port}"), || {
+            if let Ok(Some(status)) = smtp.child.try_wait() {
+                let log = std::fs::read_to_string(smtp._dir.path().join("aiosmtpd.log")).unwrap_or_default();
+                panic!("aiosmtpd exited early ({status}): {log}");
+            }
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| ())
+        });
+        smtp
+    }
+
+    /// The messages delivered so far (files in the Maildir's `new`).
+    pub fn messages(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(self.maildir.join("new")) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        files
+    }
+
+    /// Waits for at least `n` messages.
+    pub fn wait_messages(&self, n: usize, within: Duration) -> Vec<PathBuf> {
+        poll(within, &format!("{n} message(s) in {}", self.maildir.display()), || {
+            let m = self.messages();
+            (m.len() >= n).then_some(m)
+        })
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = wait_deadline(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+/// One mail file (RFC 5322, any transfer encoding), decoded by Python's
+/// `email` package: the headers we care about and the text/plain body.
+#[derive(Debug)]
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+}
+
+pub fn read_mail(path: &Path) -> Mail {
+    const SCRIPT: &str = r#"
+import email, email.policy, json, sys
+with open(sys.argv[1], 'rb') as f:
+    m = email.message_from_binary_file(f, policy=email.policy.default)
+part = m.get_body(preferencelist=('plain',))
+print(json.dumps({'to': str(m['To']), 'subject': str(m['Subject']), 'text': part.get_content() if part else ''}))
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(SCRIPT).arg(path).current_dir(std::env::temp_dir());
+    let out = run(cmd, None);
+    assert!(out.status.success(), "decoding {}: {}", path.display(), text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("decoder output");
+    Mail { to: v["to"].as_str().unwrap_or_default().into(), subject: v["subject"].as_str().unwrap_or_default().into(), text: v["text"].as_str().unwrap_or_default().into() }
+}
+
+/// An HTTP answer as curl saw it.
+#[derive(Debug)]
+pub struct Http {
+    /// 0 when there was no HTTP response at all.
+    pub status: u16,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub curl_code: Option<i32>,
+    pub stderr: String,
+}
+
+impl Http {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The security headers every response of the gate's web server carries.
+    pub fn assert_security_headers(&self) {
+        for (name, want) in [
+            ("referrer-policy", Some("no-referrer")),
+            ("cache-control", Some("no-store")),
+            ("x-frame-options", Some("DENY")),
+            ("x-content-type-options", Some("nosniff")),
+            ("strict-transport-security", None),
+            ("content-security-policy", None),
+        ] {
+            let got = self.header(name).unwrap_or_else(|| panic!("no {name} header on a {} response: {:?}", self.status, self.headers));
+            if let Some(want) = want {
+                assert_eq!(got, want, "{name} on a {} response", self.status);
+            }
+        }
+        assert!(self.header("strict-transport-security").unwrap().contains("max-age="), "{:?}", self.headers);
+        let csp = self.header("content-security-policy").unwrap();
+        assert!(csp.contains("default-src") || csp.contains("frame-ancestors"), "csp {csp:?}");
+    }
+}
+
+/// Runs curl (with a 10 s limit) and splits the answer. `args` come
+/// before the URL.
+pub fn curl(url: &str, args: &[&str]) -> Http {
+    let dir = tempfile::tempdir().unwrap();
+    let head = dir.path().join("headers");
+    let body = dir.path().join("body");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--http1.1", "--max-time", "10", "-o"])
+        .arg(&body)
+        .arg("-D")
+        .arg(&head)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .arg(url);
+    let out = run(cmd, None);
+    let status: u16 = text(&out.stdout).trim().parse().unwrap_or(0);
+    let raw = std::fs::read_to_string(&head).unwrap_or_default();
+    let headers = raw
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Http { status, headers, body: std::fs::read_to_string(&body).unwrap_or_default(), curl_code: out.status.code(), stderr: text(&out.stderr) }
+}
+
+/// `oathtool --totp` for the 30 s step holding Unix time `at`.
+pub fn totp_at(secret: &str, at: u64) -> String {
+    let mut cmd = Command::new("oathtool");
+    cmd.args(["--totp", "-b", secret, "-N", &format!("@{at}")]);
+    oath(cmd)
+}
+
+/// `oathtool --hotp` for `counter`.
+pub fn hotp(secret: &str, counter: u64) -> String {
+    let mut cmd = Command::new("oathtool");
+    cmd.args(["--hotp", "-b", secret, "-c", &counter.to_string()]);
+    oath(cmd)
+}
+
+fn oath(cmd: Command) -> String {
+    let out = run(cmd, None);
+    assert!(out.status.success(), "oathtool: {}", text(&out.stderr));
+    let code = text(&out.stdout).trim().to_owned();
+    assert!(code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()), "oathtool said {code:?}");
+    code
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+impl Gate {
+    /// `https://127.0.0.1:<web_port><path>`.
+    pub fn web_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.web_port)
+    }
+
+    /// A link from a mail (made with `web.base_url`) pointed at this gate.
+    pub fn local_link(&self, link: &str) -> String {
+        let rest = link.strip_prefix("https://").unwrap_or_else(|| panic!("not an https link: {link}"));
+        let path = &rest[rest.find('/').unwrap_or(rest.len())..];
+        self.web_url(path)
+    }
+
+    /// The `.eml` files of the file spool, oldest first.
+    pub fn spooled_mail(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(self.path("data/mail")) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "eml")).collect(),
+            Err(_) => Vec::new(),
+        };
+        // <id>-<millis>.eml: order by id.
+        files.sort_by_key(|p| p.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('-').next()).and_then(|id| id.parse::<i64>().ok()).unwrap_or(i64::MAX));
+        files
+    }
+
+    /// `mail queue [--all] --json`.
+    pub fn mail_queue(&self, all: bool) -> Vec<Value> {
+        let mut args = vec!["mail", "queue", "--json"];
+        if all {
+            args.push("--all");
+        }
+        match serde_json::from_str(&self.cli_ok(&args)) {
+            Ok(Value::Array(v)) => v,
+            other => panic!("mail queue: not a JSON array: {other:?}"),
+        }
+    }
+
+    /// `security mfa status --user=U --json`.
+    pub fn mfa_status(&self, user: &str) -> Value {
+        let out = self.cli_ok(&["security", "mfa", "status", &format!("--user={user}"), "--json"]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("mfa status: {e}: {out}"))
+    }
 }
