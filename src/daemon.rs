@@ -190,7 +190,9 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let backoff = crate::mail::Backoff { base: settings.email.retry_base, max: settings.email.retry_max, max_attempts: settings.email.max_attempts };
     let mail_task = tokio::spawn(crate::mail::run_worker(mailer, Arc::new(MailOutbox(core.clone())), core.mail_queued.clone(), stop_rx.clone(), settings.email.poll, backoff));
     let web_task = tokio::spawn(web_future);
-    let ssh_task = tokio::spawn(crate::ssh::serve(listener, core.clone(), ssh_config, stop_rx));
+    let menus = crate::flow::menu::load(settings.menus.as_deref(), settings.art_dir.as_deref()).map_err(|e| anyhow::anyhow!("menus:\n  {}", e.join("\n  ")))?;
+    let menus: crate::flow::menu::SharedMenus = Arc::new(std::sync::RwLock::new(Arc::new(menus)));
+    let ssh_task = tokio::spawn(crate::ssh::serve(listener, core.clone(), ssh_config, menus.clone(), stop_rx));
     tracing::info!(ssh = %ssh_addr, web = %web_addr, config = %settings.source, "portcullis is up");
     {
         let mut out = std::io::stdout().lock();
@@ -202,7 +204,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&core, config_path.as_deref()).await,
+            _ = hup.recv() => reload(&core, &menus, config_path.as_deref()).await,
         }
     }
     tracing::info!("shutting down");
@@ -222,7 +224,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     Ok(())
 }
 
-async fn reload(core: &Core, path: Option<&Path>) {
+async fn reload(core: &Core, menus: &crate::flow::menu::SharedMenus, path: Option<&Path>) {
     let now = Millis::now();
     match config::load(path) {
         Ok(new) if !check(&new).is_empty() => {
@@ -237,6 +239,11 @@ async fn reload(core: &Core, path: Option<&Path>) {
             let old = core.settings();
             if new.ssh.listen != old.ssh.listen || new.data_dir != old.data_dir {
                 tracing::warn!("listener addresses and data_dir take effect only after a restart");
+            }
+            match crate::flow::menu::load(new.menus.as_deref(), new.art_dir.as_deref()) {
+                Ok(m) => *menus.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(m),
+                // `check` compiled them a moment ago; a file changed in between.
+                Err(e) => tracing::error!(problems = ?e, "menus changed during reload; keeping the old ones"),
             }
             core.reload(new);
             tracing::info!("configuration reloaded");

@@ -68,6 +68,10 @@ impl Core {
         Ok(self.store.last_event_id()?)
     }
 
+    pub fn devices_of(&self, user_id: i64) -> Result<Vec<crate::store::devices::DeviceRow>> {
+        Ok(self.store.devices_of(user_id)?)
+    }
+
     /// Prometheus text for `/metrics`.
     pub fn metrics_text(&self) -> String {
         let mut out = String::new();

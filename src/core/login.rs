@@ -29,9 +29,9 @@ pub struct Attempt {
 }
 
 struct Pending {
-    user: User,
-    /// `None` when the first factor passed, else why it failed.
-    first_factor: Option<Reason>,
+    /// `None` when the first factor failed (already recorded and counted):
+    /// the code prompt is then only there so it says nothing.
+    user: Option<User>,
     method: &'static str,
 }
 
@@ -196,33 +196,43 @@ impl Core {
             Credential::Code { .. } => Err(Reason::NoFirstFactor),
         };
         let method = credential.method();
-        let mut reason = match (verdict, &user) {
+        let reason = match (verdict, &user) {
             (Err(reason), _) => Some(reason),
             (Ok(()), Some(u)) if u.is_locked(now) => Some(Reason::Locked),
             (Ok(()), Some(_)) => None,
             (Ok(()), None) => Some(Reason::UnknownUser),
         };
-        // A user who needs a second factor is asked for it whatever the
-        // first factor's verdict, so the prompt says nothing about it.
-        if let Some(u) = &user {
-            if matches!(reason, None | Some(Reason::BadPassword) | Some(Reason::Locked) | Some(Reason::UnknownKey)) {
-                match self.second_factor(u) {
-                    Ok(SecondFactor::NotNeeded) => {}
-                    Ok(SecondFactor::Code) => {
-                        attempt.pending = Some(Pending { user: u.clone(), first_factor: reason, method });
-                        return Outcome::Need(Prompt::Code);
-                    }
-                    Ok(SecondFactor::Unavailable(why)) => reason = reason.or(Some(why)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "reading a user's factors during login");
-                        reason = Some(Reason::Busy);
-                    }
+        let kbd = method == "keyboard-interactive";
+        let user = match (reason, user) {
+            (Some(r), user) => {
+                let outcome = self.fail(attempt, username, method, r, user.as_ref(), now, None).await;
+                // Over keyboard-interactive every failed first factor is
+                // followed by the code prompt, so that prompt tells nothing
+                // about the account (exists? has 2FA? right password?).
+                if kbd && matches!(outcome, Outcome::Rejected(Rejection::Denied)) {
+                    attempt.pending = Some(Pending { user: None, method });
+                    return Outcome::Need(Prompt::Code);
                 }
+                return outcome;
             }
-        }
-        match (reason, user) {
-            (None, Some(user)) => self.succeed(attempt, user, method.to_owned(), 1, Vec::new(), now).await,
-            (reason, user) => self.fail(attempt, username, method, reason.unwrap_or(Reason::UnknownUser), user.as_ref(), now, None).await,
+            (None, Some(u)) => u,
+            (None, None) => return self.fail(attempt, username, method, Reason::UnknownUser, None, now, None).await,
+        };
+        match self.second_factor(&user) {
+            Ok(SecondFactor::NotNeeded) => self.succeed(attempt, user, method.to_owned(), 1, Vec::new(), now).await,
+            // A plain `password` client cannot be asked here: it gets in with
+            // one factor and the terminal flow asks for the code before
+            // anything else (ENiGMA's loginTwoFactorAuthOTP).
+            Ok(SecondFactor::Code) if method == "password" => self.succeed(attempt, user, method.to_owned(), 1, Vec::new(), now).await,
+            Ok(SecondFactor::Code) => {
+                attempt.pending = Some(Pending { user: Some(user), method });
+                Outcome::Need(Prompt::Code)
+            }
+            Ok(SecondFactor::Unavailable(why)) => self.fail(attempt, username, method, why, Some(&user), now, None).await,
+            Err(e) => {
+                tracing::error!(error = %e, "reading a user's factors during login");
+                self.fail(attempt, username, method, Reason::Busy, Some(&user), now, None).await
+            }
         }
     }
 
@@ -246,11 +256,11 @@ impl Core {
         let Some(p) = attempt.pending.take() else {
             return self.fail(attempt, "", "code", Reason::NoFirstFactor, None, now, None).await;
         };
-        if let Some(reason) = p.first_factor {
-            // The first factor was wrong: the code is not even looked at.
-            return self.fail(attempt, &p.user.username.clone(), p.method, reason, Some(&p.user), now, None).await;
-        }
-        let user = p.user;
+        // The first factor failed (and was recorded): the code is not even
+        // looked at.
+        let Some(user) = p.user else {
+            return Outcome::Rejected(Rejection::Denied);
+        };
         let verdict = match self.check_login_code(&user, code.expose(), now) {
             Ok(v) => v,
             Err(e) => {
@@ -281,15 +291,61 @@ impl Core {
             CodeVerdict::Wrong | CodeVerdict::NotEnrolled => {
                 let e = base(EventType::OtpFailed, Severity::Medium, format!("wrong code after a correct password for {}", user.username));
                 // Someone probably knows the password: tell the owner now.
-                let s = self.settings();
-                if let Some(email) = &user.email {
-                    let when = now.rfc3339();
-                    match self.queue_mail("code_failed", email, &[("username", &user.username), ("issuer", &s.mfa.issuer), ("time", &when)], &[], now) {
-                        Ok(_) => self.mail_queued.notify_one(),
-                        Err(err) => tracing::warn!(error = %err, "queueing a code-failure notice"),
-                    }
-                }
+                self.notify_code_failed(&user, now);
                 self.code_failed(attempt, &user, e, Reason::WrongCode, now).await
+            }
+        }
+    }
+
+    /// The code asked in the terminal (for a session that logged in with a
+    /// plain password): true when accepted; the session then has two
+    /// factors. Failures are events and count toward the address's
+    /// penalties like any other.
+    pub async fn session_code(&self, auth: &Authenticated, ip: IpAddr, code: &Secret<String>, now: Millis) -> super::Result<bool> {
+        let verdict = self.check_login_code(&auth.user, code.expose(), now)?;
+        let base = |t: EventType, s: Severity, d: String| {
+            Event::new(t, s, d, now).user(Some(auth.user.id), Some(&auth.user.username)).ip(Some(&ip.to_string())).session(Some(auth.session_id)).device(Some(auth.device_id)).detail("stage", "terminal")
+        };
+        match verdict {
+            CodeVerdict::Accepted { kind } => {
+                self.store.set_session_factors(auth.session_id, 2)?;
+                let e = if kind == "backup_code" {
+                    base(EventType::BackupCodeUsed, Severity::Medium, format!("backup code used by {}", auth.user.username)).detail("backup_codes_left", self.store.backup_codes_left(auth.user.id)?)
+                } else {
+                    base(EventType::OtpSuccess, Severity::Info, format!("{kind} code accepted for {}", auth.user.username)).detail("method", kind)
+                };
+                self.events.record_committed(vec![e]).await;
+                Ok(true)
+            }
+            other => {
+                let (t, sev, reason) = match other {
+                    CodeVerdict::Replay => (EventType::OtpReplay, Severity::High, Reason::CodeReplayed),
+                    CodeVerdict::Throttled { .. } => (EventType::OtpFailed, Severity::Medium, Reason::CodeThrottled),
+                    _ => (EventType::OtpFailed, Severity::Medium, Reason::WrongCode),
+                };
+                self.record(base(t, sev, format!("code refused for {} in the terminal", auth.user.username)).detail("reason", reason.as_str())).await;
+                if let Some(until) = self.admission.record_failure(ip, now) {
+                    let e = Event::new(EventType::IpBlocked, Severity::Medium, format!("address {} held off after repeated failures", super::admission::AddressKey::of(ip)), now)
+                        .ip(Some(&ip.to_string()))
+                        .detail("kind", "penalty")
+                        .detail("until", until.rfc3339());
+                    self.record(e).await;
+                }
+                if reason == Reason::WrongCode {
+                    self.notify_code_failed(&auth.user, now);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    fn notify_code_failed(&self, user: &User, now: Millis) {
+        let s = self.settings();
+        if let Some(email) = &user.email {
+            let when = now.rfc3339();
+            match self.queue_mail("code_failed", email, &[("username", &user.username), ("issuer", &s.mfa.issuer), ("time", &when)], &[], now) {
+                Ok(_) => self.mail_queued.notify_one(),
+                Err(err) => tracing::warn!(error = %err, "queueing a code-failure notice"),
             }
         }
     }

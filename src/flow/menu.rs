@@ -11,6 +11,9 @@ use std::path::Path;
 
 pub const START: &str = "login";
 
+/// The compiled menus, replaced as a whole on SIGHUP.
+pub type SharedMenus = std::sync::Arc<std::sync::RwLock<std::sync::Arc<Menus>>>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Module {
     /// Show the art, wait `pause` seconds for a key (0: none), go on.

@@ -1,9 +1,13 @@
-//! The terminal side of a session after login. It talks to the user
-//! through the `Terminal` trait, so SSH is one transport among possible
-//! others. (The full ENiGMA-style menu engine arrives with a later issue;
-//! today the flow is the welcome screen.)
+//! The terminal side of a session after login: the ENiGMA-style menu
+//! engine (`engine`) over the menus of `menu.hjson` (`menu`), with art,
+//! prompts, the account menu and doors. It talks to the user through the
+//! `Terminal` trait, so SSH is one transport among possible others.
 
+pub mod account;
+pub mod ansi;
 pub mod art;
+pub mod door;
+pub mod engine;
 pub mod menu;
 pub mod prompt;
 pub mod welcome;
@@ -32,6 +36,8 @@ pub enum Ending {
     IdleTimeout,
     Disconnected,
     PasswordChangeRequired,
+    CodeRequired,
+    DoorFailed,
 }
 
 impl Ending {
@@ -41,6 +47,8 @@ impl Ending {
             Ending::IdleTimeout => "idle timeout",
             Ending::Disconnected => "client disconnected",
             Ending::PasswordChangeRequired => "password change required",
+            Ending::CodeRequired => "one-time code not given",
+            Ending::DoorFailed => "door failed",
         }
     }
 }

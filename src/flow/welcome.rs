@@ -3,7 +3,7 @@
 //! password, `Q` to log off.
 
 use super::prompt::{read_line, Line};
-use super::{art, crlf, Ending, Terminal};
+use super::{crlf, Ending, Terminal};
 use crate::core::accounts::{Actor, PasswordStatus};
 use crate::core::login::Authenticated;
 use crate::core::{Core, Error};
@@ -19,7 +19,10 @@ pub struct Welcome<'a> {
     pub idle: Duration,
 }
 
-pub async fn run<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Result<Ending> {
+/// The welcome module: a forced password change when one is due, then
+/// the user's previous login and the password-age notice. `Some` ends the
+/// session.
+pub async fn greet<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Result<Option<Ending>> {
     let status = w.core.password_status(&w.auth.user, Millis::now());
     if status == PasswordStatus::MustChange {
         term.write(&crlf("\n  Your password must be changed before you go on.\n\n")).await?;
@@ -27,47 +30,28 @@ pub async fn run<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Result<
             Change::Done => {}
             Change::GaveUp => {
                 term.write(&crlf("\n  The password was not changed. Logging you off.\n")).await?;
-                return Ok(Ending::PasswordChangeRequired);
+                return Ok(Some(Ending::PasswordChangeRequired));
             }
-            Change::Ended(e) => return Ok(e),
+            Change::Ended(e) => return Ok(Some(e)),
         }
     }
-    let mut screen = String::from("\x1b[2J\x1b[H");
-    if let Some(a) = art::load(w.art_dir, "WELCOME") {
-        screen.push_str(&a);
-    }
-    screen.push_str(&format!("\n  Welcome, {}.\n", escape_control(&w.auth.user.username)));
+    let mut screen = format!("\n  Welcome, {}.\n", escape_control(&w.auth.user.username));
     match &w.auth.previous_login {
         Some((at, ip)) => screen.push_str(&format!("  Last login: {} from {}\n", at.rfc3339(), escape_control(ip))),
         None => screen.push_str("  This is your first login.\n"),
     }
     if let PasswordStatus::Old { age_days, max_days } = status {
-        screen.push_str(&format!("\n  Your password is {age_days} days old (the limit is {max_days}). Please change it: press P.\n"));
+        screen.push_str(&format!("\n  Your password is {age_days} days old (the limit is {max_days}). Please change it from your account menu.\n"));
     }
-    screen.push_str("\n  Press P to change your password, Q to log off.\n");
     term.write(&crlf(&screen)).await?;
-    loop {
-        match term.read(w.idle).await {
-            Err(_) => {
-                term.write(&crlf("\n  Idle too long: logging you off.\n")).await?;
-                return Ok(Ending::IdleTimeout);
-            }
-            Ok(None) => return Ok(Ending::Disconnected),
-            Ok(Some(bytes)) => {
-                if bytes.iter().any(|b| matches!(b, b'q' | b'Q')) {
-                    let bye = art::load(w.art_dir, "GOODBYE").unwrap_or_else(|| "\n  Goodbye.\n".into());
-                    term.write(&crlf(&bye)).await?;
-                    return Ok(Ending::LoggedOff);
-                }
-                if bytes.iter().any(|b| matches!(b, b'p' | b'P')) {
-                    term.write(b"\r\n").await?;
-                    if let Change::Ended(e) = change_password(term, w).await? {
-                        return Ok(e);
-                    }
-                    term.write(&crlf("\n  Press P to change your password, Q to log off.\n")).await?;
-                }
-            }
-        }
+    Ok(None)
+}
+
+/// The account menu's "change password".
+pub async fn change_password_interactive<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Result<Option<Ending>> {
+    match change_password(term, w).await? {
+        Change::Done | Change::GaveUp => Ok(None),
+        Change::Ended(e) => Ok(Some(e)),
     }
 }
 
@@ -140,13 +124,13 @@ mod tests {
         Authenticated { user, session_id: 1, device_id: 1, factors: 1, previous_login: previous }
     }
 
-    fn check(must_reset: bool, previous: Option<(Millis, String)>, input: &[&[u8]], want_end: Ending, want_text: &[&str]) -> Core {
+    fn check(must_reset: bool, previous: Option<(Millis, String)>, input: &[&[u8]], want_end: Option<Ending>, want_text: &[&str]) -> Core {
         let dir = tempfile::tempdir().expect("tempdir");
         let core = core(dir.path());
         let a = auth(&core, must_reset, previous);
         let mut t = Script::new(input);
         let w = Welcome { core: &core, auth: &a, ip: "127.0.0.1".into(), art_dir: None, idle: Duration::from_secs(1) };
-        let end = block_on(run(&mut t, &w)).expect("run");
+        let end = block_on(greet(&mut t, &w)).expect("run");
         let text = t.text();
         assert_eq!(end, want_end, "{text}");
         for want in want_text {
@@ -158,9 +142,8 @@ mod tests {
 
     #[test]
     fn welcome_transcripts() {
-        check(false, None, &[b"x", b"q"], Ending::LoggedOff, &["Welcome, alice.", "This is your first login.", "Q to log off.", "Farewell"]);
-        check(false, Some((Millis(1_764_072_000_000), "127.0.0.1".into())), &[b"Q"], Ending::LoggedOff, &["Last login: 2025-11-25T12:00:00.000Z from 127.0.0.1"]);
-        check(false, None, &[b"a"], Ending::IdleTimeout, &["Idle too long"]);
+        check(false, None, &[], None, &["Welcome, alice.", "This is your first login."]);
+        check(false, Some((Millis(1_764_072_000_000), "127.0.0.1".into())), &[], None, &["Last login: 2025-11-25T12:00:00.000Z from 127.0.0.1"]);
     }
 
     #[test]
@@ -168,8 +151,8 @@ mod tests {
         let core = check(
             true,
             None,
-            &[b"short\r", b"short\r", b"Correct-Horse-Battery-9\r", b"Correct-Horse-Battery-9\r", b"Maple-Quartz-Violin-77\r", b"Maple-Quartz-Violin-77\r", b"q"],
-            Ending::LoggedOff,
+            &[b"short\r", b"short\r", b"Correct-Horse-Battery-9\r", b"Correct-Horse-Battery-9\r", b"Maple-Quartz-Violin-77\r", b"Maple-Quartz-Violin-77\r"],
+            None,
             &["must be changed", "must be at least 12 characters (has 5)", "was used recently", "Your password has been changed.", "Welcome, alice."],
         );
         let u = core.find_user("alice").expect("user");
@@ -178,12 +161,7 @@ mod tests {
 
     #[test]
     fn forced_change_refused_logs_off() {
-        check(true, None, &[b"\x1b"], Ending::PasswordChangeRequired, &["was not changed"]);
-        check(true, None, &[b"Maple-Quartz-Violin-77\r", b"Maple-Quartz-Violin-78\r", b"x\r", b"y\r", b"a\r", b"b\r"], Ending::PasswordChangeRequired, &["The two passwords differ."]);
-    }
-
-    #[test]
-    fn voluntary_change_from_the_welcome_screen() {
-        check(false, None, &[b"p", b"Maple-Quartz-Violin-77\r", b"Maple-Quartz-Violin-77\r", b"q"], Ending::LoggedOff, &["Your password has been changed."]);
+        check(true, None, &[b"\x1b"], Some(Ending::PasswordChangeRequired), &["was not changed"]);
+        check(true, None, &[b"Maple-Quartz-Violin-77\r", b"Maple-Quartz-Violin-78\r", b"x\r", b"y\r", b"a\r", b"b\r"], Some(Ending::PasswordChangeRequired), &["The two passwords differ."]);
     }
 }

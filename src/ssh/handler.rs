@@ -32,7 +32,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, stream: TcpStream, peer: SocketAddr, ticket: Ticket, mut shutdown: watch::Receiver<bool>) {
+pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, menus: flow::menu::SharedMenus, stream: TcpStream, peer: SocketAddr, ticket: Ticket, mut shutdown: watch::Receiver<bool>) {
     let connected_at = Millis::now();
     let settings = core.settings();
     let grace = settings.ssh.login_grace_time;
@@ -50,6 +50,8 @@ pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, stream: Tcp
         size: Arc::new(Mutex::new((80, 24))),
         idle: settings.ssh.idle_timeout,
         methods: config.methods.clone(),
+        term_type: String::new(),
+        menus,
     };
     let started = tokio::time::timeout(grace, russh::server::run_stream(config, Sniff::new(stream, client_id), handler)).await;
     let running = match started {
@@ -120,6 +122,8 @@ struct Handler {
     size: Arc<Mutex<(u32, u32)>>,
     idle: Duration,
     methods: russh::MethodSet,
+    term_type: String,
+    menus: flow::menu::SharedMenus,
 }
 
 impl Handler {
@@ -168,12 +172,31 @@ fn code_prompt() -> Auth {
     }
 }
 
+/// A client that does not know its size (0) gets the classic 80x24.
+fn screen_size(cols: u32, rows: u32) -> (u32, u32) {
+    let pick = |v: u32, default: u32| if v == 0 { default } else { v.min(1000) };
+    (pick(cols, 80), pick(rows, 24))
+}
+
+/// CP437 for terminals that announce themselves as ANSI-BBS style
+/// (SyncTERM, NetRunner...), UTF-8 for everything else.
+fn encoding_of(term_type: &str) -> u8 {
+    let t = term_type.to_ascii_lowercase();
+    if t == "ansi" || t.contains("ansi-bbs") || t.contains("pcansi") || t.contains("syncterm") || t.contains("cp437") {
+        0
+    } else {
+        1
+    }
+}
+
 /// The flow's view of an SSH channel.
 struct SshTerminal {
     handle: Handle,
     channel: ChannelId,
     input: mpsc::Receiver<Vec<u8>>,
     size: Arc<Mutex<(u32, u32)>>,
+    /// Input arrives in CP437 and is decoded to UTF-8 for the flow.
+    cp437: bool,
 }
 
 impl Terminal for SshTerminal {
@@ -184,7 +207,11 @@ impl Terminal for SshTerminal {
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "channel closed"))
     }
     async fn read(&mut self, idle: Duration) -> Result<Option<Vec<u8>>, Idle> {
-        tokio::time::timeout(idle, self.input.recv()).await.map_err(|_| Idle)
+        let input = tokio::time::timeout(idle, self.input.recv()).await.map_err(|_| Idle)?;
+        Ok(match input {
+            Some(bytes) if self.cp437 && bytes.iter().any(|b| *b >= 0x80) => Some(flow::ansi::cp437_to_utf8(&bytes).into_bytes()),
+            other => other,
+        })
     }
     fn size(&self) -> (u32, u32) {
         *lock(&self.size)
@@ -262,14 +289,16 @@ impl russh::server::Handler for Handler {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn pty_request(&mut self, channel: ChannelId, _term: &str, cols: u32, rows: u32, _pw: u32, _ph: u32, _modes: &[(russh::Pty, u32)], session: &mut Session) -> Result<(), Self::Error> {
-        *lock(&self.size) = (cols.clamp(1, 1000), rows.clamp(1, 1000));
+    async fn pty_request(&mut self, channel: ChannelId, term: &str, cols: u32, rows: u32, _pw: u32, _ph: u32, _modes: &[(russh::Pty, u32)], session: &mut Session) -> Result<(), Self::Error> {
+        *lock(&self.size) = screen_size(cols, rows);
+        // Attacker-supplied: keep a short, printable form.
+        self.term_type = term.chars().filter(|c| c.is_ascii_graphic()).take(32).collect::<String>().to_ascii_lowercase();
         session.channel_success(channel)?;
         Ok(())
     }
 
     async fn window_change_request(&mut self, _channel: ChannelId, cols: u32, rows: u32, _pw: u32, _ph: u32, _session: &mut Session) -> Result<(), Self::Error> {
-        *lock(&self.size) = (cols.clamp(1, 1000), rows.clamp(1, 1000));
+        *lock(&self.size) = screen_size(cols, rows);
         Ok(())
     }
 
@@ -286,15 +315,31 @@ impl russh::server::Handler for Handler {
         let (tx, rx) = mpsc::channel(64);
         self.input = Some(tx);
         let handle = session.handle();
-        let mut term = SshTerminal { handle: handle.clone(), channel, input: rx, size: self.size.clone() };
+        let encoding = encoding_of(&self.term_type);
+        let mut term = SshTerminal { handle: handle.clone(), channel, input: rx, size: self.size.clone(), cp437: encoding == 0 };
         let art_dir = self.core.settings().art_dir.clone();
         let idle = self.idle;
         let shared = self.shared.clone();
         let core = self.core.clone();
-        let ip = self.peer.ip().to_string();
+        let ip = self.peer.ip();
+        let menus = self.menus.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let term_type = self.term_type.clone();
         let task = tokio::spawn(async move {
-            let welcome = flow::welcome::Welcome { core: &core, auth: &auth, ip, art_dir: art_dir.as_deref(), idle };
-            let ending = flow::welcome::run(&mut term, &welcome).await.unwrap_or(Ending::Disconnected);
+            let required_level = core.required_level(&auth.user).unwrap_or(3);
+            let size = term.size();
+            let mut session = flow::engine::Session {
+                core: &core,
+                auth: (*auth).clone(),
+                ip,
+                art_dir: art_dir.as_deref(),
+                idle,
+                menus: &menus,
+                terminal_type: term_type,
+                encoding,
+                required_level,
+                size,
+            };
+            let ending = flow::engine::run(&mut term, &mut session).await.unwrap_or(Ending::Disconnected);
             *lock(&shared.ending) = Some(ending.reason());
             let code = if ending == Ending::LoggedOff { 0 } else { 1 };
             let _ = handle.exit_status_request(channel, code).await;

@@ -70,7 +70,7 @@ pub fn russh_config(core: &Core, host_key: PrivateKey) -> Config {
 
 /// Accepts connections until `shutdown` turns true, then tells connected
 /// users, waits briefly for their sessions to end, and returns.
-pub async fn serve(listener: TcpListener, core: Arc<Core>, config: Arc<Config>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, core: Arc<Core>, config: Arc<Config>, menus: crate::flow::menu::SharedMenus, mut shutdown: watch::Receiver<bool>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -89,7 +89,7 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, config: Arc<Config>, 
                 match core.admission.admit(peer.ip(), now, roll) {
                     Ok(ticket) => {
                         let _ = stream.set_nodelay(true);
-                        connections.spawn(handler::connection(core.clone(), config.clone(), stream, peer, ticket, shutdown.clone()));
+                        connections.spawn(handler::connection(core.clone(), config.clone(), menus.clone(), stream, peer, ticket, shutdown.clone()));
                     }
                     Err(refusal) => {
                         drop(stream);

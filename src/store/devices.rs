@@ -55,3 +55,39 @@ impl Store {
         Ok((id, new))
     }
 }
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeviceRow {
+    pub id: i64,
+    pub device_name: String,
+    pub device_type: String,
+    pub is_trusted: bool,
+    pub risk_score: u8,
+    pub last_seen_at: String,
+    pub last_ip: String,
+    pub login_count: i64,
+}
+
+impl Store {
+    pub fn devices_of(&self, user_id: i64) -> Result<Vec<DeviceRow>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached("SELECT id, device_name, device_type, is_trusted, risk_score, last_seen_at, COALESCE(last_ip, ''), login_count FROM devices WHERE user_id = ?1 ORDER BY last_seen_at DESC")
+            .doing("listing devices")?;
+        let rows = st
+            .query_map([user_id], |r| {
+                Ok(DeviceRow {
+                    id: r.get(0)?,
+                    device_name: r.get(1)?,
+                    device_type: r.get(2)?,
+                    is_trusted: r.get(3)?,
+                    risk_score: r.get(4)?,
+                    last_seen_at: Millis(r.get(5)?).rfc3339(),
+                    last_ip: r.get(6)?,
+                    login_count: r.get(7)?,
+                })
+            })
+            .doing("listing devices")?;
+        rows.collect::<rusqlite::Result<_>>().doing("listing devices")
+    }
+}

@@ -55,6 +55,11 @@ impl Store {
         Ok(())
     }
 
+    pub fn set_session_factors(&self, id: i64, factors: u8) -> Result<()> {
+        self.conn().execute("UPDATE sessions SET factors = MAX(factors, ?2) WHERE id = ?1", params![id, factors]).doing("recording a passed factor")?;
+        Ok(())
+    }
+
     pub fn touch_session(&self, id: i64, now: Millis) -> Result<()> {
         self.conn().execute("UPDATE sessions SET last_activity_at = ?2 WHERE id = ?1", params![id, now.0]).doing("touching a session")?;
         Ok(())

@@ -389,6 +389,10 @@ impl Gate {
         self.client().ssh_session_then(o, at_welcome)
     }
 
+    pub fn ssh_script(&self, o: &Ssh, steps: &[(&str, &str)]) -> SshRun {
+        self.client().ssh_script(o, steps)
+    }
+
     /// Generates an ed25519 key pair in the gate's folder; returns the
     /// private key path and the public key line.
     pub fn keygen(&self, name: &str) -> (PathBuf, String) {
@@ -517,6 +521,28 @@ impl Client {
     /// An interactive session: waits for the welcome screen, calls
     /// `at_welcome` with ssh's stdin, and waits for ssh to exit.
     pub fn ssh_session_then(&self, o: &Ssh, at_welcome: impl FnOnce(&mut ChildStdin)) -> SshRun {
+        let mut hook = Some(at_welcome);
+        self.ssh_steps(o, &["Your choice: "], &mut |_, stdin| {
+            if let Some(h) = hook.take() {
+                h(stdin)
+            }
+        })
+    }
+
+    /// An interactive session: wait for each text in turn, then type the
+    /// text that goes with it.
+    pub fn ssh_script(&self, o: &Ssh, steps: &[(&str, &str)]) -> SshRun {
+        let waits: Vec<&str> = steps.iter().map(|(w, _)| *w).collect();
+        self.ssh_steps(o, &waits, &mut |i, stdin| {
+            let _ = stdin.write_all(steps[i].1.as_bytes());
+            let _ = stdin.flush();
+        })
+    }
+
+    /// An interactive session: for each step, wait (with the deadline)
+    /// until the screen since the last step contains the text, then call
+    /// `act(step, stdin)`. Stops early if a step's text never appears.
+    fn ssh_steps(&self, o: &Ssh, waits: &[&str], act: &mut dyn FnMut(usize, &mut ChildStdin)) -> SshRun {
         let o = o.clone().interactive();
         let askdir = self.askpass(o.password, o.code);
         let mut cmd = self.ssh_command(&o, &askdir, true);
@@ -527,21 +553,24 @@ impl Client {
         let err = pump(child.stderr.take().unwrap());
         let until = Instant::now() + DEADLINE;
         let mut screen = Vec::new();
-        let mut saw_prompt = false;
-        while Instant::now() < until {
-            match out.recv_timeout(Duration::from_millis(100)) {
-                Ok(chunk) => screen.extend_from_slice(&chunk),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-            if text(&screen).contains("Q to log off.") {
-                saw_prompt = true;
-                break;
-            }
-        }
-        if saw_prompt {
-            if let Some(s) = stdin.as_mut() {
-                at_welcome(s);
+        let mut seen = 0; // screen bytes already matched by earlier steps
+        'steps: for (step, wait_for) in waits.iter().enumerate() {
+            loop {
+                if Instant::now() >= until {
+                    break 'steps;
+                }
+                if let Some(i) = text(&screen[seen..]).find(*wait_for) {
+                    seen += i + wait_for.len();
+                    if let Some(s) = stdin.as_mut() {
+                        act(step, s);
+                    }
+                    break;
+                }
+                match out.recv_timeout(Duration::from_millis(100)) {
+                    Ok(chunk) => screen.extend_from_slice(&chunk),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break 'steps,
+                }
             }
         }
         let status = wait_deadline(&mut child, until.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)));
@@ -552,7 +581,6 @@ impl Client {
         drain(&err, &mut stderr, drain_until);
         SshRun { code: status.and_then(|s| s.code()), stdout: text(&screen), stderr: text(&stderr), prompts: Client::prompts(&askdir) }
     }
-
 }
 
 /// A string field of an event's details.

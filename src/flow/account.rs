@@ -1,0 +1,134 @@
+//! The account menu: change the password, enable or disable one-time codes
+//! (by emailed link; disabling needs a session that passed the code),
+//! regenerate backup codes, see own sessions, devices and recent events.
+
+use super::engine::{actor, esc, Session};
+use super::prompt::{read_line, Line};
+use super::welcome::{change_password_interactive, Welcome};
+use super::{crlf, Ending, Terminal};
+use crate::core::mfa::Method;
+use crate::model::Millis;
+
+const MENU: &str = "
+  [C] Change your password
+  [O] One-time codes: set up or turn off
+  [B] New backup codes
+  [S] Your sessions
+  [D] Your devices
+  [E] Your recent security events
+  [Q] Back
+
+  Your choice: ";
+
+/// `Some` ends the session.
+pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Result<Option<Ending>> {
+    loop {
+        term.write(&crlf(MENU)).await?;
+        let key = loop {
+            match term.read(s.idle).await {
+                Err(_) => return Ok(Some(Ending::IdleTimeout)),
+                Ok(None) => return Ok(Some(Ending::Disconnected)),
+                Ok(Some(bytes)) => {
+                    if let Some(k) = bytes.iter().map(|b| (*b as char).to_ascii_uppercase()).find(|c| "COBSDEQ\x1b".contains(*c)) {
+                        break k;
+                    }
+                }
+            }
+        };
+        term.write(&crlf(&format!("{}\n", if key == '\x1b' { 'Q' } else { key }))).await?;
+        let now = Millis::now();
+        match key {
+            'C' => {
+                let w = Welcome { core: s.core, auth: &s.auth, ip: s.ip.to_string(), art_dir: s.art_dir, idle: s.idle };
+                if let Some(e) = change_password_interactive(term, &w).await? {
+                    return Ok(Some(e));
+                }
+            }
+            'O' => {
+                let status = s.core.mfa_status(&s.auth.user, now);
+                match status {
+                    Ok(st) if st.enabled => {
+                        if s.auth.factors < 2 {
+                            say(term, "  Turning codes off needs a login that passed the code. Log in again with your code.\n").await?;
+                            continue;
+                        }
+                        match read_line(term, "  Type OFF to turn one-time codes off: ", false, s.idle).await? {
+                            Line::Text(t) if t.trim() == "OFF" => match s.core.disable_otp(&s.auth.user, &actor(s), now).await {
+                                Ok(_) => say(term, "  One-time codes are off for your account.\n").await?,
+                                Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
+                            },
+                            Line::Idle => return Ok(Some(Ending::IdleTimeout)),
+                            Line::Closed => return Ok(Some(Ending::Disconnected)),
+                            _ => say(term, "  Nothing changed.\n").await?,
+                        }
+                    }
+                    Ok(_) => match s.core.start_otp_enrollment(&s.auth.user, Method::Totp, &actor(s), now).await {
+                        Ok(to) => say(term, &format!("  A link to set up your authenticator app was mailed to {}.\n  It works once, within {}.\n", esc(&to), crate::core::mail::humanize(s.core.settings().mfa.link_ttl))).await?,
+                        Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
+                    },
+                    Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
+                }
+            }
+            'B' => {
+                if s.auth.factors < 2 {
+                    say(term, "  New backup codes need a login that passed the code.\n").await?;
+                    continue;
+                }
+                match s.core.regenerate_backup_codes(&s.auth.user, &actor(s), now).await {
+                    Ok(codes) => {
+                        let mut text = String::from("  Your new backup codes (each works once; the old ones no longer work):\n\n");
+                        for c in codes {
+                            text.push_str(&format!("    {c}\n"));
+                        }
+                        text.push_str("\n  Write them down now: they are not shown again.\n");
+                        say(term, &text).await?;
+                    }
+                    Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
+                }
+            }
+            'S' => match s.core.sessions(Some(s.auth.user.id), 10) {
+                Ok(list) => {
+                    let mut text = String::from("  Your last sessions:\n");
+                    for x in list {
+                        let state = match (&x.ended_at, x.id == s.auth.session_id) {
+                            (_, true) => "this session".to_string(),
+                            (Some(t), _) => format!("ended {t} ({})", x.end_reason.unwrap_or_default()),
+                            (None, _) => "open".to_string(),
+                        };
+                        text.push_str(&format!("    #{:<5} {}  from {:<15} {}  {}\n", x.id, x.started_at, esc(&x.ip), esc(&x.auth_method), state));
+                    }
+                    say(term, &text).await?;
+                }
+                Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
+            },
+            'D' => match s.core.devices_of(s.auth.user.id) {
+                Ok(list) => {
+                    let mut text = String::from("  Devices you have logged in from:\n");
+                    for d in list {
+                        text.push_str(&format!("    #{:<4} {}  last {} from {}  ({} logins)\n", d.id, esc(&d.device_name), d.last_seen_at, esc(&d.last_ip), d.login_count));
+                    }
+                    say(term, &text).await?;
+                }
+                Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
+            },
+            'E' => {
+                let filter = crate::store::events::EventFilter { user_id: Some(s.auth.user.id), limit: 15, ..Default::default() };
+                match s.core.events(&filter) {
+                    Ok(list) => {
+                        let mut text = String::from("  Your recent security events:\n");
+                        for e in list {
+                            text.push_str(&format!("    {}  {:<18} {:<15} {}\n", e.created_at, e.event_type, esc(e.ip.as_deref().unwrap_or("")), esc(&e.description)));
+                        }
+                        say(term, &text).await?;
+                    }
+                    Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
+                }
+            }
+            _ => return Ok(None),
+        }
+    }
+}
+
+async fn say<T: Terminal>(term: &mut T, text: &str) -> std::io::Result<()> {
+    term.write(&crlf(text)).await
+}

@@ -1,0 +1,304 @@
+//! Doors to what lies behind the gate: `exec` runs a configured program in
+//! a pseudo-terminal (with the user's name and factor level in its
+//! environment, window changes passed on); `telnet` joins the terminal to
+//! an internal TCP service such as a legacy BBS. No door opens for a
+//! session below its required factor level.
+
+use super::engine::Session;
+use super::menu::{Menu, Module};
+use super::{crlf, Ending, Terminal};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub async fn run<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::io::Result<Option<Ending>> {
+    if s.auth.factors < s.required_level {
+        term.write(&crlf("\n  This door needs every factor your account requires.\n")).await?;
+        return Ok(None);
+    }
+    match menu.module {
+        Module::Telnet => telnet(term, s, menu).await,
+        Module::Exec => exec(term, s, menu).await,
+        _ => Ok(None),
+    }
+}
+
+const IAC: u8 = 255;
+const DONT: u8 = 254;
+const DO: u8 = 253;
+const WONT: u8 = 252;
+const WILL: u8 = 251;
+const SB: u8 = 250;
+const SE: u8 = 240;
+const OPT_ECHO: u8 = 1;
+const OPT_SGA: u8 = 3;
+
+/// Strips telnet commands from what the service sends and answers its
+/// option requests: the service may echo and suppress go-ahead (what a
+/// BBS wants); everything else is declined.
+#[derive(Default)]
+pub struct TelnetFilter {
+    state: u8, // 0 data, 1 after IAC, 2 after WILL/WONT/DO/DONT, 3 in SB, 4 SB after IAC
+    verb: u8,
+}
+
+impl TelnetFilter {
+    /// Returns (data for the user, replies for the service).
+    pub fn feed(&mut self, input: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let (mut data, mut reply) = (Vec::with_capacity(input.len()), Vec::new());
+        for &b in input {
+            match self.state {
+                0 if b == IAC => self.state = 1,
+                0 => data.push(b),
+                1 => match b {
+                    IAC => {
+                        data.push(IAC);
+                        self.state = 0;
+                    }
+                    WILL | WONT | DO | DONT => {
+                        self.verb = b;
+                        self.state = 2;
+                    }
+                    SB => self.state = 3,
+                    _ => self.state = 0,
+                },
+                2 => {
+                    match (self.verb, b) {
+                        (WILL, OPT_ECHO | OPT_SGA) => reply.extend_from_slice(&[IAC, DO, b]),
+                        (WILL, _) => reply.extend_from_slice(&[IAC, DONT, b]),
+                        (DO, _) => reply.extend_from_slice(&[IAC, WONT, b]),
+                        _ => {}
+                    }
+                    self.state = 0;
+                }
+                3 if b == IAC => self.state = 4,
+                3 => {}
+                4 => self.state = if b == SE { 0 } else { 3 },
+                _ => self.state = 0,
+            }
+        }
+        (data, reply)
+    }
+}
+
+/// User input for a telnet service: IAC doubled.
+pub fn telnet_escape(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    for &b in input {
+        out.push(b);
+        if b == IAC {
+            out.push(IAC);
+        }
+    }
+    out
+}
+
+async fn telnet<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::io::Result<Option<Ending>> {
+    let (Some(host), Some(port)) = (menu.config.host.as_deref(), menu.config.port) else { return Ok(None) };
+    let stream = match tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect((host, port))).await {
+        Ok(Ok(st)) => st,
+        _ => {
+            tracing::warn!(host, port, "telnet door: the service is not answering");
+            term.write(&crlf("\n  The service behind this door is not answering. Try again later.\n")).await?;
+            return Ok(None);
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    if let Some(a) = &menu.config.announce {
+        let line = a.replace("{username}", &s.auth.user.username);
+        wr.write_all(&telnet_escape(line.as_bytes())).await?;
+        wr.write_all(b"\r\n").await?;
+    }
+    let mut filter = TelnetFilter::default();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        tokio::select! {
+            input = term.read(s.idle) => match input {
+                Err(_) => return Ok(Some(Ending::IdleTimeout)),
+                Ok(None) => return Ok(Some(Ending::Disconnected)),
+                Ok(Some(bytes)) => {
+                    if wr.write_all(&telnet_escape(&bytes)).await.is_err() {
+                        break;
+                    }
+                }
+            },
+            n = rd.read(&mut buf) => match n {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let (data, reply) = filter.feed(&buf[..n]);
+                    if !reply.is_empty() && wr.write_all(&reply).await.is_err() {
+                        break;
+                    }
+                    if !data.is_empty() {
+                        term.write(&data).await?;
+                    }
+                }
+            },
+        }
+    }
+    term.write(&crlf("\n  The service closed the connection.\n")).await?;
+    Ok(None)
+}
+
+async fn exec<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::io::Result<Option<Ending>> {
+    let Some(program) = menu.config.program.as_deref() else { return Ok(None) };
+    let (cols, rows) = term.size();
+    let pty = match Pty::open(cols, rows) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "exec door: opening a pseudo-terminal");
+            term.write(&crlf("\n  The door cannot open right now.\n")).await?;
+            return Ok(None);
+        }
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&menu.config.args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
+        .env("TERM", if s.terminal_type.is_empty() { "xterm" } else { &s.terminal_type })
+        .env("LANG", if s.encoding == 1 { "C.UTF-8" } else { "C" })
+        .env("PORTCULLIS_USER", &s.auth.user.username)
+        .env("PORTCULLIS_USER_ID", s.auth.user.id.to_string())
+        .env("PORTCULLIS_FACTORS", s.auth.factors.to_string())
+        .env("PORTCULLIS_LEVEL", s.required_level.to_string())
+        .env("PORTCULLIS_SESSION", s.auth.session_id.to_string())
+        .env("PORTCULLIS_GROUPS", s.auth.user.groups.join(","))
+        .kill_on_drop(true);
+    let mut child = match pty.spawn(&mut cmd) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, program, "exec door: starting the program");
+            term.write(&crlf("\n  The door cannot open right now.\n")).await?;
+            return Ok(None);
+        }
+    };
+    let (mut reader, mut writer) = pty.master()?;
+    let mut size = (cols, rows);
+    let mut buf = vec![0u8; 8192];
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let ending = loop {
+        tokio::select! {
+            input = term.read(s.idle) => match input {
+                Err(_) => break Some(Ending::IdleTimeout),
+                Ok(None) => break Some(Ending::Disconnected),
+                Ok(Some(bytes)) => {
+                    if writer.write_all(&bytes).await.is_err() {
+                        break None;
+                    }
+                }
+            },
+            n = reader.read(&mut buf) => match n {
+                // EIO once the program and its children have closed the pty.
+                Ok(0) | Err(_) => break None,
+                Ok(n) => term.write(&buf[..n]).await?,
+            },
+            _ = tick.tick() => {
+                let now = term.size();
+                if now != size {
+                    size = now;
+                    pty.resize(now.0, now.1);
+                }
+            }
+        }
+    };
+    let _ = child.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+    if ending.is_none() {
+        term.write(&crlf("\n")).await?;
+    }
+    Ok(ending)
+}
+
+/// A pseudo-terminal pair.
+struct Pty {
+    master: std::os::fd::OwnedFd,
+    slave: std::os::fd::OwnedFd,
+}
+
+impl Pty {
+    fn open(cols: u32, rows: u32) -> std::io::Result<Pty> {
+        use std::os::fd::FromRawFd;
+        let mut master: libc::c_int = -1;
+        let mut slave: libc::c_int = -1;
+        let ws = winsize(cols, rows);
+        // SAFETY: openpty writes two descriptors into the given ints; the
+        // name buffer and termios are null (unused); `ws` is a valid winsize.
+        let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &ws) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: openpty succeeded, so both are fresh descriptors we own.
+        let (master, slave) = unsafe { (std::os::fd::OwnedFd::from_raw_fd(master), std::os::fd::OwnedFd::from_raw_fd(slave)) };
+        for fd in [&master, &slave] {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setting FD_CLOEXEC on a descriptor we own.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        Ok(Pty { master, slave })
+    }
+
+    fn spawn(&self, cmd: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+        cmd.stdin(self.slave.try_clone()?).stdout(self.slave.try_clone()?).stderr(self.slave.try_clone()?);
+        // SAFETY: only async-signal-safe calls between fork and exec: a new
+        // session, and the pty (now stdin) as its controlling terminal.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn()
+    }
+
+    /// Reader and writer on the master side.
+    fn master(&self) -> std::io::Result<(tokio::fs::File, tokio::fs::File)> {
+        let r = std::fs::File::from(self.master.try_clone()?);
+        let w = std::fs::File::from(self.master.try_clone()?);
+        Ok((tokio::fs::File::from_std(r), tokio::fs::File::from_std(w)))
+    }
+
+    fn resize(&self, cols: u32, rows: u32) {
+        use std::os::fd::AsRawFd;
+        let ws = winsize(cols, rows);
+        // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+        unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+}
+
+fn winsize(cols: u32, rows: u32) -> libc::winsize {
+    libc::winsize { ws_row: rows.min(u16::MAX as u32) as u16, ws_col: cols.min(u16::MAX as u32) as u16, ws_xpixel: 0, ws_ypixel: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telnet_commands_are_stripped_and_answered() {
+        let cases: &[(&[u8], &[u8], &[u8])] = &[
+            (b"hello", b"hello", b""),
+            (&[b'a', IAC, IAC, b'b'], &[b'a', IAC, b'b'], b""),
+            (&[IAC, WILL, OPT_ECHO, b'x'], b"x", &[IAC, DO, OPT_ECHO]),
+            (&[IAC, DO, 24], b"", &[IAC, WONT, 24]),
+            (&[IAC, WILL, 31], b"", &[IAC, DONT, 31]),
+            (&[IAC, SB, 24, 1, IAC, SE, b'y'], b"y", b""),
+            (&[IAC, 241, b'z'], b"z", b""),
+        ];
+        for (input, data, reply) in cases {
+            let mut f = TelnetFilter::default();
+            let (d, r) = f.feed(input);
+            assert_eq!((&d[..], &r[..]), (*data, *reply), "input {input:?}");
+        }
+        // Split across reads.
+        let mut f = TelnetFilter::default();
+        let (d1, _) = f.feed(&[b'a', IAC]);
+        let (d2, r2) = f.feed(&[DO, 1, b'b']);
+        assert_eq!((d1, d2, r2), (b"a".to_vec(), b"b".to_vec(), vec![IAC, WONT, 1]));
+        assert_eq!(telnet_escape(&[1, IAC, 2]), vec![1, IAC, IAC, 2]);
+    }
+}

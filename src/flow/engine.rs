@@ -1,0 +1,287 @@
+//! Runs the menus of `menu.hjson` for one session: art, ACS-steered
+//! `next`, modules (welcome, menu, the in-terminal one-time code, the
+//! account menu, doors, logoff). ENiGMA's conventions: `Esc` or `Q` goes
+//! back or leaves, keys are single letters.
+
+use super::menu::{Menu, Menus, Module, Next, START};
+use super::prompt::{read_line, Line};
+use super::{art, crlf, Ending, Terminal};
+use crate::core::accounts::Actor;
+use crate::core::acs::AcsContext;
+use crate::core::login::Authenticated;
+use crate::core::Core;
+use crate::model::{escape_control, Millis, Secret};
+use std::path::Path;
+use std::time::Duration;
+
+/// What one session knows about itself, for ACS and the modules.
+pub struct Session<'a> {
+    pub core: &'a Core,
+    pub auth: Authenticated,
+    pub ip: std::net::IpAddr,
+    pub art_dir: Option<&'a Path>,
+    pub idle: Duration,
+    pub menus: &'a Menus,
+    pub terminal_type: String,
+    /// 0 CP437, 1 UTF-8.
+    pub encoding: u8,
+    pub required_level: u8,
+    pub size: (u32, u32),
+}
+
+impl AcsContext for Session<'_> {
+    fn required_level(&self) -> u8 {
+        self.required_level
+    }
+    fn factors_passed(&self) -> u8 {
+        self.auth.factors
+    }
+    fn in_group(&self, group: &str) -> bool {
+        self.auth.user.groups.iter().any(|g| g.eq_ignore_ascii_case(group))
+    }
+    fn secure_connection(&self) -> bool {
+        true // SSH is encrypted
+    }
+    fn local_connection(&self) -> bool {
+        self.ip.is_loopback()
+    }
+    fn account_status(&self) -> &str {
+        if self.auth.user.is_locked(Millis::now()) { "locked" } else { "active" }
+    }
+    fn login_count(&self) -> u64 {
+        self.auth.user.login_count.max(0) as u64 + 1
+    }
+    fn account_age_days(&self) -> u64 {
+        ((Millis::now().0 - self.auth.user.created_at.0).max(0) / 86_400_000) as u64
+    }
+    fn user_id(&self) -> i64 {
+        self.auth.user.id
+    }
+    fn minutes_past_midnight(&self) -> u32 {
+        ((Millis::now().0.rem_euclid(86_400_000)) / 60_000) as u32
+    }
+    fn weekday(&self) -> u8 {
+        // 1970-01-01 was a Thursday (4).
+        ((Millis::now().0.div_euclid(86_400_000) + 4).rem_euclid(7)) as u8
+    }
+    fn terminal_type(&self) -> &str {
+        &self.terminal_type
+    }
+    fn terminal_width(&self) -> u32 {
+        self.size.0
+    }
+    fn terminal_height(&self) -> u32 {
+        self.size.1
+    }
+    fn encoding(&self) -> u8 {
+        self.encoding
+    }
+    fn property(&self, name: &str) -> Option<String> {
+        match name {
+            "username" => Some(self.auth.user.username.clone()),
+            "email" => self.auth.user.email.clone(),
+            _ => None,
+        }
+    }
+    fn device_trusted(&self) -> bool {
+        false // device trust arrives with the devices issue
+    }
+    fn risk_score(&self) -> u8 {
+        0 // risk scoring arrives with the devices issue
+    }
+}
+
+/// Longest run of menus without a key from the user before the flow is
+/// stopped (a guard; `menu::compile` already refuses such cycles).
+const MAX_AUTOMATIC_STEPS: usize = 100;
+
+pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Result<Ending> {
+    let mut current = START.to_owned();
+    let mut previous: Option<String> = None;
+    let mut automatic = 0;
+    loop {
+        s.size = term.size();
+        let Some(menu) = s.menus.menus.get(&current) else {
+            return Ok(Ending::LoggedOff);
+        };
+        if let Some(guard) = &menu.guard {
+            if !guard.eval(s) {
+                term.write(&crlf("\n  You do not have access to that.\n")).await?;
+                match previous.take() {
+                    Some(p) if p != current => {
+                        current = p;
+                        continue;
+                    }
+                    _ => return Ok(Ending::LoggedOff),
+                }
+            }
+        }
+        // Whatever the menus say, nothing but art and the code prompt runs
+        // for a session below its required level.
+        if s.auth.factors < s.required_level && !matches!(menu.module, Module::Art | Module::LoginTwoFactorAuthOtp | Module::Logoff) {
+            if s.required_level >= 3 {
+                term.write(&crlf("\n  This account needs a hardware key, which this gate cannot check yet.\n")).await?;
+                return Ok(Ending::CodeRequired);
+            }
+            if let Some(end) = terminal_code(term, s).await? {
+                return Ok(end);
+            }
+        }
+        draw_art(term, s, menu).await?;
+        let chosen: Option<String> = match menu.module {
+            Module::Art => {
+                if let Some(p) = menu.config.pause.filter(|p| *p > 0) {
+                    if let Ok(None) = term.read(Duration::from_secs(p as u64).min(s.idle)).await {
+                        return Ok(Ending::Disconnected);
+                    }
+                }
+                None
+            }
+            Module::Welcome => {
+                let w = super::welcome::Welcome { core: s.core, auth: &s.auth, ip: s.ip.to_string(), art_dir: s.art_dir, idle: s.idle };
+                if let Some(end) = super::welcome::greet(term, &w).await? {
+                    return Ok(end);
+                }
+                None
+            }
+            Module::Menu => match choose(term, s, menu).await? {
+                Ok(next) => Some(next),
+                Err(end) => return Ok(end),
+            },
+            Module::LoginTwoFactorAuthOtp => {
+                if let Some(end) = terminal_code(term, s).await? {
+                    return Ok(end);
+                }
+                None
+            }
+            Module::Account => {
+                if let Some(end) = super::account::run(term, s).await? {
+                    return Ok(end);
+                }
+                None
+            }
+            Module::Exec | Module::Telnet => {
+                if let Some(end) = super::door::run(term, s, menu).await? {
+                    return Ok(end);
+                }
+                None
+            }
+            Module::Logoff => return Ok(Ending::LoggedOff),
+        };
+        let next = match chosen {
+            Some(n) => Some(n),
+            None => resolve_next(&menu.next, s),
+        };
+        match next {
+            Some(n) => {
+                automatic = if menu.module == Module::Art { automatic + 1 } else { 0 };
+                if automatic > MAX_AUTOMATIC_STEPS {
+                    tracing::error!(menu = %menu.name, "menus moved on by themselves too often; stopping the flow");
+                    return Ok(Ending::LoggedOff);
+                }
+                previous = Some(std::mem::replace(&mut current, n));
+            }
+            None => return Ok(Ending::LoggedOff),
+        }
+    }
+}
+
+async fn draw_art<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::io::Result<()> {
+    let name = menu.art.iter().find(|(acs, _)| acs.as_ref().is_none_or(|a| a.eval(s))).map(|(_, n)| n);
+    if let Some(name) = name {
+        if let Some(bytes) = art::render(s.art_dir, name, s.encoding, s.size.0) {
+            term.write(&bytes).await?;
+        }
+    }
+    Ok(())
+}
+
+fn resolve_next(next: &Next, s: &Session<'_>) -> Option<String> {
+    match next {
+        Next::End => None,
+        Next::One(n) => Some(n.clone()),
+        Next::Random(list) => {
+            if list.is_empty() {
+                None
+            } else {
+                Some(list[rand::random_range(0..list.len())].clone())
+            }
+        }
+        Next::FirstMatch(list) => list.iter().find(|(acs, _)| acs.as_ref().is_none_or(|a| a.eval(s))).map(|(_, n)| n.clone()),
+    }
+}
+
+/// A `menu` module: the options this user may see, one key to choose.
+async fn choose<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::io::Result<Result<String, Ending>> {
+    let visible: Vec<_> = menu.options.iter().filter(|o| o.acs.as_ref().is_none_or(|a| a.eval(s))).collect();
+    let mut text = String::from("\n");
+    for o in &visible {
+        text.push_str(&format!("  [{}] {}\n", o.key, o.text));
+    }
+    text.push('\n');
+    text.push_str(&format!("  {}", menu.prompt.as_deref().unwrap_or("Your choice: ")));
+    term.write(&crlf(&text)).await?;
+    loop {
+        let bytes = match term.read(s.idle).await {
+            Err(_) => {
+                term.write(&crlf("\n  Idle too long: logging you off.\n")).await?;
+                return Ok(Err(Ending::IdleTimeout));
+            }
+            Ok(None) => return Ok(Err(Ending::Disconnected)),
+            Ok(Some(b)) => b,
+        };
+        for b in bytes {
+            let key = (b as char).to_ascii_uppercase();
+            if let Some(o) = visible.iter().find(|o| o.key == key) {
+                term.write(format!("{key}\r\n").as_bytes()).await?;
+                return Ok(Ok(o.next.clone()));
+            }
+        }
+    }
+}
+
+/// ENiGMA's `loginTwoFactorAuthOTP`: when the SSH login did not pass the
+/// code factor (a `password`-only client), ask for it here, three tries,
+/// before anything else. Passes at once when the session has the factor.
+async fn terminal_code<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Result<Option<Ending>> {
+    if s.auth.factors >= 2 || s.required_level < 2 {
+        return Ok(None);
+    }
+    term.write(&crlf("\n  This account needs a one-time code (or a backup code).\n")).await?;
+    for _ in 0..3 {
+        let code = match read_line(term, "  Verification code: ", true, s.idle).await? {
+            Line::Text(t) => t,
+            Line::Cancelled => break,
+            Line::Idle => return Ok(Some(Ending::IdleTimeout)),
+            Line::Closed => return Ok(Some(Ending::Disconnected)),
+        };
+        match s.core.session_code(&s.auth, s.ip, &Secret::new(code), Millis::now()).await {
+            Ok(true) => {
+                s.auth.factors = 2;
+                term.write(&crlf("  Thank you.\n")).await?;
+                return Ok(None);
+            }
+            Ok(false) => term.write(&crlf("  That code was not accepted.\n")).await?,
+            Err(e) => {
+                tracing::warn!(error = %e, "checking a code in the terminal");
+                term.write(&crlf("  Codes cannot be checked right now.\n")).await?;
+                break;
+            }
+        }
+    }
+    term.write(&crlf("\n  The one-time code was not given. Goodbye.\n")).await?;
+    Ok(Some(Ending::CodeRequired))
+}
+
+/// Shows `text` escaped for the terminal, line by line.
+pub async fn show<T: Terminal>(term: &mut T, text: &str) -> std::io::Result<()> {
+    term.write(&crlf(text)).await
+}
+
+pub fn actor(s: &Session<'_>) -> Actor {
+    Actor::User { id: s.auth.user.id, session: Some(s.auth.session_id), ip: s.ip.to_string() }
+}
+
+pub fn esc(text: &str) -> String {
+    escape_control(text)
+}
