@@ -127,7 +127,10 @@ CREATE TABLE security_events (
 );
 -- Hot queries: an account's recent failures, an address's recent failures,
 -- the newest events, the suspicious ones.
-CREATE INDEX security_events_user ON security_events (user_id, event_type, created_at);
+-- (user_id, created_at) rather than a covering (user_id, event_type, ...):
+-- it serves both "this account's events, newest first" and "its failures
+-- in a window" (a few rows checked for their type), with smaller keys.
+CREATE INDEX security_events_user ON security_events (user_id, created_at);
 CREATE INDEX security_events_ip ON security_events (ip, created_at);
 CREATE INDEX security_events_time ON security_events (created_at);
 CREATE INDEX security_events_suspicious ON security_events (created_at) WHERE is_suspicious = 1;

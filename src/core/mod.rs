@@ -90,6 +90,8 @@ pub struct Core {
     /// Woken when a mail is queued, so the mail worker need not wait for
     /// its next poll.
     pub mail_queued: Arc<tokio::sync::Notify>,
+    /// Live sessions of this process, so a revocation ends the connection.
+    pub(crate) live: std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Notify>>>,
 }
 
 impl Core {
@@ -104,6 +106,7 @@ impl Core {
             admission,
             keyring: Arc::new(keyring),
             mail_queued: Arc::new(tokio::sync::Notify::new()),
+            live: Default::default(),
         }
     }
 
@@ -134,6 +137,35 @@ impl Core {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Registers a live session: `revoked` is notified when it is revoked.
+    /// `forget_session` removes it when the connection ends.
+    pub fn watch_session(&self, session_id: i64, revoked: Arc<tokio::sync::Notify>) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(session_id, revoked);
+    }
+
+    pub fn forget_session(&self, session_id: i64) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&session_id);
+    }
+
+    /// Ends one of a user's own sessions (from the account menu): the row
+    /// is closed, `session_revoked` recorded, and a live connection in this
+    /// process is told to go.
+    pub async fn revoke_own_session(&self, user: &crate::model::User, session_id: i64, actor: &accounts::Actor, now: Millis) -> Result<bool> {
+        let owned = self.store.sessions(Some(user.id), 10_000)?.into_iter().any(|s| s.id == session_id && s.ended_at.is_none());
+        if !owned {
+            return Ok(false);
+        }
+        self.store.end_session(session_id, "revoked by the user", now)?;
+        let e = crate::model::Event::new(crate::model::EventType::SessionRevoked, crate::model::Severity::Medium, format!("session {session_id} of {} revoked", user.username), now)
+            .user(Some(user.id), Some(&user.username))
+            .session(Some(session_id));
+        self.record(actor.stamp(e)).await;
+        if let Some(n) = self.live.lock().unwrap_or_else(|p| p.into_inner()).get(&session_id) {
+            n.notify_one();
+        }
+        Ok(true)
     }
 }
 

@@ -13,7 +13,7 @@ const MENU: &str = "
   [C] Change your password
   [O] One-time codes: set up or turn off
   [B] New backup codes
-  [S] Your sessions
+  [S] Your sessions (and end one)
   [D] Your devices
   [E] Your recent security events
   [Q] Back
@@ -98,6 +98,20 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                         text.push_str(&format!("    #{:<5} {}  from {:<15} {}  {}\n", x.id, x.started_at, esc(&x.ip), esc(&x.auth_method), state));
                     }
                     say(term, &text).await?;
+                    match read_line(term, "  End which session (number, Enter for none)? ", false, s.idle).await? {
+                        Line::Text(t) if !t.trim().is_empty() => match t.trim().trim_start_matches('#').parse::<i64>() {
+                            Ok(id) if id == s.auth.session_id => say(term, "  That is this session: use Q to log off.\n").await?,
+                            Ok(id) => match s.core.revoke_own_session(&s.auth.user, id, &actor(s), now).await {
+                                Ok(true) => say(term, &format!("  Session #{id} has been ended.\n")).await?,
+                                Ok(false) => say(term, &format!("  #{id} is not one of your open sessions.\n")).await?,
+                                Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
+                            },
+                            Err(_) => say(term, "  That is not a session number.\n").await?,
+                        },
+                        Line::Idle => return Ok(Some(Ending::IdleTimeout)),
+                        Line::Closed => return Ok(Some(Ending::Disconnected)),
+                        _ => {}
+                    }
                 }
                 Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
             },

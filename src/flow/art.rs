@@ -10,6 +10,7 @@ const BUILT_IN: &[(&str, &[u8])] = &[
     ("OTP.asc", include_bytes!("../../art/OTP.asc")),
     ("MAINMENU.asc", include_bytes!("../../art/MAINMENU.asc")),
     ("ACCOUNT.asc", include_bytes!("../../art/ACCOUNT.asc")),
+    ("LOCKED.asc", include_bytes!("../../art/LOCKED.asc")),
 ];
 
 /// The art's bytes and kind, or `None` when no file of that name exists

@@ -107,6 +107,8 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
         if let Some(guard) = &menu.guard {
             if !guard.eval(s) {
                 term.write(&crlf("\n  You do not have access to that.\n")).await?;
+                // Back to the last menu where the user chose something (a
+                // menu that moves on by itself would just lead here again).
                 match previous.take() {
                     Some(p) if p != current => {
                         current = p;
@@ -179,7 +181,10 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                     tracing::error!(menu = %menu.name, "menus moved on by themselves too often; stopping the flow");
                     return Ok(Ending::LoggedOff);
                 }
-                previous = Some(std::mem::replace(&mut current, n));
+                let left = std::mem::replace(&mut current, n);
+                if matches!(menu.module, Module::Menu) {
+                    previous = Some(left);
+                }
             }
             None => return Ok(Ending::LoggedOff),
         }

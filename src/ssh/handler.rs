@@ -25,6 +25,8 @@ struct Shared {
     ending: Mutex<Option<&'static str>>,
     /// Asks the watcher to disconnect: too many failed attempts.
     kick: Notify,
+    /// Fires when the session is revoked (registered with `core` at login).
+    revoked: Arc<Notify>,
     flow: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -81,6 +83,11 @@ pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, menus: flow
                 let _ = handle.disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new()).await;
                 break;
             }
+            _ = shared.revoked.notified() => {
+                ending = Some("revoked");
+                let _ = handle.disconnect(Disconnect::ByApplication, "this session has been ended".into(), String::new()).await;
+                break;
+            }
             _ = shared.kick.notified() => {
                 let _ = handle.disconnect(Disconnect::NoMoreAuthMethodsAvailable, "too many authentication failures".into(), String::new()).await;
                 break;
@@ -103,6 +110,7 @@ pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, menus: flow
     }
     let auth = lock(&shared.auth).take();
     if let Some(auth) = auth {
+        core.forget_session(auth.session_id);
         // The gate's own reason (shutdown, grace time) wins over what the
         // flow saw when its input closed.
         let reason = ending.or_else(|| lock(&shared.ending).take()).unwrap_or("client disconnected");
@@ -138,6 +146,7 @@ impl Handler {
                 if let Some(t) = self.ticket.as_mut() {
                     t.authenticated();
                 }
+                self.core.watch_session(auth.session_id, self.shared.revoked.clone());
                 *lock(&self.shared.auth) = Some(Arc::from(auth));
                 Auth::Accept
             }
