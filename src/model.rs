@@ -291,6 +291,23 @@ pub fn escape_control(text: &str) -> String {
     out
 }
 
+/// Escapes text for HTML element content and quoted attribute values
+/// (mails and web pages).
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Usernames: 1–32 of letters, digits, `_`, `-`, `.` (SPEC §3).
 pub fn valid_username(name: &str) -> bool {
     let n = name.chars().count();

@@ -34,20 +34,7 @@ pub struct Body {
     pub html: String,
 }
 
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::model::html_escape;
 
 /// Fills `{{name}}` placeholders; unknown placeholders stay visible so a
 /// broken template is noticed, never silently emptied.

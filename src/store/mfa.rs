@@ -222,12 +222,7 @@ impl Store {
             params![token_hash, purpose, user_id, data.to_string(), now.0, expires_at.0],
         )
         .doing("storing a link token")?;
-        tx.execute(
-            "INSERT INTO outbox (recipient, subject, body_sealed, template, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            params![mail.recipient, mail.subject, mail.body_sealed, mail.template, now.0],
-        )
-        .doing("queueing a mail")?;
-        let mail_id = tx.last_insert_rowid();
+        let mail_id = insert_outbox(&tx, mail, now)?;
         insert_batch_tx(&tx, events)?;
         tx.commit().doing("committing a link")?;
         Ok(mail_id)
@@ -237,12 +232,7 @@ impl Store {
     pub fn queue_mail(&self, mail: &NewMail<'_>, events: &[Event], now: Millis) -> Result<i64> {
         let mut conn = self.conn();
         let tx = conn.transaction().doing("starting to queue a mail")?;
-        tx.execute(
-            "INSERT INTO outbox (recipient, subject, body_sealed, template, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            params![mail.recipient, mail.subject, mail.body_sealed, mail.template, now.0],
-        )
-        .doing("queueing a mail")?;
-        let id = tx.last_insert_rowid();
+        let id = insert_outbox(&tx, mail, now)?;
         insert_batch_tx(&tx, events)?;
         tx.commit().doing("committing a mail")?;
         Ok(id)
@@ -332,6 +322,15 @@ fn outbox_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
         last_error: r.get(8)?,
         body_sealed: r.get(9)?,
     })
+}
+
+fn insert_outbox(tx: &rusqlite::Transaction<'_>, mail: &NewMail<'_>, now: Millis) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO outbox (recipient, subject, body_sealed, template, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        params![mail.recipient, mail.subject, mail.body_sealed, mail.template, now.0],
+    )
+    .doing("queueing a mail")?;
+    Ok(tx.last_insert_rowid())
 }
 
 fn replace_backup_codes(tx: &rusqlite::Transaction<'_>, user_id: i64, code_hashes: &[String], now: Millis) -> Result<()> {

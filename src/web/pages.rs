@@ -27,18 +27,7 @@ dd { margin: 0; }
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub(super) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::model::html_escape(s)
 }
 
 /// The secret in groups of four for typing by hand.
