@@ -236,7 +236,8 @@ async fn choose<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std:
             Ok(Some(b)) => b,
         };
         for b in bytes {
-            let key = (b as char).to_ascii_uppercase();
+            // ENiGMA's convention: Esc does what Q (back / log off) does.
+            let key = if b == 0x1b { 'Q' } else { (b as char).to_ascii_uppercase() };
             if let Some(o) = visible.iter().find(|o| o.key == key) {
                 term.write(format!("{key}\r\n").as_bytes()).await?;
                 return Ok(Ok(o.next.clone()));
