@@ -28,6 +28,8 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
             match term.read(s.idle).await {
                 Err(_) => return Ok(Some(Ending::IdleTimeout)),
                 Ok(None) => return Ok(Some(Ending::Disconnected)),
+                // Escape sequences (cursor keys) are ignored; a lone Esc is "back".
+                Ok(Some(bytes)) if bytes.len() > 1 && bytes[0] == 0x1b => {}
                 Ok(Some(bytes)) => {
                     if let Some(k) = bytes.iter().map(|b| (*b as char).to_ascii_uppercase()).find(|c| "COBSDEQ\x1b".contains(*c)) {
                         break k;

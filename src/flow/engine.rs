@@ -235,8 +235,12 @@ async fn choose<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std:
             Ok(None) => return Ok(Err(Ending::Disconnected)),
             Ok(Some(b)) => b,
         };
+        // Cursor keys and the like arrive as escape sequences: ignored.
+        if bytes.len() > 1 && bytes[0] == 0x1b {
+            continue;
+        }
         for b in bytes {
-            // ENiGMA's convention: Esc does what Q (back / log off) does.
+            // ENiGMA's convention: a lone Esc does what Q (back / log off) does.
             let key = if b == 0x1b { 'Q' } else { (b as char).to_ascii_uppercase() };
             if let Some(o) = visible.iter().find(|o| o.key == key) {
                 term.write(format!("{key}\r\n").as_bytes()).await?;
