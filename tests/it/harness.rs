@@ -816,3 +816,141 @@ impl Gate {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("mfa status: {e}: {out}"))
     }
 }
+
+// ---- ssh under a pseudo-terminal the test controls ----
+
+/// An interactive `ssh -tt` whose terminal is a pseudo-terminal this test
+/// owns: its size can change (the client then sends a window change, as
+/// under a real terminal), `TERM` is chosen, and the screen is kept as the
+/// raw bytes the client wrote (no UTF-8 conversion).
+pub struct PtySsh {
+    child: Child,
+    master: std::fs::File,
+    out: mpsc::Receiver<Vec<u8>>,
+    /// Everything the client wrote so far, as bytes.
+    pub screen: Vec<u8>,
+    /// Screen bytes already matched by `expect`.
+    seen: usize,
+    until: Instant,
+}
+
+/// A pseudo-terminal pair of the given size: (master, slave).
+fn open_pty(cols: u16, rows: u16) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave): (libc::c_int, libc::c_int) = (-1, -1);
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty writes two descriptors; name and termios are unused.
+    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &ws) };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: fresh descriptors we own.
+    unsafe { (std::os::fd::OwnedFd::from_raw_fd(master), std::os::fd::OwnedFd::from_raw_fd(slave)) }
+}
+
+fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+impl Client {
+    /// Starts `ssh -tt` for an interactive session on a pseudo-terminal of
+    /// `cols` x `rows` with `TERM=term`.
+    pub fn ssh_pty(&self, o: &Ssh, term: &str, cols: u16, rows: u16) -> PtySsh {
+        use std::os::unix::process::CommandExt;
+        let o = o.clone().interactive();
+        let askdir = self.askpass(o.password, o.code);
+        let mut cmd = self.ssh_command(&o, &askdir, true);
+        cmd.env("TERM", term);
+        let (master, slave) = open_pty(cols, rows);
+        cmd.stdin(Stdio::from(slave.try_clone().unwrap())).stdout(Stdio::from(slave.try_clone().unwrap())).stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls between fork and exec: a new
+        // session with the pty (stdin) as its controlling terminal, so the
+        // client gets SIGWINCH when the test resizes it.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawning ssh on a pty");
+        // Our copies of the slave side go with the command.
+        drop(cmd);
+        let master = std::fs::File::from(master);
+        let out = pump(master.try_clone().unwrap());
+        PtySsh { child, master, out, screen: Vec::new(), seen: 0, until: Instant::now() + DEADLINE }
+    }
+}
+
+impl Gate {
+    pub fn ssh_pty(&self, o: &Ssh, term: &str, cols: u16, rows: u16) -> PtySsh {
+        self.client().ssh_pty(o, term, cols, rows)
+    }
+}
+
+impl PtySsh {
+    /// Waits (within the session's deadline) until the screen after the
+    /// last match holds `text`; panics with the screen otherwise.
+    pub fn expect(&mut self, text: &str) {
+        loop {
+            if let Some(i) = find_bytes(&self.screen[self.seen..], text.as_bytes()) {
+                self.seen += i + text.len();
+                return;
+            }
+            let left = self.until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!("timed out waiting for {text:?}; screen so far:\n{}", String::from_utf8_lossy(&self.screen));
+            }
+            match self.out.recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(chunk) => self.screen.extend_from_slice(&chunk),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("ssh closed its terminal before {text:?} appeared; screen:\n{}", String::from_utf8_lossy(&self.screen))
+                }
+            }
+        }
+    }
+
+    /// Keeps reading the screen for `d`.
+    pub fn settle(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while let Ok(chunk) = self.out.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            self.screen.extend_from_slice(&chunk);
+        }
+    }
+
+    /// Types `bytes`.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.master.write_all(bytes).expect("writing to the pty");
+        self.master.flush().unwrap();
+    }
+
+    /// Changes the terminal's size (the kernel sends ssh SIGWINCH).
+    pub fn resize(&mut self, cols: u16, rows: u16) {
+        use std::os::fd::AsRawFd;
+        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+        let rc = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits for ssh to exit (within the deadline); returns its exit code
+    /// (`None`: killed) and the whole screen as bytes.
+    pub fn finish(mut self) -> (Option<i32>, Vec<u8>) {
+        let status = wait_deadline(&mut self.child, self.until.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)));
+        // EIO ends the reader once ssh has closed the terminal.
+        drain(&self.out, &mut self.screen, Instant::now() + Duration::from_secs(2));
+        (status.and_then(|s| s.code()), std::mem::take(&mut self.screen))
+    }
+}
+
+impl Drop for PtySsh {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

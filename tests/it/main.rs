@@ -2,6 +2,7 @@
 //! Each test has its own temporary folder and daemon on a free port.
 
 mod harness;
+mod menus;
 mod mfa;
 
 use harness::{detail, poll, text, Gate, Ssh, ALICE_PW, BIN, BOB_PW, DEFAULT_CONFIG};

@@ -16,7 +16,7 @@ fn config(extra: &str) -> String {
 }
 
 /// File spool, mail checked every 200 ms.
-fn spool_config(extra: &str) -> String {
+pub(crate) fn spool_config(extra: &str) -> String {
     config(&format!("email: {{\n  poll: 200ms\n}}\n{extra}"))
 }
 
@@ -131,9 +131,9 @@ fn backup_codes(body: &str) -> Vec<String> {
     codes
 }
 
-struct Enrolled {
-    secret: String,
-    backup: Vec<String>,
+pub(crate) struct Enrolled {
+    pub(crate) secret: String,
+    pub(crate) backup: Vec<String>,
 }
 
 /// Confirms a TOTP enrollment on `page` with the current code.
@@ -146,7 +146,7 @@ fn confirm_totp(g: &Gate, page: &Page) -> Enrolled {
 }
 
 /// Enrolls `user` for TOTP through the file spool.
-fn enroll_totp_spool(g: &Gate, user: &str) -> Enrolled {
+pub(crate) fn enroll_totp_spool(g: &Gate, user: &str) -> Enrolled {
     enable(g, user, "totp");
     let link = spooled_link(g, user, 0);
     let page = open_page(g, &link, &format!("{user}.jar"));
@@ -157,7 +157,7 @@ fn enroll_totp_spool(g: &Gate, user: &str) -> Enrolled {
 
 /// A TOTP code for the next step: the step used to confirm is burnt, and
 /// the server accepts one step of drift, so this works at once.
-fn next_totp(secret: &str) -> String {
+pub(crate) fn next_totp(secret: &str) -> String {
     totp_at(secret, unix_now() + 30)
 }
 
