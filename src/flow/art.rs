@@ -14,25 +14,25 @@ const BUILT_IN: &[(&str, &[u8])] = &[
 ];
 
 /// The art's bytes and kind, or `None` when no file of that name exists
-/// (`.ans` first, then `.asc`; in the folder, else built in).
+/// (`.ans` first, then `.asc`; in the art folder when one is configured,
+/// then built in — so a sysop may replace some pieces and keep the rest).
 pub fn load_raw(art_dir: Option<&Path>, name: &str) -> Option<(Vec<u8>, Source)> {
     // Names are plain words: no path can be smuggled into the art folder.
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         return None;
     }
-    for (ext, source) in [("ans", Source::Ansi), ("asc", Source::Ascii)] {
+    let kinds = [("ans", Source::Ansi), ("asc", Source::Ascii)];
+    if let Some(dir) = art_dir {
+        for (ext, source) in kinds {
+            if let Ok(bytes) = std::fs::read(dir.join(format!("{name}.{ext}"))) {
+                return Some((bytes, source));
+            }
+        }
+    }
+    for (ext, source) in kinds {
         let file = format!("{name}.{ext}");
-        match art_dir {
-            Some(dir) => {
-                if let Ok(bytes) = std::fs::read(dir.join(&file)) {
-                    return Some((bytes, source));
-                }
-            }
-            None => {
-                if let Some((_, bytes)) = BUILT_IN.iter().find(|(n, _)| *n == file) {
-                    return Some((bytes.to_vec(), source));
-                }
-            }
+        if let Some((_, bytes)) = BUILT_IN.iter().find(|(n, _)| *n == file) {
+            return Some((bytes.to_vec(), source));
         }
     }
     None

@@ -164,7 +164,12 @@ async fn exec<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::i
         .env("PORTCULLIS_SESSION", s.auth.session_id.to_string())
         .env("PORTCULLIS_GROUPS", s.auth.user.groups.join(","))
         .kill_on_drop(true);
-    let mut child = match pty.spawn(&mut cmd) {
+    let spawned = pty.spawn(&mut cmd);
+    // The command holds copies of the slave side: drop them, and the
+    // daemon's own, so the master reads EOF/EIO once the program is gone.
+    drop(cmd);
+    let pty = pty.into_master();
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, program, "exec door: starting the program");
@@ -192,6 +197,18 @@ async fn exec<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::i
                 Ok(0) | Err(_) => break None,
                 Ok(n) => term.write(&buf[..n]).await?,
             },
+            // The program ended (even if something it left behind still
+            // holds the terminal open).
+            _ = child.wait() => {
+                // Flush what it printed last.
+                while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), reader.read(&mut buf)).await {
+                    if n == 0 {
+                        break;
+                    }
+                    term.write(&buf[..n]).await?;
+                }
+                break None;
+            }
             _ = tick.tick() => {
                 let now = term.size();
                 if now != size {
@@ -212,7 +229,7 @@ async fn exec<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::i
 /// A pseudo-terminal pair.
 struct Pty {
     master: std::os::fd::OwnedFd,
-    slave: std::os::fd::OwnedFd,
+    slave: Option<std::os::fd::OwnedFd>,
 }
 
 impl Pty {
@@ -234,11 +251,17 @@ impl Pty {
             // SAFETY: setting FD_CLOEXEC on a descriptor we own.
             unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
         }
-        Ok(Pty { master, slave })
+        Ok(Pty { master, slave: Some(slave) })
+    }
+
+    /// Drops the slave side (the program has its own copies).
+    fn into_master(self) -> Pty {
+        Pty { master: self.master, slave: None }
     }
 
     fn spawn(&self, cmd: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
-        cmd.stdin(self.slave.try_clone()?).stdout(self.slave.try_clone()?).stderr(self.slave.try_clone()?);
+        let slave = self.slave.as_ref().ok_or_else(|| std::io::Error::other("the pty's slave side is closed"))?;
+        cmd.stdin(slave.try_clone()?).stdout(slave.try_clone()?).stderr(slave.try_clone()?);
         // SAFETY: only async-signal-safe calls between fork and exec: a new
         // session, and the pty (now stdin) as its controlling terminal.
         unsafe {

@@ -24,6 +24,11 @@ pub trait Terminal: Send {
     fn read(&mut self, idle: Duration) -> impl std::future::Future<Output = Result<Option<Vec<u8>>, Idle>> + Send;
     /// Columns and rows.
     fn size(&self) -> (u32, u32);
+    /// Whether the user types CP437 (the gate's own prompts decode it;
+    /// doors get the bytes as typed).
+    fn input_is_cp437(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -26,6 +26,7 @@ pub async fn read_line<T: Terminal>(term: &mut T, prompt: &str, hidden: bool, id
         let chunk = match term.read(idle).await {
             Err(Idle) => return Ok(Line::Idle),
             Ok(None) => return Ok(Line::Closed),
+            Ok(Some(c)) if term.input_is_cp437() && c.iter().any(|b| *b >= 0x80) => super::ansi::cp437_to_utf8(&c).into_bytes(),
             Ok(Some(c)) => c,
         };
         for &b in &chunk {

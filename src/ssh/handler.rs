@@ -204,7 +204,7 @@ struct SshTerminal {
     channel: ChannelId,
     input: mpsc::Receiver<Vec<u8>>,
     size: Arc<Mutex<(u32, u32)>>,
-    /// Input arrives in CP437 and is decoded to UTF-8 for the flow.
+    /// The user types CP437 (decoded by the gate's prompts only).
     cp437: bool,
 }
 
@@ -216,11 +216,10 @@ impl Terminal for SshTerminal {
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "channel closed"))
     }
     async fn read(&mut self, idle: Duration) -> Result<Option<Vec<u8>>, Idle> {
-        let input = tokio::time::timeout(idle, self.input.recv()).await.map_err(|_| Idle)?;
-        Ok(match input {
-            Some(bytes) if self.cp437 && bytes.iter().any(|b| *b >= 0x80) => Some(flow::ansi::cp437_to_utf8(&bytes).into_bytes()),
-            other => other,
-        })
+        tokio::time::timeout(idle, self.input.recv()).await.map_err(|_| Idle)
+    }
+    fn input_is_cp437(&self) -> bool {
+        self.cp437
     }
     fn size(&self) -> (u32, u32) {
         *lock(&self.size)

@@ -20,7 +20,7 @@ impl Store {
     /// whether it was seen for the first time.
     pub fn see_device(&self, d: &SeenDevice<'_>) -> Result<(i64, bool)> {
         let mut conn = self.conn();
-        let tx = conn.transaction().doing("starting a device update")?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting a device update")?;
         let existing: Option<i64> = tx
             .query_row("SELECT id FROM devices WHERE user_id = ?1 AND fingerprint = ?2", params![d.user_id, d.fingerprint], |r| r.get(0))
             .optional()

@@ -11,7 +11,7 @@ const INSERT: &str = "INSERT INTO security_events
 
 /// Inserts events in one transaction on `conn`; returns their ids.
 pub(crate) fn insert_batch(conn: &mut Connection, events: &[Event]) -> Result<Vec<i64>> {
-    let tx = conn.transaction().doing("starting an event batch")?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting an event batch")?;
     let ids = insert_batch_tx(&tx, events)?;
     tx.commit().doing("committing security events")?;
     Ok(ids)

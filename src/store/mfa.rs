@@ -91,7 +91,7 @@ impl Store {
     /// 2FA is already enabled.
     pub fn put_pending_otp(&self, user_id: i64, method: &str, algorithm: &str, digits: u32, sealed: &[u8], now: Millis) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction().doing("starting an enrollment")?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting an enrollment")?;
         let enabled: Option<bool> = tx.query_row("SELECT enabled FROM otp_secrets WHERE user_id = ?1", [user_id], |r| r.get(0)).optional().doing("reading a code secret")?;
         if enabled == Some(true) {
             return Err(Error::Conflict("two-factor authentication is already enabled for this user; disable it first".into()));
@@ -154,7 +154,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     pub fn enable_otp(&self, user_id: i64, token_id: i64, last_step: Option<u64>, next_counter: u64, code_hashes: &[String], events: &[Event], now: Millis) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction().doing("starting to enable 2FA")?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting to enable 2FA")?;
         let n = tx.execute("UPDATE tokens SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL", params![token_id, now.0]).doing("using a token")?;
         if n != 1 {
             return Err(Error::Conflict("the link has already been used".into()));
@@ -175,7 +175,7 @@ impl Store {
     /// anything was enabled.
     pub fn disable_otp(&self, user_id: i64, events: &[Event], now: Millis) -> Result<bool> {
         let mut conn = self.conn();
-        let tx = conn.transaction().doing("starting to disable 2FA")?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting to disable 2FA")?;
         let was: Option<bool> = tx.query_row("SELECT enabled FROM otp_secrets WHERE user_id = ?1", [user_id], |r| r.get(0)).optional().doing("reading a code secret")?;
         tx.execute("DELETE FROM otp_secrets WHERE user_id = ?1", [user_id]).doing("removing a code secret")?;
         tx.execute("DELETE FROM backup_codes WHERE user_id = ?1", [user_id]).doing("removing backup codes")?;
@@ -188,7 +188,7 @@ impl Store {
 
     pub fn set_backup_codes(&self, user_id: i64, code_hashes: &[String], events: &[Event], now: Millis) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction().doing("starting to replace backup codes")?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting to replace backup codes")?;
         replace_backup_codes(&tx, user_id, code_hashes, now)?;
         insert_batch_tx(&tx, events)?;
         tx.commit().doing("committing backup codes")
@@ -214,7 +214,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     pub fn issue_token_with_mail(&self, user_id: i64, purpose: &str, token_hash: &str, data: &serde_json::Value, expires_at: Millis, mail: &NewMail<'_>, events: &[Event], now: Millis) -> Result<i64> {
         let mut conn = self.conn();
-        let tx = conn.transaction().doing("starting to issue a link")?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting to issue a link")?;
         tx.execute("UPDATE tokens SET used_at = ?3 WHERE user_id = ?1 AND purpose = ?2 AND used_at IS NULL", params![user_id, purpose, now.0])
             .doing("burning older links")?;
         tx.execute(
@@ -231,7 +231,7 @@ impl Store {
     /// Queues a mail with the event that causes it.
     pub fn queue_mail(&self, mail: &NewMail<'_>, events: &[Event], now: Millis) -> Result<i64> {
         let mut conn = self.conn();
-        let tx = conn.transaction().doing("starting to queue a mail")?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting to queue a mail")?;
         let id = insert_outbox(&tx, mail, now)?;
         insert_batch_tx(&tx, events)?;
         tx.commit().doing("committing a mail")?;

@@ -39,7 +39,7 @@ impl Store {
         conn.execute_batch(LEDGER).doing("creating the migrations ledger")?;
         let mut applied = Vec::new();
         for m in MIGRATIONS {
-            let tx = conn.transaction().doing("starting a migration")?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting a migration")?;
             let done: bool = tx
                 .query_row("SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE name = ?1)", [m.name], |r| r.get(0))
                 .doing("reading the migrations ledger")?;

@@ -45,6 +45,11 @@ impl<T> Context<T> for std::result::Result<T, rusqlite::Error> {
     }
 }
 
+/// Every write transaction in the store is IMMEDIATE: it takes the write
+/// lock at BEGIN (waiting up to the busy timeout), so a transaction that
+/// reads and then writes cannot fail with SQLITE_BUSY_SNAPSHOT when the
+/// event writer committed in between.
+///
 /// A handle on the database file. Short queries run under one connection
 /// guarded by a mutex; the event writer owns a second connection.
 pub struct Store {

@@ -42,7 +42,7 @@ impl Store {
     /// Creates an account with its first password (also put in history).
     pub fn create_user(&self, new: &NewUser<'_>) -> Result<User> {
         let mut conn = self.conn();
-        let tx = conn.transaction().doing("starting to create a user")?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting to create a user")?;
         tx.execute(
             "INSERT INTO users (username, email, password_hash, password_changed_at, created_at) VALUES (?1, ?2, ?3, ?4, ?4)",
             params![new.username, new.email, new.password_hash, new.now.0],
@@ -128,7 +128,7 @@ impl Store {
     /// entries. `must_reset` is cleared.
     pub fn set_password(&self, user_id: i64, hash: &str, keep: usize, now: Millis) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction().doing("starting a password change")?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting a password change")?;
         let n = tx
             .execute("UPDATE users SET password_hash = ?2, password_changed_at = ?3, must_reset_password = 0 WHERE id = ?1", params![user_id, hash, now.0])
             .doing("changing a password")?;
@@ -150,7 +150,7 @@ impl Store {
     /// a login upgrades the iteration count of the same password).
     pub fn rehash_password(&self, user_id: i64, old_hash: &str, new_hash: &str) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction().doing("starting a rehash")?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting a rehash")?;
         tx.execute("UPDATE users SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2", params![user_id, old_hash, new_hash])
             .doing("upgrading a password hash")?;
         tx.execute("UPDATE password_history SET password_hash = ?3 WHERE user_id = ?1 AND password_hash = ?2", params![user_id, old_hash, new_hash])

@@ -355,7 +355,6 @@ fn exec_door_runs_with_env_and_window_change() {
 
 /// When the door's program exits, the user is back in the menus.
 #[test]
-#[ignore = "src bug: src/flow/door.rs exec() keeps the pty's slave side open (Pty.slave) while it waits for EOF/EIO on the master, so a door whose program has exited never ends"]
 fn exec_door_returns_to_the_menu_when_the_program_exits() {
     let g = door_gate(1);
     let mut ssh = g.ssh_pty(&Ssh::kbd("alice", ALICE_PW), "xterm", 80, 24);
@@ -603,7 +602,6 @@ fn cp437_terminal_gets_raw_art() {
 /// A CP437 terminal's input reaches a door as the terminal sent it (the
 /// door runs with LANG=C and gets CP437 output passed through raw).
 #[test]
-#[ignore = "src bug: src/ssh/handler.rs SshTerminal::read converts CP437 input to UTF-8 for everything, doors included"]
 fn cp437_input_reaches_a_door_unconverted() {
     let g = door_gate(1);
     let mut ssh = g.ssh_pty(&Ssh::kbd("alice", ALICE_PW), "ansi-bbs", 80, 24);
