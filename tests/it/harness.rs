@@ -559,8 +559,10 @@ impl Client {
                 if Instant::now() >= until {
                     break 'steps;
                 }
-                if let Some(i) = text(&screen[seen..]).find(*wait_for) {
-                    seen += i + wait_for.len();
+                // Search the raw bytes: the screen may not be UTF-8 (CP437 art).
+                let needle = wait_for.as_bytes();
+                if let Some(i) = screen[seen..].windows(needle.len()).position(|w| w == needle) {
+                    seen += i + needle.len();
                     if let Some(s) = stdin.as_mut() {
                         act(step, s);
                     }
