@@ -561,7 +561,8 @@ impl Client {
                 }
                 // Search the raw bytes: the screen may not be UTF-8 (CP437 art).
                 let needle = wait_for.as_bytes();
-                if let Some(i) = screen[seen..].windows(needle.len()).position(|w| w == needle) {
+                let found = if needle.is_empty() { Some(0) } else { screen[seen..].windows(needle.len()).position(|w| w == needle) };
+                if let Some(i) = found {
                     seen += i + needle.len();
                     if let Some(s) = stdin.as_mut() {
                         act(step, s);
