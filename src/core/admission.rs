@@ -52,6 +52,8 @@ struct AddressState {
 struct State {
     unauthenticated: u32,
     addresses: HashMap<AddressKey, AddressState>,
+    /// Refused connections per address since its last recorded refusal.
+    refusals: HashMap<AddressKey, (Millis, u64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -109,12 +111,15 @@ impl Drop for Ticket {
     }
 }
 
+/// How often a refused address gets an event (with a count).
+pub const REFUSAL_EVENT_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Bound on remembered addresses; beyond it, idle ones are forgotten.
 const MAX_ADDRESSES: usize = 100_000;
 
 impl Admission {
     pub fn new(limits: Limits) -> Admission {
-        Admission { limits: Mutex::new(limits), state: Mutex::new(State { unauthenticated: 0, addresses: HashMap::new() }) }
+        Admission { limits: Mutex::new(limits), state: Mutex::new(State { unauthenticated: 0, addresses: HashMap::new(), refusals: HashMap::new() }) }
     }
 
     pub fn set_limits(&self, limits: Limits) {
@@ -212,6 +217,26 @@ impl Admission {
         }
     }
 
+    /// Whether a refused connection from `ip` should be recorded now: at
+    /// most one event per address per `REFUSAL_EVENT_INTERVAL`, carrying
+    /// how many refusals it stands for, so a flood cannot fill the log.
+    pub fn refusal_to_record(&self, ip: IpAddr, now: Millis) -> Option<u64> {
+        let mut st = lock(&self.state);
+        if st.refusals.len() >= MAX_ADDRESSES {
+            let horizon = now.minus(REFUSAL_EVENT_INTERVAL);
+            st.refusals.retain(|_, (at, _)| *at >= horizon);
+        }
+        let e = st.refusals.entry(AddressKey::of(ip)).or_insert((Millis(i64::MIN), 0));
+        e.1 += 1;
+        if e.0 <= now.minus(REFUSAL_EVENT_INTERVAL) {
+            let count = e.1;
+            *e = (now, 0);
+            Some(count)
+        } else {
+            None
+        }
+    }
+
     pub fn unauthenticated(&self) -> u32 {
         lock(&self.state).unauthenticated
     }
@@ -305,6 +330,18 @@ mod tests {
         assert_eq!(a.record_failure(y, s(0)), None);
         assert_eq!(a.record_failure(y, s(1)), None);
         assert_eq!(a.record_failure(y, s(700)), None);
+    }
+
+    #[test]
+    fn refusals_are_recorded_once_per_interval_with_a_count() {
+        let a = Admission::new(limits());
+        let x = ip("198.51.100.1");
+        assert_eq!(a.refusal_to_record(x, Millis(0)), Some(1));
+        for t in 1..5 {
+            assert_eq!(a.refusal_to_record(x, Millis(t * 1000)), None);
+        }
+        assert_eq!(a.refusal_to_record(x, Millis(10_000)), Some(5));
+        assert_eq!(a.refusal_to_record(ip("198.51.100.2"), Millis(10_001)), Some(1));
     }
 
     #[test]

@@ -140,6 +140,19 @@ impl Reason {
     }
 }
 
+/// Over keyboard-interactive every failed first factor — wrong password,
+/// unknown name, locked account, an account whose required factor cannot
+/// be met, even the last allowed attempt — is followed by the code prompt
+/// and refused after it, so the prompts tell nothing about the account or
+/// the password. (The failure is already recorded and counted.)
+fn hide_behind_code_prompt(attempt: &mut Attempt, kbd: bool, method: &'static str, outcome: Outcome) -> Outcome {
+    if kbd && matches!(outcome, Outcome::Rejected(Rejection::Denied | Rejection::TooManyAttempts)) {
+        attempt.pending = Some(Pending { user: None, method });
+        return Outcome::Need(Prompt::Code);
+    }
+    outcome
+}
+
 enum SecondFactor {
     NotNeeded,
     Code,
@@ -158,11 +171,15 @@ impl Attempt {
 }
 
 impl Core {
-    /// Records that a connection was turned away before authentication.
+    /// Records that a connection was turned away before authentication: at
+    /// most one event per address every few seconds, with the count it
+    /// stands for, so a flood costs neither disk nor accept-loop time.
     pub async fn connection_refused(&self, ip: IpAddr, refusal: Refusal, now: Millis) {
+        let Some(count) = self.admission.refusal_to_record(ip, now) else { return };
         let mut e = Event::new(EventType::ConnectionRefused, Severity::Low, format!("connection refused: {}", refusal.reason()), now)
             .ip(Some(&ip.to_string()))
-            .detail("reason", refusal.reason());
+            .detail("reason", refusal.reason())
+            .detail("refusals", count);
         if let Refusal::Penalized(until) = refusal {
             e = e.detail("held_until", until.rfc3339());
         }
@@ -206,14 +223,7 @@ impl Core {
         let user = match (reason, user) {
             (Some(r), user) => {
                 let outcome = self.fail(attempt, username, method, r, user.as_ref(), now, None).await;
-                // Over keyboard-interactive every failed first factor is
-                // followed by the code prompt, so that prompt tells nothing
-                // about the account (exists? has 2FA? right password?).
-                if kbd && matches!(outcome, Outcome::Rejected(Rejection::Denied)) {
-                    attempt.pending = Some(Pending { user: None, method });
-                    return Outcome::Need(Prompt::Code);
-                }
-                return outcome;
+                return hide_behind_code_prompt(attempt, kbd, method, outcome);
             }
             (None, Some(u)) => u,
             (None, None) => return self.fail(attempt, username, method, Reason::UnknownUser, None, now, None).await,
@@ -228,7 +238,10 @@ impl Core {
                 attempt.pending = Some(Pending { user: Some(user), method });
                 Outcome::Need(Prompt::Code)
             }
-            Ok(SecondFactor::Unavailable(why)) => self.fail(attempt, username, method, why, Some(&user), now, None).await,
+            Ok(SecondFactor::Unavailable(why)) => {
+                let outcome = self.fail(attempt, username, method, why, Some(&user), now, None).await;
+                hide_behind_code_prompt(attempt, kbd, method, outcome)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "reading a user's factors during login");
                 self.fail(attempt, username, method, Reason::Busy, Some(&user), now, None).await
@@ -259,7 +272,8 @@ impl Core {
         // The first factor failed (and was recorded): the code is not even
         // looked at.
         let Some(user) = p.user else {
-            return Outcome::Rejected(Rejection::Denied);
+            let out_of_tries = attempt.failures >= self.settings().ssh.max_auth_tries;
+            return Outcome::Rejected(if out_of_tries { Rejection::TooManyAttempts } else { Rejection::Denied });
         };
         let verdict = match self.check_login_code(&user, code.expose(), now) {
             Ok(v) => v,
@@ -309,6 +323,7 @@ impl Core {
         match verdict {
             CodeVerdict::Accepted { kind } => {
                 self.store.set_session_factors(auth.session_id, 2)?;
+                self.store.record_login(auth.user.id, &ip.to_string(), now)?;
                 let e = if kind == "backup_code" {
                     base(EventType::BackupCodeUsed, Severity::Medium, format!("backup code used by {}", auth.user.username)).detail("backup_codes_left", self.store.backup_codes_left(auth.user.id)?)
                 } else {
@@ -542,20 +557,28 @@ impl Core {
         if new_device {
             events.push(base(EventType::DeviceNew, Severity::Info, format!("first login of {} from this client", user.username)).detail("fingerprint", fingerprint.clone()));
         }
-        events.push(
-            base(EventType::LoginSuccess, Severity::Info, format!("{method} login of {}", user.username))
-                .detail("method", method)
-                .detail("protocol", attempt.protocol)
-                .detail("factors", factors),
-        );
+        // A plain-password login of an account that needs a code: in with
+        // one factor, the code still to come in the terminal.
+        let code_pending = factors < self.required_level(&user).unwrap_or(1);
+        let mut success = base(EventType::LoginSuccess, Severity::Info, format!("{method} login of {}", user.username))
+            .detail("method", method)
+            .detail("protocol", attempt.protocol)
+            .detail("factors", factors);
+        if code_pending {
+            success = success.detail("code_pending", true);
+        }
+        events.push(success);
         events.push(base(EventType::SessionStarted, Severity::Info, format!("{} session started", attempt.protocol)));
         if !self.events.record_committed(events).await {
             let _ = self.store.end_session(session_id, "event log unavailable", now);
             return self.fail(attempt, &user.username, method, Reason::EventLogUnavailable, Some(&user), now, None).await;
         }
         let previous_login = user.last_login_at.zip(user.last_login_ip.clone());
-        if let Err(e) = self.store.record_login(user.id, &ip, now) {
-            tracing::warn!(error = %e, "recording last login");
+        // The last login and the count move once every factor has passed.
+        if !code_pending {
+            if let Err(e) = self.store.record_login(user.id, &ip, now) {
+                tracing::warn!(error = %e, "recording last login");
+            }
         }
         Outcome::Accepted(Box::new(Authenticated { user, session_id, device_id, factors, previous_login }))
     }

@@ -90,6 +90,8 @@ pub struct Core {
     /// Woken when a mail is queued, so the mail worker need not wait for
     /// its next poll.
     pub mail_queued: Arc<tokio::sync::Notify>,
+    /// Serialises one-time-code checks (see `check_login_code`).
+    pub(crate) code_checks: std::sync::Mutex<()>,
     /// Live sessions of this process, so a revocation ends the connection.
     pub(crate) live: std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Notify>>>,
 }
@@ -107,6 +109,7 @@ impl Core {
             keyring: Arc::new(keyring),
             mail_queued: Arc::new(tokio::sync::Notify::new()),
             live: Default::default(),
+            code_checks: std::sync::Mutex::new(()),
         }
     }
 

@@ -177,6 +177,8 @@ async fn exec<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::i
             return Ok(None);
         }
     };
+    // The program's session and process group id (it calls setsid).
+    let group = child.id();
     let (mut reader, mut writer) = pty.master()?;
     let mut size = (cols, rows);
     let mut buf = vec![0u8; 8192];
@@ -218,8 +220,21 @@ async fn exec<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::i
             }
         }
     };
-    let _ = child.start_kill();
-    let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+    // The program leads its own session: end it and anything it left
+    // behind (background jobs), then make sure.
+    if let Some(pid) = group {
+        // SAFETY: signalling the process group the child leads (it may
+        // have exited; its background jobs keep the group alive).
+        unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGHUP) };
+    }
+    if tokio::time::timeout(Duration::from_secs(1), child.wait()).await.is_err() {
+        if let Some(pid) = group {
+            // SAFETY: as above.
+            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+        }
+        let _ = child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+    }
     if ending.is_none() {
         term.write(&crlf("\n")).await?;
     }
@@ -234,24 +249,35 @@ struct Pty {
 
 impl Pty {
     fn open(cols: u32, rows: u32) -> std::io::Result<Pty> {
-        use std::os::fd::FromRawFd;
-        let mut master: libc::c_int = -1;
-        let mut slave: libc::c_int = -1;
-        let ws = winsize(cols, rows);
-        // SAFETY: openpty writes two descriptors into the given ints; the
-        // name buffer and termios are null (unused); `ws` is a valid winsize.
-        let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &ws) };
-        if rc != 0 {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // Both ends are opened close-on-exec from the start, so a door
+        // spawned meanwhile by another session cannot inherit them.
+        // SAFETY: posix_openpt returns a new descriptor or -1.
+        let m = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+        if m < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        // SAFETY: openpty succeeded, so both are fresh descriptors we own.
-        let (master, slave) = unsafe { (std::os::fd::OwnedFd::from_raw_fd(master), std::os::fd::OwnedFd::from_raw_fd(slave)) };
-        for fd in [&master, &slave] {
-            use std::os::fd::AsRawFd;
-            // SAFETY: setting FD_CLOEXEC on a descriptor we own.
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        // SAFETY: `m` is a fresh descriptor we own.
+        let master = unsafe { std::os::fd::OwnedFd::from_raw_fd(m) };
+        // SAFETY: grantpt/unlockpt on the master we just opened.
+        if unsafe { libc::grantpt(master.as_raw_fd()) } != 0 || unsafe { libc::unlockpt(master.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
         }
-        Ok(Pty { master, slave: Some(slave) })
+        let mut name = [0 as libc::c_char; 128];
+        // SAFETY: ptsname_r writes a NUL-terminated name into the buffer.
+        if unsafe { libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `name` is NUL-terminated by ptsname_r.
+        let sl = unsafe { libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+        if sl < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `sl` is a fresh descriptor we own.
+        let slave = unsafe { std::os::fd::OwnedFd::from_raw_fd(sl) };
+        let pty = Pty { master, slave: Some(slave) };
+        pty.resize(cols, rows);
+        Ok(pty)
     }
 
     /// Drops the slave side (the program has its own copies).

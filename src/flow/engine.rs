@@ -43,7 +43,7 @@ impl AcsContext for Session<'_> {
         true // SSH is encrypted
     }
     fn local_connection(&self) -> bool {
-        self.ip.is_loopback()
+        self.ip.to_canonical().is_loopback()
     }
     fn account_status(&self) -> &str {
         if self.auth.user.is_locked(Millis::now()) { "locked" } else { "active" }
@@ -268,6 +268,7 @@ async fn terminal_code<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::i
         match s.core.session_code(&s.auth, s.ip, &Secret::new(code), Millis::now()).await {
             Ok(true) => {
                 s.auth.factors = 2;
+                term.fully_authenticated();
                 term.write(&crlf("  Thank you.\n")).await?;
                 return Ok(None);
             }

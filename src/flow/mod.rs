@@ -29,6 +29,9 @@ pub trait Terminal: Send {
     fn input_is_cp437(&self) -> bool {
         false
     }
+    /// The session has now passed every factor it requires (the transport
+    /// may stop treating it as a login in progress).
+    fn fully_authenticated(&mut self) {}
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -27,7 +27,24 @@ struct Shared {
     kick: Notify,
     /// Fires when the session is revoked (registered with `core` at login).
     revoked: Arc<Notify>,
+    /// The unauthenticated slot, held until every required factor passed.
+    ticket: Mutex<Option<Ticket>>,
+    /// Every required factor has passed (a plain-password login of an
+    /// account that needs a code passes its code in the terminal). Until
+    /// then the login grace time still runs.
+    complete: std::sync::atomic::AtomicBool,
     flow: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Shared {
+    /// Every required factor has passed: the unauthenticated slot is
+    /// released and the login grace time no longer applies.
+    fn fully_authenticated(&self) {
+        self.complete.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(mut t) = lock(&self.ticket).take() {
+            t.authenticated();
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -39,12 +56,11 @@ pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, menus: flow
     let settings = core.settings();
     let grace = settings.ssh.login_grace_time;
     let client_id = ClientId::default();
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared { ticket: Mutex::new(Some(ticket)), ..Default::default() });
     let handler = Handler {
         core: core.clone(),
         peer,
         attempt: Attempt::new(peer.ip(), String::new(), "ssh", connected_at),
-        ticket: Some(ticket),
         client_id: client_id.clone(),
         shared: shared.clone(),
         channel: None,
@@ -76,7 +92,7 @@ pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, menus: flow
             }
             _ = &mut grace_timer, if grace_armed => {
                 grace_armed = false;
-                if lock(&shared.auth).is_some() {
+                if shared.complete.load(std::sync::atomic::Ordering::SeqCst) {
                     continue;
                 }
                 ending = Some("login grace time exceeded");
@@ -122,7 +138,6 @@ struct Handler {
     core: Arc<Core>,
     peer: SocketAddr,
     attempt: Attempt,
-    ticket: Option<Ticket>,
     client_id: ClientId,
     shared: Arc<Shared>,
     channel: Option<ChannelId>,
@@ -143,8 +158,9 @@ impl Handler {
         }
         match self.core.submit(&mut self.attempt, credential, Millis::now()).await {
             Outcome::Accepted(auth) => {
-                if let Some(t) = self.ticket.as_mut() {
-                    t.authenticated();
+                let required = self.core.required_level(&auth.user).unwrap_or(3);
+                if auth.factors >= required {
+                    self.shared.fully_authenticated();
                 }
                 self.core.watch_session(auth.session_id, self.shared.revoked.clone());
                 *lock(&self.shared.auth) = Some(Arc::from(auth));
@@ -206,6 +222,7 @@ struct SshTerminal {
     size: Arc<Mutex<(u32, u32)>>,
     /// The user types CP437 (decoded by the gate's prompts only).
     cp437: bool,
+    shared: Arc<Shared>,
 }
 
 impl Terminal for SshTerminal {
@@ -220,6 +237,9 @@ impl Terminal for SshTerminal {
     }
     fn input_is_cp437(&self) -> bool {
         self.cp437
+    }
+    fn fully_authenticated(&mut self) {
+        self.shared.fully_authenticated();
     }
     fn size(&self) -> (u32, u32) {
         *lock(&self.size)
@@ -324,7 +344,7 @@ impl russh::server::Handler for Handler {
         self.input = Some(tx);
         let handle = session.handle();
         let encoding = encoding_of(&self.term_type);
-        let mut term = SshTerminal { handle: handle.clone(), channel, input: rx, size: self.size.clone(), cp437: encoding == 0 };
+        let mut term = SshTerminal { handle: handle.clone(), channel, input: rx, size: self.size.clone(), cp437: encoding == 0, shared: self.shared.clone() };
         let art_dir = self.core.settings().art_dir.clone();
         let idle = self.idle;
         let shared = self.shared.clone();

@@ -144,8 +144,15 @@ impl Store {
         let conn = self.conn();
         let mut st = conn
             .prepare_cached(
+                // The failures that count live: failed first factors (not
+                // refusals of a held-off address or a busy server) and
+                // failed or replayed codes.
                 "SELECT ip, created_at FROM security_events
-                 WHERE created_at >= ?1 AND event_type = 'login_failed' AND ip IS NOT NULL ORDER BY created_at",
+                 WHERE created_at >= ?1 AND ip IS NOT NULL
+                   AND ((event_type = 'login_failed'
+                         AND COALESCE(json_extract(details, '$.reason'), '') NOT IN ('address_penalized', 'server_busy', 'event_log_unavailable'))
+                        OR event_type = 'otp_failed' OR event_type = 'otp_replay')
+                 ORDER BY created_at",
             )
             .doing("reading recent failures")?;
         let rows = st.query_map([since.0], |r| Ok((r.get(0)?, r.get(1)?))).doing("reading recent failures")?;

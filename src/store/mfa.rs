@@ -107,17 +107,15 @@ impl Store {
         tx.commit().doing("committing an enrollment")
     }
 
-    /// Records the outcome of a code check: the burnt step/counter on
-    /// success, the throttling counters on failure.
-    pub fn update_otp_state(&self, row: &OtpRow) -> Result<()> {
+    /// Records the throttle state after a code check. The burnt step and
+    /// counter are never written here: only `burn_*` move them, atomically.
+    pub fn update_otp_throttle(&self, row: &OtpRow) -> Result<()> {
         self.conn()
             .execute(
-                "UPDATE otp_secrets SET last_step = ?2, next_counter = ?3, step_failures = ?4, failure_step = ?5,
-                   consecutive_failures = ?6, closed_until = ?7, closures = ?8 WHERE user_id = ?1",
+                "UPDATE otp_secrets SET step_failures = ?2, failure_step = ?3,
+                   consecutive_failures = ?4, closed_until = ?5, closures = ?6 WHERE user_id = ?1",
                 params![
                     row.user_id,
-                    row.last_step.map(|v| v as i64),
-                    row.next_counter as i64,
                     row.step_failures,
                     row.failure_step.map(|v| v as i64),
                     row.consecutive_failures,
