@@ -156,6 +156,13 @@ pub async fn bind<B: Backend>(
         .http_builder()
         .http1()
         .header_read_timeout(FIRST_REQUEST_TIMEOUT);
+    // Idle HTTP/2 connections are pinged and dropped when they stop answering.
+    server
+        .http_builder()
+        .http2()
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .max_concurrent_streams(32);
     let handle = axum_server::Handle::new();
     let server = server.handle(handle.clone());
 
@@ -213,8 +220,21 @@ fn router<B: Backend>(state: AppState<B>) -> Router {
         .route("/static/style.css", get(stylesheet))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(request_deadline))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// How long one request (body included) may take.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A request that takes too long (a slow body, say) is answered 408 and
+/// its connection freed.
+async fn request_deadline(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (axum::http::StatusCode::REQUEST_TIMEOUT, "request timed out").into_response(),
+    }
 }
 
 /// Added to every response, errors and fallbacks included.
