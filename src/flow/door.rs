@@ -304,11 +304,23 @@ impl Pty {
         cmd.spawn()
     }
 
-    /// Reader and writer on the master side.
-    fn master(&self) -> std::io::Result<(tokio::fs::File, tokio::fs::File)> {
-        let r = std::fs::File::from(self.master.try_clone()?);
-        let w = std::fs::File::from(self.master.try_clone()?);
-        Ok((tokio::fs::File::from_std(r), tokio::fs::File::from_std(w)))
+    /// The master side, non-blocking, driven by the runtime's reactor (no
+    /// thread sits in a read that a leftover process could hold forever).
+    fn master(&self) -> std::io::Result<(MasterIo, MasterIo)> {
+        use std::os::fd::AsRawFd;
+        let fd = self.master.try_clone()?;
+        // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+            if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        // SAFETY: an OwnedFd stays open and always returns the same raw
+        // descriptor while the AsyncFd owns it.
+        let io = unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
+        let io = std::sync::Arc::new(io);
+        Ok((MasterIo(io.clone()), MasterIo(io)))
     }
 
     fn resize(&self, cols: u32, rows: u32) {
@@ -316,6 +328,43 @@ impl Pty {
         let ws = winsize(cols, rows);
         // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
         unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+}
+
+/// Reads and writes on a non-blocking pty master.
+struct MasterIo(std::sync::Arc<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>);
+
+impl MasterIo {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        loop {
+            let mut guard = self.0.readable().await?;
+            // SAFETY: reading into a valid buffer of the given length.
+            match guard.try_io(|fd| match unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } {
+                n if n < 0 => Err(std::io::Error::last_os_error()),
+                n => Ok(n as usize),
+            }) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    async fn write_all(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        while !buf.is_empty() {
+            let mut guard = self.0.writable().await?;
+            // SAFETY: writing from a valid buffer of the given length.
+            match guard.try_io(|fd| match unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) } {
+                n if n < 0 => Err(std::io::Error::last_os_error()),
+                n => Ok(n as usize),
+            }) {
+                Ok(Ok(n)) => buf = &buf[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
     }
 }
 
