@@ -180,6 +180,16 @@ async fn exec<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::i
     // The program's session and process group id (it calls setsid).
     let group = child.id();
     let (mut reader, mut writer) = pty.master()?;
+    // Input goes to the program through its own task, so a program that
+    // does not read never stalls the loop below (output, idle, resizes).
+    let (to_program, mut input) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let input_task = tokio::spawn(async move {
+        while let Some(bytes) = input.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
     let mut size = (cols, rows);
     let mut buf = vec![0u8; 8192];
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -188,10 +198,9 @@ async fn exec<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::i
             input = term.read(s.idle) => match input {
                 Err(_) => break Some(Ending::IdleTimeout),
                 Ok(None) => break Some(Ending::Disconnected),
+                // Beyond 64 queued chunks the program is not reading: drop.
                 Ok(Some(bytes)) => {
-                    if writer.write_all(&bytes).await.is_err() {
-                        break None;
-                    }
+                    let _ = to_program.try_send(bytes);
                 }
             },
             n = reader.read(&mut buf) => match n {
@@ -220,6 +229,8 @@ async fn exec<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::i
             }
         }
     };
+    input_task.abort();
+    let _ = input_task.await;
     // The program leads its own session: end it and anything it left
     // behind (background jobs), then make sure.
     if let Some(pid) = group {
