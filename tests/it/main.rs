@@ -443,3 +443,44 @@ fn sigterm_session_reason() {
         assert_eq!(sigterm_during_session(), "server shutting down");
     }
 }
+
+/// Garbage on the SSH port, a client that never says who it is, and a
+/// hostile, oversize username: each is turned away, and the gate goes on
+/// serving a real login.
+#[test]
+fn hostile_traffic_does_not_hurt_the_gate() {
+    use std::io::{Read, Write};
+    let g = Gate::start_with(&DEFAULT_CONFIG.replace("auth_rejection_time: 50ms", "auth_rejection_time: 50ms\n  login_grace_time: 2s"));
+    g.add_user("alice", ALICE_PW);
+    let addr = ("127.0.0.1", g.port);
+    // Binary garbage instead of an identification line.
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let junk: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let _ = s.write_all(&junk);
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink); // the gate closes the connection
+    // A client that connects and says nothing is dropped after the grace time.
+    let mut quiet = std::net::TcpStream::connect(addr).expect("connect");
+    quiet.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let started = std::time::Instant::now();
+    let mut banner = Vec::new();
+    let _ = quiet.read_to_end(&mut banner);
+    assert!(started.elapsed() < Duration::from_secs(9), "a silent client must be dropped after the grace time");
+    assert!(String::from_utf8_lossy(&banner).starts_with("SSH-2.0-Portcullis"), "{banner:?}");
+    // A 300-character name with an escape sequence (set through a config
+    // file: OpenSSH refuses such names on the command line).
+    let hostile = format!("{}\x1b[31mroot", "x".repeat(300));
+    let run = g.ssh(&Ssh::kbd(&hostile, ALICE_PW));
+    assert_eq!(run.code, Some(255), "{run:#?}");
+    let failed = g.wait_events(None, "login_failed", |ev| !ev.is_empty());
+    let name = failed[0]["username"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(name.chars().count(), 64, "stored bounded: {name:?}");
+    assert_eq!(detail(&failed[0], "reason"), "unknown_user");
+    // The table shows it escaped.
+    let out = g.cli(&["security", "events", "--type", "login_failed"]);
+    assert!(!text(&out.stdout).contains('\x1b'), "{}", text(&out.stdout));
+    // And the gate still works.
+    let run = g.ssh(&Ssh::kbd("alice", ALICE_PW));
+    assert!(run.authenticated_exec(), "{run:#?}\n{}", g.daemon_log());
+}
