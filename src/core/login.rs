@@ -22,6 +22,8 @@ pub struct Attempt {
     pub protocol: &'static str,
     pub connected_at: Millis,
     pub failures: u32,
+    /// The fingerprint of the public key that authenticated, if one did.
+    key_fingerprint: Option<String>,
     /// A first factor was submitted for a user who needs a code; the code
     /// is asked whether or not the first factor was right, so the answer
     /// gives no hint.
@@ -161,7 +163,7 @@ enum SecondFactor {
 
 impl Attempt {
     pub fn new(ip: IpAddr, client_version: String, protocol: &'static str, connected_at: Millis) -> Attempt {
-        Attempt { ip, client_version, protocol, connected_at, failures: 0, pending: None }
+        Attempt { ip, client_version, protocol, connected_at, failures: 0, key_fingerprint: None, pending: None }
     }
 
     /// Whether the next answer expected is a code.
@@ -192,6 +194,7 @@ impl Core {
             return self.submit_code(attempt, code, now).await;
         }
         attempt.pending = None;
+        attempt.key_fingerprint = None;
         let username = credential.username();
         if let Err(Refusal::Penalized(until)) = self.admission.check_attempt(attempt.ip, now) {
             return self.fail(attempt, username, credential.method(), Reason::Penalized, None, now, Some(until)).await;
@@ -209,7 +212,10 @@ impl Core {
         };
         let verdict = match credential {
             Credential::Password { password, .. } => self.check_password(user.as_ref(), password).await,
-            Credential::PublicKey { fingerprint, .. } => self.check_key(user.as_ref(), fingerprint, now),
+            Credential::PublicKey { fingerprint, .. } => {
+                attempt.key_fingerprint = Some(fingerprint.to_owned());
+                self.check_key(user.as_ref(), fingerprint, now)
+            }
             Credential::Code { .. } => Err(Reason::NoFirstFactor),
         };
         let method = credential.method();
@@ -482,6 +488,9 @@ impl Core {
         if let Some(until) = held_until {
             e = e.detail("held_until", until.rfc3339());
         }
+        if let Some(fp) = &attempt.key_fingerprint {
+            e = e.detail("key_fingerprint", fp.clone());
+        }
         let out_of_tries = attempt.failures >= max;
         if out_of_tries {
             e = e.detail("disconnected", true);
@@ -566,6 +575,9 @@ impl Core {
             .detail("factors", factors);
         if code_pending {
             success = success.detail("code_pending", true);
+        }
+        if let Some(fp) = &attempt.key_fingerprint {
+            success = success.detail("key_fingerprint", fp.clone());
         }
         events.push(success);
         events.push(base(EventType::SessionStarted, Severity::Info, format!("{} session started", attempt.protocol)));

@@ -311,7 +311,7 @@ impl Gate {
         self.path("data/portcullis.db")
     }
 
-    fn cli_command(&self, args: &[&str]) -> Command {
+    pub fn cli_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("--config").arg(&self.cli_config).args(args).current_dir(self.dir.path()).env_remove("PORTCULLIS_CONFIG").env("PORTCULLIS_LOG", "warn");
         cmd

@@ -205,6 +205,13 @@ fn public_key() {
     let ok = g.events_of(Some("alice"), "login_success");
     assert_eq!(ok.len(), 1);
     assert_eq!(detail(&ok[0], "method"), "publickey");
+    // The key's fingerprint is recorded with the login, as ssh-keygen prints it.
+    let listed = g.cli(&["user", "key", "list", "alice", "--json"]);
+    let keys: Value = serde_json::from_slice(&listed.stdout).expect("key list json");
+    assert_eq!(detail(&ok[0], "key_fingerprint"), &keys[0]["fingerprint"], "{}", ok[0]);
+    let keygen = Command::new("ssh-keygen").arg("-lf").arg(format!("{}.pub", key.display())).output().expect("ssh-keygen -lf");
+    let printed = text(&keygen.stdout);
+    assert!(printed.contains(keys[0]["fingerprint"].as_str().unwrap_or("?")), "{printed} vs {}", keys[0]);
 
     let run = g.ssh(&Ssh::kbd("alice", "").key(&stranger));
     assert_eq!(run.code, Some(255), "{run:#?}");
@@ -483,4 +490,36 @@ fn hostile_traffic_does_not_hurt_the_gate() {
     // And the gate still works.
     let run = g.ssh(&Ssh::kbd("alice", ALICE_PW));
     assert!(run.authenticated_exec(), "{run:#?}\n{}", g.daemon_log());
+}
+
+/// `security events --follow --json` prints new events as they happen,
+/// one JSON object per line, while the daemon runs.
+#[test]
+fn events_follow_streams_new_events() {
+    use std::io::BufRead;
+    let g = with_alice();
+    let mut follow = g
+        .cli_command(&["security", "events", "--follow", "--json", "--type", "login_success"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning --follow");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let run = g.ssh(&Ssh::kbd("alice", ALICE_PW));
+    assert!(run.authenticated_exec(), "{run:#?}");
+    let line = rx.recv_timeout(Duration::from_secs(10));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let line = line.expect("a line within the deadline");
+    let ev: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(ev["event_type"], "login_success", "{ev}");
+    assert_eq!(ev["username"], "alice", "{ev}");
 }
