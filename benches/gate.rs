@@ -230,8 +230,10 @@ async fn p1_password_logins(kdf_rate: f64, secs: u64) {
                             l.push(t.elapsed().as_secs_f64() * 1000.0);
                         }
                     }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
+                    other => {
+                        if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("P1: a login failed: {:?}", other.map_err(|e| e.to_string()));
+                        }
                     }
                 }
             }
