@@ -162,9 +162,14 @@ impl Core {
         }
         self.store.end_session(session_id, "revoked by the user", now)?;
         let e = crate::model::Event::new(crate::model::EventType::SessionRevoked, crate::model::Severity::Medium, format!("session {session_id} of {} revoked", user.username), now)
-            .user(Some(user.id), Some(&user.username))
-            .session(Some(session_id));
-        self.record(actor.stamp(e)).await;
+            .user(Some(user.id), Some(&user.username));
+        // The event is about the revoked session; the one that asked is in
+        // the details.
+        let mut e = actor.stamp(e);
+        if let Some(by) = e.session_id.replace(session_id) {
+            e = e.detail("by_session", by);
+        }
+        self.record(e).await;
         if let Some(n) = self.live.lock().unwrap_or_else(|p| p.into_inner()).get(&session_id) {
             n.notify_one();
         }

@@ -665,3 +665,40 @@ fn guard_after_welcome_does_not_loop() {
     assert!(code.is_some(), "the session ends: {}", text(&screen));
     assert!(!text(&screen).contains("Sysop choice: "), "{}", text(&screen));
 }
+
+/// From the account menu a user sees their sessions and ends another one:
+/// that connection is closed at once and the end is recorded.
+#[test]
+fn account_menu_ends_another_session() {
+    let g = Gate::start();
+    g.add_user("alice", ALICE_PW);
+    // The first session waits at the main menu.
+    let mut first = g.ssh_pty(&Ssh::kbd("alice", ALICE_PW), "xterm", 80, 24);
+    first.expect("Your choice: ");
+    let started = g.wait_events(Some("alice"), "session_started", |ev| !ev.is_empty());
+    let first_id = started[0]["session_id"].as_i64().expect("session id");
+    let end_it = format!("{first_id}\r");
+    let run = g.ssh_script(
+        &Ssh::kbd("alice", ALICE_PW),
+        &[
+            ("Your choice: ", "a"),
+            ("[S] Your sessions", ""),
+            ("Your choice: ", "s"),
+            ("End which session", end_it.as_str()),
+            ("has been ended.", ""),
+            ("Your choice: ", "q"),
+            ("[Q] Log off", ""),
+            ("Your choice: ", "q"),
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}\n{}", g.daemon_log());
+    assert!(run.stdout.contains(&format!("Session #{first_id} has been ended.")), "{run:#?}");
+    // The first connection is gone, with the gate's message.
+    let (code, screen) = first.finish();
+    assert_ne!(code, Some(0), "{}", String::from_utf8_lossy(&screen));
+    let revoked = g.wait_events(Some("alice"), "session_revoked", |ev| !ev.is_empty());
+    assert_eq!(revoked[0]["session_id"].as_i64(), Some(first_id), "{}", revoked[0]);
+    let ended = g.wait_events(Some("alice"), "session_ended", |ev| ev.iter().any(|e| e["session_id"].as_i64() == Some(first_id)));
+    let e = ended.iter().find(|e| e["session_id"].as_i64() == Some(first_id)).expect("ended");
+    assert_eq!(detail(e, "reason"), "revoked", "{e}");
+}
