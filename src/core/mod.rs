@@ -138,10 +138,6 @@ impl Core {
         Ok(())
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Registers a live session: `revoked` is notified when it is revoked.
     /// `forget_session` removes it when the connection ends.
     pub fn watch_session(&self, session_id: i64, revoked: Arc<tokio::sync::Notify>) {

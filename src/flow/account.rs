@@ -41,7 +41,7 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
         let now = Millis::now();
         match key {
             'C' => {
-                let w = Welcome { core: s.core, auth: &s.auth, ip: s.ip.to_string(), art_dir: s.art_dir, idle: s.idle };
+                let w = Welcome { core: s.core, auth: &s.auth, ip: s.ip.to_string(), idle: s.idle };
                 if let Some(e) = change_password_interactive(term, &w).await? {
                     return Ok(Some(e));
                 }

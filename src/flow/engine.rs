@@ -140,7 +140,7 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                 None
             }
             Module::Welcome => {
-                let w = super::welcome::Welcome { core: s.core, auth: &s.auth, ip: s.ip.to_string(), art_dir: s.art_dir, idle: s.idle };
+                let w = super::welcome::Welcome { core: s.core, auth: &s.auth, ip: s.ip.to_string(), idle: s.idle };
                 if let Some(end) = super::welcome::greet(term, &w).await? {
                     return Ok(end);
                 }

@@ -8,14 +8,12 @@ use crate::core::accounts::{Actor, PasswordStatus};
 use crate::core::login::Authenticated;
 use crate::core::{Core, Error};
 use crate::model::{escape_control, Millis, Secret};
-use std::path::Path;
 use std::time::Duration;
 
 pub struct Welcome<'a> {
     pub core: &'a Core,
     pub auth: &'a Authenticated,
     pub ip: String,
-    pub art_dir: Option<&'a Path>,
     pub idle: Duration,
 }
 
@@ -108,7 +106,7 @@ mod tests {
     use crate::store::Store;
     use std::sync::Arc;
 
-    fn core(dir: &Path) -> Core {
+    fn core(dir: &std::path::Path) -> Core {
         let settings = crate::config::load::from_text("passwords: {\n  iterations: 1000\n}\n", "test.hjson", dir).expect("settings");
         let store = Arc::new(Store::open(&dir.join("t.db")).expect("open"));
         store.migrate(None).expect("migrate");
@@ -129,7 +127,7 @@ mod tests {
         let core = core(dir.path());
         let a = auth(&core, must_reset, previous);
         let mut t = Script::new(input);
-        let w = Welcome { core: &core, auth: &a, ip: "127.0.0.1".into(), art_dir: None, idle: Duration::from_secs(1) };
+        let w = Welcome { core: &core, auth: &a, ip: "127.0.0.1".into(), idle: Duration::from_secs(1) };
         let end = block_on(greet(&mut t, &w)).expect("run");
         let text = t.text();
         assert_eq!(end, want_end, "{text}");

@@ -90,11 +90,6 @@ impl Store {
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Starts the event writer on its own connection.
-    pub fn event_writer(&self, batch: usize) -> Result<EventWriter> {
-        EventWriter::start(&self.path, batch)
-    }
-
     /// `PRAGMA integrity_check`: "ok" when the file is sound.
     pub fn integrity_check(&self) -> Result<String> {
         self.conn()

@@ -32,10 +32,6 @@ impl WriterThread {
 const QUEUE: usize = 65_536;
 
 impl EventWriter {
-    pub(crate) fn start(path: &Path, batch: usize) -> Result<EventWriter> {
-        Self::start_joinable(path, batch).map(|(w, _)| w)
-    }
-
     pub fn start_joinable(path: &Path, batch: usize) -> Result<(EventWriter, WriterThread)> {
         let mut conn = open_connection(path)?;
         // The event indexes take inserts at many points at once (one per
