@@ -31,7 +31,7 @@ pub struct Settings {
     pub group_levels: std::collections::BTreeMap<String, u8>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebSettings {
     pub listen: SocketAddr,
     /// Without a trailing slash.
@@ -41,6 +41,20 @@ pub struct WebSettings {
     /// Both files come from the config (never generated).
     pub cert_configured: bool,
     pub metrics_token: Option<String>,
+}
+
+impl std::fmt::Debug for WebSettings {
+    // The metrics token is a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSettings")
+            .field("listen", &self.listen)
+            .field("base_url", &self.base_url)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("cert_configured", &self.cert_configured)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<secret>"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -397,6 +411,13 @@ mod tests {
                 "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"groups\"".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let s = check("web: {\n  metrics_token: token-value-0123456789\n}\nemail: {\n  smtp: \"smtp://u:hunter2pw@127.0.0.1:25\"\n}\n").unwrap_or_else(|e| panic!("{e:?}"));
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("token-value") && !shown.contains("hunter2pw"), "{shown}");
     }
 
     #[test]

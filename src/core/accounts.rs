@@ -64,6 +64,11 @@ impl Core {
         Ok(self.store.events(filter)?)
     }
 
+    /// A user's newest events (for their own account menu).
+    pub fn user_events(&self, user_id: i64, limit: usize) -> Result<Vec<crate::model::StoredEvent>> {
+        self.events(&EventFilter { user_id: Some(user_id), limit, ..Default::default() })
+    }
+
     pub fn last_event_id(&self) -> Result<i64> {
         Ok(self.store.last_event_id()?)
     }

@@ -69,8 +69,18 @@ pub struct Authenticated {
     pub session_id: i64,
     pub device_id: i64,
     pub factors: u8,
+    /// The factor level the user must reach, decided at login; below it
+    /// the session runs nothing but the code prompt.
+    pub required_level: u8,
     /// The previous login, for the welcome screen.
     pub previous_login: Option<(Millis, String)>,
+}
+
+impl Authenticated {
+    /// Every required factor has passed.
+    pub fn complete(&self) -> bool {
+        self.factors >= self.required_level
+    }
 }
 
 #[derive(Debug)]
@@ -516,6 +526,13 @@ impl Core {
 
     async fn succeed(&self, attempt: &mut Attempt, user: User, method: String, factors: u8, mut extra: Vec<Event>, now: Millis) -> Outcome {
         let method = method.as_str();
+        let required_level = match self.required_level(&user) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "reading a user's factors during login");
+                return self.fail(attempt, &user.username.clone(), method, Reason::Busy, Some(&user), now, None).await;
+            }
+        };
         let ip = attempt.ip.to_string();
         let fingerprint = hex(&sha2::Sha256::digest(attempt.client_version.as_bytes())[..16]);
         let device = SeenDevice {
@@ -568,7 +585,7 @@ impl Core {
         }
         // A plain-password login of an account that needs a code: in with
         // one factor, the code still to come in the terminal.
-        let code_pending = factors < self.required_level(&user).unwrap_or(1);
+        let code_pending = factors < required_level;
         let mut success = base(EventType::LoginSuccess, Severity::Info, format!("{method} login of {}", user.username))
             .detail("method", method)
             .detail("protocol", attempt.protocol)
@@ -592,7 +609,7 @@ impl Core {
                 tracing::warn!(error = %e, "recording last login");
             }
         }
-        Outcome::Accepted(Box::new(Authenticated { user, session_id, device_id, factors, previous_login }))
+        Outcome::Accepted(Box::new(Authenticated { user, session_id, device_id, factors, required_level, previous_login }))
     }
 
     /// Ends a session row and records `session_ended`.

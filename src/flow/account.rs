@@ -128,8 +128,7 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                 Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
             },
             'E' => {
-                let filter = crate::store::events::EventFilter { user_id: Some(s.auth.user.id), limit: 15, ..Default::default() };
-                match s.core.events(&filter) {
+                match s.core.user_events(s.auth.user.id, 15) {
                     Ok(list) => {
                         let mut text = String::from("  Your recent security events:\n");
                         for e in list {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub async fn run<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::io::Result<Option<Ending>> {
-    if s.auth.factors < s.required_level {
+    if !s.auth.complete() {
         term.write(&crlf("\n  This door needs every factor your account requires.\n")).await?;
         return Ok(None);
     }
@@ -160,7 +160,7 @@ async fn exec<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::i
         .env("PORTCULLIS_USER", &s.auth.user.username)
         .env("PORTCULLIS_USER_ID", s.auth.user.id.to_string())
         .env("PORTCULLIS_FACTORS", s.auth.factors.to_string())
-        .env("PORTCULLIS_LEVEL", s.required_level.to_string())
+        .env("PORTCULLIS_LEVEL", s.auth.required_level.to_string())
         .env("PORTCULLIS_SESSION", s.auth.session_id.to_string())
         .env("PORTCULLIS_GROUPS", s.auth.user.groups.join(","))
         .kill_on_drop(true);

@@ -25,13 +25,12 @@ pub struct Session<'a> {
     pub terminal_type: String,
     /// 0 CP437, 1 UTF-8.
     pub encoding: u8,
-    pub required_level: u8,
     pub size: (u32, u32),
 }
 
 impl AcsContext for Session<'_> {
     fn required_level(&self) -> u8 {
-        self.required_level
+        self.auth.required_level
     }
     fn factors_passed(&self) -> u8 {
         self.auth.factors
@@ -120,8 +119,8 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
         }
         // Whatever the menus say, nothing but art and the code prompt runs
         // for a session below its required level.
-        if s.auth.factors < s.required_level && !matches!(menu.module, Module::Art | Module::LoginTwoFactorAuthOtp | Module::Logoff) {
-            if s.required_level >= 3 {
+        if !s.auth.complete() && !matches!(menu.module, Module::Art | Module::LoginTwoFactorAuthOtp | Module::Logoff) {
+            if s.auth.required_level >= 3 {
                 term.write(&crlf("\n  This account needs a hardware key, which this gate cannot check yet.\n")).await?;
                 return Ok(Ending::CodeRequired);
             }
@@ -254,7 +253,7 @@ async fn choose<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std:
 /// code factor (a `password`-only client), ask for it here, three tries,
 /// before anything else. Passes at once when the session has the factor.
 async fn terminal_code<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Result<Option<Ending>> {
-    if s.auth.factors >= 2 || s.required_level < 2 {
+    if s.auth.complete() {
         return Ok(None);
     }
     term.write(&crlf("\n  This account needs a one-time code (or a backup code).\n")).await?;
@@ -268,7 +267,9 @@ async fn terminal_code<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::i
         match s.core.session_code(&s.auth, s.ip, &Secret::new(code), Millis::now()).await {
             Ok(true) => {
                 s.auth.factors = 2;
-                term.fully_authenticated();
+                if s.auth.complete() {
+                    term.fully_authenticated();
+                }
                 term.write(&crlf("  Thank you.\n")).await?;
                 return Ok(None);
             }
@@ -282,11 +283,6 @@ async fn terminal_code<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::i
     }
     term.write(&crlf("\n  The one-time code was not given. Goodbye.\n")).await?;
     Ok(Some(Ending::CodeRequired))
-}
-
-/// Shows `text` escaped for the terminal, line by line.
-pub async fn show<T: Terminal>(term: &mut T, text: &str) -> std::io::Result<()> {
-    term.write(&crlf(text)).await
 }
 
 pub fn actor(s: &Session<'_>) -> Actor {

@@ -158,8 +158,7 @@ impl Handler {
         }
         match self.core.submit(&mut self.attempt, credential, Millis::now()).await {
             Outcome::Accepted(auth) => {
-                let required = self.core.required_level(&auth.user).unwrap_or(3);
-                if auth.factors >= required {
+                if auth.complete() {
                     self.shared.fully_authenticated();
                 }
                 self.core.watch_session(auth.session_id, self.shared.revoked.clone());
@@ -353,7 +352,6 @@ impl russh::server::Handler for Handler {
         let menus = self.menus.read().unwrap_or_else(|p| p.into_inner()).clone();
         let term_type = self.term_type.clone();
         let task = tokio::spawn(async move {
-            let required_level = core.required_level(&auth.user).unwrap_or(3);
             let size = term.size();
             let mut session = flow::engine::Session {
                 core: &core,
@@ -364,7 +362,6 @@ impl russh::server::Handler for Handler {
                 menus: &menus,
                 terminal_type: term_type,
                 encoding,
-                required_level,
                 size,
             };
             let ending = flow::engine::run(&mut term, &mut session).await.unwrap_or(Ending::Disconnected);
