@@ -27,64 +27,6 @@ pub fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The web front end's view of `core`.
-struct WebBackend(Arc<Core>);
-
-impl crate::web::Backend for WebBackend {
-    async fn otp_enrollment(&self, token: &str) -> Result<crate::web::EnrollView, crate::web::Refusal> {
-        self.0
-            .otp_enrollment_view(token, Millis::now())
-            .map(|v| crate::web::EnrollView {
-                username: v.username,
-                method: v.method.as_str().to_owned(),
-                secret_base32: v.secret_base32,
-                otpauth_uri: v.otpauth_uri,
-                digits: v.digits,
-                issuer: v.issuer,
-            })
-            .map_err(web_refusal)
-    }
-    async fn otp_confirm(&self, token: &str, code: &str) -> Result<crate::web::Confirmed, crate::web::Refusal> {
-        self.0.otp_confirm(token, code, Millis::now()).await.map(|backup_codes| crate::web::Confirmed { backup_codes }).map_err(web_refusal)
-    }
-    async fn metrics(&self) -> String {
-        self.0.metrics_text()
-    }
-    async fn health(&self) -> Result<(), String> {
-        self.0.health().map_err(|e| e.to_string())
-    }
-}
-
-fn web_refusal(r: crate::core::mfa::LinkRefusal) -> crate::web::Refusal {
-    use crate::core::mfa::LinkRefusal as L;
-    match r {
-        L::InvalidToken => crate::web::Refusal::InvalidToken,
-        L::WrongCode { tries_left } => crate::web::Refusal::WrongCode { tries_left },
-        L::TooManyTries => crate::web::Refusal::TooManyTries,
-        L::Unavailable => crate::web::Refusal::Unavailable,
-    }
-}
-
-/// The mail worker's view of the outbox in `core`.
-struct MailOutbox(Arc<Core>);
-
-impl crate::mail::Outbox for MailOutbox {
-    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<crate::mail::OutgoingMail>, String> {
-        let due = self.0.due_mail(Millis(now_ms), limit).map_err(|e| e.to_string())?;
-        Ok(due
-            .into_iter()
-            .map(|m| crate::mail::OutgoingMail { id: m.id, to: m.to, subject: m.subject, text: m.body.text, html: Some(m.body.html), attempts: m.attempts })
-            .collect())
-    }
-    fn sent(&self, id: i64, now_ms: i64) -> Result<(), String> {
-        self.0.mail_sent(id, Millis(now_ms)).map_err(|e| e.to_string())
-    }
-    fn failed(&self, id: i64, error: &str, next_attempt_ms: i64, give_up: bool) -> Result<(), String> {
-        let next = if give_up { crate::model::FOREVER } else { Millis(next_attempt_ms) };
-        self.0.mail_failed(id, error, next).map_err(|e| e.to_string())
-    }
-}
-
 pub fn mail_settings(settings: &Settings) -> crate::mail::MailSettings {
     crate::mail::MailSettings {
         from: settings.email.from.clone(),
@@ -178,7 +120,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let settings = core.settings();
-    let (web_addr, web_future) = crate::web::bind(&web_settings(&settings), Arc::new(WebBackend(core.clone())), stop_rx.clone())
+    let (web_addr, web_future) = crate::web::bind(&web_settings(&settings), core.clone(), stop_rx.clone())
         .await
         .map_err(|e| anyhow::anyhow!("starting the web server on {}: {e}", settings.web.listen))?;
     let mailer = Arc::new(crate::mail::Mailer::new(&mail_settings(&settings)).map_err(|e| anyhow::anyhow!("email: {e}"))?);
@@ -188,7 +130,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         tracing::info!(via = %mailer.describe(), "mail gateway");
     }
     let backoff = crate::mail::Backoff { base: settings.email.retry_base, max: settings.email.retry_max, max_attempts: settings.email.max_attempts };
-    let mail_task = tokio::spawn(crate::mail::run_worker(mailer, Arc::new(MailOutbox(core.clone())), core.mail_queued.clone(), stop_rx.clone(), settings.email.poll, backoff));
+    let mail_task = tokio::spawn(crate::mail::run_worker(mailer, core.clone(), core.mail_queued.clone(), stop_rx.clone(), settings.email.poll, backoff));
     let web_task = tokio::spawn(web_future);
     let menus = crate::flow::menu::load(settings.menus.as_deref(), settings.art_dir.as_deref()).map_err(|e| anyhow::anyhow!("menus:\n  {}", e.join("\n  ")))?;
     let menus: crate::flow::menu::SharedMenus = Arc::new(std::sync::RwLock::new(Arc::new(menus)));

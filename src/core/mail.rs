@@ -64,13 +64,27 @@ pub fn humanize(d: std::time::Duration) -> String {
 }
 
 /// An outbox entry ready for the mail front end.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Outgoing {
     pub id: i64,
     pub to: String,
     pub subject: String,
     pub body: Body,
     pub attempts: u32,
+}
+
+impl std::fmt::Debug for Outgoing {
+    // Bodies hold single-use links: show their sizes only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let domain = self.to.rsplit_once('@').map_or("<invalid>", |(_, d)| d.trim_end_matches('>'));
+        f.debug_struct("Outgoing")
+            .field("id", &self.id)
+            .field("to_domain", &domain)
+            .field("text_len", &self.body.text.len())
+            .field("html_len", &self.body.html.len())
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Core {
@@ -124,6 +138,16 @@ impl Core {
 
     pub fn retry_mail(&self, now: Millis) -> Result<usize> {
         Ok(self.store.retry_mail(now)?)
+    }
+}
+
+#[cfg(test)]
+impl Core {
+    /// Queues a ready-made mail (for the mail worker's tests).
+    pub(crate) fn queue_prepared_mail(&self, recipient: &str, subject: &str, body: &Body, now: Millis) -> Result<i64> {
+        let json = serde_json::to_vec(body).map_err(|e| super::Error::Invalid(format!("encoding a mail: {e}")))?;
+        let sealed = self.keyring.seal(&format!("mail:{recipient}"), &json).map_err(super::Error::Invalid)?;
+        Ok(self.store.queue_mail(&NewMail { recipient, subject, body_sealed: &sealed, template: "test" }, &[], now)?)
     }
 }
 

@@ -36,8 +36,8 @@ impl Method {
     }
 }
 
-/// What the enrollment page shows.
-#[derive(Debug, Clone)]
+/// What the enrollment page shows (`Debug` hides the secret).
+#[derive(Clone)]
 pub struct EnrollView {
     pub username: String,
     pub method: Method,
@@ -47,13 +47,26 @@ pub struct EnrollView {
     pub issuer: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkRefusal {
     /// Unknown, used, expired or for another purpose: one answer for all.
     InvalidToken,
     WrongCode { tries_left: u32 },
     TooManyTries,
     Unavailable,
+}
+
+impl std::fmt::Debug for EnrollView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollView")
+            .field("username", &self.username)
+            .field("method", &self.method)
+            .field("secret_base32", &"<secret>")
+            .field("otpauth_uri", &"<secret>")
+            .field("digits", &self.digits)
+            .field("issuer", &self.issuer)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::core::Core;
+use crate::model::{Millis, FOREVER};
+
 use lettre::message::{Mailbox, Mailboxes, MultiPart, SinglePart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -96,30 +99,9 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// One mail from the outbox.
-#[derive(Clone, PartialEq, Eq)]
-pub struct OutgoingMail {
-    pub id: i64,
-    pub to: String,
-    pub subject: String,
-    pub text: String,
-    pub html: Option<String>,
-    /// Attempts made before this one.
-    pub attempts: u32,
-}
-
-impl fmt::Debug for OutgoingMail {
-    // Bodies hold single-use links: show their sizes only.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OutgoingMail")
-            .field("id", &self.id)
-            .field("to_domain", &recipient_domain(&self.to))
-            .field("text_len", &self.text.len())
-            .field("html_len", &self.html.as_ref().map(String::len))
-            .field("attempts", &self.attempts)
-            .finish_non_exhaustive()
-    }
-}
+/// One mail from the outbox, as `core` hands it over (its `Debug`
+/// shows sizes only: bodies hold single-use links).
+pub use crate::core::mail::Outgoing as OutgoingMail;
 
 /// Where mail goes.
 pub enum Transport {
@@ -259,31 +241,16 @@ impl Mailer {
             .subject(m.subject.clone())
             .message_id(None)
             .date_now();
-        let built = match &m.html {
-            Some(html) => builder.multipart(MultiPart::alternative_plain_html(
-                m.text.clone(),
-                html.clone(),
+        // An empty HTML part means a text-only mail.
+        let built = match m.body.html.as_str() {
+            "" => builder.singlepart(SinglePart::plain(m.body.text.clone())),
+            html => builder.multipart(MultiPart::alternative_plain_html(
+                m.body.text.clone(),
+                html.to_owned(),
             )),
-            None => builder.singlepart(SinglePart::plain(m.text.clone())),
         };
         built.map_err(|e| format!("cannot build message: {e}"))
     }
-}
-
-/// What the worker needs from the durable outbox (implemented by the
-/// daemon's core over SQLite). Calls run on tokio's blocking pool.
-pub trait Outbox: Send + Sync + 'static {
-    /// Mails whose next attempt is due at `now_ms`, oldest first.
-    fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutgoingMail>, String>;
-    fn sent(&self, id: i64, now_ms: i64) -> Result<(), String>;
-    /// `give_up`: true when the mail will not be tried again.
-    fn failed(
-        &self,
-        id: i64,
-        error: &str,
-        next_attempt_ms: i64,
-        give_up: bool,
-    ) -> Result<(), String>;
 }
 
 /// Retry schedule.
@@ -311,7 +278,7 @@ impl Backoff {
 /// one mail does not stop the others; an SMTP outage just reschedules.
 pub async fn run_worker(
     mailer: Arc<Mailer>,
-    outbox: Arc<dyn Outbox>,
+    outbox: Arc<Core>,
     wake: Arc<tokio::sync::Notify>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     poll: Duration,
@@ -342,14 +309,14 @@ pub async fn run_worker(
 /// Sends the due mails, batch after batch, each mail at most once a round.
 async fn run_round(
     mailer: &Mailer,
-    outbox: &Arc<dyn Outbox>,
+    outbox: &Arc<Core>,
     shutdown: &tokio::sync::watch::Receiver<bool>,
     backoff: &Backoff,
 ) {
     let mut seen = HashSet::new();
     loop {
         let now = now_ms();
-        let due = match on_outbox(outbox, move |o| o.due(now, BATCH)).await {
+        let due = match on_outbox(outbox, move |o| o.due_mail(Millis(now), BATCH)).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "mail outbox: cannot read due mail");
@@ -374,7 +341,7 @@ async fn run_round(
     }
 }
 
-async fn send_one(mailer: &Mailer, outbox: &Arc<dyn Outbox>, m: &OutgoingMail, backoff: &Backoff) {
+async fn send_one(mailer: &Mailer, outbox: &Arc<Core>, m: &OutgoingMail, backoff: &Backoff) {
     let id = m.id;
     let attempt = m.attempts.saturating_add(1);
     let domain = recipient_domain(&m.to);
@@ -382,7 +349,7 @@ async fn send_one(mailer: &Mailer, outbox: &Arc<dyn Outbox>, m: &OutgoingMail, b
         Ok(()) => {
             tracing::info!(id, domain = %domain, attempt, "mail sent");
             let now = now_ms();
-            if let Err(e) = on_outbox(outbox, move |o| o.sent(id, now)).await {
+            if let Err(e) = on_outbox(outbox, move |o| o.mail_sent(id, Millis(now))).await {
                 tracing::warn!(id, error = %e, "mail outbox: sent mail not recorded; it may be sent again");
             }
         }
@@ -397,21 +364,21 @@ async fn send_one(mailer: &Mailer, outbox: &Arc<dyn Outbox>, m: &OutgoingMail, b
             } else {
                 tracing::warn!(id, domain = %domain, attempt, retry_in_ms = delay_ms, error = %error, "mail not sent, will retry");
             }
-            if let Err(e) = on_outbox(outbox, move |o| o.failed(id, &error, next, give_up)).await {
+            if let Err(e) = on_outbox(outbox, move |o| o.mail_failed(id, &error, if give_up { FOREVER } else { Millis(next) })).await {
                 tracing::warn!(id, error = %e, "mail outbox: failure not recorded");
             }
         }
     }
 }
 
-/// Runs one outbox call on the blocking pool (the outbox is SQLite).
-async fn on_outbox<T, F>(outbox: &Arc<dyn Outbox>, f: F) -> Result<T, String>
+/// Runs one outbox call of `core` on the blocking pool (the outbox is SQLite).
+async fn on_outbox<T, F>(outbox: &Arc<Core>, f: F) -> Result<T, String>
 where
     T: Send + 'static,
-    F: FnOnce(&dyn Outbox) -> Result<T, String> + Send + 'static,
+    F: FnOnce(&Core) -> crate::core::Result<T> + Send + 'static,
 {
     let outbox = Arc::clone(outbox);
-    tokio::task::spawn_blocking(move || f(&*outbox))
+    tokio::task::spawn_blocking(move || f(&outbox).map_err(|e| e.to_string()))
         .await
         .map_err(|e| format!("outbox call failed: {e}"))?
 }
@@ -681,7 +648,6 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::process::{Child, Command, Stdio};
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Mutex;
     use std::time::Instant;
 
     // ---- helpers ----
@@ -727,8 +693,10 @@ mod tests {
             id,
             to: to.to_string(),
             subject: format!("Portcullis test {id}"),
-            text: format!("Plain body {id}: https://gate.example/verify/SECRETTOKEN{id}"),
-            html: html.then(|| format!("<p>Html body {id}</p>")),
+            body: crate::core::mail::Body {
+                text: format!("Plain body {id}: https://gate.example/verify/SECRETTOKEN{id}"),
+                html: if html { format!("<p>Html body {id}</p>") } else { String::new() },
+            },
             attempts: 0,
         }
     }
@@ -831,11 +799,10 @@ mod tests {
         }
     }
 
-    /// The durable outbox, in memory.
-    #[derive(Default)]
-    struct MemOutbox {
-        rows: Mutex<Vec<Row>>,
-        failures: Mutex<Vec<Failure>>,
+    /// The durable outbox: a real `Core` on a temporary store.
+    struct TestOutbox {
+        core: Arc<Core>,
+        _dir: TempDir,
     }
 
     #[derive(Clone, Debug, PartialEq)]
@@ -845,88 +812,32 @@ mod tests {
         GaveUp,
     }
 
-    struct Row {
-        mail: OutgoingMail,
-        next_ms: i64,
-        state: State,
-    }
-
-    #[derive(Clone, Debug)]
-    struct Failure {
-        id: i64,
-        error: String,
-        next_ms: i64,
-        called_ms: i64,
-        give_up: bool,
-    }
-
-    impl MemOutbox {
-        fn push(&self, m: OutgoingMail) {
-            self.rows.lock().unwrap().push(Row {
-                mail: m,
-                next_ms: 0,
-                state: State::Pending,
-            });
+    impl TestOutbox {
+        fn new() -> TestOutbox {
+            let dir = TempDir::new("outbox");
+            let settings = crate::config::load::from_text("passwords: {\n  iterations: 1000\n}\n", "t.hjson", &dir.0).unwrap();
+            let store = Arc::new(crate::store::Store::open(&dir.0.join("t.db")).unwrap());
+            store.migrate(None).unwrap();
+            let keyring = crate::core::secrets::Keyring::from_key(&[5; 32]);
+            let core = Arc::new(Core::new(store.clone(), settings, crate::core::EventSink::Direct(store), keyring));
+            TestOutbox { core, _dir: dir }
+        }
+        /// Queues `m` (its id is the store's); returns the id.
+        fn push(&self, m: OutgoingMail) -> i64 {
+            self.core.queue_prepared_mail(&m.to, &m.subject, &m.body, Millis(now_ms())).unwrap()
+        }
+        fn row(&self, id: i64) -> crate::store::mfa::OutboxRow {
+            self.core.mail_queue(true).unwrap().into_iter().find(|r| r.id == id).unwrap()
         }
         fn state(&self, id: i64) -> State {
-            self.rows
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|r| r.mail.id == id)
-                .unwrap()
-                .state
-                .clone()
-        }
-        fn failures(&self) -> Vec<Failure> {
-            self.failures.lock().unwrap().clone()
-        }
-    }
-
-    impl Outbox for MemOutbox {
-        fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutgoingMail>, String> {
-            let rows = self.rows.lock().unwrap();
-            Ok(rows
-                .iter()
-                .filter(|r| r.state == State::Pending && r.next_ms <= now_ms)
-                .take(limit)
-                .map(|r| r.mail.clone())
-                .collect())
-        }
-        fn sent(&self, id: i64, _now_ms: i64) -> Result<(), String> {
-            let mut rows = self.rows.lock().unwrap();
-            let row = rows
-                .iter_mut()
-                .find(|r| r.mail.id == id)
-                .ok_or("no such mail")?;
-            row.state = State::Sent;
-            Ok(())
-        }
-        fn failed(
-            &self,
-            id: i64,
-            error: &str,
-            next_attempt_ms: i64,
-            give_up: bool,
-        ) -> Result<(), String> {
-            let mut rows = self.rows.lock().unwrap();
-            let row = rows
-                .iter_mut()
-                .find(|r| r.mail.id == id)
-                .ok_or("no such mail")?;
-            row.mail.attempts += 1;
-            row.next_ms = next_attempt_ms;
-            if give_up {
-                row.state = State::GaveUp;
+            let row = self.row(id);
+            if row.sent_at.is_some() {
+                State::Sent
+            } else if row.next_attempt_at == FOREVER.rfc3339() {
+                State::GaveUp
+            } else {
+                State::Pending
             }
-            self.failures.lock().unwrap().push(Failure {
-                id,
-                error: error.to_string(),
-                next_ms: next_attempt_ms,
-                called_ms: now_ms(),
-                give_up,
-            });
-            Ok(())
         }
     }
 
@@ -937,7 +848,7 @@ mod tests {
     }
 
     impl Worker {
-        fn start(mailer: Mailer, outbox: Arc<MemOutbox>, backoff: Backoff) -> Worker {
+        fn start(mailer: Mailer, outbox: Arc<Core>, backoff: Backoff) -> Worker {
             let wake = Arc::new(tokio::sync::Notify::new());
             let (stop, rx) = tokio::sync::watch::channel(false);
             let handle = tokio::spawn(run_worker(
@@ -1334,28 +1245,28 @@ mod tests {
         let tmp = TempDir::new("worker-spool");
         let mut s = settings(None, false);
         s.spool_dir = tmp.0.clone();
-        let outbox = Arc::new(MemOutbox::default());
-        outbox.push(mail(1, "bad\r\nBcc: eve@evil.example", false));
-        outbox.push(mail(2, "carol@example.org", true));
+        let outbox = TestOutbox::new();
+        let bad = outbox.push(mail(1, "bad\r\nBcc: eve@evil.example", false));
+        let good = outbox.push(mail(2, "carol@example.org", true));
         let backoff = Backoff {
             base: Duration::from_millis(200),
             max: Duration::from_secs(5),
             max_attempts: 5,
         };
-        let worker = Worker::start(Mailer::new(&s).unwrap(), Arc::clone(&outbox), backoff);
+        let worker = Worker::start(Mailer::new(&s).unwrap(), Arc::clone(&outbox.core), backoff);
         worker.wake.notify_one();
         wait_until("mail 2 sent", Duration::from_secs(10), || {
-            outbox.state(2) == State::Sent
+            outbox.state(good) == State::Sent
         })
         .await;
         wait_until("mail 1 given up", Duration::from_secs(10), || {
-            outbox.state(1) == State::GaveUp
+            outbox.state(bad) == State::GaveUp
         })
         .await;
-        let f = outbox.failures();
-        assert_eq!(f.len(), 1, "{f:?}");
-        assert_eq!((f[0].id, f[0].give_up), (1, true));
-        assert_eq!(f[0].error, "recipient address contains a line break");
+        // One failed attempt, on the bad mail, and it gave up at once.
+        let f = outbox.row(bad);
+        assert_eq!((f.attempts, outbox.row(good).attempts), (1, 1), "{f:?}");
+        assert_eq!(f.last_error.as_deref(), Some("recipient address contains a line break"));
         worker.stop().await;
         assert_eq!(fs::read_dir(&tmp.0).unwrap().count(), 1);
     }
@@ -1402,45 +1313,37 @@ mod tests {
         let mut s = settings(Some(&url), false);
         s.timeout = Duration::from_secs(3);
         let mailer = Mailer::new(&s).unwrap();
-        let outbox = Arc::new(MemOutbox::default());
-        outbox.push(mail(5, "frank@example.org", true));
+        let outbox = TestOutbox::new();
+        let id = outbox.push(mail(5, "frank@example.org", true));
         let backoff = Backoff {
             base: Duration::from_millis(200),
             max: Duration::from_secs(1),
             max_attempts: 100,
         };
-        let worker = Worker::start(mailer, Arc::clone(&outbox), backoff);
+        let before = now_ms();
+        let worker = Worker::start(mailer, Arc::clone(&outbox.core), backoff);
         worker.wake.notify_one();
 
         wait_until("a failed attempt", Duration::from_secs(10), || {
-            !outbox.failures().is_empty()
+            outbox.row(id).attempts > 0
         })
         .await;
-        let first = outbox.failures()[0].clone();
-        assert_eq!(first.id, 5);
-        assert!(!first.give_up);
+        let first = outbox.row(id);
         assert!(
-            first.next_ms > first.called_ms - 5,
-            "next attempt in the future: {first:?}"
+            first.next_attempt_at >= Millis(before + 150).rfc3339(),
+            "about base backoff, in the future: {first:?}"
         );
-        assert!(
-            first.next_ms >= first.called_ms + 150,
-            "about base backoff: {first:?}"
-        );
-        assert!(
-            first.error.starts_with("smtp delivery failed"),
-            "{}",
-            first.error
-        );
-        assert!(!first.error.contains("SECRETTOKEN"));
-        assert_eq!(outbox.state(5), State::Pending);
+        let error = first.last_error.clone().unwrap_or_default();
+        assert!(error.starts_with("smtp delivery failed"), "{error}");
+        assert!(!error.contains("SECRETTOKEN"));
+        assert_eq!(outbox.state(id), State::Pending);
 
         let Some(server) = SmtpServer::start(port).await else {
             worker.stop().await;
             return;
         };
         wait_until("mail 5 sent", Duration::from_secs(20), || {
-            outbox.state(5) == State::Sent
+            outbox.state(id) == State::Sent
         })
         .await;
         wait_until("mail 5 in the maildir", Duration::from_secs(5), || {
@@ -1448,7 +1351,7 @@ mod tests {
         })
         .await;
         assert!(server.delivered()[0].contains("Subject: Portcullis test 5"));
-        assert!(outbox.failures().iter().all(|f| !f.give_up));
+        // Never given up: a given-up mail is not tried again, so it would not be sent.
         worker.stop().await;
         drop(server);
     }
@@ -1458,22 +1361,22 @@ mod tests {
         let port = free_port();
         let mailer =
             Mailer::new(&settings(Some(&format!("smtp://127.0.0.1:{port}")), false)).unwrap();
-        let outbox = Arc::new(MemOutbox::default());
-        outbox.push(mail(6, "gina@example.org", false));
+        let outbox = TestOutbox::new();
+        let id = outbox.push(mail(6, "gina@example.org", false));
         let backoff = Backoff {
             base: Duration::from_millis(20),
             max: Duration::from_millis(50),
             max_attempts: 3,
         };
-        let worker = Worker::start(mailer, Arc::clone(&outbox), backoff);
+        let worker = Worker::start(mailer, Arc::clone(&outbox.core), backoff);
         worker.wake.notify_one();
         wait_until("mail 6 given up", Duration::from_secs(10), || {
-            outbox.state(6) == State::GaveUp
+            outbox.state(id) == State::GaveUp
         })
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let gives: Vec<bool> = outbox.failures().iter().map(|f| f.give_up).collect();
-        assert_eq!(gives, [false, false, true]);
+        // Three attempts, the third gave up, and none came after it.
+        assert_eq!((outbox.row(id).attempts, outbox.state(id)), (3, State::GaveUp));
         worker.stop().await;
     }
 
@@ -1484,7 +1387,7 @@ mod tests {
         s.spool_dir = tmp.0.clone();
         let worker = Worker::start(
             Mailer::new(&s).unwrap(),
-            Arc::new(MemOutbox::default()),
+            Arc::clone(&TestOutbox::new().core),
             Backoff {
                 base: Duration::from_millis(10),
                 max: Duration::from_millis(10),

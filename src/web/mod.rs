@@ -1,8 +1,9 @@
 //! The HTTPS front end: OTP enrollment pages, `/healthz` and `/metrics`.
 //!
-//! axum over axum-server with rustls (aws-lc-rs). The daemon's core
-//! answers through [`Backend`]. Request URIs are never logged (tokens live
-//! in URLs): log lines name the route template only.
+//! axum over axum-server with rustls (aws-lc-rs). Handlers hold the
+//! daemon's `Arc<Core>` and call its methods; core answers with its own
+//! types. Request URIs are never logged (tokens live in URLs): log lines
+//! name the route template only.
 
 mod csrf;
 mod pages;
@@ -23,6 +24,10 @@ use axum::routing::get;
 use axum::{Form, Router};
 use serde::Deserialize;
 
+use crate::core::mfa::LinkRefusal;
+use crate::core::Core;
+use crate::model::Millis;
+
 /// Largest request body read (the enrollment form is a few dozen bytes).
 const BODY_LIMIT: usize = 16 * 1024;
 /// How long open connections get to finish once shutdown is asked.
@@ -33,65 +38,6 @@ const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_TOKEN_LEN: usize = 128;
 
 const ROUTE_ENROLL: &str = "/otp/enroll/{token}";
-
-/// What the web server needs from the daemon's core.
-pub trait Backend: Send + Sync + 'static {
-    /// A valid, unexpired, unused OTP-enrollment token → what the page shows.
-    fn otp_enrollment(&self, token: &str) -> impl Future<Output = Result<EnrollView, Refusal>> + Send;
-    /// Checks `code` against the pending secret; on success enables 2FA, burns the token and returns the backup codes (shown once).
-    fn otp_confirm(&self, token: &str, code: &str) -> impl Future<Output = Result<Confirmed, Refusal>> + Send;
-    /// Prometheus text format.
-    fn metrics(&self) -> impl Future<Output = String> + Send;
-    /// Ok when the store answers.
-    fn health(&self) -> impl Future<Output = Result<(), String>> + Send;
-}
-
-/// What the enrollment page shows.
-#[derive(Clone, PartialEq, Eq)]
-pub struct EnrollView {
-    pub username: String,
-    /// "totp" | "hotp"
-    pub method: String,
-    pub secret_base32: String,
-    pub otpauth_uri: String,
-    pub digits: u32,
-    pub issuer: String,
-}
-
-impl fmt::Debug for EnrollView {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EnrollView")
-            .field("username", &self.username)
-            .field("method", &self.method)
-            .field("secret_base32", &"<secret>")
-            .field("otpauth_uri", &"<secret>")
-            .field("digits", &self.digits)
-            .field("issuer", &self.issuer)
-            .finish()
-    }
-}
-
-/// A confirmed enrollment.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Confirmed {
-    pub backup_codes: Vec<String>,
-}
-
-impl fmt::Debug for Confirmed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Confirmed {{ backup_codes: <{} secrets> }}", self.backup_codes.len())
-    }
-}
-
-/// Why the backend said no.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// Unknown, used, expired or for another purpose: one message for all.
-    InvalidToken,
-    WrongCode { tries_left: u32 },
-    TooManyTries,
-    Unavailable,
-}
 
 /// The `web` section of the configuration, resolved.
 #[derive(Clone)]
@@ -125,9 +71,9 @@ impl fmt::Debug for WebSettings {
 /// returns the bound address and a future that serves until `shutdown`
 /// turns true (or its sender is dropped), then stops gracefully: no new
 /// connections, open ones get [`SHUTDOWN_GRACE`] to finish.
-pub async fn bind<B: Backend>(
+pub async fn bind(
     settings: &WebSettings,
-    backend: Arc<B>,
+    core: Arc<Core>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(SocketAddr, impl Future<Output = ()> + Send + 'static), String> {
     let (cert_path, key_path) = (settings.cert_path.clone(), settings.key_path.clone());
@@ -171,7 +117,7 @@ pub async fn bind<B: Backend>(
         .as_deref()
         .filter(|t| !t.is_empty())
         .map(Arc::<str>::from);
-    let app = router(AppState { backend, metrics_token });
+    let app = router(AppState { core, metrics_token });
 
     let serve = async move {
         let serving = server.serve(app.into_make_service_with_connect_info::<SocketAddr>());
@@ -198,25 +144,17 @@ pub async fn bind<B: Backend>(
     Ok((addr, serve))
 }
 
-struct AppState<B> {
-    backend: Arc<B>,
+#[derive(Clone)]
+struct AppState {
+    core: Arc<Core>,
     metrics_token: Option<Arc<str>>,
 }
 
-impl<B> Clone for AppState<B> {
-    fn clone(&self) -> Self {
-        Self {
-            backend: Arc::clone(&self.backend),
-            metrics_token: self.metrics_token.clone(),
-        }
-    }
-}
-
-fn router<B: Backend>(state: AppState<B>) -> Router {
+fn router(state: AppState) -> Router {
     Router::new()
-        .route(ROUTE_ENROLL, get(enroll_get::<B>).post(enroll_post::<B>))
-        .route("/healthz", get(healthz::<B>))
-        .route("/metrics", get(metrics::<B>))
+        .route(ROUTE_ENROLL, get(enroll_get).post(enroll_post))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/static/style.css", get(stylesheet))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -282,27 +220,27 @@ fn plausible_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
-fn refusal_page(refusal: Refusal) -> Response {
+fn refusal_page(refusal: LinkRefusal) -> Response {
     match refusal {
-        Refusal::InvalidToken => html(StatusCode::NOT_FOUND, pages::invalid_link()),
-        Refusal::TooManyTries => html(StatusCode::TOO_MANY_REQUESTS, pages::too_many_tries()),
-        Refusal::Unavailable | Refusal::WrongCode { .. } => {
+        LinkRefusal::InvalidToken => html(StatusCode::NOT_FOUND, pages::invalid_link()),
+        LinkRefusal::TooManyTries => html(StatusCode::TOO_MANY_REQUESTS, pages::too_many_tries()),
+        LinkRefusal::Unavailable | LinkRefusal::WrongCode { .. } => {
             html(StatusCode::SERVICE_UNAVAILABLE, pages::unavailable())
         }
     }
 }
 
-fn outcome(refusal: Refusal) -> &'static str {
+fn outcome(refusal: LinkRefusal) -> &'static str {
     match refusal {
-        Refusal::InvalidToken => "invalid_token",
-        Refusal::WrongCode { .. } => "wrong_code",
-        Refusal::TooManyTries => "too_many_tries",
-        Refusal::Unavailable => "unavailable",
+        LinkRefusal::InvalidToken => "invalid_token",
+        LinkRefusal::WrongCode { .. } => "wrong_code",
+        LinkRefusal::TooManyTries => "too_many_tries",
+        LinkRefusal::Unavailable => "unavailable",
     }
 }
 
-async fn enroll_get<B: Backend>(
-    State(state): State<AppState<B>>,
+async fn enroll_get(
+    State(state): State<AppState>,
     token: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
@@ -310,10 +248,10 @@ async fn enroll_get<B: Backend>(
         Ok(Path(t)) if plausible_token(&t) => t,
         _ => {
             tracing::info!(route = ROUTE_ENROLL, outcome = "invalid_token", "web: enrollment page");
-            return refusal_page(Refusal::InvalidToken);
+            return refusal_page(LinkRefusal::InvalidToken);
         }
     };
-    let view = match state.backend.otp_enrollment(&token).await {
+    let view = match state.core.otp_enrollment_view(&token, Millis::now()) {
         Ok(v) => v,
         Err(r) => {
             tracing::info!(route = ROUTE_ENROLL, outcome = outcome(r), "web: enrollment page");
@@ -328,7 +266,7 @@ async fn enroll_get<B: Backend>(
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(error = %e, "web: no randomness for the CSRF value");
-                return refusal_page(Refusal::Unavailable);
+                return refusal_page(LinkRefusal::Unavailable);
             }
         },
     };
@@ -353,8 +291,8 @@ fn cookie_headers(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter_map(|v| v.to_str().ok())
 }
 
-async fn enroll_post<B: Backend>(
-    State(state): State<AppState<B>>,
+async fn enroll_post(
+    State(state): State<AppState>,
     token: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     form: Result<Form<EnrollForm>, FormRejection>,
@@ -380,7 +318,7 @@ async fn enroll_post<B: Backend>(
         Ok(Path(t)) if plausible_token(&t) => t,
         _ => {
             tracing::info!(route = ROUTE_ENROLL, outcome = "invalid_token", "web: enrollment form");
-            return refusal_page(Refusal::InvalidToken);
+            return refusal_page(LinkRefusal::InvalidToken);
         }
     };
 
@@ -395,12 +333,12 @@ async fn enroll_post<B: Backend>(
         return rerender(&state, &token, &csrf_value, "Type the code your app shows now (digits only).").await;
     }
 
-    match state.backend.otp_confirm(&token, &code).await {
-        Ok(confirmed) => {
+    match state.core.otp_confirm(&token, &code, Millis::now()).await {
+        Ok(backup_codes) => {
             tracing::info!(route = ROUTE_ENROLL, outcome = "confirmed", "web: enrollment form");
-            html(StatusCode::OK, pages::confirmed(&confirmed.backup_codes))
+            html(StatusCode::OK, pages::confirmed(&backup_codes))
         }
-        Err(Refusal::WrongCode { tries_left }) => {
+        Err(LinkRefusal::WrongCode { tries_left }) => {
             tracing::info!(route = ROUTE_ENROLL, outcome = "wrong_code", "web: enrollment form");
             let message = match tries_left {
                 1 => "That code is not right. 1 try left.".to_owned(),
@@ -416,8 +354,8 @@ async fn enroll_post<B: Backend>(
 }
 
 /// The form again with `message`; 422 so it is not mistaken for success.
-async fn rerender<B: Backend>(state: &AppState<B>, token: &str, csrf_value: &str, message: &str) -> Response {
-    match state.backend.otp_enrollment(token).await {
+async fn rerender(state: &AppState, token: &str, csrf_value: &str, message: &str) -> Response {
+    match state.core.otp_enrollment_view(token, Millis::now()) {
         Ok(view) => html(
             StatusCode::UNPROCESSABLE_ENTITY,
             pages::enroll(&view, csrf_value, Some(message)),
@@ -426,8 +364,8 @@ async fn rerender<B: Backend>(state: &AppState<B>, token: &str, csrf_value: &str
     }
 }
 
-async fn healthz<B: Backend>(State(state): State<AppState<B>>) -> Response {
-    match state.backend.health().await {
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.core.health() {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => {
             tracing::warn!(route = "/healthz", error = %e, "web: unhealthy");
@@ -465,8 +403,8 @@ fn metrics_access(peer: IpAddr, authorization: Option<&[u8]>, token: Option<&str
     }
 }
 
-async fn metrics<B: Backend>(
-    State(state): State<AppState<B>>,
+async fn metrics(
+    State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
@@ -474,7 +412,7 @@ async fn metrics<B: Backend>(
     match metrics_access(peer.ip(), authorization, state.metrics_token.as_deref()) {
         MetricsAccess::Allowed => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-            state.backend.metrics().await,
+            state.core.metrics_text(),
         )
             .into_response(),
         MetricsAccess::Unauthorized => {
@@ -496,101 +434,99 @@ async fn metrics<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Mutex;
+    use crate::core::accounts::Actor;
+    use crate::core::otp;
+    use crate::core::EventSink;
+    use crate::model::Secret;
+    use crate::store::Store;
     use tokio::process::Command;
 
-    const GOOD: &str = "good-token_123";
-    const RIGHT_CODE: &str = "123456";
     const DEADLINE: Duration = Duration::from_secs(30);
 
-    struct TestBackend {
-        /// token → tries left
-        tokens: Mutex<HashMap<String, u32>>,
-        healthy: AtomicBool,
+    /// A real `Core` on a temporary store (cheap hashes). `migrated: false`
+    /// leaves the store without its tables: every read fails, as a broken
+    /// database would.
+    fn test_core(dir: &std::path::Path, migrated: bool) -> Arc<Core> {
+        let text = "passwords: {\n  iterations: 1000\n}\nweb: {\n  base_url: \"https://localhost\"\n}\n";
+        let settings = crate::config::load::from_text(text, "t.hjson", dir).expect("settings");
+        let store = Arc::new(Store::open(&dir.join("t.db")).expect("open"));
+        if migrated {
+            store.migrate(None).expect("migrate");
+        }
+        Arc::new(Core::new(store.clone(), settings, EventSink::Direct(store), crate::core::secrets::Keyring::from_key(&[7; 32])))
     }
 
-    impl TestBackend {
-        fn new() -> Self {
-            let tokens = [(GOOD.to_owned(), 3), ("other".to_owned(), 3)].into_iter().collect();
-            Self { tokens: Mutex::new(tokens), healthy: AtomicBool::new(true) }
-        }
+    /// Adds `name` and mails them an enrollment link; returns the link's token.
+    async fn enrollment_token(core: &Core, name: &str) -> String {
+        let now = Millis::now();
+        let actor = Actor::Cli("test".into());
+        let user = core
+            .add_user(name, Some(&format!("{name}@example.org")), &Secret::new("Correct-Horse-Battery-9".into()), &[], &actor, now)
+            .await
+            .expect("user");
+        core.start_otp_enrollment(&user, crate::core::mfa::Method::Totp, &actor, now).await.expect("link");
+        let mails = core.due_mail(now.plus(Duration::from_secs(1)), 100).expect("outbox");
+        let text = &mails.iter().rev().find(|m| m.to.starts_with(name)).expect("the link mail").body.text;
+        let start = text.find("/otp/enroll/").expect("link in the mail") + "/otp/enroll/".len();
+        text[start..].split_whitespace().next().expect("token").to_owned()
     }
 
-    impl Backend for TestBackend {
-        async fn otp_enrollment(&self, token: &str) -> Result<EnrollView, Refusal> {
-            if token == "store-down" {
-                return Err(Refusal::Unavailable);
+    fn base32_decode(s: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (mut buf, mut bits) = (0u32, 0);
+        for c in s.bytes().filter(|c| *c != b' ') {
+            let v = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".iter().position(|x| *x == c).expect("base32") as u32;
+            buf = (buf << 5) | v;
+            bits += 5;
+            if bits >= 8 {
+                out.push((buf >> (bits - 8)) as u8);
+                bits -= 8;
             }
-            if !self.tokens.lock().unwrap().contains_key(token) {
-                return Err(Refusal::InvalidToken);
-            }
-            Ok(EnrollView {
-                username: "alice<script>".into(),
-                method: "totp".into(),
-                secret_base32: "JBSWY3DPEHPK3PXPJBSWY3DP".into(),
-                otpauth_uri: "otpauth://totp/Portcullis:alice?secret=JBSWY3DPEHPK3PXPJBSWY3DP&issuer=Portcullis&digits=6".into(),
-                digits: 6,
-                issuer: "Portcullis".into(),
-            })
         }
+        out
+    }
 
-        async fn otp_confirm(&self, token: &str, code: &str) -> Result<Confirmed, Refusal> {
-            let mut tokens = self.tokens.lock().unwrap();
-            let Some(left) = tokens.get_mut(token) else {
-                return Err(Refusal::InvalidToken);
-            };
-            if code == RIGHT_CODE {
-                tokens.remove(token);
-                return Ok(Confirmed {
-                    backup_codes: vec!["1111-2222".into(), "3333-4444".into(), "<b>".into()],
-                });
-            }
-            *left -= 1;
-            if *left == 0 {
-                tokens.remove(token);
-                return Err(Refusal::TooManyTries);
-            }
-            Err(Refusal::WrongCode { tries_left: *left })
-        }
-
-        async fn metrics(&self) -> String {
-            "# TYPE portcullis_up gauge\nportcullis_up 1\n".into()
-        }
-
-        async fn health(&self) -> Result<(), String> {
-            if self.healthy.load(Ordering::SeqCst) {
-                Ok(())
-            } else {
-                Err("store closed".into())
-            }
-        }
+    /// The key shown on a page (grouped) and the code it gives now.
+    fn key_and_code(html: &str) -> (String, String) {
+        let marker = "<code class=\"secret\">";
+        let start = html.find(marker).expect("key on the page") + marker.len();
+        let grouped = html[start..start + html[start..].find('<').unwrap()].to_owned();
+        let secret = base32_decode(&grouped);
+        let step = otp::step_of(Millis::now().0.div_euclid(1000), crate::core::mfa::TOTP_PERIOD);
+        (grouped, otp::hotp(otp::Algorithm::Sha1, &secret, step, 6))
     }
 
     struct Server {
         _dir: tempfile::TempDir,
         cert: String,
         addr: SocketAddr,
-        backend: Arc<TestBackend>,
+        core: Arc<Core>,
         stop: tokio::sync::watch::Sender<bool>,
         task: tokio::task::JoinHandle<()>,
     }
 
-    async fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = WebSettings {
+    fn test_settings(dir: &std::path::Path) -> WebSettings {
+        WebSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
             base_url: "https://localhost".into(),
-            cert_path: dir.path().join("web.crt"),
-            key_path: dir.path().join("web.key"),
+            cert_path: dir.join("web.crt"),
+            key_path: dir.join("web.key"),
             generate_if_missing: true,
             hostnames: vec!["localhost".into(), "127.0.0.1".into()],
             metrics_token: Some("s3cret".into()),
-        };
-        let backend = Arc::new(TestBackend::new());
+        }
+    }
+
+    async fn start() -> Server {
+        start_on(true).await
+    }
+
+    async fn start_on(migrated: bool) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = test_settings(dir.path());
+        let core = test_core(dir.path(), migrated);
         let (stop, rx) = tokio::sync::watch::channel(false);
-        let (addr, serve) = tokio::time::timeout(DEADLINE, bind(&settings, Arc::clone(&backend), rx))
+        let (addr, serve) = tokio::time::timeout(DEADLINE, bind(&settings, Arc::clone(&core), rx))
             .await
             .expect("bind deadline")
             .expect("bind");
@@ -599,7 +535,7 @@ mod tests {
             cert: settings.cert_path.to_string_lossy().into_owned(),
             _dir: dir,
             addr,
-            backend,
+            core,
             stop,
             task,
         }
@@ -674,19 +610,36 @@ mod tests {
         html[start..start + html[start..].find('"').unwrap()].to_owned()
     }
 
+    /// Codes that are wrong in every step the check accepts now.
+    fn wrong_codes(html: &str) -> [String; 2] {
+        let marker = "<code class=\"secret\">";
+        let start = html.find(marker).unwrap() + marker.len();
+        let secret = base32_decode(&html[start..start + html[start..].find('<').unwrap()]);
+        let step = otp::step_of(Millis::now().0.div_euclid(1000), crate::core::mfa::TOTP_PERIOD);
+        let near: Vec<String> = (step - 2..=step + 2).map(|s| otp::hotp(otp::Algorithm::Sha1, &secret, s, 6)).collect();
+        let mut out = (0..).map(|n: u32| format!("{n:06}")).filter(|c| !near.contains(c));
+        [out.next().unwrap(), out.next().unwrap()]
+    }
+
+    fn backup_codes_on(html: &str) -> Vec<String> {
+        html.split("<li><code>").skip(1).filter_map(|rest| rest.split_once("</code></li>")).map(|(c, _)| c.to_owned()).collect()
+    }
+
     #[tokio::test]
     async fn enrollment_flow_over_https() {
         let s = start().await;
-        let path = format!("/otp/enroll/{GOOD}");
+        let token = enrollment_token(&s.core, "alice").await;
+        let path = format!("/otp/enroll/{token}");
 
-        // The page: QR code, grouped secret, escaped name, form, cookie.
+        // The page: QR code, grouped secret, the name, form, cookie.
         let page = s.https(&path, &[]).await;
         assert!(page.ok, "{}", page.stderr);
         assert_eq!(page.status, 200);
         assert!(page.header("content-type").unwrap().starts_with("text/html"));
         assert!(page.body.contains("<svg role=\"img\""), "inline QR SVG");
-        assert!(page.body.contains("JBSW Y3DP EHPK 3PXP JBSW Y3DP"));
-        assert!(page.body.contains("alice&lt;script&gt;"));
+        let (grouped, _) = key_and_code(&page.body);
+        assert_eq!(grouped.len(), 32 + 7, "160-bit key in groups of four: {grouped}");
+        assert!(page.body.contains("<strong>alice</strong>"));
         assert!(page.body.contains("<form method=\"post\">"));
         assert!(page.body.contains("name=\"code\""));
         let set_cookie = page.header("set-cookie").expect("csrf cookie");
@@ -699,28 +652,33 @@ mod tests {
         let cookie = format!("Cookie: __Host-csrf={csrf_value}");
         let other = csrf::new_token().unwrap();
 
-        // (extra curl args, status, text in the body) in order: the
-        // backend's try counter runs across the rows.
+        // (extra curl args, status, text in the body) in order: core's try
+        // counter runs across the rows.
         let right_field = format!("csrf={csrf_value}");
         let wrong_field = format!("csrf={other}");
+        let [wrong1, wrong2] = wrong_codes(&page.body);
+        let (wrong1, wrong2) = (format!("code={wrong1}"), format!("code={wrong2}"));
+        let (_, right) = key_and_code(&page.body);
+        let right_spaced = format!("code={}+{}", &right[..3], &right[3..]);
+        let right = format!("code={right}");
         let steps: Vec<(Vec<&str>, u16, &str)> = vec![
             // no CSRF at all
-            (vec!["-d", "code=123456"], 403, "Security check failed"),
+            (vec!["-d", &right], 403, "Security check failed"),
             // field without cookie
-            (vec!["-d", &right_field, "-d", "code=123456"], 403, "Security check failed"),
+            (vec!["-d", &right_field, "-d", &right], 403, "Security check failed"),
             // cookie without field
-            (vec!["-H", &cookie, "-d", "code=123456"], 403, "Security check failed"),
+            (vec!["-H", &cookie, "-d", &right], 403, "Security check failed"),
             // wrong field
-            (vec!["-H", &cookie, "-d", &wrong_field, "-d", "code=123456"], 403, "Security check failed"),
+            (vec!["-H", &cookie, "-d", &wrong_field, "-d", &right], 403, "Security check failed"),
             // not a code: no try used
             (vec!["-H", &cookie, "-d", &right_field, "-d", "code=abc"], 422, "digits only"),
             // wrong codes
-            (vec!["-H", &cookie, "-d", &right_field, "-d", "code=000000"], 422, "2 tries left"),
-            (vec!["-H", &cookie, "-d", &right_field, "-d", "code=000001"], 422, "1 try left"),
+            (vec!["-H", &cookie, "-d", &right_field, "-d", &wrong1], 422, "4 tries left"),
+            (vec!["-H", &cookie, "-d", &right_field, "-d", &wrong2], 422, "3 tries left"),
             // right code (spaces ignored)
-            (vec!["-H", &cookie, "-d", &right_field, "-d", "code=123+456"], 200, "<li><code>1111-2222</code></li>"),
+            (vec!["-H", &cookie, "-d", &right_field, "-d", &right_spaced], 200, "will not be shown again"),
             // the link is burnt now
-            (vec!["-H", &cookie, "-d", &right_field, "-d", "code=123456"], 404, "it may have expired or been used"),
+            (vec!["-H", &cookie, "-d", &right_field, "-d", &right], 404, "it may have expired or been used"),
         ];
         for (i, (extra, status, text)) in steps.iter().enumerate() {
             let reply = s.https(&path, extra).await;
@@ -732,30 +690,39 @@ mod tests {
                 assert!(reply.body.contains("role=\"alert\""));
             }
             if *status == 200 {
-                assert!(reply.body.contains("<li><code>&lt;b&gt;</code></li>"));
-                assert!(reply.body.contains("will not be shown again"));
+                let codes = backup_codes_on(&reply.body);
+                assert_eq!(codes.len(), s.core.settings().mfa.backup_codes, "{}", reply.body);
+                assert!(codes.iter().all(|c| c.len() == 11 && c.as_bytes()[5] == b'-'), "{codes:?}");
             }
         }
+        let alice = s.core.find_user("alice").unwrap();
+        assert!(s.core.mfa_status(&alice, Millis::now()).unwrap().enabled, "core turned 2FA on");
 
         // Every kind of bad link gets the same page.
-        for bad in ["/otp/enroll/nope", &path, "/otp/enroll/%FF%FE", "/otp/enroll/a%20b", "/otp/enroll/store-down"] {
+        for bad in ["/otp/enroll/nope", &path, "/otp/enroll/%FF%FE", "/otp/enroll/a%20b"] {
             let reply = s.https(bad, &[]).await;
-            if bad.ends_with("store-down") {
-                assert_eq!(reply.status, 503, "{bad}");
-                continue;
-            }
             assert_eq!(reply.status, 404, "{bad}");
             assert!(reply.body.contains("This link is not valid: it may have expired or been used"), "{bad}");
         }
 
         // Too many tries on another link.
-        let other_path = "/otp/enroll/other";
+        let other_token = enrollment_token(&s.core, "bob").await;
+        let other_path = format!("/otp/enroll/{other_token}");
+        let other_page = s.https(&other_path, &["-H", &cookie]).await;
+        let [wrong, _] = wrong_codes(&other_page.body);
+        let wrong = format!("code={wrong}");
         let mut last = 0;
-        for _ in 0..3 {
-            last = s.https(other_path, &["-H", &cookie, "-d", &right_field, "-d", "code=999999"]).await.status;
+        for _ in 0..crate::core::mfa::ENROLL_TRIES {
+            last = s.https(&other_path, &["-H", &cookie, "-d", &right_field, "-d", &wrong]).await.status;
         }
         assert_eq!(last, 429);
         s.stop().await;
+
+        // A store that cannot be read: 503, not "invalid link".
+        let broken = start_on(false).await;
+        let reply = broken.https(&path, &[]).await;
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        broken.stop().await;
     }
 
     #[tokio::test]
@@ -772,7 +739,7 @@ mod tests {
             ("x-frame-options", "DENY"),
             ("x-content-type-options", "nosniff"),
         ];
-        let enroll = format!("/otp/enroll/{GOOD}");
+        let enroll = format!("/otp/enroll/{}", enrollment_token(&s.core, "alice").await);
         let cases: Vec<(&str, Vec<&str>, u16)> = vec![
             ("/healthz", vec![], 200),
             ("/healthz", vec!["--http1.1"], 200),
@@ -802,20 +769,21 @@ mod tests {
         let s = start().await;
         let health = s.https("/healthz", &[]).await;
         assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
-        s.backend.healthy.store(false, Ordering::SeqCst);
-        assert_eq!(s.https("/healthz", &[]).await.status, 503);
+        let broken = start_on(false).await;
+        assert_eq!(broken.https("/healthz", &[]).await.status, 503);
+        broken.stop().await;
 
         // Loopback reads metrics with or without a (right or wrong) token.
         for extra in [vec![], vec!["-H", "Authorization: Bearer wrong"]] {
             let m = s.https("/metrics", &extra).await;
             assert_eq!(m.status, 200);
-            assert!(m.body.contains("portcullis_up 1"));
+            assert!(m.body.contains("portcullis_users 0"), "{}", m.body);
             assert!(m.header("content-type").unwrap().starts_with("text/plain"));
         }
 
         // Bodies over the limit are refused.
         let big = format!("code={}", "1".repeat(20 * 1024));
-        let reply = s.https(&format!("/otp/enroll/{GOOD}"), &["-d", &big]).await;
+        let reply = s.https("/otp/enroll/any", &["-d", &big]).await;
         assert_eq!(reply.status, 413);
         s.stop().await;
     }
@@ -852,30 +820,22 @@ mod tests {
         let after_stop = curl(&["-k", &format!("https://127.0.0.1:{}/healthz", addr.port())]).await;
         assert!(!after_stop.ok, "nothing serves after shutdown");
 
-        let settings = WebSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            base_url: String::new(),
-            cert_path: s._dir.path().join("web.crt"),
-            key_path: s._dir.path().join("web.key"),
-            generate_if_missing: true,
-            hostnames: vec![],
-            metrics_token: None,
-        };
+        let settings = WebSettings { hostnames: vec![], metrics_token: None, ..test_settings(s._dir.path()) };
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        let (_, serve) = bind(&settings, Arc::new(TestBackend::new()), rx.clone()).await.unwrap();
+        let (_, serve) = bind(&settings, Arc::clone(&s.core), rx.clone()).await.unwrap();
         drop(serve);
         assert_eq!(std::fs::read(&s.cert).unwrap(), before);
 
         // A dropped sender stops the server too.
         let (tx, rx2) = tokio::sync::watch::channel(false);
-        let (_, serve) = bind(&settings, Arc::new(TestBackend::new()), rx2).await.unwrap();
+        let (_, serve) = bind(&settings, Arc::clone(&s.core), rx2).await.unwrap();
         drop(tx);
         tokio::time::timeout(DEADLINE, serve).await.expect("stops when the sender is gone");
 
         // Address in use, and missing files without generation.
         let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let in_use = WebSettings { listen: busy.local_addr().unwrap(), ..settings.clone() };
-        let err = bind(&in_use, Arc::new(TestBackend::new()), rx.clone()).await.err().unwrap();
+        let err = bind(&in_use, Arc::clone(&s.core), rx.clone()).await.err().unwrap();
         assert!(err.contains("cannot listen"), "{err}");
         let missing = WebSettings {
             cert_path: s._dir.path().join("none.crt"),
@@ -883,7 +843,7 @@ mod tests {
             generate_if_missing: false,
             ..settings
         };
-        let err = bind(&missing, Arc::new(TestBackend::new()), rx).await.err().unwrap();
+        let err = bind(&missing, Arc::clone(&s.core), rx).await.err().unwrap();
         assert!(err.contains("missing"), "{err}");
     }
 
@@ -948,7 +908,14 @@ mod tests {
             metrics_token: Some("tok-value".into()),
         };
         assert!(!format!("{settings:?}").contains("tok-value"));
-        let codes = Confirmed { backup_codes: vec!["code-value".into()] };
-        assert!(!format!("{codes:?}").contains("code-value"));
+        let view = crate::core::mfa::EnrollView {
+            username: "alice".into(),
+            method: crate::core::mfa::Method::Totp,
+            secret_base32: "SECRETVALUE".into(),
+            otpauth_uri: "otpauth://totp/x?secret=SECRETVALUE".into(),
+            digits: 6,
+            issuer: "Portcullis".into(),
+        };
+        assert!(!format!("{view:?}").contains("SECRETVALUE"));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::EnrollView;
+use crate::core::mfa::EnrollView;
 
 /// The stylesheet served at `/static/style.css` (the CSP forbids inline styles).
 pub(super) const STYLE_CSS: &str = "\
@@ -103,7 +103,7 @@ then type the code the app shows to finish.</p>",
         "<dt>Key</dt><dd><code class=\"secret\">{}</code></dd>",
         escape(&group4(&view.secret_base32))
     );
-    let _ = writeln!(b, "<dt>Type</dt><dd>{}</dd>", escape(method_label(&view.method)));
+    let _ = writeln!(b, "<dt>Type</dt><dd>{}</dd>", escape(method_label(view.method.as_str())));
     let _ = writeln!(b, "<dt>Digits</dt><dd>{}</dd>", view.digits);
     b.push_str("</dl>\n<h2>3. Confirm</h2>\n");
     if let Some(error) = error {
@@ -222,7 +222,7 @@ mod tests {
     fn view(name: &str) -> EnrollView {
         EnrollView {
             username: name.into(),
-            method: "totp".into(),
+            method: crate::core::mfa::Method::Totp,
             secret_base32: "JBSWY3DPEHPK3PXP".into(),
             otpauth_uri: "otpauth://totp/Portcullis:alice?secret=JBSWY3DPEHPK3PXP&issuer=Portcullis".into(),
             digits: 6,
