@@ -1,0 +1,24 @@
+//! `portcullis security`: security events and two-factor authentication.
+
+mod events;
+mod mfa;
+
+use crate::core::Core;
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub(super) enum SecurityCmd {
+    /// Security events, newest first (with --follow: oldest first, then new
+    /// ones as they arrive).
+    Events(events::EventsArgs),
+    /// Two-factor authentication with one-time codes.
+    #[command(subcommand)]
+    Mfa(mfa::MfaCmd),
+}
+
+pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
+    match cmd {
+        SecurityCmd::Events(args) => events::run(core, args).await,
+        SecurityCmd::Mfa(cmd) => mfa::run(core, cmd).await,
+    }
+}

@@ -1,0 +1,141 @@
+//! `portcullis user`: accounts, their groups and SSH keys.
+
+use super::{output, read_password};
+use crate::core::accounts::Actor;
+use crate::core::Core;
+use crate::model::{Millis, FOREVER};
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub(super) enum UserCmd {
+    /// Create an account.
+    Add {
+        name: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one account.
+    Show {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a new password.
+    Passwd {
+        user: String,
+        #[arg(long)]
+        password_stdin: bool,
+        /// A temporary password: the user must change it at the next login.
+        #[arg(long)]
+        must_reset: bool,
+    },
+    /// Lock an account (until unlocked, or for a duration).
+    Lock {
+        user: String,
+        /// How long, e.g. "30m", "2h", "7d".
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        #[arg(long, default_value = "locked by sysop")]
+        reason: String,
+    },
+    /// Unlock an account.
+    Unlock { user: String },
+    /// Group membership.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// SSH public keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum GroupCmd {
+    Add { user: String, group: String },
+    Remove { user: String, group: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum KeyCmd {
+    /// Register a key: the whole "ssh-ed25519 AAAA... comment" line.
+    Add { user: String, key: String },
+    List {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    Remove { id: i64 },
+}
+
+pub(super) async fn run(core: Core, cmd: UserCmd) -> anyhow::Result<i32> {
+    let now = Millis::now();
+    let actor = Actor::cli();
+    match cmd {
+        UserCmd::Add { name, email, groups, password_stdin } => {
+            let password = read_password(password_stdin)?;
+            let u = core.add_user(&name, email.as_deref(), &password, &groups, &actor, now).await?;
+            println!("created user {} (id {})", u.username, u.id);
+        }
+        UserCmd::List { json } => output::users(&core.list_users()?, json, now)?,
+        UserCmd::Show { user, json } => output::user(&core.find_user(&user)?, json, now)?,
+        UserCmd::Passwd { user, password_stdin, must_reset } => {
+            let u = core.find_user(&user)?;
+            let password = read_password(password_stdin)?;
+            if must_reset {
+                core.reset_password(&u, &password, &actor, now).await?;
+                println!("password of {} set; it must be changed at the next login", u.username);
+            } else {
+                core.change_password(&u, &password, &actor, now).await?;
+                println!("password of {} changed", u.username);
+            }
+        }
+        UserCmd::Lock { user, duration, reason } => {
+            let u = core.find_user(&user)?;
+            let until = match duration {
+                Some(d) => now.plus(crate::model::parse_duration(&d).map_err(|e| anyhow::anyhow!("--for: {e}"))?),
+                None => FOREVER,
+            };
+            core.lock_user(&u, until, &reason, &actor, now).await?;
+            if until == FOREVER {
+                println!("locked {} until unlocked", u.username);
+            } else {
+                println!("locked {} until {}", u.username, until.rfc3339());
+            }
+        }
+        UserCmd::Unlock { user } => {
+            let u = core.find_user(&user)?;
+            core.unlock_user(&u, &actor, now).await?;
+            println!("unlocked {}", u.username);
+        }
+        UserCmd::Group(GroupCmd::Add { user, group }) => {
+            let u = core.find_user(&user)?;
+            let changed = core.set_group(&u, &group, true, &actor, now).await?;
+            println!("{} {} group {group}", u.username, if changed { "added to" } else { "was already in" });
+        }
+        UserCmd::Group(GroupCmd::Remove { user, group }) => {
+            let u = core.find_user(&user)?;
+            let changed = core.set_group(&u, &group, false, &actor, now).await?;
+            println!("{} {} group {group}", u.username, if changed { "removed from" } else { "was not in" });
+        }
+        UserCmd::Key(KeyCmd::Add { user, key }) => {
+            let u = core.find_user(&user)?;
+            let k = core.add_ssh_key(&u, &key, &actor, now).await?;
+            println!("added key {} ({}) for {}", k.id, k.fingerprint, u.username);
+        }
+        UserCmd::Key(KeyCmd::List { user, json }) => output::keys(&core.ssh_keys(&core.find_user(&user)?)?, json)?,
+        UserCmd::Key(KeyCmd::Remove { id }) => {
+            let fp = core.remove_ssh_key(id, &actor, now).await?;
+            println!("removed key {id} ({fp})");
+        }
+    }
+    Ok(0)
+}
