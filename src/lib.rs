@@ -1,6 +1,7 @@
 //! Portcullis: a security gate for small self-hosted systems.
 //! See ARCHITECTURE.md for the map.
 
+pub mod acs;
 pub mod cli;
 pub mod config;
 pub mod core;

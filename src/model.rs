@@ -450,3 +450,30 @@ pub struct SshKey {
 
 /// Far future used for "locked until unlocked".
 pub const FOREVER: Millis = Millis(253_402_300_799_000); // 9999-12-31T23:59:59Z
+
+/// The hash of a one-time-code secret (HOTP/TOTP); `core::otp` computes
+/// with it, `config` reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtpAlgorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl OtpAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtpAlgorithm::Sha1 => "SHA1",
+            OtpAlgorithm::Sha256 => "SHA256",
+            OtpAlgorithm::Sha512 => "SHA512",
+        }
+    }
+    pub fn parse(s: &str) -> Option<OtpAlgorithm> {
+        match s.to_ascii_uppercase().replace('-', "").as_str() {
+            "SHA1" => Some(OtpAlgorithm::Sha1),
+            "SHA256" => Some(OtpAlgorithm::Sha256),
+            "SHA512" => Some(OtpAlgorithm::Sha512),
+            _ => None,
+        }
+    }
+}

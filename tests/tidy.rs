@@ -26,7 +26,38 @@ const CRATE_HOMES: &[(&str, &[&str])] = &[
 
 /// Front ends must not name each other; inner layers must not name them.
 const FRONT_ENDS: &[&str] = &["ssh", "cli", "web", "mail"];
-const INNER: &[&str] = &["core", "store", "model", "config", "flow"];
+const INNER: &[&str] = &["core", "store", "model", "acs", "config", "flow"];
+
+/// Leaves: the only modules of the crate each may use. `model` and `acs`
+/// use nothing; `config` only those two (so it never reaches into `core`).
+const LEAVES: &[(&str, &[&str])] = &[("model", &[]), ("acs", &[]), ("config", &["model", "acs"])];
+
+/// The top modules of the crate (`src/lib.rs`).
+const MODULES: &[&str] = &["acs", "cli", "config", "core", "daemon", "flow", "mail", "model", "ssh", "store", "web"];
+
+/// Whether `line` names the crate module `m` (`crate::m::x`, `crate::m;`,
+/// `crate::m as y`, `crate::{m, ..}`).
+fn names_module(line: &str, m: &str) -> bool {
+    let mut start = 0;
+    let pat = format!("crate::{m}");
+    while let Some(i) = line[start..].find(&pat) {
+        let at = start + i;
+        let after = line[at + pat.len()..].chars().next();
+        let before = line[..at].chars().last();
+        if !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') && !after.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            return true;
+        }
+        start = at + pat.len();
+    }
+    if let Some(i) = line.find("crate::{") {
+        let rest = &line[i + "crate::{".len()..];
+        let inside = rest.split('}').next().unwrap_or("");
+        if inside.split(',').any(|item| item.trim().split([':', ' ']).next() == Some(m)) {
+            return true;
+        }
+    }
+    false
+}
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read src") {
@@ -71,6 +102,18 @@ fn offences_in(rel: &str, text: &str) -> Vec<String> {
                 }
             }
         }
+        if let Some((_, allowed)) = LEAVES.iter().find(|(leaf, _)| *leaf == module) {
+            for m in MODULES.iter().filter(|m| **m != module && !allowed.contains(m)) {
+                if names_module(code, m) {
+                    offences.push(format!("{rel}:{}: the leaf `{module}` must not use `{m}`", n + 1));
+                }
+            }
+        }
+        // The engine runs the modules; a module that named the engine
+        // would make a cycle (they share `flow::session` instead).
+        if rel.starts_with("src/flow/") && rel != "src/flow/engine.rs" && rel != "src/flow/mod.rs" && (names(code, "super::engine") || names(code, "crate::flow::engine")) {
+            offences.push(format!("{rel}:{}: flow modules must not use `engine` (use `session`)", n + 1));
+        }
         if INNER.contains(&module) && names(code, "crate::daemon::") {
             offences.push(format!("{rel}:{}: `{module}` must not use `daemon`", n + 1));
         }
@@ -105,6 +148,20 @@ fn the_checker_catches_offences() {
         ("src/core/x.rs", "// rusqlite:: in a comment", 0),
         ("src/core/x.rs", "crate::store::rusqlite_free::x", 0),
         ("src/flow/x.rs", "use crate::ssh::Thing;", 1),
+        ("src/config/load.rs", "pub algorithm: crate::core::otp::Algorithm,", 1),
+        ("src/config/load.rs", "use crate::core;", 1),
+        ("src/config/load.rs", "use crate::{model, core::otp};", 1),
+        ("src/config/load.rs", "use crate::model::OtpAlgorithm;", 0),
+        ("src/config/menu.rs", "use crate::acs::Acs;", 0),
+        ("src/config/menu.rs", "use crate::core_free::x;", 0),
+        ("src/acs.rs", "use crate::model::User;", 1),
+        ("src/model.rs", "use crate::store::Store;", 1),
+        ("src/model.rs", "use crate::acs::Acs;", 1),
+        ("src/flow/menu.rs", "use crate::acs::Acs;", 0),
+        ("src/core/login.rs", "use crate::acs::Acs;", 0),
+        ("src/flow/account.rs", "use super::engine::{actor, Session};", 1),
+        ("src/flow/door.rs", "use super::session::Session;", 0),
+        ("src/flow/engine.rs", "pub use super::session::Session;", 0),
     ];
     for (file, line, want) in cases {
         assert_eq!(offences_in(file, line).len(), *want, "{file}: {line}");

@@ -60,7 +60,7 @@ impl std::fmt::Debug for WebSettings {
 #[derive(Debug, Clone)]
 pub struct MfaSettings {
     pub issuer: String,
-    pub algorithm: crate::core::otp::Algorithm,
+    pub algorithm: crate::model::OtpAlgorithm,
     pub digits: u32,
     pub link_ttl: Duration,
     pub backup_codes: usize,
@@ -220,7 +220,7 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
             problems.push(format!("{}: must be at least 16 characters", at("web.metrics_token")));
         }
     }
-    let algorithm = crate::core::otp::Algorithm::parse(&s.mfa.algorithm);
+    let algorithm = crate::model::OtpAlgorithm::parse(&s.mfa.algorithm);
     if algorithm.is_none() {
         problems.push(format!("{}: unknown algorithm {:?}: use SHA1, SHA256 or SHA512", at("mfa.algorithm"), s.mfa.algorithm));
     }

@@ -2,7 +2,6 @@
 //! machine, admission control, events. No network I/O; time is passed in.
 
 pub mod accounts;
-pub mod acs;
 pub mod admission;
 pub mod kdf;
 pub mod login;

@@ -6,30 +6,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use subtle::ConstantTimeEq;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Algorithm {
-    Sha1,
-    Sha256,
-    Sha512,
-}
-
-impl Algorithm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::Sha1 => "SHA1",
-            Algorithm::Sha256 => "SHA256",
-            Algorithm::Sha512 => "SHA512",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Algorithm> {
-        match s.to_ascii_uppercase().replace('-', "").as_str() {
-            "SHA1" => Some(Algorithm::Sha1),
-            "SHA256" => Some(Algorithm::Sha256),
-            "SHA512" => Some(Algorithm::Sha512),
-            _ => None,
-        }
-    }
-}
+pub use crate::model::OtpAlgorithm as Algorithm;
 
 fn mac(alg: Algorithm, key: &[u8], msg: &[u8]) -> Vec<u8> {
     fn run<M: Mac + KeyInit>(key: &[u8], msg: &[u8]) -> Vec<u8> {

@@ -2,7 +2,7 @@
 //! (by emailed link; disabling needs a session that passed the code),
 //! regenerate backup codes, see own sessions, devices and recent events.
 
-use super::engine::{actor, esc, Session};
+use super::session::{actor, esc, Session};
 use super::prompt::{read_line, Line};
 use super::welcome::{change_password_interactive, Welcome};
 use super::{crlf, Ending, Terminal};

@@ -4,7 +4,7 @@
 //! an internal TCP service such as a legacy BBS. No door opens for a
 //! session below its required factor level.
 
-use super::engine::Session;
+use super::session::Session;
 use super::menu::{Menu, Module};
 use super::{crlf, Ending, Terminal};
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! a config error rather than a runtime surprise.
 
 use crate::config::menu::{position, ArtSpec, LoadedMenu, MenuSource, NextItem, NextSpec, Step};
-use crate::core::acs::Acs;
+use crate::acs::Acs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 

@@ -10,6 +10,7 @@ pub mod door;
 pub mod engine;
 pub mod menu;
 pub mod prompt;
+pub mod session;
 pub mod welcome;
 
 use std::time::Duration;
