@@ -116,6 +116,31 @@ fn enrollment_code_typed_again_at_login() {
     assert!(ok.authenticated_exec(), "{ok:#?}");
 }
 
+/// Item 16, the terminal's code prompt (a `password` client): the same
+/// message, the same low-severity event, and the next code lets her in.
+#[test]
+fn enrollment_code_typed_again_in_the_terminal() {
+    let g = Gate::start_with(&spool_config(""));
+    g.add_user("alice", ALICE_PW);
+    enable(&g, "alice", "totp");
+    let link = spooled_link(&g, "alice", 0);
+    let page = open_page(&g, &link, "alice.jar");
+    let code = totp_at(&page.secret, unix_now());
+    assert_eq!(page.post(&code).status, 200, "{}", g.daemon_log());
+    let first = format!("{code}\r");
+    let next = format!("{}\r", next_totp(&page.secret));
+    let run = g.ssh_script(&Ssh::kbd("alice", ALICE_PW).method("password"), &[("Verification code: ", first.as_str()), ("wait for the next code.", next.as_str()), ("Your choice: ", "q")]);
+    assert_eq!(run.code, Some(0), "{run:#?}\n{}", g.daemon_log());
+    assert!(run.stdout.contains(JUST_USED), "{run:#?}");
+    assert!(run.stdout.contains("Welcome, alice."), "{run:#?}");
+    let replays = g.events_of(Some("alice"), "otp_replay");
+    assert_eq!(replays.len(), 1, "{replays:#?}");
+    assert_eq!(s(&replays[0], "severity"), "low", "{:#}", replays[0]);
+    assert_eq!(detail(&replays[0], "stage"), "terminal", "{:#}", replays[0]);
+    assert_eq!(detail(&replays[0], "after_enrollment"), true, "{:#}", replays[0]);
+    assert_eq!(g.events_of(Some("alice"), "login_success").len(), 1);
+}
+
 /// Reads until the server closes the connection (with a deadline);
 /// returns what it sent.
 fn read_to_close(mut stream: TcpStream, within: Duration) -> Vec<u8> {
