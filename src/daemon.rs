@@ -110,7 +110,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let keyring = crate::core::secrets::Keyring::load_or_create(&settings.data_dir).map_err(anyhow::Error::msg)?;
     let core = Arc::new(Core::new(store, settings, EventSink::Writer(writer.clone()), keyring));
     core.rebuild_windows(Millis::now())?;
-    let ssh_config = Arc::new(crate::ssh::russh_config(&core, host_key));
+    let ssh_config: crate::ssh::SharedConfig = Arc::new(std::sync::RwLock::new(Arc::new(crate::ssh::russh_config(&core, host_key.clone()))));
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding SSH listener {listen}"))?;
     let ssh_addr = listener.local_addr().context("reading the SSH listener address")?;
 
@@ -134,7 +134,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let web_task = tokio::spawn(web_future);
     let menus = crate::flow::menu::load(settings.menus.as_deref(), settings.art_dir.as_deref()).map_err(|e| anyhow::anyhow!("menus:\n  {}", e.join("\n  ")))?;
     let menus: crate::flow::menu::SharedMenus = Arc::new(std::sync::RwLock::new(Arc::new(menus)));
-    let ssh_task = tokio::spawn(crate::ssh::serve(listener, core.clone(), ssh_config, menus.clone(), stop_rx));
+    let ssh_task = tokio::spawn(crate::ssh::serve(listener, core.clone(), ssh_config.clone(), menus.clone(), stop_rx));
     tracing::info!(ssh = %ssh_addr, web = %web_addr, config = %settings.source, "portcullis is up");
     {
         let mut out = std::io::stdout().lock();
@@ -146,7 +146,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&core, &menus, config_path.as_deref()).await,
+            _ = hup.recv() => reload(&core, &menus, config_path.as_deref(), &ssh_config, &host_key).await,
         }
     }
     tracing::info!("shutting down");
@@ -166,7 +166,38 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     Ok(())
 }
 
-async fn reload(core: &Core, menus: &crate::flow::menu::SharedMenus, path: Option<&Path>) {
+/// The keys whose change a reload cannot apply (listeners, files and
+/// workers built once at start): they need a restart.
+pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let (o, n) = (old, new);
+    let (ow, nw) = (&o.web, &n.web);
+    let (oe, ne) = (&o.email, &n.email);
+    [
+        ("data_dir", o.data_dir != n.data_dir),
+        ("ssh.listen", o.ssh.listen != n.ssh.listen),
+        ("ssh.host_key", o.ssh.host_key != n.ssh.host_key),
+        ("web.listen", ow.listen != nw.listen),
+        ("web.base_url", ow.base_url != nw.base_url),
+        ("web.tls_cert", ow.cert != nw.cert),
+        ("web.tls_key", ow.key != nw.key),
+        ("web.metrics_token", ow.metrics_token != nw.metrics_token),
+        ("kdf.workers", o.kdf_workers != n.kdf_workers),
+        ("kdf.queue", o.kdf_queue != n.kdf_queue),
+        ("events.batch", o.event_batch != n.event_batch),
+        ("email.from", oe.from != ne.from),
+        ("email.smtp", oe.smtp != ne.smtp),
+        ("email.allow_plaintext", oe.allow_plaintext != ne.allow_plaintext),
+        ("email.poll", oe.poll != ne.poll),
+        ("email.retry_base", oe.retry_base != ne.retry_base),
+        ("email.retry_max", oe.retry_max != ne.retry_max),
+        ("email.max_attempts", oe.max_attempts != ne.max_attempts),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect()
+}
+
+async fn reload(core: &Core, menus: &crate::flow::menu::SharedMenus, path: Option<&Path>, ssh_config: &crate::ssh::SharedConfig, host_key: &crate::ssh::HostKey) {
     let now = Millis::now();
     match config::load(path) {
         Ok(new) if !check(&new).is_empty() => {
@@ -179,8 +210,9 @@ async fn reload(core: &Core, menus: &crate::flow::menu::SharedMenus, path: Optio
         }
         Ok(new) => {
             let old = core.settings();
-            if new.ssh.listen != old.ssh.listen || new.data_dir != old.data_dir {
-                tracing::warn!("listener addresses and data_dir take effect only after a restart");
+            let restart = restart_needed(&old, &new);
+            if !restart.is_empty() {
+                tracing::warn!(keys = %restart.join(", "), "changed settings that need a restart to take effect; the running values stay: {}", restart.join(", "));
             }
             match crate::flow::menu::load(new.menus.as_deref(), new.art_dir.as_deref()) {
                 Ok(m) => *menus.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(m),
@@ -188,8 +220,15 @@ async fn reload(core: &Core, menus: &crate::flow::menu::SharedMenus, path: Optio
                 Err(e) => tracing::error!(problems = ?e, "menus changed during reload; keeping the old ones"),
             }
             core.reload(new);
+            // SSH settings (version string, rejection delay, timeouts,
+            // attempts) apply to every connection from now on.
+            *ssh_config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(crate::ssh::russh_config(core, host_key.clone()));
             tracing::info!("configuration reloaded");
-            core.record(Event::new(EventType::ConfigReloaded, Severity::Info, "configuration reloaded", now)).await;
+            let mut e = Event::new(EventType::ConfigReloaded, Severity::Info, "configuration reloaded", now);
+            if !restart.is_empty() {
+                e = e.detail("restart_needed", restart);
+            }
+            core.record(e).await;
         }
         Err(problems) => {
             for p in &problems {

@@ -67,6 +67,7 @@ pub struct MfaSettings {
     pub tries_per_step: u32,
     pub max_consecutive_failures: u32,
     pub lockout: Duration,
+    pub max_lockout: Duration,
     pub hotp_lookahead: u64,
 }
 
@@ -178,6 +179,9 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
     if s.ssh.max_auth_tries == 0 {
         problems.push(format!("{}: must be at least 1", at("ssh.max_auth_tries")));
     }
+    if !(16..=64).contains(&s.ssh.penalties.ipv6_prefix) {
+        problems.push(format!("{}: must be between 16 and 64 (a longer prefix would let one host escape its penalty)", at("ssh.penalties.ipv6_prefix")));
+    }
     if s.ssh.penalties.max_failures == 0 {
         problems.push(format!("{}: must be at least 1", at("ssh.penalties.max_failures")));
     }
@@ -232,6 +236,9 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
     }
     if s.mfa.tries_per_step == 0 || s.mfa.max_consecutive_failures == 0 {
         problems.push(format!("{}: tries_per_step and max_consecutive_failures must be at least 1", at("mfa")));
+    }
+    if s.mfa.max_lockout < s.mfa.lockout {
+        problems.push(format!("{}: must be at least mfa.lockout", at("mfa.max_lockout")));
     }
     if s.mfa.hotp_lookahead > 100 {
         problems.push(format!("{}: must be at most 100", at("mfa.hotp_lookahead")));
@@ -300,6 +307,7 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
             tries_per_step: s.mfa.tries_per_step,
             max_consecutive_failures: s.mfa.max_consecutive_failures,
             lockout: s.mfa.lockout,
+            max_lockout: s.mfa.max_lockout,
             hotp_lookahead: s.mfa.hotp_lookahead,
         },
         group_levels,
@@ -371,6 +379,17 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_prefix_and_max_lockout_have_defaults_and_take_wider_values() {
+        let s = check("{}").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.ssh.penalties.ipv6_prefix, 64);
+        assert_eq!(s.mfa.max_lockout, Duration::from_secs(86_400));
+        for p in [16u8, 48, 56, 64] {
+            let s = check(&format!("ssh: {{\n  penalties: {{\n    ipv6_prefix: {p}\n  }}\n}}\n")).unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(s.ssh.penalties.ipv6_prefix, p);
+        }
+    }
+
+    #[test]
     fn config_errors_name_file_line_column_and_key() {
         let cases: &[(&str, &str)] = &[
             ("ssh: {\n  listn: \"127.0.0.1:22\"\n}\n",
@@ -391,6 +410,12 @@ mod tests {
              "portcullis.hjson:5:1: unexpected end of input, expected '}' to close the object at 1:6"),
             ("ssh: {\n  listen: \"127.0.0.1:2222\"\n",
              "portcullis.hjson:3:1: unexpected end of input, expected '}' to close the object at 1:6"),
+            ("ssh: {\n  penalties: {\n    ipv6_prefix: 65\n  }\n}\n",
+             "portcullis.hjson:3:5: ssh.penalties.ipv6_prefix: must be between 16 and 64 (a longer prefix would let one host escape its penalty)"),
+            ("ssh: {\n  penalties: {\n    ipv6_prefix: 8\n  }\n}\n",
+             "portcullis.hjson:3:5: ssh.penalties.ipv6_prefix: must be between 16 and 64 (a longer prefix would let one host escape its penalty)"),
+            ("mfa: {\n  lockout: 2h\n  max_lockout: 1h\n}\n",
+             "portcullis.hjson:3:3: mfa.max_lockout: must be at least mfa.lockout"),
         ];
         for (text, want) in cases {
             match check(text) {

@@ -98,6 +98,9 @@ pub struct Penalties {
     pub penalty: Duration,
     #[serde(deserialize_with = "duration")]
     pub max_penalty: Duration,
+    /// IPv6 addresses share caps and penalties per this prefix: 64 (one
+    /// site's subnet) unless a wider one (down to 16) is set.
+    pub ipv6_prefix: u8,
 }
 
 impl Default for Penalties {
@@ -107,6 +110,7 @@ impl Default for Penalties {
             window: Duration::from_secs(600),
             penalty: Duration::from_secs(1800),
             max_penalty: Duration::from_secs(86_400),
+            ipv6_prefix: 64,
         }
     }
 }
@@ -254,9 +258,12 @@ pub struct Mfa {
     pub tries_per_step: u32,
     /// Consecutive failed codes that close the code factor...
     pub max_consecutive_failures: u32,
-    /// ...for this long, doubling on each repeat.
+    /// ...for this long, doubling on each repeat...
     #[serde(deserialize_with = "duration")]
     pub lockout: Duration,
+    /// ...up to this bound (a closure never lasts longer).
+    #[serde(deserialize_with = "duration")]
+    pub max_lockout: Duration,
     pub hotp_lookahead: u64,
 }
 
@@ -271,6 +278,7 @@ impl Default for Mfa {
             tries_per_step: 3,
             max_consecutive_failures: 5,
             lockout: Duration::from_secs(900),
+            max_lockout: Duration::from_secs(86_400),
             hotp_lookahead: 10,
         }
     }

@@ -12,20 +12,37 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Addresses are grouped as blocks are: IPv4 per address, IPv6 per /64.
+/// Addresses are grouped as blocks are: IPv4 per address (IPv4-mapped IPv6
+/// as IPv4), IPv6 per prefix (`ssh.penalties.ipv6_prefix`, /64 unless
+/// configured wider), since one IPv6 host usually holds a whole /64.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct AddressKey(IpAddr);
+pub struct AddressKey {
+    ip: IpAddr,
+    /// Prefix length for IPv6 keys (unused for IPv4).
+    prefix: u8,
+}
+
+/// The default IPv6 grouping.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 impl AddressKey {
+    /// The key with the default /64 grouping.
     pub fn of(ip: IpAddr) -> AddressKey {
+        AddressKey::with_prefix(ip, DEFAULT_IPV6_PREFIX)
+    }
+
+    /// The key of `ip` with IPv6 addresses grouped per `/prefix` (clamped
+    /// to 0..=128).
+    pub fn with_prefix(ip: IpAddr, prefix: u8) -> AddressKey {
+        let prefix = prefix.min(128);
         match ip {
-            IpAddr::V4(_) => AddressKey(ip),
+            IpAddr::V4(_) => AddressKey { ip, prefix: 32 },
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => AddressKey(IpAddr::V4(v4)),
+                Some(v4) => AddressKey { ip: IpAddr::V4(v4), prefix: 32 },
                 None => {
-                    let mut seg = v6.segments();
-                    seg[4..].fill(0);
-                    AddressKey(IpAddr::V6(seg.into()))
+                    let bits = u128::from(v6);
+                    let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+                    AddressKey { ip: IpAddr::V6(std::net::Ipv6Addr::from(bits & mask)), prefix }
                 }
             },
         }
@@ -34,9 +51,9 @@ impl AddressKey {
 
 impl std::fmt::Display for AddressKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
+        match self.ip {
             IpAddr::V4(a) => write!(f, "{a}"),
-            IpAddr::V6(a) => write!(f, "{a}/64"),
+            IpAddr::V6(a) => write!(f, "{a}/{}", self.prefix),
         }
     }
 }
@@ -66,6 +83,30 @@ pub struct Limits {
 pub struct Admission {
     limits: Mutex<Limits>,
     state: Mutex<State>,
+    /// One first-factor check (and so at most one password hash) at a time
+    /// per address: see [`Admission::turn`].
+    turns: Mutex<HashMap<AddressKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// An address's turn to have a credential checked; the next waiting check
+/// of the same address starts when this is dropped.
+pub struct Turn {
+    admission: Arc<Admission>,
+    key: AddressKey,
+    slot: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut turns = lock(&self.admission.turns);
+        // Clones are only made under this lock: the map's and ours left
+        // means nobody waits, so the entry can go.
+        if Arc::strong_count(&self.slot) == 2 {
+            turns.remove(&self.key);
+        }
+    }
 }
 
 /// Why a connection or attempt was refused before any real work.
@@ -119,7 +160,32 @@ const MAX_ADDRESSES: usize = 100_000;
 
 impl Admission {
     pub fn new(limits: Limits) -> Admission {
-        Admission { limits: Mutex::new(limits), state: Mutex::new(State { unauthenticated: 0, addresses: HashMap::new(), refusals: HashMap::new() }) }
+        Admission {
+            limits: Mutex::new(limits),
+            state: Mutex::new(State { unauthenticated: 0, addresses: HashMap::new(), refusals: HashMap::new() }),
+            turns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key `ip` is counted under (IPv6 grouped per the configured prefix).
+    pub fn key(&self, ip: IpAddr) -> AddressKey {
+        AddressKey::with_prefix(ip, lock(&self.limits).penalties.ipv6_prefix)
+    }
+
+    /// Waits for the address's turn: first-factor checks of one address run
+    /// one after another (fairly, in arrival order), so the failure of one
+    /// is counted before the next is admitted and no hash runs for an
+    /// address once its penalty has begun. Other addresses do not wait.
+    pub async fn turn(self: &Arc<Self>, ip: IpAddr) -> Turn {
+        let key = self.key(ip);
+        let slot = lock(&self.turns).entry(key).or_default().clone();
+        let guard = slot.clone().lock_owned().await;
+        Turn { admission: self.clone(), key, slot, guard: Some(guard) }
+    }
+
+    /// Addresses with a check running or waiting (for tests).
+    pub fn turns_held(&self) -> usize {
+        lock(&self.turns).len()
     }
 
     pub fn set_limits(&self, limits: Limits) {
@@ -134,7 +200,7 @@ impl Admission {
     /// 0..100 for MaxStartups' random early drop.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Millis, roll: u32) -> Result<Ticket, Refusal> {
         let limits = self.limits();
-        let key = AddressKey::of(ip);
+        let key = AddressKey::with_prefix(ip, limits.penalties.ipv6_prefix);
         let mut st = lock(&self.state);
         if let Some(a) = st.addresses.get(&key) {
             if let Some(until) = a.held_until.filter(|t| *t > now) {
@@ -174,8 +240,9 @@ impl Admission {
 
     /// Checked before each authentication attempt (before any KDF).
     pub fn check_attempt(&self, ip: IpAddr, now: Millis) -> Result<(), Refusal> {
+        let key = self.key(ip);
         let st = lock(&self.state);
-        match st.addresses.get(&AddressKey::of(ip)).and_then(|a| a.held_until) {
+        match st.addresses.get(&key).and_then(|a| a.held_until) {
             Some(until) if until > now => Err(Refusal::Penalized(until)),
             _ => Ok(()),
         }
@@ -189,7 +256,7 @@ impl Admission {
         if st.addresses.len() >= MAX_ADDRESSES {
             prune(&mut st.addresses, now, p.window);
         }
-        let a = st.addresses.entry(AddressKey::of(ip)).or_default();
+        let a = st.addresses.entry(AddressKey::with_prefix(ip, p.ipv6_prefix)).or_default();
         let horizon = now.minus(p.window);
         while a.failures.front().is_some_and(|t| *t < horizon) {
             a.failures.pop_front();
@@ -221,12 +288,13 @@ impl Admission {
     /// most one event per address per `REFUSAL_EVENT_INTERVAL`, carrying
     /// how many refusals it stands for, so a flood cannot fill the log.
     pub fn refusal_to_record(&self, ip: IpAddr, now: Millis) -> Option<u64> {
+        let key = self.key(ip);
         let mut st = lock(&self.state);
         if st.refusals.len() >= MAX_ADDRESSES {
             let horizon = now.minus(REFUSAL_EVENT_INTERVAL);
             st.refusals.retain(|_, (at, _)| *at >= horizon);
         }
-        let e = st.refusals.entry(AddressKey::of(ip)).or_insert((Millis(i64::MIN), 0));
+        let e = st.refusals.entry(key).or_insert((Millis(i64::MIN), 0));
         e.1 += 1;
         if e.0 <= now.minus(REFUSAL_EVENT_INTERVAL) {
             let count = e.1;
@@ -266,6 +334,7 @@ mod tests {
                 window: Duration::from_secs(600),
                 penalty: Duration::from_secs(60),
                 max_penalty: Duration::from_secs(150),
+                ipv6_prefix: 64,
             },
         }
     }
@@ -350,5 +419,57 @@ mod tests {
         assert_ne!(AddressKey::of(ip("2001:db8:1:2::1")), AddressKey::of(ip("2001:db8:1:3::1")));
         assert_eq!(AddressKey::of(ip("::ffff:192.0.2.1")), AddressKey::of(ip("192.0.2.1")));
         assert_eq!(AddressKey::of(ip("2001:db8:1:2::1")).to_string(), "2001:db8:1:2::/64");
+    }
+
+    #[test]
+    fn ipv6_grouping_follows_the_prefix() {
+        // (prefix, address, the key it is counted under)
+        let cases: &[(u8, &str, &str)] = &[
+            (64, "2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+            (56, "2001:db8:1:2:aaaa::1", "2001:db8:1::/56"),
+            (56, "2001:db8:1:ff:aaaa::1", "2001:db8:1::/56"),
+            (56, "2001:db8:1:100::1", "2001:db8:1:100::/56"),
+            (48, "2001:db8:1:ffff:1:2:3:4", "2001:db8:1::/48"),
+            (60, "2001:db8:1:2f::1", "2001:db8:1:20::/60"),
+            (16, "2001:db8::1", "2001::/16"),
+            (48, "192.0.2.9", "192.0.2.9"),
+            (48, "::ffff:192.0.2.9", "192.0.2.9"),
+        ];
+        for (prefix, addr, want) in cases {
+            assert_eq!(AddressKey::with_prefix(ip(addr), *prefix).to_string(), *want, "/{prefix} {addr}");
+        }
+        // Caps and penalties use the configured prefix.
+        let mut l = limits();
+        l.penalties.ipv6_prefix = 56;
+        l.startups = MaxStartups { start: 100, rate: 100, full: 100 };
+        let a = Arc::new(Admission::new(l));
+        let s = |secs: i64| Millis(secs * 1000);
+        assert_eq!(a.record_failure(ip("2001:db8:1:1::1"), s(0)), None);
+        assert_eq!(a.record_failure(ip("2001:db8:1:2::1"), s(1)), None);
+        assert_eq!(a.record_failure(ip("2001:db8:1:3::1"), s(2)), Some(s(62)), "one /56");
+        assert_eq!(a.check_attempt(ip("2001:db8:1:ff::7"), s(3)), Err(Refusal::Penalized(s(62))));
+        assert_eq!(a.check_attempt(ip("2001:db8:1:100::7"), s(3)), Ok(()), "the next /56");
+        let held: Vec<Ticket> = (0..3).map(|i| a.admit(ip(&format!("2001:db8:2:{i}::1")), s(3), 0).expect("admit")).collect();
+        assert_eq!(a.admit(ip("2001:db8:2:9::1"), s(3), 0).err(), Some(Refusal::PerAddress), "the cap counts the /56");
+        drop(held);
+    }
+
+    /// Checks of one address take turns; other addresses do not wait; the
+    /// bookkeeping goes when nobody waits.
+    #[tokio::test]
+    async fn one_check_at_a_time_per_address() {
+        let a = Arc::new(Admission::new(limits()));
+        let first = a.turn(ip("192.0.2.1")).await;
+        let other = tokio::time::timeout(Duration::from_secs(5), a.turn(ip("192.0.2.2"))).await.expect("another address does not wait");
+        let a2 = a.clone();
+        let mut second = tokio::spawn(async move { a2.turn(ip("192.0.2.1")).await });
+        // The second check of the same address waits while the first runs.
+        assert!(tokio::time::timeout(Duration::from_millis(50), &mut second).await.is_err(), "second check ran while the first held the turn");
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), second).await.expect("second gets its turn").expect("join");
+        assert_eq!(a.turns_held(), 2);
+        drop(second);
+        drop(other);
+        assert_eq!(a.turns_held(), 0);
     }
 }

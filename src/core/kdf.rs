@@ -2,6 +2,7 @@
 //! at once and at most `queue` more wait; a request beyond that is refused
 //! at once, so a flood cannot pile up work or memory.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -9,6 +10,9 @@ use tokio::sync::Semaphore;
 pub struct KdfPool {
     admitted: Arc<Semaphore>,
     running: Arc<Semaphore>,
+    /// PBKDF2 iterations run through this pool (what the hash functions
+    /// report having done), so tests and metrics can see the work.
+    spent: Arc<AtomicU64>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -16,7 +20,20 @@ pub struct Busy;
 
 impl KdfPool {
     pub fn new(workers: usize, queue: usize) -> KdfPool {
-        KdfPool { admitted: Arc::new(Semaphore::new(workers.max(1) + queue)), running: Arc::new(Semaphore::new(workers.max(1))) }
+        KdfPool { admitted: Arc::new(Semaphore::new(workers.max(1) + queue)), running: Arc::new(Semaphore::new(workers.max(1))), spent: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Runs `work`, which returns its result and the KDF iterations it ran;
+    /// those are added to [`KdfPool::iterations_spent`].
+    pub async fn run_counted<T: Send + 'static>(&self, work: impl FnOnce() -> (T, u64) + Send + 'static) -> Result<T, Busy> {
+        let (value, spent) = self.run(work).await?;
+        self.spent.fetch_add(spent, Ordering::Relaxed);
+        Ok(value)
+    }
+
+    /// KDF iterations run so far through [`KdfPool::run_counted`].
+    pub fn iterations_spent(&self) -> u64 {
+        self.spent.load(Ordering::Relaxed)
     }
 
     /// Runs `work` on a blocking thread when a worker is free; `Busy` when

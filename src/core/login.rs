@@ -95,6 +95,33 @@ pub enum Outcome {
 pub enum Prompt {
     /// A one-time code or a backup code.
     Code,
+    /// Again, after the code that confirmed enrollment moments ago was
+    /// typed (refused: each code works once): the prompt says why.
+    CodeJustUsed,
+}
+
+/// What the user is told when the code just used to enroll is typed again
+/// (only ever after a right first factor).
+pub const CODE_JUST_USED: &str = "That code was just used to set up two-factor login and cannot be used again; wait for the next code.";
+
+/// The answer to a code typed in the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeAnswer {
+    Accepted,
+    Refused,
+    /// The code that confirmed enrollment moments ago: wait for the next.
+    JustUsed,
+}
+
+impl CodeAnswer {
+    /// What the terminal tells the user after a refusal.
+    pub fn message(self) -> &'static str {
+        match self {
+            CodeAnswer::Accepted => "Thank you.",
+            CodeAnswer::Refused => "That code was not accepted.",
+            CodeAnswer::JustUsed => CODE_JUST_USED,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +225,23 @@ impl Core {
         self.record(e).await;
     }
 
+    /// A connection reached the login grace time without passing every
+    /// required factor: it counts against its address like a failed
+    /// attempt (OpenSSH 9.8's `PerSourcePenalties` does the same), so idle
+    /// connections cannot hold slots for free.
+    pub async fn login_grace_expired(&self, ip: IpAddr, client_version: &str, now: Millis) {
+        let penalty = self.admission.record_failure(ip, now);
+        let e = Event::new(EventType::LoginFailed, Severity::Low, "connection reached the login grace time without logging in", now)
+            .ip(Some(&ip.to_string()))
+            .detail("reason", "login_grace_time_exceeded")
+            .detail("protocol", "ssh")
+            .detail("client_version", client_version.chars().take(200).collect::<String>());
+        self.record(e).await;
+        if let Some(until) = penalty {
+            self.record_penalty_of(ip, until, now).await;
+        }
+    }
+
     /// One authentication step.
     pub async fn submit(&self, attempt: &mut Attempt, credential: Credential<'_>, now: Millis) -> Outcome {
         if let Credential::Code { code } = credential {
@@ -206,6 +250,10 @@ impl Core {
         attempt.pending = None;
         attempt.key_fingerprint = None;
         let username = credential.username();
+        // One first-factor check per address at a time, held until its
+        // failure (if any) is counted: parallel connections from one
+        // address cannot run hashes past the start of its penalty.
+        let _turn = self.admission.turn(attempt.ip).await;
         if let Err(Refusal::Penalized(until)) = self.admission.check_attempt(attempt.ip, now) {
             return self.fail(attempt, username, credential.method(), Reason::Penalized, None, now, Some(until)).await;
         }
@@ -314,6 +362,19 @@ impl Core {
                 let e = base(EventType::OtpReplay, Severity::High, format!("a used code was replayed for {}", user.username)).suspicious(60);
                 self.code_failed(attempt, &user, e, Reason::CodeReplayed, now).await
             }
+            CodeVerdict::UsedForEnrollment => {
+                let e = enrollment_replay(base(EventType::OtpReplay, Severity::Low, format!("{} typed the code that had just confirmed enrollment", user.username)));
+                let outcome = self.code_failed(attempt, &user, e, Reason::CodeReplayed, now).await;
+                // The owner's slip: asked again, with the reason, while
+                // attempts are left.
+                match outcome {
+                    Outcome::Rejected(Rejection::Denied) => {
+                        attempt.pending = Some(Pending { user: Some(user), method: p.method });
+                        Outcome::Need(Prompt::CodeJustUsed)
+                    }
+                    other => other,
+                }
+            }
             CodeVerdict::Throttled { until } => {
                 let e = base(EventType::OtpFailed, Severity::Medium, format!("code refused for {}: too many recent failures", user.username)).detail("closed_until", until.rfc3339());
                 self.code_failed(attempt, &user, e, Reason::CodeThrottled, now).await
@@ -328,44 +389,51 @@ impl Core {
     }
 
     /// The code asked in the terminal (for a session that logged in with a
-    /// plain password): true when accepted; the session then has two
-    /// factors. Failures are events and count toward the address's
-    /// penalties like any other.
-    pub async fn session_code(&self, auth: &Authenticated, ip: IpAddr, code: &Secret<String>, now: Millis) -> super::Result<bool> {
+    /// plain password). Accepted: the session then has two factors and
+    /// only now is the login recorded (`login_success`, the account's and
+    /// the device's login counts). Failures are events and count toward
+    /// the address's penalties like any other.
+    pub async fn session_code(&self, auth: &Authenticated, ip: IpAddr, code: &Secret<String>, now: Millis) -> super::Result<CodeAnswer> {
         let verdict = self.check_login_code(&auth.user, code.expose(), now)?;
         let base = |t: EventType, s: Severity, d: String| {
             Event::new(t, s, d, now).user(Some(auth.user.id), Some(&auth.user.username)).ip(Some(&ip.to_string())).session(Some(auth.session_id)).device(Some(auth.device_id)).detail("stage", "terminal")
         };
         match verdict {
             CodeVerdict::Accepted { kind } => {
-                self.store.set_session_factors(auth.session_id, 2)?;
-                self.store.record_login(auth.user.id, &ip.to_string(), now)?;
                 let e = if kind == "backup_code" {
                     base(EventType::BackupCodeUsed, Severity::Medium, format!("backup code used by {}", auth.user.username)).detail("backup_codes_left", self.store.backup_codes_left(auth.user.id)?)
                 } else {
                     base(EventType::OtpSuccess, Severity::Info, format!("{kind} code accepted for {}", auth.user.username)).detail("method", kind)
                 };
-                self.events.record_committed(vec![e]).await;
-                Ok(true)
+                let method = format!("password+{kind}");
+                let success = base(EventType::LoginSuccess, Severity::Info, format!("{method} login of {}", auth.user.username)).detail("method", method).detail("protocol", "ssh").detail("factors", 2);
+                if !self.events.record_committed(vec![e, success]).await {
+                    return Err(super::Error::EventLog);
+                }
+                self.store.set_session_factors(auth.session_id, 2)?;
+                self.store.record_login(auth.user.id, &ip.to_string(), now)?;
+                self.store.count_device_login(auth.device_id, now)?;
+                Ok(CodeAnswer::Accepted)
             }
             other => {
                 let (t, sev, reason) = match other {
                     CodeVerdict::Replay => (EventType::OtpReplay, Severity::High, Reason::CodeReplayed),
+                    CodeVerdict::UsedForEnrollment => (EventType::OtpReplay, Severity::Low, Reason::CodeReplayed),
                     CodeVerdict::Throttled { .. } => (EventType::OtpFailed, Severity::Medium, Reason::CodeThrottled),
                     _ => (EventType::OtpFailed, Severity::Medium, Reason::WrongCode),
                 };
-                self.record(base(t, sev, format!("code refused for {} in the terminal", auth.user.username)).detail("reason", reason.as_str())).await;
+                let mut e = base(t, sev, format!("code refused for {} in the terminal", auth.user.username)).detail("reason", reason.as_str());
+                if other == CodeVerdict::UsedForEnrollment {
+                    e = enrollment_replay(e);
+                }
+                self.record(e).await;
                 if let Some(until) = self.admission.record_failure(ip, now) {
-                    let e = Event::new(EventType::IpBlocked, Severity::Medium, format!("address {} held off after repeated failures", super::admission::AddressKey::of(ip)), now)
-                        .ip(Some(&ip.to_string()))
-                        .detail("kind", "penalty")
-                        .detail("until", until.rfc3339());
-                    self.record(e).await;
+                    self.record_penalty_of(ip, until, now).await;
                 }
                 if reason == Reason::WrongCode {
                     self.notify_code_failed(&auth.user, now);
                 }
-                Ok(false)
+                Ok(if other == CodeVerdict::UsedForEnrollment { CodeAnswer::JustUsed } else { CodeAnswer::Refused })
             }
         }
     }
@@ -410,26 +478,29 @@ impl Core {
         let stored = user.and_then(|u| u.password_hash.clone());
         let pw = password.clone();
         let phc = stored.clone();
+        // Every check costs the policy's iterations, whatever the account
+        // (unknown, no password, a hash at an older cost): the time to the
+        // answer says nothing about which names exist.
         let verdict = self
             .kdf
-            .run(move || match phc {
-                Some(h) => password::verify(pw.expose(), h.expose()),
-                None => {
-                    password::dummy_verify(iterations);
-                    Verify::Mismatch
-                }
-            })
+            .run_counted(move || password::verify_padded(pw.expose(), phc.as_ref().map(|h| h.expose().as_str()), iterations))
             .await
             .map_err(|_| Reason::Busy)?;
         match (verdict, user, stored) {
             (Verify::Match { iterations: had }, Some(u), Some(old)) => {
                 if had != iterations {
-                    let pw = password.clone();
-                    if let Ok(new) = self.kdf.run(move || password::hash(pw.expose(), iterations)).await {
-                        if let Err(e) = self.store.rehash_password(u.id, old.expose(), &new) {
-                            tracing::warn!(error = %e, user = u.id, "could not upgrade a password hash");
+                    // Upgraded beside the login, not before its answer: a
+                    // right password must not answer later than a wrong one
+                    // (over keyboard-interactive both get the code prompt).
+                    let (kdf, store, pw, user_id) = (self.kdf.clone(), self.store.clone(), password.clone(), u.id);
+                    let cost = u64::from(iterations);
+                    tokio::spawn(async move {
+                        if let Ok(new) = kdf.run_counted(move || (password::hash(pw.expose(), iterations), cost)).await {
+                            if let Err(e) = store.rehash_password(user_id, old.expose(), &new) {
+                                tracing::warn!(error = %e, user = user_id, "could not upgrade a password hash");
+                            }
                         }
-                    }
+                    });
                 }
                 Ok(())
             }
@@ -517,8 +588,12 @@ impl Core {
     }
 
     async fn record_penalty(&self, attempt: &Attempt, until: Millis, now: Millis) {
-        let e = Event::new(EventType::IpBlocked, Severity::Medium, format!("address {} held off after repeated failures", super::admission::AddressKey::of(attempt.ip)), now)
-            .ip(Some(&attempt.ip.to_string()))
+        self.record_penalty_of(attempt.ip, until, now).await
+    }
+
+    async fn record_penalty_of(&self, ip: IpAddr, until: Millis, now: Millis) {
+        let e = Event::new(EventType::IpBlocked, Severity::Medium, format!("address {} held off after repeated failures", self.admission.key(ip)), now)
+            .ip(Some(&ip.to_string()))
             .detail("kind", "penalty")
             .detail("until", until.rfc3339());
         self.record(e).await;
@@ -535,6 +610,10 @@ impl Core {
         };
         let ip = attempt.ip.to_string();
         let fingerprint = hex(&sha2::Sha256::digest(attempt.client_version.as_bytes())[..16]);
+        // A plain-password login of an account that needs a code: in with
+        // one factor, the code still to come in the terminal. Only then is
+        // it a login (event, device and account counts).
+        let code_pending = factors < required_level;
         let device = SeenDevice {
             user_id: user.id,
             fingerprint: &fingerprint,
@@ -543,6 +622,7 @@ impl Core {
             client_version: &attempt.client_version,
             ip: &ip,
             success: true,
+            pending: code_pending,
             now,
         };
         let started = self.store.see_device(&device).and_then(|(device_id, new)| {
@@ -583,21 +663,27 @@ impl Core {
         if new_device {
             events.push(base(EventType::DeviceNew, Severity::Info, format!("first login of {} from this client", user.username)).detail("fingerprint", fingerprint.clone()));
         }
-        // A plain-password login of an account that needs a code: in with
-        // one factor, the code still to come in the terminal.
-        let code_pending = factors < required_level;
-        let mut success = base(EventType::LoginSuccess, Severity::Info, format!("{method} login of {}", user.username))
-            .detail("method", method)
-            .detail("protocol", attempt.protocol)
-            .detail("factors", factors);
         if code_pending {
-            success = success.detail("code_pending", true);
+            // The first factor is its own step: the session starts, the
+            // login is recorded when the code passes (`session_code`).
+            events.push(
+                base(EventType::SessionStarted, Severity::Info, format!("{} session started after the first factor; the code is still to come", attempt.protocol))
+                    .detail("stage", "first_factor")
+                    .detail("method", method)
+                    .detail("factors", factors)
+                    .detail("code_pending", true),
+            );
+        } else {
+            let mut success = base(EventType::LoginSuccess, Severity::Info, format!("{method} login of {}", user.username))
+                .detail("method", method)
+                .detail("protocol", attempt.protocol)
+                .detail("factors", factors);
+            if let Some(fp) = &attempt.key_fingerprint {
+                success = success.detail("key_fingerprint", fp.clone());
+            }
+            events.push(success);
+            events.push(base(EventType::SessionStarted, Severity::Info, format!("{} session started", attempt.protocol)));
         }
-        if let Some(fp) = &attempt.key_fingerprint {
-            success = success.detail("key_fingerprint", fp.clone());
-        }
-        events.push(success);
-        events.push(base(EventType::SessionStarted, Severity::Info, format!("{} session started", attempt.protocol)));
         if !self.events.record_committed(events).await {
             let _ = self.store.end_session(session_id, "event log unavailable", now);
             return self.fail(attempt, &user.username, method, Reason::EventLogUnavailable, Some(&user), now, None).await;
@@ -627,6 +713,116 @@ impl Core {
     }
 }
 
+/// The details of a replay of the code that had just confirmed enrollment.
+fn enrollment_replay(e: Event) -> Event {
+    e.detail("after_enrollment", true)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::accounts::Actor;
+    use crate::core::EventSink;
+    use crate::store::Store;
+    use std::sync::Arc;
+
+    fn core(dir: &std::path::Path, extra: &str) -> Core {
+        let text = format!("passwords: {{\n  iterations: 1000\n}}\nkdf: {{\n  workers: 2\n  queue: 32\n}}\n{extra}");
+        let settings = crate::config::load::from_text(&text, "t.hjson", dir).expect("settings");
+        let store = Arc::new(Store::open(&dir.join("t.db")).expect("open"));
+        store.migrate(None).expect("migrate");
+        Core::new(store.clone(), settings, EventSink::Direct(store), crate::core::secrets::Keyring::from_key(&[3; 32]))
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt")
+    }
+
+    const PASSWORD: &str = "Correct-Horse-Battery-9";
+
+    /// The KDF work of one password attempt, counted by the pool.
+    fn work(core: &Core, rt: &tokio::runtime::Runtime, ip: &str, username: &str, password: &str, now: Millis) -> (u64, Outcome) {
+        let before = core.kdf.iterations_spent();
+        let mut attempt = Attempt::new(ip.parse().expect("ip"), "SSH-2.0-test".into(), "ssh", now);
+        let pw = Secret::new(password.to_owned());
+        let outcome = rt.block_on(core.submit(&mut attempt, Credential::Password { username, password: &pw, method: "keyboard-interactive" }, now));
+        (core.kdf.iterations_spent() - before, outcome)
+    }
+
+    /// Item 3: a known user whose hash has an older (lower) cost, a known
+    /// user at the current cost and an unknown user cost the same KDF
+    /// iterations, so the time to the answer (the code prompt) tells
+    /// nothing.
+    #[test]
+    fn every_first_factor_costs_the_policy_iterations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = core(dir.path(), "");
+        let rt = rt();
+        let t0 = Millis(1_800_000_000_000);
+        let current = rt.block_on(core.add_user("current", None, &Secret::new(PASSWORD.into()), &[], &Actor::Cli("t".into()), t0)).expect("user");
+        let old = rt.block_on(core.add_user("old", None, &Secret::new(PASSWORD.into()), &[], &Actor::Cli("t".into()), t0)).expect("user");
+        let stored = old.password_hash.as_ref().expect("hash").expose().clone();
+        core.store.rehash_password(old.id, &stored, &password::hash(PASSWORD, 100)).expect("set an old-cost hash");
+        assert!(core.store.user_by_name("old").expect("read").and_then(|u| u.password_hash).expect("hash").expose().contains("i=100,"));
+        assert!(current.password_hash.as_ref().expect("hash").expose().contains("i=1000,"));
+        let cases = [("old", "wrong password 1"), ("current", "wrong password 2"), ("nobody", "wrong password 3"), ("bad name!", "wrong password 4")];
+        let spent: Vec<u64> = cases.iter().map(|(u, p)| work(&core, &rt, "192.0.2.10", u, p, t0).0).collect();
+        assert_eq!(spent, vec![1000, 1000, 1000, 1000], "{cases:?}");
+        // The right password at the old cost: the same padded check before
+        // the answer; the upgrade to the policy's cost runs beside it.
+        let before = core.kdf.iterations_spent();
+        let (spent, outcome) = work(&core, &rt, "192.0.2.11", "old", PASSWORD, t0);
+        assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
+        assert!(spent == 1000 || spent == 2000, "{spent}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !core.store.user_by_name("old").expect("read").and_then(|u| u.password_hash).expect("hash").expose().contains("i=1000,") {
+            assert!(std::time::Instant::now() < deadline, "the hash was not upgraded");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(core.kdf.iterations_spent() - before, 2000, "the check and the upgrade");
+        let (spent, _) = work(&core, &rt, "192.0.2.11", "old", "wrong again", t0);
+        assert_eq!(spent, 1000);
+    }
+
+    /// Item 4: many parallel attempts from one address: once its failures
+    /// start a penalty no further hash runs for it (the budget is 3).
+    #[test]
+    fn no_hash_runs_for_an_address_once_it_is_over_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = Arc::new(core(dir.path(), "ssh: {\n  penalties: {\n    max_failures: 3\n  }\n}\n"));
+        let rt = rt();
+        let t0 = Millis(1_800_000_000_000);
+        rt.block_on(core.add_user("victim", None, &Secret::new(PASSWORD.into()), &[], &Actor::Cli("t".into()), t0)).expect("user");
+        let before = core.kdf.iterations_spent();
+        let outcomes = rt.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..12 {
+                let core = core.clone();
+                tasks.spawn(async move {
+                    let ip: IpAddr = "2001:db8:7:7::1".parse().expect("ip");
+                    // Other hosts of the same /64 are the same address.
+                    let ip = if i % 2 == 0 { ip } else { "2001:db8:7:7::2".parse().expect("ip") };
+                    let mut attempt = Attempt::new(ip, "SSH-2.0-test".into(), "ssh", t0);
+                    let pw = Secret::new(format!("wrong password {i}"));
+                    core.submit(&mut attempt, Credential::Password { username: "victim", password: &pw, method: "password" }, t0).await
+                });
+            }
+            let mut out = Vec::new();
+            while let Some(o) = tasks.join_next().await {
+                out.push(o.expect("join"));
+            }
+            out
+        });
+        assert_eq!(core.kdf.iterations_spent() - before, 3 * 1000, "exactly the budget's hashes ran");
+        let refused = outcomes.iter().filter(|o| matches!(o, Outcome::Rejected(Rejection::Refused))).count();
+        assert_eq!(refused, 9, "{outcomes:?}");
+        assert_eq!(core.admission.turns_held(), 0);
+        // Another address is not held off.
+        let (spent, _) = work(&core, &rt, "192.0.2.99", "victim", "wrong", t0);
+        assert_eq!(spent, 1000);
+    }
 }

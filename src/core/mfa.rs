@@ -89,6 +89,11 @@ pub enum CodeVerdict {
     Accepted { kind: &'static str },
     Wrong,
     Replay,
+    /// A replay of the code that confirmed enrollment moments ago (the
+    /// user typed it on the page and again at login): refused like any
+    /// replay, but it is the owner's slip, so it is not counted as a guess
+    /// and the user is told to wait for the next code.
+    UsedForEnrollment,
     /// Too many tries in this step, or closed after repeated failures.
     Throttled { until: Millis },
     NotEnrolled,
@@ -113,6 +118,37 @@ fn new_backup_code() -> Result<String> {
 fn clean_backup_code(input: &str) -> Option<String> {
     let c: String = input.chars().filter(|c| !matches!(c, ' ' | '-')).flat_map(char::to_lowercase).collect();
     (c.len() == 10 && c.bytes().all(|b| BACKUP_ALPHABET.contains(&b))).then(|| format!("{}-{}", &c[..5], &c[5..]))
+}
+
+/// How long the code factor closes after its `closures`-th closure (0 for
+/// the first): `lockout` doubling each time, never beyond `max_lockout`.
+fn closure_length(lockout: std::time::Duration, max_lockout: std::time::Duration, closures: u32) -> std::time::Duration {
+    let factor = 1u32.checked_shl(closures.min(16)).unwrap_or(u32::MAX);
+    lockout.saturating_mul(factor).min(max_lockout)
+}
+
+/// How long after enrollment a replayed code is taken for the one that
+/// confirmed it: a TOTP code stays valid for up to three steps with ±1
+/// step of skew.
+pub const ENROLLMENT_REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(3 * TOTP_PERIOD);
+
+/// Whether a replayed code can only be the one that confirmed enrollment:
+/// enabled moments ago and no login has passed since (a login would have
+/// burnt a later step or counter).
+fn replays_enrollment(row: &OtpRow, user: &User, now: Millis) -> bool {
+    let Some(enabled) = row.enabled_at else { return false };
+    let recent = enabled <= now && now.0 - enabled.0 <= ENROLLMENT_REPLAY_WINDOW.as_millis() as i64;
+    recent && user.last_login_at.is_none_or(|t| t < enabled)
+}
+
+/// A right code opens the factor again and forgets earlier closures, so
+/// whoever knows only the password cannot keep doubling them.
+fn reset_throttle(row: &mut OtpRow) {
+    row.consecutive_failures = 0;
+    row.step_failures = 0;
+    row.failure_step = None;
+    row.closures = 0;
+    row.closed_until = None;
 }
 
 impl Core {
@@ -321,8 +357,24 @@ impl Core {
         };
         let m = self.settings().mfa.clone();
         let step = otp::step_of(unix_secs(now), TOTP_PERIOD);
-        if let Some(until) = row.closed_until.filter(|t| *t > now) {
-            return Ok(CodeVerdict::Throttled { until });
+        // A closed factor still takes backup codes: at ~50 bits each they
+        // cannot be guessed, and they are how the owner gets in while
+        // someone who has the password keeps closing it.
+        let backup = clean_backup_code(input);
+        let closed = row.closed_until.filter(|t| *t > now);
+        if let Some(until) = closed {
+            let Some(code) = backup else {
+                return Ok(CodeVerdict::Throttled { until });
+            };
+            let hash = self.keyring.keyed_hash(&format!("backup:{}", user.id), code.as_bytes());
+            if !self.store.use_backup_code(user.id, &hash, now)? {
+                // Judged, but the closure is neither extended nor doubled.
+                return Ok(CodeVerdict::Wrong);
+            }
+            row = self.store.otp(user.id)?.unwrap_or(row);
+            reset_throttle(&mut row);
+            self.store.update_otp_throttle(&row)?;
+            return Ok(CodeVerdict::Accepted { kind: "backup_code" });
         }
         if row.failure_step == Some(step) && row.step_failures >= m.tries_per_step {
             return Ok(CodeVerdict::Throttled { until: Millis(((step + 1) * TOTP_PERIOD * 1000) as i64) });
@@ -345,7 +397,7 @@ impl Core {
                     Check::Wrong => CodeVerdict::Wrong,
                 }
             }
-        } else if let Some(code) = clean_backup_code(input) {
+        } else if let Some(code) = backup {
             let hash = self.keyring.keyed_hash(&format!("backup:{}", user.id), code.as_bytes());
             if self.store.use_backup_code(user.id, &hash, now)? {
                 CodeVerdict::Accepted { kind: "backup_code" }
@@ -355,14 +407,17 @@ impl Core {
         } else {
             CodeVerdict::Wrong
         };
+        let verdict = match verdict {
+            // The account as it is now (a login elsewhere since this one
+            // began would have burnt a later code).
+            CodeVerdict::Replay if replays_enrollment(&row, &self.store.user_by_id(user.id)?.unwrap_or_else(|| user.clone()), now) => CodeVerdict::UsedForEnrollment,
+            v => v,
+        };
         // Re-read: the burn above changed the row.
         row = self.store.otp(user.id)?.unwrap_or(row);
         match verdict {
-            CodeVerdict::Accepted { .. } => {
-                row.consecutive_failures = 0;
-                row.step_failures = 0;
-                row.failure_step = None;
-            }
+            CodeVerdict::Accepted { .. } => reset_throttle(&mut row),
+            CodeVerdict::UsedForEnrollment => {}
             _ => {
                 if row.failure_step != Some(step) {
                     row.failure_step = Some(step);
@@ -371,8 +426,7 @@ impl Core {
                 row.step_failures += 1;
                 row.consecutive_failures += 1;
                 if row.consecutive_failures >= m.max_consecutive_failures {
-                    let factor = 1u32.checked_shl(row.closures.min(16)).unwrap_or(u32::MAX);
-                    row.closed_until = Some(now.plus(m.lockout.saturating_mul(factor)));
+                    row.closed_until = Some(now.plus(closure_length(m.lockout, m.max_lockout, row.closures)));
                     row.closures += 1;
                     row.consecutive_failures = 0;
                 }
@@ -451,11 +505,15 @@ mod tests {
         assert_eq!(rt.block_on(core.otp_confirm(&token, &code_at(t0), t0)).err(), Some(LinkRefusal::InvalidToken), "used once");
         assert_eq!(core.required_level(&user).expect("level"), 2);
 
-        // The step used to confirm is burnt; the next step works once.
-        assert_eq!(core.check_login_code(&user, &code_at(t0), t0).expect("check"), CodeVerdict::Replay);
+        // The step used to confirm is burnt (typed again right after
+        // enrollment: the owner's slip); the next step works once.
+        assert_eq!(core.check_login_code(&user, &code_at(t0), t0).expect("check"), CodeVerdict::UsedForEnrollment);
         let t1 = t0.plus(std::time::Duration::from_secs(30));
         assert_eq!(core.check_login_code(&user, &code_at(t1), t1).expect("check"), CodeVerdict::Accepted { kind: "totp" });
+        // (The login that code made is recorded, as `core::login` does.)
+        core.store.record_login(user.id, "192.0.2.1", t1).expect("record login");
         assert_eq!(core.check_login_code(&user, &code_at(t1), t1).expect("check"), CodeVerdict::Replay);
+        assert_eq!(core.check_login_code(&user, &code_at(t0), t1).expect("check"), CodeVerdict::Replay, "after a login, a plain replay");
         // A backup code, once.
         let t2 = t1.plus(std::time::Duration::from_secs(60));
         assert_eq!(core.check_login_code(&user, &codes[0].to_uppercase(), t2).expect("check"), CodeVerdict::Accepted { kind: "backup_code" });
@@ -524,7 +582,8 @@ mod tests {
         let hotp = |c| otp::hotp(Algorithm::Sha1, &secret, c, 6);
         // A token that ran ahead (counter 3) still confirms; the server resyncs.
         rt.block_on(core.otp_confirm(&token, &hotp(3), t0)).expect("confirm");
-        assert_eq!(core.check_login_code(&user, &hotp(3), t0).expect("check"), CodeVerdict::Replay);
+        assert_eq!(core.check_login_code(&user, &hotp(3), t0).expect("check"), CodeVerdict::UsedForEnrollment);
+        assert_eq!(core.check_login_code(&user, &hotp(3), t0.plus(ENROLLMENT_REPLAY_WINDOW).plus(std::time::Duration::from_secs(1))).expect("check"), CodeVerdict::Replay, "long after enrollment");
         assert_eq!(core.check_login_code(&user, &hotp(9), t0).expect("check"), CodeVerdict::Accepted { kind: "hotp" });
         // Five wrong codes, one per step, close the factor for 15 minutes.
         let mut t = t0;
@@ -536,6 +595,70 @@ mod tests {
         assert_eq!(closed, CodeVerdict::Throttled { until: t.plus(std::time::Duration::from_secs(900)) });
         let later = t.plus(std::time::Duration::from_secs(901));
         assert_eq!(core.check_login_code(&user, &hotp(10), later).expect("check"), CodeVerdict::Accepted { kind: "hotp" });
+    }
+
+    #[test]
+    fn closure_lengths_double_and_are_bounded() {
+        let m = |mins: u64| std::time::Duration::from_secs(mins * 60);
+        let cases: &[(u32, std::time::Duration)] = &[(0, m(15)), (1, m(30)), (2, m(60)), (6, m(960)), (7, m(1440)), (16, m(1440)), (40, m(1440)), (u32::MAX, m(1440))];
+        for (closures, want) in cases {
+            assert_eq!(closure_length(m(15), m(1440), *closures), *want, "closures={closures}");
+        }
+    }
+
+    /// Whoever has the password closes the factor again and again: the
+    /// closures stay bounded, a backup code gets the owner through one,
+    /// and a right code resets the doubling.
+    #[test]
+    fn closures_are_bounded_reset_by_success_and_let_backup_codes_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = core(dir.path());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let t0 = Millis(1_800_000_000_000);
+        let user = rt.block_on(core.add_user("erin", Some("erin@example.org"), &Secret::new("Correct-Horse-Battery-9".into()), &[], &Actor::Cli("t".into()), t0)).expect("user");
+        rt.block_on(core.start_otp_enrollment(&user, Method::Hotp, &Actor::Cli("t".into()), t0)).expect("enroll");
+        let body = core.due_mail(t0, 10).expect("mail").remove(0).body.text;
+        let token = body.lines().find(|l| l.contains("/otp/enroll/")).and_then(|l| l.trim().rsplit('/').next()).expect("token").to_owned();
+        let secret = base32_decode(&core.otp_enrollment_view(&token, t0).expect("view").secret_base32);
+        let hotp = |c| otp::hotp(Algorithm::Sha1, &secret, c, 6);
+        let codes = rt.block_on(core.otp_confirm(&token, &hotp(0), t0)).expect("confirm");
+        let secs = std::time::Duration::from_secs;
+        // Five wrong codes (one per step) close the factor; returns the end.
+        let close = |t: &mut Millis| -> Millis {
+            for _ in 0..5 {
+                *t = t.plus(secs(30));
+                assert_eq!(core.check_login_code(&user, "999999x", *t).expect("check"), CodeVerdict::Wrong);
+            }
+            match core.check_login_code(&user, &hotp(1), *t).expect("check") {
+                CodeVerdict::Throttled { until } => until,
+                other => panic!("not closed: {other:?}"),
+            }
+        };
+        let mut t = t0;
+        let mut lengths = Vec::new();
+        for _ in 0..9 {
+            let until = close(&mut t);
+            lengths.push((until.0 - t.0) / 60_000);
+            t = until;
+        }
+        assert_eq!(lengths, vec![15, 30, 60, 120, 240, 480, 960, 1440, 1440], "doubling, bounded by max_lockout (24h)");
+
+        // While closed: a wrong backup code is judged without extending the
+        // closure; a right one gets in and opens the factor.
+        let until = close(&mut t);
+        assert_eq!(core.check_login_code(&user, "aaaaa-aaaaa", t).expect("check"), CodeVerdict::Wrong);
+        assert_eq!(core.mfa_status(&user, t).expect("status").code_factor_closed_until, Some(until.rfc3339()), "not extended");
+        assert_eq!(core.check_login_code(&user, &codes[0], t).expect("check"), CodeVerdict::Accepted { kind: "backup_code" });
+        assert_eq!(core.mfa_status(&user, t).expect("status").code_factor_closed_until, None, "opened again");
+        assert_eq!(core.check_login_code(&user, &hotp(1), t).expect("check"), CodeVerdict::Accepted { kind: "hotp" });
+        // The success reset the doubling: the next closure is 15 minutes.
+        let until = close(&mut t);
+        assert_eq!((until.0 - t.0) / 60_000, 15);
+        // After it ends, a right code also resets it.
+        t = until;
+        assert_eq!(core.check_login_code(&user, &hotp(2), t).expect("check"), CodeVerdict::Accepted { kind: "hotp" });
+        let until = close(&mut t);
+        assert_eq!((until.0 - t.0) / 60_000, 15);
     }
 
     #[test]

@@ -61,9 +61,11 @@ const MAX_PARSED_OUTPUT_LEN: usize = 64;
 const MIN_PARSED_SALT_LEN: usize = 8;
 const MAX_PARSED_SALT_LEN: usize = 64;
 
-/// Raw PBKDF2-HMAC-SHA256.
-fn pbkdf2_sha256(password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
+/// Raw PBKDF2-HMAC-SHA256. Returns the iterations it ran times the output
+/// blocks it derived (the work done, in single-block iterations).
+fn pbkdf2_sha256(password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) -> u64 {
     pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password, salt, iterations, out);
+    u64::from(iterations) * out.len().div_ceil(32) as u64
 }
 
 fn clamp_iterations(iterations: u32) -> u32 {
@@ -196,34 +198,71 @@ fn parse_phc(phc: &str) -> Option<Phc> {
 /// inputs from being used to burn CPU (this does make such a refusal faster
 /// than a real check, which reveals only that the input was oversized).
 pub fn verify(password: &str, phc: &str) -> Verify {
+    verify_counting(password, phc).0
+}
+
+/// [`verify`], also returning the KDF work it did (in iterations).
+fn verify_counting(password: &str, phc: &str) -> (Verify, u64) {
     let Some(parsed) = parse_phc(phc) else {
-        return Verify::Malformed;
+        return (Verify::Malformed, 0);
     };
     if password.len() > MAX_INPUT_BYTES {
-        return Verify::Mismatch;
+        return (Verify::Mismatch, 0);
     }
     let password = normalize(password);
     let mut out = vec![0u8; parsed.hash.len()];
-    pbkdf2_sha256(
+    let spent = pbkdf2_sha256(
         password.as_bytes(),
         &parsed.salt,
         parsed.iterations,
         &mut out,
     );
     if bool::from(out.as_slice().ct_eq(parsed.hash.as_slice())) {
-        Verify::Match {
-            iterations: parsed.iterations,
-        }
+        (
+            Verify::Match {
+                iterations: parsed.iterations,
+            },
+            spent,
+        )
     } else {
-        Verify::Mismatch
+        (Verify::Mismatch, spent)
     }
+}
+
+/// The login check: verifies `password` against `phc` (`None` for an
+/// unknown user or an account without a password) and pads the work with
+/// dummy rounds up to `floor` iterations (the policy's cost), so a hash
+/// stored at an older, lower cost, a malformed one and a missing one all
+/// cost the same as a current one. Returns the verdict and the KDF work
+/// done, in iterations. Input over [`MAX_INPUT_BYTES`] is refused before
+/// any work, whoever the user is.
+///
+/// A hash stored at a *higher* cost than `floor` still costs its own
+/// count (it cannot be made cheaper); it is rehashed at the policy's cost
+/// on the next successful login.
+pub fn verify_padded(password: &str, phc: Option<&str>, floor: u32) -> (Verify, u64) {
+    if password.len() > MAX_INPUT_BYTES {
+        return (Verify::Mismatch, 0);
+    }
+    let (verdict, spent) = match phc {
+        Some(phc) => verify_counting(password, phc),
+        None => (Verify::Mismatch, 0),
+    };
+    let floor = u64::from(clamp_iterations(floor));
+    let pad = if spent < floor {
+        // floor - spent < floor <= MAX_ITERATIONS: fits in u32.
+        dummy_verify(u32::try_from(floor - spent).unwrap_or(MAX_ITERATIONS))
+    } else {
+        0
+    };
+    (verdict, spent + pad)
 }
 
 /// Spends the same KDF time as a [`verify`] with `iterations` rounds, for a
 /// login attempt naming an unknown user, so that response time does not tell
 /// which user names exist. Uses a fixed salt drawn once per process; the
 /// result is discarded.
-pub fn dummy_verify(iterations: u32) {
+pub fn dummy_verify(iterations: u32) -> u64 {
     static SALT: OnceLock<[u8; SALT_LEN]> = OnceLock::new();
     let salt = SALT.get_or_init(|| {
         let mut salt = [0x5a; SALT_LEN];
@@ -232,7 +271,7 @@ pub fn dummy_verify(iterations: u32) {
         salt
     });
     let mut out = [0u8; OUTPUT_LEN];
-    pbkdf2_sha256(
+    let spent = pbkdf2_sha256(
         std::hint::black_box(b"portcullis-dummy-password"),
         std::hint::black_box(salt),
         clamp_iterations(iterations),
@@ -242,6 +281,7 @@ pub fn dummy_verify(iterations: u32) {
         out.as_slice()
             .ct_eq(std::hint::black_box(&[0u8; OUTPUT_LEN][..])),
     );
+    spent
 }
 
 // ---------------------------------------------------------------------------
@@ -638,8 +678,34 @@ mod tests {
 
     #[test]
     fn dummy_verify_runs() {
-        dummy_verify(TEST_ITERATIONS);
-        dummy_verify(0);
+        assert_eq!(dummy_verify(TEST_ITERATIONS), u64::from(TEST_ITERATIONS));
+        assert_eq!(dummy_verify(0), 1);
+    }
+
+    /// Every outcome of a login check costs the policy's iterations: a hash
+    /// at an older (lower) cost, a current one, none, a malformed one; right
+    /// or wrong password. A higher stored cost is spent as it is.
+    #[test]
+    fn verify_padded_spends_the_floor_for_every_outcome() {
+        let floor = 2_000;
+        let old = hash_with_salt("right password", b"0123456789abcdef", 500);
+        let current = hash_with_salt("right password", b"0123456789abcdef", floor);
+        let higher = hash_with_salt("right password", b"0123456789abcdef", 3_000);
+        let cases: &[(&str, Option<&str>, Verify, u64)] = &[
+            ("wrong", Some(old.as_str()), Verify::Mismatch, 2_000),
+            ("right password", Some(old.as_str()), Verify::Match { iterations: 500 }, 2_000),
+            ("wrong", Some(current.as_str()), Verify::Mismatch, 2_000),
+            ("right password", Some(current.as_str()), Verify::Match { iterations: 2_000 }, 2_000),
+            ("wrong", None, Verify::Mismatch, 2_000),
+            ("wrong", Some("$pbkdf2-sha256$i=x"), Verify::Malformed, 2_000),
+            ("wrong", Some(higher.as_str()), Verify::Mismatch, 3_000),
+        ];
+        for (pw, phc, verdict, spent) in cases {
+            assert_eq!(verify_padded(pw, *phc, floor), (*verdict, *spent), "{pw} / {phc:?}");
+        }
+        let long = "x".repeat(MAX_INPUT_BYTES + 1);
+        assert_eq!(verify_padded(&long, Some(current.as_str()), floor), (Verify::Mismatch, 0), "refused before any work");
+        assert_eq!(verify_padded(&long, None, floor), (Verify::Mismatch, 0), "the same for an unknown user");
     }
 
     #[test]

@@ -27,7 +27,10 @@ impl Keyring {
     pub fn load_or_create(data_dir: &Path) -> Result<Keyring, String> {
         let path = data_dir.join(KEY_FILE);
         let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+            Ok(b) => {
+                check_private(&path)?;
+                b
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 getrandom::fill(&mut key).map_err(|e| format!("generating the secret key: {e}"))?;
@@ -98,6 +101,21 @@ impl Keyring {
     }
 }
 
+/// Refuses a key file that the group or others may read or write (as sshd
+/// refuses such a host key): the message names the file and its mode.
+pub fn check_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).map_err(|e| format!("reading {}: {e}", path.display()))?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is accessible by group or others (mode {mode:04o}); it holds a private key: run chmod 600 {}",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -156,6 +174,23 @@ mod tests {
         assert_eq!(a.keyed_hash("c", b"v"), b.keyed_hash("c", b"v"));
         std::fs::write(dir.path().join(KEY_FILE), b"short").expect("write");
         assert!(Keyring::load_or_create(dir.path()).unwrap_err().contains("must hold exactly 32 bytes"));
+    }
+
+    #[test]
+    fn key_files_open_to_group_or_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        Keyring::load_or_create(dir.path()).expect("create");
+        let path = dir.path().join(KEY_FILE);
+        for (mode, refused) in [(0o600, false), (0o400, false), (0o700, false), (0o640, true), (0o604, true), (0o644, true), (0o620, true), (0o666, true)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let r = Keyring::load_or_create(dir.path());
+            assert_eq!(r.is_err(), refused, "mode {mode:o}");
+            if refused {
+                let e = r.unwrap_err();
+                assert_eq!(e, format!("{} is accessible by group or others (mode {mode:04o}); it holds a private key: run chmod 600 {}", path.display(), path.display()));
+            }
+        }
     }
 
     #[test]

@@ -185,7 +185,7 @@ async fn terminal_code<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::i
             Line::Closed => return Ok(Some(Ending::Disconnected)),
         };
         match s.core.session_code(&s.auth, s.ip, &Secret::new(code), Millis::now()).await {
-            Ok(true) => {
+            Ok(crate::core::login::CodeAnswer::Accepted) => {
                 s.auth.factors = 2;
                 if s.auth.complete() {
                     term.fully_authenticated();
@@ -193,7 +193,7 @@ async fn terminal_code<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::i
                 term.write(&crlf("  Thank you.\n")).await?;
                 return Ok(None);
             }
-            Ok(false) => term.write(&crlf("  That code was not accepted.\n")).await?,
+            Ok(refused) => term.write(&crlf(&format!("  {}\n", refused.message()))).await?,
             Err(e) => {
                 tracing::warn!(error = %e, "checking a code in the terminal");
                 term.write(&crlf("  Codes cannot be checked right now.\n")).await?;

@@ -53,6 +53,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, menus: flow::menu::SharedMenus, stream: TcpStream, peer: SocketAddr, ticket: Ticket, mut shutdown: watch::Receiver<bool>) {
     let connected_at = Millis::now();
+    // A second handle on the socket: a session stuck in its key exchange
+    // does not act on a disconnect request, so it is closed from here.
+    let socket = {
+        use std::os::fd::AsFd;
+        stream.as_fd().try_clone_to_owned().map(std::net::TcpStream::from).ok()
+    };
     let settings = core.settings();
     let grace = settings.ssh.login_grace_time;
     let client_id = ClientId::default();
@@ -71,11 +77,17 @@ pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, menus: flow
         term_type: String::new(),
         menus,
     };
-    let started = tokio::time::timeout(grace, russh::server::run_stream(config, Sniff::new(stream, client_id), handler)).await;
+    let started = tokio::time::timeout(grace, russh::server::run_stream(config, Sniff::new(stream, client_id.clone()), handler)).await;
     let running = match started {
         Ok(Ok(r)) => r,
-        // No identification line within the grace time, or a broken one.
-        _ => return,
+        // No identification line within the grace time: counted against
+        // the address like any connection that never logs in.
+        Err(_) => {
+            core.login_grace_expired(peer.ip(), &client_id.get(), Millis::now()).await;
+            return;
+        }
+        // A broken one.
+        Ok(Err(_)) => return,
     };
     let handle = running.handle();
     tokio::pin!(running);
@@ -96,7 +108,8 @@ pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, menus: flow
                     continue;
                 }
                 ending = Some("login grace time exceeded");
-                let _ = handle.disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new()).await;
+                core.login_grace_expired(peer.ip(), &client_id.get(), Millis::now()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), handle.disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())).await;
                 break;
             }
             _ = shared.revoked.notified() => {
@@ -115,9 +128,13 @@ pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, menus: flow
             }
         }
     }
-    // Give the session a moment to flush its goodbye.
-    if !finished {
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
+    // Give the session a moment to flush its goodbye; one that does not
+    // end (stalled mid-handshake) has its socket shut, which ends it and
+    // frees its unauthenticated slot.
+    if !finished && tokio::time::timeout(Duration::from_secs(2), &mut running).await.is_err() {
+        if let Some(s) = &socket {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
     let flow = lock(&shared.flow).take();
     if let Some(f) = flow {
@@ -166,6 +183,8 @@ impl Handler {
                 Auth::Accept
             }
             Outcome::Need(Prompt::Code) if kbd => code_prompt(),
+            // Only ever asked through keyboard-interactive (the code step).
+            Outcome::Need(Prompt::CodeJustUsed) => code_prompt_again(),
             // Password or key accepted as far as the client may learn: the
             // code is asked through keyboard-interactive.
             Outcome::Need(Prompt::Code) => {
@@ -193,6 +212,16 @@ fn code_prompt() -> Auth {
         name: Cow::Borrowed(""),
         instructions: Cow::Borrowed(""),
         prompts: Cow::Owned(vec![(Cow::Borrowed("Verification code: "), false)]),
+    }
+}
+
+/// The code prompt again, saying why: OpenSSH shows the instructions
+/// only at its default log level, so the prompt itself carries them too.
+fn code_prompt_again() -> Auth {
+    Auth::Partial {
+        name: Cow::Borrowed(""),
+        instructions: Cow::Borrowed(crate::core::login::CODE_JUST_USED),
+        prompts: Cow::Owned(vec![(Cow::Owned(format!("{} Verification code: ", crate::core::login::CODE_JUST_USED)), false)]),
     }
 }
 

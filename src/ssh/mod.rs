@@ -18,10 +18,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// The host key, as the daemon holds it (to rebuild the config on reload).
+pub type HostKey = PrivateKey;
+
 /// Loads the ed25519 host key, creating it (mode 0600) on first start.
 pub fn load_or_create_host_key(path: &Path) -> anyhow::Result<PrivateKey> {
     use anyhow::Context as _;
     if path.exists() {
+        crate::core::secrets::check_private(path).map_err(anyhow::Error::msg)?;
         let text = std::fs::read_to_string(path).with_context(|| format!("reading host key {}", path.display()))?;
         return PrivateKey::from_openssh(text.trim()).with_context(|| format!("parsing host key {}", path.display()));
     }
@@ -42,6 +46,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()
 }
+
+/// Ciphers offered: AEAD only (their integrity is built in).
+pub const CIPHERS: &[russh::cipher::Name] = &[russh::cipher::CHACHA20_POLY1305, russh::cipher::AES_256_GCM, russh::cipher::AES_128_GCM];
+/// MACs offered: encrypt-then-MAC only (ssh-audit warns about the
+/// encrypt-and-MAC `hmac-sha2-256` and `hmac-sha2-512`). With the AEAD
+/// ciphers above no MAC is used at all; the list is what is advertised.
+pub const MACS: &[russh::mac::Name] = &[russh::mac::HMAC_SHA512_ETM, russh::mac::HMAC_SHA256_ETM];
 
 /// The russh configuration from our settings.
 pub fn russh_config(core: &Core, host_key: PrivateKey) -> Config {
@@ -64,13 +75,18 @@ pub fn russh_config(core: &Core, host_key: PrivateKey) -> Config {
         keepalive_interval: Some(Duration::from_secs(60)),
         keepalive_max: 3,
         nodelay: true,
+        preferred: russh::Preferred { cipher: std::borrow::Cow::Borrowed(CIPHERS), mac: std::borrow::Cow::Borrowed(MACS), ..russh::Preferred::DEFAULT },
         ..Default::default()
     }
 }
 
+/// The russh configuration new connections get; replaced on reload
+/// (connections already open keep theirs).
+pub type SharedConfig = Arc<std::sync::RwLock<Arc<Config>>>;
+
 /// Accepts connections until `shutdown` turns true, then tells connected
 /// users, waits briefly for their sessions to end, and returns.
-pub async fn serve(listener: TcpListener, core: Arc<Core>, config: Arc<Config>, menus: crate::flow::menu::SharedMenus, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, core: Arc<Core>, config: SharedConfig, menus: crate::flow::menu::SharedMenus, mut shutdown: watch::Receiver<bool>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -89,7 +105,8 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, config: Arc<Config>, 
                 match core.admission.admit(peer.ip(), now, roll) {
                     Ok(ticket) => {
                         let _ = stream.set_nodelay(true);
-                        connections.spawn(handler::connection(core.clone(), config.clone(), menus.clone(), stream, peer, ticket, shutdown.clone()));
+                        let config = config.read().unwrap_or_else(|p| p.into_inner()).clone();
+                        connections.spawn(handler::connection(core.clone(), config, menus.clone(), stream, peer, ticket, shutdown.clone()));
                     }
                     Err(refusal) => {
                         drop(stream);

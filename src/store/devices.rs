@@ -12,6 +12,9 @@ pub struct SeenDevice<'a> {
     pub client_version: &'a str,
     pub ip: &'a str,
     pub success: bool,
+    /// Only a first factor has passed (the code is still to come): the
+    /// device is seen but counted neither way yet (see `count_device_login`).
+    pub pending: bool,
     pub now: Millis,
 }
 
@@ -25,7 +28,7 @@ impl Store {
             .query_row("SELECT id FROM devices WHERE user_id = ?1 AND fingerprint = ?2", params![d.user_id, d.fingerprint], |r| r.get(0))
             .optional()
             .doing("finding a device")?;
-        let (logins, failures) = if d.success { (1, 0) } else { (0, 1) };
+        let (logins, failures) = if d.pending { (0, 0) } else if d.success { (1, 0) } else { (0, 1) };
         let (id, new) = match existing {
             Some(id) => {
                 tx.execute(
@@ -53,6 +56,16 @@ impl Store {
         .doing("recording a device address")?;
         tx.commit().doing("committing a device update")?;
         Ok((id, new))
+    }
+}
+
+impl Store {
+    /// Counts a login of a device once every factor has passed.
+    pub fn count_device_login(&self, device_id: i64, now: Millis) -> Result<()> {
+        self.conn()
+            .execute("UPDATE devices SET login_count = login_count + 1, last_seen_at = ?2 WHERE id = ?1", params![device_id, now.0])
+            .doing("counting a device login")?;
+        Ok(())
     }
 }
 

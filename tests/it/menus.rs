@@ -133,9 +133,10 @@ fn seed_example_for_2fa_and_non_2fa_users() {
     assert!(run.stdout.contains("Thank you."), "{run:#?}");
     let ok = g.wait_events(Some("alice"), "otp_success", |ev| !ev.is_empty());
     assert_eq!(detail(&ok[0], "stage"), "terminal", "{}", ok[0]);
+    // The login is recorded once the code has passed.
     let logins = g.events_of(Some("alice"), "login_success");
-    assert_eq!(detail(&logins[0], "method"), "password", "{}", logins[0]);
-    assert_eq!(detail(&logins[0], "factors"), 1, "{}", logins[0]);
+    assert_eq!(detail(&logins[0], "method"), "password+totp", "{}", logins[0]);
+    assert_eq!(detail(&logins[0], "factors"), 2, "{}", logins[0]);
 }
 
 /// login runs a door straight away: if any flow ran for an `exec` request,
@@ -171,9 +172,12 @@ fn exec_request_refused_before_code() {
     let run = g.ssh(&Ssh { command: Some("somecommand"), ..Ssh::kbd("alice", ALICE_PW).method("password") });
     assert!(run.authenticated_exec(), "{run:#?}\n{}", g.daemon_log());
     assert!(!run.stdout.contains("door for"), "{run:#?}");
-    let ok = g.wait_events(Some("alice"), "login_success", |ev| !ev.is_empty());
+    // Only the first factor passed: a session step, not a login.
+    let ok = g.wait_events(Some("alice"), "session_started", |ev| !ev.is_empty());
     assert_eq!(detail(&ok[0], "factors"), 1, "{}", ok[0]);
     assert_eq!(detail(&ok[0], "method"), "password", "{}", ok[0]);
+    assert_eq!(detail(&ok[0], "stage"), "first_factor", "{}", ok[0]);
+    assert!(g.events_of(Some("alice"), "login_success").is_empty());
     let ended = g.wait_events(Some("alice"), "session_ended", |ev| !ev.is_empty());
     assert_eq!(detail(&ended[0], "reason"), "command refused", "{}", ended[0]);
     // Bob, one factor: refused the same way.
