@@ -53,6 +53,7 @@ fn web_settings(settings: &Settings) -> crate::web::WebSettings {
         generate_if_missing: !w.cert_configured,
         hostnames,
         metrics_token: w.metrics_token.clone(),
+        metrics_from_loopback: w.metrics_from_loopback,
     }
 }
 

@@ -51,6 +51,8 @@ pub struct WebSettings {
     /// SANs for the self-signed cert, e.g. ["localhost", "127.0.0.1"].
     pub hostnames: Vec<String>,
     pub metrics_token: Option<String>,
+    /// Loopback peers read `/metrics` without the token.
+    pub metrics_from_loopback: bool,
 }
 
 impl fmt::Debug for WebSettings {
@@ -63,6 +65,7 @@ impl fmt::Debug for WebSettings {
             .field("generate_if_missing", &self.generate_if_missing)
             .field("hostnames", &self.hostnames)
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<secret>"))
+            .field("metrics_from_loopback", &self.metrics_from_loopback)
             .finish()
     }
 }
@@ -117,7 +120,7 @@ pub async fn bind(
         .as_deref()
         .filter(|t| !t.is_empty())
         .map(Arc::<str>::from);
-    let app = router(AppState { core, metrics_token });
+    let app = router(AppState { core, metrics_token, metrics_from_loopback: settings.metrics_from_loopback });
 
     let serve = async move {
         let serving = server.serve(app.into_make_service_with_connect_info::<SocketAddr>());
@@ -148,6 +151,7 @@ pub async fn bind(
 struct AppState {
     core: Arc<Core>,
     metrics_token: Option<Arc<str>>,
+    metrics_from_loopback: bool,
 }
 
 fn router(state: AppState) -> Router {
@@ -380,13 +384,14 @@ enum MetricsAccess {
     Allowed,
     /// A token is configured and was not given, or was wrong: 401.
     Unauthorized,
-    /// Not loopback and no token configured: 403.
+    /// No token configured, and the peer is not a loopback peer allowed
+    /// without one: 403.
     Forbidden,
 }
 
-fn metrics_access(peer: IpAddr, authorization: Option<&[u8]>, token: Option<&str>) -> MetricsAccess {
+fn metrics_access(peer: IpAddr, authorization: Option<&[u8]>, token: Option<&str>, from_loopback: bool) -> MetricsAccess {
     use subtle::ConstantTimeEq as _;
-    if peer.to_canonical().is_loopback() {
+    if from_loopback && peer.to_canonical().is_loopback() {
         return MetricsAccess::Allowed;
     }
     let Some(token) = token.filter(|t| !t.is_empty()) else {
@@ -409,7 +414,7 @@ async fn metrics(
     headers: HeaderMap,
 ) -> Response {
     let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
-    match metrics_access(peer.ip(), authorization, state.metrics_token.as_deref()) {
+    match metrics_access(peer.ip(), authorization, state.metrics_token.as_deref(), state.metrics_from_loopback) {
         MetricsAccess::Allowed => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
             state.core.metrics_text(),
@@ -514,6 +519,7 @@ mod tests {
             generate_if_missing: true,
             hostnames: vec!["localhost".into(), "127.0.0.1".into()],
             metrics_token: Some("s3cret".into()),
+            metrics_from_loopback: true,
         }
     }
 
@@ -855,6 +861,7 @@ mod tests {
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         let far: IpAddr = "192.0.2.7".parse().unwrap();
         let far6: IpAddr = "2001:db8::1".parse().unwrap();
+        // (peer, Authorization, configured token, expected) with loopback allowed.
         let cases: &[(IpAddr, Option<&str>, Option<&str>, MetricsAccess)] = &[
             (lo4, None, None, Allowed),
             (lo6, None, Some("t0k"), Allowed),
@@ -875,7 +882,20 @@ mod tests {
             (far, Some("Bearert0k"), Some("t0k"), Unauthorized),
         ];
         for (i, (peer, auth, token, want)) in cases.iter().enumerate() {
-            assert_eq!(metrics_access(*peer, auth.map(str::as_bytes), *token), *want, "case {i}");
+            assert_eq!(metrics_access(*peer, auth.map(str::as_bytes), *token, true), *want, "case {i}");
+        }
+        // With `metrics_from_loopback: false` loopback is like any peer
+        // (a reverse proxy on the same host).
+        let cases: &[(IpAddr, Option<&str>, Option<&str>, MetricsAccess)] = &[
+            (lo4, None, None, Forbidden),
+            (lo6, None, Some("t0k"), Unauthorized),
+            (mapped, Some("Bearer nope"), Some("t0k"), Unauthorized),
+            (lo4, Some("Bearer t0k"), Some("t0k"), Allowed),
+            (far, Some("Bearer t0k"), Some("t0k"), Allowed),
+            (far, None, Some("t0k"), Unauthorized),
+        ];
+        for (i, (peer, auth, token, want)) in cases.iter().enumerate() {
+            assert_eq!(metrics_access(*peer, auth.map(str::as_bytes), *token, false), *want, "case {i} without loopback");
         }
     }
 
@@ -906,6 +926,7 @@ mod tests {
             generate_if_missing: false,
             hostnames: vec![],
             metrics_token: Some("tok-value".into()),
+            metrics_from_loopback: true,
         };
         assert!(!format!("{settings:?}").contains("tok-value"));
         let view = crate::core::mfa::EnrollView {
