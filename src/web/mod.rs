@@ -1,12 +1,14 @@
 //! The HTTPS front end: OTP enrollment pages, `/healthz` and `/metrics`.
 //!
-//! axum over axum-server with rustls (aws-lc-rs). Handlers hold the
+//! axum on hyper with rustls (aws-lc-rs); `serve.rs` owns the accept
+//! loop and bounds every connection. Handlers hold the
 //! daemon's `Arc<Core>` and call its methods; core answers with its own
 //! types. Request URIs are never logged (tokens live in URLs): log lines
 //! name the route template only.
 
 mod csrf;
 mod pages;
+mod serve;
 mod tls;
 
 use std::fmt;
@@ -53,6 +55,12 @@ pub struct WebSettings {
     pub metrics_token: Option<String>,
     /// Loopback peers read `/metrics` without the token.
     pub metrics_from_loopback: bool,
+    /// An HTTP/1.1 connection waiting for its next request is closed after this.
+    pub http1_idle_timeout: Duration,
+    /// An HTTP/2 connection with no request in flight is closed after this.
+    pub http2_idle_timeout: Duration,
+    /// An HTTP/2 connection is closed (gracefully) once this old.
+    pub http2_max_age: Duration,
 }
 
 impl fmt::Debug for WebSettings {
@@ -66,6 +74,9 @@ impl fmt::Debug for WebSettings {
             .field("hostnames", &self.hostnames)
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<secret>"))
             .field("metrics_from_loopback", &self.metrics_from_loopback)
+            .field("http1_idle_timeout", &self.http1_idle_timeout)
+            .field("http2_idle_timeout", &self.http2_idle_timeout)
+            .field("http2_max_age", &self.http2_max_age)
             .finish()
     }
 }
@@ -94,26 +105,20 @@ pub async fn bind(
     let addr = listener
         .local_addr()
         .map_err(|e| format!("web: listening address: {e}"))?;
-    let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(config);
-    let mut server = axum_server::from_tcp_rustls(listener, rustls_config)
-        .map_err(|e| format!("web: cannot listen on {addr}: {e}"))?
-        .first_request_timeout(FIRST_REQUEST_TIMEOUT)
-        .accept_error_handler(|peer: Option<&SocketAddr>, e: &std::io::Error| {
-            tracing::debug!(peer = ?peer, error = %e, "web: connection dropped before a request");
-        });
-    server
-        .http_builder()
-        .http1()
-        .header_read_timeout(FIRST_REQUEST_TIMEOUT);
-    // Idle HTTP/2 connections are pinged and dropped when they stop answering.
-    server
-        .http_builder()
-        .http2()
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .max_concurrent_streams(32);
-    let handle = axum_server::Handle::new();
-    let server = server.handle(handle.clone());
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("web: cannot listen on {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|e| format!("web: cannot listen on {addr}: {e}"))?;
+    let tls = tokio_rustls::TlsAcceptor::from(config);
+    let timeouts = serve::Timeouts {
+        first_request: FIRST_REQUEST_TIMEOUT,
+        http1_idle: settings.http1_idle_timeout,
+        http2_idle: settings.http2_idle_timeout,
+        http2_max_age: settings.http2_max_age,
+        grace: SHUTDOWN_GRACE,
+    };
+    let connections = Arc::clone(&core.web_connections);
 
     let metrics_token = settings
         .metrics_token
@@ -123,26 +128,12 @@ pub async fn bind(
     let app = router(AppState { core, metrics_token, metrics_from_loopback: settings.metrics_from_loopback });
 
     let serve = async move {
-        let serving = server.serve(app.into_make_service_with_connect_info::<SocketAddr>());
-        tokio::pin!(serving);
         let stop = async move {
             // A dropped sender also means "stop".
             let _ = shutdown.wait_for(|stop| *stop).await;
+            tracing::info!("web: shutting down");
         };
-        tokio::select! {
-            result = &mut serving => {
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "web: server stopped");
-                }
-                return;
-            }
-            () = stop => {}
-        }
-        tracing::info!("web: shutting down");
-        handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
-        if let Err(e) = serving.await {
-            tracing::error!(error = %e, "web: server stopped");
-        }
+        serve::run(listener, tls, app, connections, timeouts, stop).await;
     };
     Ok((addr, serve))
 }
@@ -520,6 +511,9 @@ mod tests {
             hostnames: vec!["localhost".into(), "127.0.0.1".into()],
             metrics_token: Some("s3cret".into()),
             metrics_from_loopback: true,
+            http1_idle_timeout: Duration::from_secs(5),
+            http2_idle_timeout: Duration::from_secs(60),
+            http2_max_age: Duration::from_secs(600),
         }
     }
 
@@ -927,6 +921,9 @@ mod tests {
             hostnames: vec![],
             metrics_token: Some("tok-value".into()),
             metrics_from_loopback: true,
+            http1_idle_timeout: Duration::from_secs(5),
+            http2_idle_timeout: Duration::from_secs(60),
+            http2_max_age: Duration::from_secs(600),
         };
         assert!(!format!("{settings:?}").contains("tok-value"));
         let view = crate::core::mfa::EnrollView {
