@@ -183,6 +183,12 @@ impl Core {
         Ok((t, user, row))
     }
 
+    /// Whether `token` is a usable enrollment link, without opening the
+    /// secret (what the link's own page may know).
+    pub fn otp_enrollment_usable(&self, token: &str, now: Millis) -> std::result::Result<(), LinkRefusal> {
+        self.enrollment(token, now).map(|_| ())
+    }
+
     pub fn otp_enrollment_view(&self, token: &str, now: Millis) -> std::result::Result<EnrollView, LinkRefusal> {
         let (_, user, row) = self.enrollment(token, now)?;
         let secret = self.open_secret(&row).map_err(|_| LinkRefusal::Unavailable)?;

@@ -246,13 +246,11 @@ async fn enroll_get(
             return refusal_page(LinkRefusal::InvalidToken);
         }
     };
-    let view = match state.core.otp_enrollment_view(&token, Millis::now()) {
-        Ok(v) => v,
-        Err(r) => {
-            tracing::info!(route = ROUTE_ENROLL, outcome = outcome(r), "web: enrollment page");
-            return refusal_page(r);
-        }
-    };
+    // Only whether the link is usable: the secret is not even opened.
+    if let Err(r) = state.core.otp_enrollment_usable(&token, Millis::now()) {
+        tracing::info!(route = ROUTE_ENROLL, outcome = outcome(r), "web: enrollment page");
+        return refusal_page(r);
+    }
     // Keep a well-formed cookie (another tab may hold a form with it).
     let existing = csrf::from_cookie_headers(cookie_headers(&headers)).filter(|v| csrf::well_formed(v));
     let csrf_value = match existing {
@@ -265,8 +263,8 @@ async fn enroll_get(
             }
         },
     };
-    tracing::info!(route = ROUTE_ENROLL, outcome = "shown", "web: enrollment page");
-    let mut response = html(StatusCode::OK, pages::enroll(&view, &csrf_value, None));
+    tracing::info!(route = ROUTE_ENROLL, outcome = "continue", "web: enrollment page");
+    let mut response = html(StatusCode::OK, pages::enroll_continue(&csrf_value));
     if let Ok(cookie) = HeaderValue::from_str(&csrf::set_cookie(&csrf_value)) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
@@ -317,10 +315,22 @@ async fn enroll_post(
         }
     };
 
-    // 3. The code: digits only (spaces ignored); a malformed entry costs no try.
-    let code: String = form
-        .code
-        .unwrap_or_default()
+    // 3. "Continue" (no code field): now, and only now, the secret.
+    let Some(code) = form.code else {
+        return match state.core.otp_enrollment_view(&token, Millis::now()) {
+            Ok(view) => {
+                tracing::info!(route = ROUTE_ENROLL, outcome = "shown", "web: enrollment form");
+                html(StatusCode::OK, pages::enroll(&view, &csrf_value, None))
+            }
+            Err(r) => {
+                tracing::info!(route = ROUTE_ENROLL, outcome = outcome(r), "web: enrollment form");
+                refusal_page(r)
+            }
+        };
+    };
+
+    // 4. The code: digits only (spaces ignored); a malformed entry costs no try.
+    let code: String = code
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect();
@@ -631,25 +641,39 @@ mod tests {
         let token = enrollment_token(&s.core, "alice").await;
         let path = format!("/otp/enroll/{token}");
 
-        // The page: QR code, grouped secret, the name, form, cookie.
-        let page = s.https(&path, &[]).await;
+        // The link's page: a "Continue" form and the cookie, nothing secret.
+        let first = s.https(&path, &[]).await;
+        assert!(first.ok, "{}", first.stderr);
+        assert_eq!(first.status, 200);
+        assert!(first.header("content-type").unwrap().starts_with("text/html"));
+        assert!(first.body.contains(">Continue</button>"), "{}", first.body);
+        for secret in ["class=\"secret\"", "otpauth", "<svg", "name=\"code\""] {
+            assert!(!first.body.contains(secret), "{secret} shown on GET: {}", first.body);
+        }
+        let page = first;
+        let set_cookie = page.header("set-cookie").expect("csrf cookie").to_owned();
+        let csrf_value = hidden_csrf(&page.body);
+        let cookie = format!("Cookie: __Host-csrf={csrf_value}");
+        // Continue without the cookie (a scanner replaying the form): refused.
+        let replay = s.https(&path, &["-d", &format!("csrf={csrf_value}")]).await;
+        assert_eq!(replay.status, 403, "{}", replay.body);
+        assert!(!replay.body.contains("class=\"secret\""));
+        // Continue: QR code, grouped secret, the name, the code form.
+        let page = s.https(&path, &["-H", &cookie, "-d", &format!("csrf={csrf_value}")]).await;
         assert!(page.ok, "{}", page.stderr);
-        assert_eq!(page.status, 200);
-        assert!(page.header("content-type").unwrap().starts_with("text/html"));
+        assert_eq!(page.status, 200, "{}", page.body);
         assert!(page.body.contains("<svg role=\"img\""), "inline QR SVG");
         let (grouped, _) = key_and_code(&page.body);
         assert_eq!(grouped.len(), 32 + 7, "160-bit key in groups of four: {grouped}");
         assert!(page.body.contains("<strong>alice</strong>"));
         assert!(page.body.contains("<form method=\"post\">"));
         assert!(page.body.contains("name=\"code\""));
-        let set_cookie = page.header("set-cookie").expect("csrf cookie");
         for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
             assert!(set_cookie.contains(attr), "{set_cookie}");
         }
-        let csrf_value = hidden_csrf(&page.body);
+        assert_eq!(hidden_csrf(&page.body), csrf_value, "the same CSRF value in the code form");
         assert!(csrf::well_formed(&csrf_value));
         assert!(set_cookie.starts_with(&format!("__Host-csrf={csrf_value};")), "{set_cookie}");
-        let cookie = format!("Cookie: __Host-csrf={csrf_value}");
         let other = csrf::new_token().unwrap();
 
         // (extra curl args, status, text in the body) in order: core's try
@@ -708,7 +732,7 @@ mod tests {
         // Too many tries on another link.
         let other_token = enrollment_token(&s.core, "bob").await;
         let other_path = format!("/otp/enroll/{other_token}");
-        let other_page = s.https(&other_path, &["-H", &cookie]).await;
+        let other_page = s.https(&other_path, &["-H", &cookie, "-d", &right_field]).await;
         let [wrong, _] = wrong_codes(&other_page.body);
         let wrong = format!("code={wrong}");
         let mut last = 0;

@@ -76,6 +76,9 @@ fn spooled_link(g: &Gate, user: &str, seen: usize) -> String {
 struct Page {
     url: String,
     jar: PathBuf,
+    /// The link's page (GET): a "Continue" form, no secret.
+    get: Http,
+    /// What "Continue" (POST with the CSRF value) shows: the secret.
     http: Http,
     csrf: String,
     secret: String,
@@ -85,9 +88,17 @@ fn open_page(g: &Gate, link: &str, jar_name: &str) -> Page {
     let url = g.local_link(link);
     let jar = g.path(jar_name);
     let jar_s = jar.to_str().unwrap();
-    let http = curl(&url, &["-k", "-c", jar_s, "-b", jar_s]);
+    let get = curl(&url, &["-k", "-c", jar_s, "-b", jar_s]);
+    assert_eq!(get.status, 200, "{get:#?}\n{}", g.daemon_log());
+    let csrf = between(&get.body, "name=\"csrf\" value=\"", "\"").to_owned();
+    // Fetching the link (as mail scanners do) reveals nothing.
+    assert!(get.body.contains(">Continue</button>"), "{}", get.body);
+    for hidden in ["class=\"secret\"", "otpauth", "<svg", "name=\"code\""] {
+        assert!(!get.body.contains(hidden), "{hidden} on the GET page:\n{}", get.body);
+    }
+    let http = curl(&url, &["-k", "-b", jar_s, "--data-urlencode", &format!("csrf={csrf}")]);
     assert_eq!(http.status, 200, "{http:#?}\n{}", g.daemon_log());
-    let csrf = between(&http.body, "name=\"csrf\" value=\"", "\"").to_owned();
+    assert_eq!(between(&http.body, "name=\"csrf\" value=\"", "\""), csrf, "the same CSRF value in the code form");
     let secret = between(&http.body, "<code class=\"secret\">", "</code>").to_owned();
     // Base32, grouped in fours for reading aloud.
     let groups: Vec<&str> = secret.split(' ').collect();
@@ -96,7 +107,7 @@ fn open_page(g: &Gate, link: &str, jar_name: &str) -> Page {
     assert!(secret.bytes().all(|b| b == b' ' || b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)), "secret {secret:?}");
     let secret = secret.replace(' ', "");
     assert_eq!(secret.len(), 32, "160 bits: {secret}");
-    Page { url, jar, http, csrf, secret }
+    Page { url, jar, get, http, csrf, secret }
 }
 
 fn between<'a>(hay: &'a str, start: &str, end: &str) -> &'a str {
@@ -216,12 +227,14 @@ fn totp_enrollment_via_smtp_and_login() {
     page.http.assert_security_headers();
     assert!(page.http.header("content-type").unwrap_or_default().starts_with("text/html"), "{:?}", page.http.headers);
     assert!(page.http.body.contains("<svg"), "an inline QR code");
-    let cookie = page.http.header("set-cookie").expect("a CSRF cookie");
+    let cookie = page.get.header("set-cookie").expect("a CSRF cookie");
     assert!(cookie.starts_with(&format!("__Host-csrf={};", page.csrf)), "{cookie}");
     for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(attr), "{cookie}");
     }
     assert!(!page.http.body.contains(token_of(&link)), "the page does not echo the token");
+    assert!(!page.get.body.contains(token_of(&link)), "the page does not echo the token");
+    page.get.assert_security_headers();
 
     let enrolled = confirm_totp(&g, &page);
     let mut unique = enrolled.backup.clone();
