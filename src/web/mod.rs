@@ -26,7 +26,7 @@ use axum::routing::get;
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use crate::core::mfa::LinkRefusal;
+use crate::core::mfa::{LinkRefusal, WebClient};
 use crate::core::Core;
 use crate::model::Millis;
 
@@ -286,6 +286,7 @@ fn cookie_headers(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 async fn enroll_post(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     token: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     form: Result<Form<EnrollForm>, FormRejection>,
@@ -338,7 +339,11 @@ async fn enroll_post(
         return rerender(&state, &token, &csrf_value, "Type the code your app shows now (digits only).").await;
     }
 
-    match state.core.otp_confirm(&token, &code, Millis::now()).await {
+    let client = WebClient {
+        ip: Some(peer.ip()),
+        user_agent: headers.get(header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+    };
+    match state.core.otp_confirm_from(&token, &code, &client, Millis::now()).await {
         Ok(backup_codes) => {
             tracing::info!(route = ROUTE_ENROLL, outcome = "confirmed", "web: enrollment form");
             html(StatusCode::OK, pages::confirmed(&backup_codes))

@@ -28,14 +28,14 @@ fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or_else(|| panic!("{key} is not a string in {v}"))
 }
 
-fn add_user_in(g: &Gate, name: &str, password: &str, group: &str) {
+pub(crate) fn add_user_in(g: &Gate, name: &str, password: &str, group: &str) {
     let email = format!("{name}@example.org");
     let out = g.cli_stdin(&["user", "add", name, "--email", &email, "--group", group, "--password-stdin"], &format!("{password}\n"));
     assert!(out.status.success(), "user add {name}: {}{}", text(&out.stdout), text(&out.stderr));
 }
 
 /// `security mfa enable`; checks what it says.
-fn enable(g: &Gate, user: &str, method: &str) {
+pub(crate) fn enable(g: &Gate, user: &str, method: &str) {
     let out = g.cli_ok(&["security", "mfa", "enable", &format!("--method={method}"), &format!("--user={user}")]);
     assert!(out.contains(&format!("{user}@example.org")), "{out}");
 }
@@ -57,7 +57,7 @@ fn token_of(link: &str) -> &str {
 
 /// Waits for an enrollment mail to `user` in the file spool beyond the
 /// first `seen` such mails; returns the link.
-fn spooled_link(g: &Gate, user: &str, seen: usize) -> String {
+pub(crate) fn spooled_link(g: &Gate, user: &str, seen: usize) -> String {
     let to = format!("{user}@example.org");
     let links = poll(Duration::from_secs(15), &format!("an enrollment mail to {to} in the spool"), || {
         let links: Vec<String> = g
@@ -73,18 +73,18 @@ fn spooled_link(g: &Gate, user: &str, seen: usize) -> String {
 }
 
 /// The enrollment page, fetched into a cookie jar.
-struct Page {
-    url: String,
-    jar: PathBuf,
+pub(crate) struct Page {
+    pub(crate) url: String,
+    pub(crate) jar: PathBuf,
     /// The link's page (GET): a "Continue" form, no secret.
     get: Http,
     /// What "Continue" (POST with the CSRF value) shows: the secret.
     http: Http,
-    csrf: String,
-    secret: String,
+    pub(crate) csrf: String,
+    pub(crate) secret: String,
 }
 
-fn open_page(g: &Gate, link: &str, jar_name: &str) -> Page {
+pub(crate) fn open_page(g: &Gate, link: &str, jar_name: &str) -> Page {
     let url = g.local_link(link);
     let jar = g.path(jar_name);
     let jar_s = jar.to_str().unwrap();
@@ -173,7 +173,7 @@ pub(crate) fn next_totp(secret: &str) -> String {
 }
 
 /// A code no nearby step produces.
-fn wrong_totp(secret: &str) -> String {
+pub(crate) fn wrong_totp(secret: &str) -> String {
     let now = unix_now();
     let near: Vec<String> = (0..6).map(|i| totp_at(secret, now - 60 + i * 30)).collect();
     ["000000", "111111", "222222", "333333", "444444", "555555", "666666"].iter().map(|c| c.to_string()).find(|c| !near.contains(c)).unwrap()

@@ -2,7 +2,8 @@
 //! descriptors kept for SSH, idle and age limits on connections, who may
 //! read `/metrics`.
 
-use crate::harness::{curl, Gate, Ssh, ALICE_PW};
+use crate::harness::{curl, detail, totp_at, Gate, Ssh, ALICE_PW};
+use crate::mfa::{add_user_in, enable, open_page, spool_config, spooled_link, wrong_totp};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,4 +207,34 @@ fn metrics_from_loopback_can_be_turned_off() {
         }
         g.stop();
     }
+}
+
+/// Enrollment events from the web carry the client's address and user
+/// agent (bounded; control characters kept as sent, escaped on display).
+#[test]
+fn enrollment_events_name_the_web_client() {
+    let g = Gate::start_with(&spool_config(""));
+    add_user_in(&g, "alice", ALICE_PW, "users");
+    enable(&g, "alice", "totp");
+    let page = open_page(&g, &spooled_link(&g, "alice", 0), "alice.jar");
+    let jar = page.jar.to_str().unwrap().to_owned();
+    let long_agent = format!("Scanner/2.0 {}", "x".repeat(400));
+    let post = |code: &str, agent: &str| {
+        curl(&page.url, &["-k", "-b", &jar, "-A", agent, "--data-urlencode", &format!("csrf={}", page.csrf), "--data-urlencode", &format!("code={code}")])
+    };
+    let r = post(&wrong_totp(&page.secret), &long_agent);
+    assert_eq!(r.status, 422, "{r:#?}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let r = post(&totp_at(&page.secret, now), "Mozilla/5.0 (X11; Linux) Test/1.0");
+    assert_eq!(r.status, 200, "{r:#?}");
+
+    let failed = g.wait_events(Some("alice"), "otp_failed", |ev| !ev.is_empty());
+    assert_eq!(failed[0]["ip"], "127.0.0.1", "{}", failed[0]);
+    assert_eq!(detail(&failed[0], "stage"), "enrollment");
+    let agent = detail(&failed[0], "user_agent").as_str().unwrap_or_default().to_owned();
+    assert_eq!(agent.len(), 256, "bounded: {agent}");
+    assert!(long_agent.starts_with(&agent), "{agent}");
+    let enabled = g.wait_events(Some("alice"), "mfa_enabled", |ev| !ev.is_empty());
+    assert_eq!(enabled[0]["ip"], "127.0.0.1", "{}", enabled[0]);
+    assert_eq!(detail(&enabled[0], "user_agent"), "Mozilla/5.0 (X11; Linux) Test/1.0");
 }
