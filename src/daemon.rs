@@ -53,6 +53,10 @@ fn web_settings(settings: &Settings) -> crate::web::WebSettings {
         generate_if_missing: !w.cert_configured,
         hostnames,
         metrics_token: w.metrics_token.clone(),
+        metrics_from_loopback: w.metrics_from_loopback,
+        http1_idle_timeout: w.http1_idle_timeout,
+        http2_idle_timeout: w.http2_idle_timeout,
+        http2_max_age: w.http2_max_age,
     }
 }
 
@@ -88,11 +92,37 @@ pub fn check_all(settings: &Settings) -> (Vec<String>, Vec<String>) {
     (problems, warnings)
 }
 
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft
+/// limit in force afterwards.
+fn raise_descriptor_limit() -> std::io::Result<usize> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes only the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: setrlimit reads only the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        } else {
+            tracing::warn!(error = %std::io::Error::last_os_error(), soft = lim.rlim_cur, hard = lim.rlim_max, "cannot raise the descriptor limit");
+        }
+    }
+    Ok(usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
+}
+
+/// Descriptors open in this process now.
+fn descriptors_in_use() -> std::io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/fd")?.count())
+}
+
 pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let problems = check(&settings);
     if !problems.is_empty() {
         anyhow::bail!("invalid configuration:\n  {}", problems.join("\n  "));
     }
+    let descriptor_limit = raise_descriptor_limit().context("reading the descriptor limit (RLIMIT_NOFILE)")?;
     ensure_data_dir(&settings.data_dir)?;
     let db = database_path(&settings);
     let store = Arc::new(Store::open(&db)?);
@@ -123,6 +153,15 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let (web_addr, web_future) = crate::web::bind(&web_settings(&settings), core.clone(), stop_rx.clone())
         .await
         .map_err(|e| anyhow::anyhow!("starting the web server on {}: {e}", settings.web.listen))?;
+    // Every listener and file is open now: what is left of the limit, less
+    // the reserve, is what web connections may use.
+    match descriptors_in_use() {
+        Ok(in_use) => {
+            core.web_connections.set_descriptors(descriptor_limit, in_use);
+            tracing::info!(limit = descriptor_limit, in_use, reserve_for_ssh = settings.web.descriptor_reserve, web_budget = core.web_connections.descriptor_budget(), "file descriptors");
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count open descriptors; the web server has no descriptor budget"),
+    }
     let mailer = Arc::new(crate::mail::Mailer::new(&mail_settings(&settings)).map_err(|e| anyhow::anyhow!("email: {e}"))?);
     if settings.email.smtp.is_none() {
         tracing::info!(spool = %settings.data_dir.join("mail").display(), "no SMTP server configured: mail is written as .eml files");

@@ -41,6 +41,13 @@ pub struct WebSettings {
     /// Both files come from the config (never generated).
     pub cert_configured: bool,
     pub metrics_token: Option<String>,
+    pub metrics_from_loopback: bool,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub http2_idle_timeout: Duration,
+    pub http2_max_age: Duration,
+    pub http1_idle_timeout: Duration,
+    pub descriptor_reserve: usize,
 }
 
 impl std::fmt::Debug for WebSettings {
@@ -53,6 +60,13 @@ impl std::fmt::Debug for WebSettings {
             .field("key", &self.key)
             .field("cert_configured", &self.cert_configured)
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<secret>"))
+            .field("metrics_from_loopback", &self.metrics_from_loopback)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_address", &self.max_connections_per_address)
+            .field("http2_idle_timeout", &self.http2_idle_timeout)
+            .field("http2_max_age", &self.http2_max_age)
+            .field("http1_idle_timeout", &self.http1_idle_timeout)
+            .field("descriptor_reserve", &self.descriptor_reserve)
             .finish()
     }
 }
@@ -205,6 +219,16 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
     if s.events.batch == 0 {
         problems.push(format!("{}: must be at least 1", at("events.batch")));
     }
+    for (key, value) in [("web.max_connections", s.web.max_connections), ("web.max_connections_per_address", s.web.max_connections_per_address)] {
+        if value == 0 {
+            problems.push(format!("{}: must be at least 1", at(key)));
+        }
+    }
+    for (key, value) in [("web.http2_idle_timeout", s.web.http2_idle_timeout), ("web.http2_max_age", s.web.http2_max_age), ("web.http1_idle_timeout", s.web.http1_idle_timeout)] {
+        if value.is_zero() {
+            problems.push(format!("{}: must be longer than 0s", at(key)));
+        }
+    }
     let web_listen = match s.web.listen.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -296,6 +320,13 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
             key: web_key,
             cert_configured: s.web.tls_cert.is_some(),
             metrics_token: s.web.metrics_token,
+            metrics_from_loopback: s.web.metrics_from_loopback,
+            max_connections: s.web.max_connections,
+            max_connections_per_address: s.web.max_connections_per_address,
+            http2_idle_timeout: s.web.http2_idle_timeout,
+            http2_max_age: s.web.http2_max_age,
+            http1_idle_timeout: s.web.http1_idle_timeout,
+            descriptor_reserve: s.web.descriptor_reserve,
         },
         email: s.email,
         mfa: MfaSettings {
@@ -416,6 +447,12 @@ mod tests {
              "portcullis.hjson:3:5: ssh.penalties.ipv6_prefix: must be between 16 and 64 (a longer prefix would let one host escape its penalty)"),
             ("mfa: {\n  lockout: 2h\n  max_lockout: 1h\n}\n",
              "portcullis.hjson:3:3: mfa.max_lockout: must be at least mfa.lockout"),
+            ("web: {\n  max_connections_per_address: 0\n}\n",
+             "portcullis.hjson:2:3: web.max_connections_per_address: must be at least 1"),
+            ("web: {\n  http2_idle_timeout: 0s\n}\n",
+             "portcullis.hjson:2:3: web.http2_idle_timeout: must be longer than 0s"),
+            ("web: {\n  descriptor_reserve: -1\n}\n",
+             "portcullis.hjson:2:23: web.descriptor_reserve: integer -1 is out of range for u64"),
         ];
         for (text, want) in cases {
             match check(text) {

@@ -181,6 +181,25 @@ pub struct Web {
     pub tls_key: Option<String>,
     /// `/metrics` answers loopback peers, or this bearer token.
     pub metrics_token: Option<String>,
+    /// Whether loopback peers read `/metrics` without the token (turn off
+    /// behind a reverse proxy on the same host).
+    pub metrics_from_loopback: bool,
+    /// Open web connections at most, from everyone.
+    pub max_connections: usize,
+    /// Open web connections at most from one address (IPv6: one /64).
+    pub max_connections_per_address: usize,
+    /// An HTTP/2 connection with no request in flight for this long is closed.
+    #[serde(deserialize_with = "duration")]
+    pub http2_idle_timeout: Duration,
+    /// An HTTP/2 connection is closed (gracefully) once this old.
+    #[serde(deserialize_with = "duration")]
+    pub http2_max_age: Duration,
+    /// An HTTP/1.1 connection waiting for its next request is closed after this.
+    #[serde(deserialize_with = "duration")]
+    pub http1_idle_timeout: Duration,
+    /// File descriptors only SSH may use: the web server refuses
+    /// connections that would leave fewer free.
+    pub descriptor_reserve: usize,
 }
 
 impl Default for Web {
@@ -191,6 +210,13 @@ impl Default for Web {
             tls_cert: None,
             tls_key: None,
             metrics_token: None,
+            metrics_from_loopback: true,
+            max_connections: 512,
+            max_connections_per_address: 32,
+            http2_idle_timeout: Duration::from_secs(60),
+            http2_max_age: Duration::from_secs(600),
+            http1_idle_timeout: Duration::from_secs(5),
+            descriptor_reserve: 256,
         }
     }
 }

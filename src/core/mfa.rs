@@ -83,6 +83,37 @@ pub struct Status {
     pub code_factor_closed_until: Option<String>,
 }
 
+/// Who sent a web request, for the events it causes: the peer address
+/// and the `User-Agent` as sent (bounded; escaped wherever a terminal
+/// shows it).
+#[derive(Debug, Clone, Default)]
+pub struct WebClient {
+    pub ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// Longest user agent kept in an event, in bytes.
+pub const MAX_USER_AGENT: usize = 256;
+
+impl WebClient {
+    pub fn stamp(&self, e: Event) -> Event {
+        let e = match self.ip {
+            Some(ip) => e.ip(Some(&ip.to_canonical().to_string())),
+            None => e,
+        };
+        match &self.user_agent {
+            Some(ua) => {
+                let mut end = ua.len().min(MAX_USER_AGENT);
+                while !ua.is_char_boundary(end) {
+                    end -= 1;
+                }
+                e.detail("user_agent", &ua[..end])
+            }
+            None => e,
+        }
+    }
+}
+
 /// The outcome of a code typed at login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeVerdict {
@@ -219,6 +250,12 @@ impl Core {
         Ok((t, user, row))
     }
 
+    /// Whether `token` is a usable enrollment link, without opening the
+    /// secret (what the link's own page may know).
+    pub fn otp_enrollment_usable(&self, token: &str, now: Millis) -> std::result::Result<(), LinkRefusal> {
+        self.enrollment(token, now).map(|_| ())
+    }
+
     pub fn otp_enrollment_view(&self, token: &str, now: Millis) -> std::result::Result<EnrollView, LinkRefusal> {
         let (_, user, row) = self.enrollment(token, now)?;
         let secret = self.open_secret(&row).map_err(|_| LinkRefusal::Unavailable)?;
@@ -239,6 +276,12 @@ impl Core {
     /// Confirms enrollment with a code; on success 2FA is on and the
     /// backup codes are returned (the only time they are shown).
     pub async fn otp_confirm(&self, token: &str, code: &str, now: Millis) -> std::result::Result<Vec<String>, LinkRefusal> {
+        self.otp_confirm_from(token, code, &WebClient::default(), now).await
+    }
+
+    /// [`Core::otp_confirm`] for a web request: its events (`otp_failed`,
+    /// `mfa_enabled`) carry the client's address and user agent.
+    pub async fn otp_confirm_from(&self, token: &str, code: &str, client: &WebClient, now: Millis) -> std::result::Result<Vec<String>, LinkRefusal> {
         let (t, user, row) = self.enrollment(token, now)?;
         let tries = t.data.get("tries").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
         if tries >= ENROLL_TRIES {
@@ -256,12 +299,12 @@ impl Core {
         let Check::Accepted(at) = verdict else {
             let tries = tries + 1;
             let _ = self.store.set_token_data(t.id, &serde_json::json!({ "method": row.method, "tries": tries }));
-            self.record(
+            self.record(client.stamp(
                 Event::new(EventType::OtpFailed, Severity::Low, format!("wrong code while enrolling {}", user.username), now)
                     .user(Some(user.id), Some(&user.username))
                     .detail("stage", "enrollment")
                     .detail("method", row.method.clone()),
-            )
+            ))
             .await;
             if tries >= ENROLL_TRIES {
                 let _ = self.store.burn_token(t.id, now);
@@ -271,11 +314,13 @@ impl Core {
         };
         let (codes, hashes) = self.backup_code_set(user.id).map_err(|_| LinkRefusal::Unavailable)?;
         let (last_step, next_counter) = if row.method == "hotp" { (None, at + 1) } else { (Some(at), 0) };
-        let ev = Event::new(EventType::MfaEnabled, Severity::Medium, format!("two-factor authentication ({}) enabled for {}", row.method, user.username), now)
-            .user(Some(user.id), Some(&user.username))
-            .detail("method", row.method.clone())
-            .detail("algorithm", row.algorithm.clone())
-            .detail("backup_codes", codes.len());
+        let ev = client.stamp(
+            Event::new(EventType::MfaEnabled, Severity::Medium, format!("two-factor authentication ({}) enabled for {}", row.method, user.username), now)
+                .user(Some(user.id), Some(&user.username))
+                .detail("method", row.method.clone())
+                .detail("algorithm", row.algorithm.clone())
+                .detail("backup_codes", codes.len()),
+        );
         match self.store.enable_otp(user.id, t.id, last_step, next_counter, &hashes, &[ev], now) {
             Ok(()) => Ok(codes),
             Err(crate::store::Error::Conflict(_)) => Err(LinkRefusal::InvalidToken),

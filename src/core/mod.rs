@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admission;
+pub mod connections;
 pub mod kdf;
 pub mod login;
 pub mod mail;
@@ -85,6 +86,8 @@ pub struct Core {
     pub(crate) events: EventSink,
     pub(crate) kdf: kdf::KdfPool,
     pub admission: Arc<admission::Admission>,
+    /// Caps on web connections and the descriptors kept for SSH.
+    pub web_connections: Arc<connections::WebConnections>,
     pub(crate) keyring: Arc<secrets::Keyring>,
     /// Woken when a mail is queued, so the mail worker need not wait for
     /// its next poll.
@@ -99,7 +102,9 @@ impl Core {
     pub fn new(store: Arc<Store>, settings: Settings, events: EventSink, keyring: secrets::Keyring) -> Core {
         let kdf = kdf::KdfPool::new(settings.kdf_workers, settings.kdf_queue);
         let admission = Arc::new(admission::Admission::new(admission_limits(&settings)));
+        let web_connections = Arc::new(connections::WebConnections::new(web_limits(&settings)));
         Core {
+            web_connections,
             store,
             settings: RwLock::new(Arc::new(settings)),
             events,
@@ -121,6 +126,7 @@ impl Core {
     /// for the next connection.
     pub fn reload(&self, new: Settings) {
         self.admission.set_limits(admission_limits(&new));
+        self.web_connections.set_limits(web_limits(&new));
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
     }
 
@@ -169,6 +175,14 @@ impl Core {
             n.notify_one();
         }
         Ok(true)
+    }
+}
+
+fn web_limits(s: &Settings) -> connections::WebLimits {
+    connections::WebLimits {
+        max_total: s.web.max_connections,
+        max_per_address: s.web.max_connections_per_address,
+        descriptor_reserve: s.web.descriptor_reserve,
     }
 }
 

@@ -1,12 +1,14 @@
 //! The HTTPS front end: OTP enrollment pages, `/healthz` and `/metrics`.
 //!
-//! axum over axum-server with rustls (aws-lc-rs). Handlers hold the
+//! axum on hyper with rustls (aws-lc-rs); `serve.rs` owns the accept
+//! loop and bounds every connection. Handlers hold the
 //! daemon's `Arc<Core>` and call its methods; core answers with its own
 //! types. Request URIs are never logged (tokens live in URLs): log lines
 //! name the route template only.
 
 mod csrf;
 mod pages;
+mod serve;
 mod tls;
 
 use std::fmt;
@@ -24,7 +26,7 @@ use axum::routing::get;
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use crate::core::mfa::LinkRefusal;
+use crate::core::mfa::{LinkRefusal, WebClient};
 use crate::core::Core;
 use crate::model::Millis;
 
@@ -51,6 +53,14 @@ pub struct WebSettings {
     /// SANs for the self-signed cert, e.g. ["localhost", "127.0.0.1"].
     pub hostnames: Vec<String>,
     pub metrics_token: Option<String>,
+    /// Loopback peers read `/metrics` without the token.
+    pub metrics_from_loopback: bool,
+    /// An HTTP/1.1 connection waiting for its next request is closed after this.
+    pub http1_idle_timeout: Duration,
+    /// An HTTP/2 connection with no request in flight is closed after this.
+    pub http2_idle_timeout: Duration,
+    /// An HTTP/2 connection is closed (gracefully) once this old.
+    pub http2_max_age: Duration,
 }
 
 impl fmt::Debug for WebSettings {
@@ -63,6 +73,10 @@ impl fmt::Debug for WebSettings {
             .field("generate_if_missing", &self.generate_if_missing)
             .field("hostnames", &self.hostnames)
             .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<secret>"))
+            .field("metrics_from_loopback", &self.metrics_from_loopback)
+            .field("http1_idle_timeout", &self.http1_idle_timeout)
+            .field("http2_idle_timeout", &self.http2_idle_timeout)
+            .field("http2_max_age", &self.http2_max_age)
             .finish()
     }
 }
@@ -91,55 +105,35 @@ pub async fn bind(
     let addr = listener
         .local_addr()
         .map_err(|e| format!("web: listening address: {e}"))?;
-    let rustls_config = axum_server::tls_rustls::RustlsConfig::from_config(config);
-    let mut server = axum_server::from_tcp_rustls(listener, rustls_config)
-        .map_err(|e| format!("web: cannot listen on {addr}: {e}"))?
-        .first_request_timeout(FIRST_REQUEST_TIMEOUT)
-        .accept_error_handler(|peer: Option<&SocketAddr>, e: &std::io::Error| {
-            tracing::debug!(peer = ?peer, error = %e, "web: connection dropped before a request");
-        });
-    server
-        .http_builder()
-        .http1()
-        .header_read_timeout(FIRST_REQUEST_TIMEOUT);
-    // Idle HTTP/2 connections are pinged and dropped when they stop answering.
-    server
-        .http_builder()
-        .http2()
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .max_concurrent_streams(32);
-    let handle = axum_server::Handle::new();
-    let server = server.handle(handle.clone());
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("web: cannot listen on {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|e| format!("web: cannot listen on {addr}: {e}"))?;
+    let tls = tokio_rustls::TlsAcceptor::from(config);
+    let timeouts = serve::Timeouts {
+        first_request: FIRST_REQUEST_TIMEOUT,
+        http1_idle: settings.http1_idle_timeout,
+        http2_idle: settings.http2_idle_timeout,
+        http2_max_age: settings.http2_max_age,
+        grace: SHUTDOWN_GRACE,
+    };
+    let connections = Arc::clone(&core.web_connections);
 
     let metrics_token = settings
         .metrics_token
         .as_deref()
         .filter(|t| !t.is_empty())
         .map(Arc::<str>::from);
-    let app = router(AppState { core, metrics_token });
+    let app = router(AppState { core, metrics_token, metrics_from_loopback: settings.metrics_from_loopback });
 
     let serve = async move {
-        let serving = server.serve(app.into_make_service_with_connect_info::<SocketAddr>());
-        tokio::pin!(serving);
         let stop = async move {
             // A dropped sender also means "stop".
             let _ = shutdown.wait_for(|stop| *stop).await;
+            tracing::info!("web: shutting down");
         };
-        tokio::select! {
-            result = &mut serving => {
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "web: server stopped");
-                }
-                return;
-            }
-            () = stop => {}
-        }
-        tracing::info!("web: shutting down");
-        handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
-        if let Err(e) = serving.await {
-            tracing::error!(error = %e, "web: server stopped");
-        }
+        serve::run(listener, tls, app, connections, timeouts, stop).await;
     };
     Ok((addr, serve))
 }
@@ -148,6 +142,7 @@ pub async fn bind(
 struct AppState {
     core: Arc<Core>,
     metrics_token: Option<Arc<str>>,
+    metrics_from_loopback: bool,
 }
 
 fn router(state: AppState) -> Router {
@@ -251,13 +246,11 @@ async fn enroll_get(
             return refusal_page(LinkRefusal::InvalidToken);
         }
     };
-    let view = match state.core.otp_enrollment_view(&token, Millis::now()) {
-        Ok(v) => v,
-        Err(r) => {
-            tracing::info!(route = ROUTE_ENROLL, outcome = outcome(r), "web: enrollment page");
-            return refusal_page(r);
-        }
-    };
+    // Only whether the link is usable: the secret is not even opened.
+    if let Err(r) = state.core.otp_enrollment_usable(&token, Millis::now()) {
+        tracing::info!(route = ROUTE_ENROLL, outcome = outcome(r), "web: enrollment page");
+        return refusal_page(r);
+    }
     // Keep a well-formed cookie (another tab may hold a form with it).
     let existing = csrf::from_cookie_headers(cookie_headers(&headers)).filter(|v| csrf::well_formed(v));
     let csrf_value = match existing {
@@ -270,8 +263,8 @@ async fn enroll_get(
             }
         },
     };
-    tracing::info!(route = ROUTE_ENROLL, outcome = "shown", "web: enrollment page");
-    let mut response = html(StatusCode::OK, pages::enroll(&view, &csrf_value, None));
+    tracing::info!(route = ROUTE_ENROLL, outcome = "continue", "web: enrollment page");
+    let mut response = html(StatusCode::OK, pages::enroll_continue(&csrf_value));
     if let Ok(cookie) = HeaderValue::from_str(&csrf::set_cookie(&csrf_value)) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
@@ -293,6 +286,7 @@ fn cookie_headers(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 async fn enroll_post(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     token: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     form: Result<Form<EnrollForm>, FormRejection>,
@@ -322,10 +316,22 @@ async fn enroll_post(
         }
     };
 
-    // 3. The code: digits only (spaces ignored); a malformed entry costs no try.
-    let code: String = form
-        .code
-        .unwrap_or_default()
+    // 3. "Continue" (no code field): now, and only now, the secret.
+    let Some(code) = form.code else {
+        return match state.core.otp_enrollment_view(&token, Millis::now()) {
+            Ok(view) => {
+                tracing::info!(route = ROUTE_ENROLL, outcome = "shown", "web: enrollment form");
+                html(StatusCode::OK, pages::enroll(&view, &csrf_value, None))
+            }
+            Err(r) => {
+                tracing::info!(route = ROUTE_ENROLL, outcome = outcome(r), "web: enrollment form");
+                refusal_page(r)
+            }
+        };
+    };
+
+    // 4. The code: digits only (spaces ignored); a malformed entry costs no try.
+    let code: String = code
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect();
@@ -333,7 +339,11 @@ async fn enroll_post(
         return rerender(&state, &token, &csrf_value, "Type the code your app shows now (digits only).").await;
     }
 
-    match state.core.otp_confirm(&token, &code, Millis::now()).await {
+    let client = WebClient {
+        ip: Some(peer.ip()),
+        user_agent: headers.get(header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+    };
+    match state.core.otp_confirm_from(&token, &code, &client, Millis::now()).await {
         Ok(backup_codes) => {
             tracing::info!(route = ROUTE_ENROLL, outcome = "confirmed", "web: enrollment form");
             html(StatusCode::OK, pages::confirmed(&backup_codes))
@@ -380,13 +390,14 @@ enum MetricsAccess {
     Allowed,
     /// A token is configured and was not given, or was wrong: 401.
     Unauthorized,
-    /// Not loopback and no token configured: 403.
+    /// No token configured, and the peer is not a loopback peer allowed
+    /// without one: 403.
     Forbidden,
 }
 
-fn metrics_access(peer: IpAddr, authorization: Option<&[u8]>, token: Option<&str>) -> MetricsAccess {
+fn metrics_access(peer: IpAddr, authorization: Option<&[u8]>, token: Option<&str>, from_loopback: bool) -> MetricsAccess {
     use subtle::ConstantTimeEq as _;
-    if peer.to_canonical().is_loopback() {
+    if from_loopback && peer.to_canonical().is_loopback() {
         return MetricsAccess::Allowed;
     }
     let Some(token) = token.filter(|t| !t.is_empty()) else {
@@ -409,7 +420,7 @@ async fn metrics(
     headers: HeaderMap,
 ) -> Response {
     let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
-    match metrics_access(peer.ip(), authorization, state.metrics_token.as_deref()) {
+    match metrics_access(peer.ip(), authorization, state.metrics_token.as_deref(), state.metrics_from_loopback) {
         MetricsAccess::Allowed => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
             state.core.metrics_text(),
@@ -514,6 +525,10 @@ mod tests {
             generate_if_missing: true,
             hostnames: vec!["localhost".into(), "127.0.0.1".into()],
             metrics_token: Some("s3cret".into()),
+            metrics_from_loopback: true,
+            http1_idle_timeout: Duration::from_secs(5),
+            http2_idle_timeout: Duration::from_secs(60),
+            http2_max_age: Duration::from_secs(600),
         }
     }
 
@@ -631,25 +646,39 @@ mod tests {
         let token = enrollment_token(&s.core, "alice").await;
         let path = format!("/otp/enroll/{token}");
 
-        // The page: QR code, grouped secret, the name, form, cookie.
-        let page = s.https(&path, &[]).await;
+        // The link's page: a "Continue" form and the cookie, nothing secret.
+        let first = s.https(&path, &[]).await;
+        assert!(first.ok, "{}", first.stderr);
+        assert_eq!(first.status, 200);
+        assert!(first.header("content-type").unwrap().starts_with("text/html"));
+        assert!(first.body.contains(">Continue</button>"), "{}", first.body);
+        for secret in ["class=\"secret\"", "otpauth", "<svg", "name=\"code\""] {
+            assert!(!first.body.contains(secret), "{secret} shown on GET: {}", first.body);
+        }
+        let page = first;
+        let set_cookie = page.header("set-cookie").expect("csrf cookie").to_owned();
+        let csrf_value = hidden_csrf(&page.body);
+        let cookie = format!("Cookie: __Host-csrf={csrf_value}");
+        // Continue without the cookie (a scanner replaying the form): refused.
+        let replay = s.https(&path, &["-d", &format!("csrf={csrf_value}")]).await;
+        assert_eq!(replay.status, 403, "{}", replay.body);
+        assert!(!replay.body.contains("class=\"secret\""));
+        // Continue: QR code, grouped secret, the name, the code form.
+        let page = s.https(&path, &["-H", &cookie, "-d", &format!("csrf={csrf_value}")]).await;
         assert!(page.ok, "{}", page.stderr);
-        assert_eq!(page.status, 200);
-        assert!(page.header("content-type").unwrap().starts_with("text/html"));
+        assert_eq!(page.status, 200, "{}", page.body);
         assert!(page.body.contains("<svg role=\"img\""), "inline QR SVG");
         let (grouped, _) = key_and_code(&page.body);
         assert_eq!(grouped.len(), 32 + 7, "160-bit key in groups of four: {grouped}");
         assert!(page.body.contains("<strong>alice</strong>"));
         assert!(page.body.contains("<form method=\"post\">"));
         assert!(page.body.contains("name=\"code\""));
-        let set_cookie = page.header("set-cookie").expect("csrf cookie");
         for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
             assert!(set_cookie.contains(attr), "{set_cookie}");
         }
-        let csrf_value = hidden_csrf(&page.body);
+        assert_eq!(hidden_csrf(&page.body), csrf_value, "the same CSRF value in the code form");
         assert!(csrf::well_formed(&csrf_value));
         assert!(set_cookie.starts_with(&format!("__Host-csrf={csrf_value};")), "{set_cookie}");
-        let cookie = format!("Cookie: __Host-csrf={csrf_value}");
         let other = csrf::new_token().unwrap();
 
         // (extra curl args, status, text in the body) in order: core's try
@@ -708,7 +737,7 @@ mod tests {
         // Too many tries on another link.
         let other_token = enrollment_token(&s.core, "bob").await;
         let other_path = format!("/otp/enroll/{other_token}");
-        let other_page = s.https(&other_path, &["-H", &cookie]).await;
+        let other_page = s.https(&other_path, &["-H", &cookie, "-d", &right_field]).await;
         let [wrong, _] = wrong_codes(&other_page.body);
         let wrong = format!("code={wrong}");
         let mut last = 0;
@@ -855,6 +884,7 @@ mod tests {
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         let far: IpAddr = "192.0.2.7".parse().unwrap();
         let far6: IpAddr = "2001:db8::1".parse().unwrap();
+        // (peer, Authorization, configured token, expected) with loopback allowed.
         let cases: &[(IpAddr, Option<&str>, Option<&str>, MetricsAccess)] = &[
             (lo4, None, None, Allowed),
             (lo6, None, Some("t0k"), Allowed),
@@ -875,7 +905,20 @@ mod tests {
             (far, Some("Bearert0k"), Some("t0k"), Unauthorized),
         ];
         for (i, (peer, auth, token, want)) in cases.iter().enumerate() {
-            assert_eq!(metrics_access(*peer, auth.map(str::as_bytes), *token), *want, "case {i}");
+            assert_eq!(metrics_access(*peer, auth.map(str::as_bytes), *token, true), *want, "case {i}");
+        }
+        // With `metrics_from_loopback: false` loopback is like any peer
+        // (a reverse proxy on the same host).
+        let cases: &[(IpAddr, Option<&str>, Option<&str>, MetricsAccess)] = &[
+            (lo4, None, None, Forbidden),
+            (lo6, None, Some("t0k"), Unauthorized),
+            (mapped, Some("Bearer nope"), Some("t0k"), Unauthorized),
+            (lo4, Some("Bearer t0k"), Some("t0k"), Allowed),
+            (far, Some("Bearer t0k"), Some("t0k"), Allowed),
+            (far, None, Some("t0k"), Unauthorized),
+        ];
+        for (i, (peer, auth, token, want)) in cases.iter().enumerate() {
+            assert_eq!(metrics_access(*peer, auth.map(str::as_bytes), *token, false), *want, "case {i} without loopback");
         }
     }
 
@@ -906,6 +949,10 @@ mod tests {
             generate_if_missing: false,
             hostnames: vec![],
             metrics_token: Some("tok-value".into()),
+            metrics_from_loopback: true,
+            http1_idle_timeout: Duration::from_secs(5),
+            http2_idle_timeout: Duration::from_secs(60),
+            http2_max_age: Duration::from_secs(600),
         };
         assert!(!format!("{settings:?}").contains("tok-value"));
         let view = crate::core::mfa::EnrollView {

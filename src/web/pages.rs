@@ -78,6 +78,25 @@ fn method_label(method: &str) -> &'static str {
     }
 }
 
+/// What the link itself shows (GET): a button and nothing secret, so
+/// that mail scanners and link previews that fetch it learn nothing. The
+/// secret appears only after the POST this form sends (with the CSRF value).
+pub(super) fn enroll_continue(csrf: &str) -> String {
+    let mut b = String::new();
+    b.push_str("<h1>Set up one-time codes</h1>\n");
+    b.push_str(
+        "<p>This link turns on two-factor sign-in for your account. Continue to see the key \
+to add to your authenticator app.</p>\n",
+    );
+    let _ = writeln!(
+        b,
+        "<form method=\"post\">\n<input type=\"hidden\" name=\"csrf\" value=\"{}\">\n\
+<button type=\"submit\">Continue</button>\n</form>",
+        escape(csrf)
+    );
+    page("Set up one-time codes", &b)
+}
+
 /// The enrollment page: QR code, secret for manual entry, and the form.
 /// `error` (plain text) is shown above the form.
 pub(super) fn enroll(view: &EnrollView, csrf: &str, error: Option<&str>) -> String {
@@ -244,6 +263,16 @@ mod tests {
         assert!(html.contains("time-based (TOTP)"));
         assert!(!html.contains("style="), "the CSP forbids inline styles");
         assert!(!html.contains("<script"));
+    }
+
+    #[test]
+    fn continue_page_holds_no_secret() {
+        let html = enroll_continue("tok\"en");
+        assert!(html.contains("value=\"tok&quot;en\""));
+        assert!(html.contains(">Continue</button>"));
+        for absent in ["secret", "otpauth", "<svg", "name=\"code\"", "<script"] {
+            assert!(!html.contains(absent), "{absent}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod auth;
 mod harness;
 mod menus;
 mod mfa;
+mod web;
 
 use harness::{detail, poll, text, Gate, Ssh, ALICE_PW, BIN, BOB_PW, DEFAULT_CONFIG};
 use serde_json::Value;

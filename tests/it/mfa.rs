@@ -28,7 +28,7 @@ fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or_else(|| panic!("{key} is not a string in {v}"))
 }
 
-fn add_user_in(g: &Gate, name: &str, password: &str, group: &str) {
+pub(crate) fn add_user_in(g: &Gate, name: &str, password: &str, group: &str) {
     let email = format!("{name}@example.org");
     let out = g.cli_stdin(&["user", "add", name, "--email", &email, "--group", group, "--password-stdin"], &format!("{password}\n"));
     assert!(out.status.success(), "user add {name}: {}{}", text(&out.stdout), text(&out.stderr));
@@ -74,10 +74,13 @@ pub(crate) fn spooled_link(g: &Gate, user: &str, seen: usize) -> String {
 
 /// The enrollment page, fetched into a cookie jar.
 pub(crate) struct Page {
-    url: String,
-    jar: PathBuf,
+    pub(crate) url: String,
+    pub(crate) jar: PathBuf,
+    /// The link's page (GET): a "Continue" form, no secret.
+    get: Http,
+    /// What "Continue" (POST with the CSRF value) shows: the secret.
     http: Http,
-    csrf: String,
+    pub(crate) csrf: String,
     pub(crate) secret: String,
 }
 
@@ -85,9 +88,17 @@ pub(crate) fn open_page(g: &Gate, link: &str, jar_name: &str) -> Page {
     let url = g.local_link(link);
     let jar = g.path(jar_name);
     let jar_s = jar.to_str().unwrap();
-    let http = curl(&url, &["-k", "-c", jar_s, "-b", jar_s]);
+    let get = curl(&url, &["-k", "-c", jar_s, "-b", jar_s]);
+    assert_eq!(get.status, 200, "{get:#?}\n{}", g.daemon_log());
+    let csrf = between(&get.body, "name=\"csrf\" value=\"", "\"").to_owned();
+    // Fetching the link (as mail scanners do) reveals nothing.
+    assert!(get.body.contains(">Continue</button>"), "{}", get.body);
+    for hidden in ["class=\"secret\"", "otpauth", "<svg", "name=\"code\""] {
+        assert!(!get.body.contains(hidden), "{hidden} on the GET page:\n{}", get.body);
+    }
+    let http = curl(&url, &["-k", "-b", jar_s, "--data-urlencode", &format!("csrf={csrf}")]);
     assert_eq!(http.status, 200, "{http:#?}\n{}", g.daemon_log());
-    let csrf = between(&http.body, "name=\"csrf\" value=\"", "\"").to_owned();
+    assert_eq!(between(&http.body, "name=\"csrf\" value=\"", "\""), csrf, "the same CSRF value in the code form");
     let secret = between(&http.body, "<code class=\"secret\">", "</code>").to_owned();
     // Base32, grouped in fours for reading aloud.
     let groups: Vec<&str> = secret.split(' ').collect();
@@ -96,7 +107,7 @@ pub(crate) fn open_page(g: &Gate, link: &str, jar_name: &str) -> Page {
     assert!(secret.bytes().all(|b| b == b' ' || b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)), "secret {secret:?}");
     let secret = secret.replace(' ', "");
     assert_eq!(secret.len(), 32, "160 bits: {secret}");
-    Page { url, jar, http, csrf, secret }
+    Page { url, jar, get, http, csrf, secret }
 }
 
 fn between<'a>(hay: &'a str, start: &str, end: &str) -> &'a str {
@@ -162,7 +173,7 @@ pub(crate) fn next_totp(secret: &str) -> String {
 }
 
 /// A code no nearby step produces.
-fn wrong_totp(secret: &str) -> String {
+pub(crate) fn wrong_totp(secret: &str) -> String {
     let now = unix_now();
     let near: Vec<String> = (0..6).map(|i| totp_at(secret, now - 60 + i * 30)).collect();
     ["000000", "111111", "222222", "333333", "444444", "555555", "666666"].iter().map(|c| c.to_string()).find(|c| !near.contains(c)).unwrap()
@@ -216,12 +227,14 @@ fn totp_enrollment_via_smtp_and_login() {
     page.http.assert_security_headers();
     assert!(page.http.header("content-type").unwrap_or_default().starts_with("text/html"), "{:?}", page.http.headers);
     assert!(page.http.body.contains("<svg"), "an inline QR code");
-    let cookie = page.http.header("set-cookie").expect("a CSRF cookie");
+    let cookie = page.get.header("set-cookie").expect("a CSRF cookie");
     assert!(cookie.starts_with(&format!("__Host-csrf={};", page.csrf)), "{cookie}");
     for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(attr), "{cookie}");
     }
     assert!(!page.http.body.contains(token_of(&link)), "the page does not echo the token");
+    assert!(!page.get.body.contains(token_of(&link)), "the page does not echo the token");
+    page.get.assert_security_headers();
 
     let enrolled = confirm_totp(&g, &page);
     let mut unique = enrolled.backup.clone();
