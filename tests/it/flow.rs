@@ -1,7 +1,15 @@
-//! The flow after login and what reaches a terminal (issue 7). The real
-//! daemon, the real OpenSSH client.
+//! The flow after login (issue 7): a forced password change whatever the
+//! menus say, the current password before a change, backup codes only
+//! after a confirmation, the two-factor box only when the code is asked,
+//! doors that get a clean `TERM` and no inherited descriptor, and `--json`
+//! output that cannot act on a terminal. The real daemon, the real OpenSSH
+//! client.
 
-use crate::harness::{text, Gate, Ssh, ALICE_PW, DEFAULT_CONFIG};
+use crate::harness::{detail, text, Gate, Ssh, ALICE_PW, DEFAULT_CONFIG};
+use crate::mfa::{enroll_totp_spool, next_totp, spool_config};
+use serde_json::Value;
+
+const NEW_PW: &str = "Maple-Quartz-Violin-77";
 
 /// An executable shell script in the gate's folder; returns its path.
 fn script(g: &Gate, name: &str, body: &str) -> String {
@@ -17,6 +25,117 @@ fn prepare_with_menus(base: &str, menus: &str) -> Gate {
     let g = Gate::prepare(&format!("{base}menus: menu.hjson\n"));
     std::fs::write(g.path("menu.hjson"), menus).unwrap();
     g
+}
+
+fn user_json(g: &Gate, name: &str) -> Value {
+    serde_json::from_str(&g.cli_ok(&["user", "show", name, "--json"])).unwrap()
+}
+
+/// No `welcome` anywhere: the first menu offers a door and the account menu.
+const NO_WELCOME_MENUS: &str = r#"{
+  menus: {
+    login: {
+      module: menu
+      prompt: "Your choice: "
+      options: [
+        {
+          key: D
+          text: The door
+          next: door
+        }
+        {
+          key: A
+          text: Your account
+          next: account
+        }
+        {
+          key: Q
+          text: Log off
+          next: logoff
+        }
+      ]
+    }
+    door: {
+      module: exec
+      config: {
+        program: "@DOOR@"
+      }
+      next: login
+    }
+    account: {
+      module: account
+      next: login
+    }
+    logoff: {
+      module: logoff
+    }
+  }
+}
+"#;
+
+/// A user who must change the password is made to, first, by a flow
+/// without `welcome`; giving up logs off before any door opens.
+#[test]
+fn must_reset_is_enforced_without_welcome() {
+    let mut g = prepare_with_menus(DEFAULT_CONFIG, NO_WELCOME_MENUS);
+    let marker = g.path("door-ran");
+    let door = script(&g, "door.sh", &format!("#!/bin/sh\necho \"door for $PORTCULLIS_USER\" >> '{}'\necho door-ran\n", marker.display()));
+    std::fs::write(g.path("menu.hjson"), NO_WELCOME_MENUS.replace("@DOOR@", &door)).unwrap();
+    g.launch();
+    g.add_user("alice", ALICE_PW);
+    let out = g.cli_stdin(&["user", "passwd", "alice", "--password-stdin", "--must-reset"], &format!("{ALICE_PW}-x\n"));
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let temp_pw = format!("{ALICE_PW}-x");
+    assert_eq!(user_json(&g, "alice")["must_reset_password"], true);
+
+    // Giving up (Esc) ends the session: no menu, no door.
+    let run = g.ssh_script(&Ssh::kbd("alice", &temp_pw), &[("New password: ", "\x1b"), ("Logging you off", "")]);
+    assert!(run.stdout.contains("Your password must be changed before you go on."), "{run:#?}\n{}", g.daemon_log());
+    assert!(run.stdout.contains("The password was not changed. Logging you off."), "{run:#?}");
+    assert!(!run.stdout.contains("Your choice: "), "no menu before the change: {run:#?}");
+    let ended = g.wait_events(Some("alice"), "session_ended", |ev| !ev.is_empty());
+    assert_eq!(detail(&ended[0], "reason"), "password change required", "{}", ended[0]);
+    assert!(!marker.exists(), "no door for a user who must change the password");
+
+    // Changing it opens the menus, and the door.
+    let new_line = format!("{NEW_PW}\r");
+    let run = g.ssh_script(
+        &Ssh::kbd("alice", &temp_pw),
+        &[("New password: ", new_line.as_str()), ("Repeat it: ", new_line.as_str()), ("Your password has been changed.", ""), ("Your choice: ", "d"), ("door-ran", ""), ("Your choice: ", "q")],
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}\n{}", g.daemon_log());
+    let changed_at = run.stdout.find("Your password has been changed.").unwrap();
+    let menu_at = run.stdout.find("Your choice: ").unwrap_or_else(|| panic!("menu: {run:#?}"));
+    assert!(changed_at < menu_at, "the change comes first: {run:#?}");
+    assert_eq!(run.stdout.matches("must be changed before you go on").count(), 1, "asked once, not again at the next menu: {run:#?}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap_or_default(), "door for alice\n");
+    assert_eq!(user_json(&g, "alice")["must_reset_password"], false);
+    let ok = g.ssh(&Ssh::kbd("alice", NEW_PW));
+    assert!(ok.authenticated_exec(), "the new password works: {ok:#?}");
+}
+
+/// The "Two-factor check" box (the OTP art) is drawn when the code is
+/// asked in the terminal, not when it was given during SSH authentication.
+#[test]
+fn two_factor_box_only_when_the_code_is_asked() {
+    let g = Gate::start_with(&spool_config(""));
+    g.add_user("alice", ALICE_PW);
+    let e = enroll_totp_spool(&g, "alice");
+
+    // A password-method client: the box, then the prompt (Esc gives up).
+    let run = g.ssh_script(&Ssh::kbd("alice", ALICE_PW).method("password"), &[("Verification code: ", "\x1b"), ("The one-time code was not given", "")]);
+    let box_at = run.stdout.find("Two-factor check").unwrap_or_else(|| panic!("the box for a password client: {run:#?}\n{}", g.daemon_log()));
+    let prompt_at = run.stdout.find("Verification code: ").unwrap();
+    assert!(box_at < prompt_at, "{run:#?}");
+
+    // Keyboard-interactive with the code during SSH authentication: no box.
+    let code = next_totp(&e.secret);
+    let run = g.ssh_script(&Ssh::kbd("alice", ALICE_PW).code(&code), &[("Your choice: ", "q")]);
+    assert_eq!(run.code, Some(0), "{run:#?}\n{}", g.daemon_log());
+    assert_eq!(run.prompts.len(), 2, "password and code over SSH: {run:#?}");
+    assert!(run.stdout.contains("Welcome, alice."), "{run:#?}");
+    assert!(!run.stdout.contains("Two-factor check"), "no box when the code was given during SSH authentication: {run:#?}");
+    assert!(!run.stdout.contains("Verification code: "), "{run:#?}");
 }
 
 const TERM_DOOR_MENUS: &str = r#"{
