@@ -10,8 +10,12 @@
 //! * A *code* is two capital letters (`AR`, `GM`, ...) with an argument of
 //!   the kind that code takes: none (`SC`), a decimal number (`AR2`,
 //!   `NC10`) or a bracketed list (`GM[sysops,users]`, `PV[name,value]`).
-//!   List items are trimmed and may not be empty; quotes have no special
-//!   meaning. See [`CODES`] for every code.
+//!   Where ENiGMA½ takes either, so does this: `ID`, `AS` and `WD` take a
+//!   bare number (`ID1`, `AS2`, `WD0`) as a list of one. List items are
+//!   trimmed and may not be empty; quotes have no special meaning. See
+//!   [`CODES`] for every code.
+//! * ENiGMA½ codes this gate does not implement ([`ENIGMA_ONLY`]: `AE`,
+//!   `NP`, `UP`, ...) are refused with a message saying so, not as unknown.
 //! * `!` is NOT (prefix), `&` is AND, two terms side by side (`AR2AF2`,
 //!   `AR2 AF2`) are also AND, `|` is OR, `(` `)` group.
 //! * Precedence is the documented one: `!` binds tightest, then AND (both
@@ -24,11 +28,14 @@
 //!
 //! # Choices
 //!
-//! * An empty (or all-whitespace) string is *always true*, as ENiGMA½
-//!   treats a missing `acs` as allow. An empty `()` is an error.
+//! * An empty (or all-whitespace) string is an error: ENiGMA½ denies
+//!   `acs: ""` while a missing `acs` allows, and a gate must not read one
+//!   as the other. Leave `acs` out to allow everyone. An empty `()` is an
+//!   error too.
 //! * Codes are case-sensitive: `ar2` is an error (with a hint naming `AR`).
 //! * Group names (`GM`), terminal types (`TT`) and account statuses (`AS`)
-//!   compare case-insensitively. `GM` names are handed to
+//!   compare case-insensitively (ENiGMA½ compares `GM` and `TT`
+//!   case-sensitively: `GM[Sysops]` matches the group `sysops` here, not there). `GM` names are handed to
 //!   [`AcsContext::in_group`] lower-cased. `PV` names and values are
 //!   compared exactly as written.
 //! * `AS` takes the words in [`ACCOUNT_STATUSES`] or their numbers (index in
@@ -53,20 +60,25 @@ pub const MAX_DEPTH: usize = 64;
 /// (ENiGMA½'s numbering: 0 disabled, 1 inactive, 2 active, 3 locked).
 pub const ACCOUNT_STATUSES: &[&str] = &["disabled", "inactive", "active", "locked"];
 
+/// ENiGMA½ codes that Portcullis does not implement (they describe BBS
+/// features a gate does not have: posts, files, nodes, themes, ...). They
+/// are refused with their own message rather than as unknown codes.
+pub const ENIGMA_ONLY: &[&str] = &["AE", "SE", "AG", "NN", "NP", "UP", "DL", "BU", "BD", "NR", "KR", "PC", "AC", "AP", "TM", "ML", "SU"];
+
 /// Every code with a one-line description (for docs and `config check --help`).
 pub const CODES: &[(&str, &str)] = &[
     ("AR", "ARn: the user's required factor level is at least n (1 password or key, 2 one-time code, 3 hardware key)"),
     ("AF", "AFn: this session has passed factor level n or higher (1-3)"),
-    ("GM", "GM[g,...]: the user is a member of any listed group (case-insensitive)"),
+    ("GM", "GM[g,...]: the user is a member of any listed group (case-insensitive here; ENiGMA½ is case-sensitive)"),
     ("SC", "SC: the connection is secure"),
     ("LC", "LC: the connection is local"),
-    ("AS", "AS[s,...]: the account status is one of the list (active, inactive, locked, disabled, or 0-3)"),
+    ("AS", "ASn or AS[s,...]: the account status is n or one of the list (active, inactive, locked, disabled, or 0-3)"),
     ("NC", "NCn: the user has logged in at least n times"),
     ("AA", "AAn: the account is at least n days old"),
-    ("ID", "ID[n,...]: the user's id is one of the list"),
+    ("ID", "IDn or ID[n,...]: the user's id is n or one of the list"),
     ("MM", "MMn: it is at least n minutes past midnight (0-1439)"),
-    ("WD", "WD[n,...]: today is one of the listed weekdays (0 Sunday .. 6 Saturday)"),
-    ("TT", "TT[t,...]: the terminal type is one of the list (case-insensitive, e.g. xterm, ansi, vt100)"),
+    ("WD", "WDn or WD[n,...]: today is weekday n or one of the list (0 Sunday .. 6 Saturday)"),
+    ("TT", "TT[t,...]: the terminal type is one of the list (case-insensitive here, ENiGMA½ is case-sensitive; e.g. xterm, ansi, vt100)"),
     ("TW", "TWn: the terminal is at least n columns wide"),
     ("TH", "THn: the terminal is at least n rows high"),
     ("EC", "ECn: the terminal encoding is n (0 CP437, 1 UTF-8)"),
@@ -102,6 +114,9 @@ pub trait AcsContext {
     fn device_trusted(&self) -> bool;
     fn risk_score(&self) -> u8;
 }
+
+/// The message for `acs: ""`.
+pub const EMPTY_ACS: &str = "empty ACS string: ENiGMA½ denies everyone for it; leave acs out to allow everyone, or write a condition";
 
 /// A parse error: where (0-based character offset into the source) and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +182,8 @@ enum Cond {
 }
 
 impl Acs {
-    /// Parse an ACS string. Empty or all-whitespace means "always true".
+    /// Parse an ACS string. An empty or all-whitespace string is an error
+    /// (ENiGMA½ denies it; leave `acs` out to allow everyone).
     ///
     /// # Errors
     ///
@@ -187,18 +203,16 @@ impl Acs {
             depth: 0,
             mixed: false,
         };
-        let root = if p.peek().is_none() {
-            Node::Always
-        } else {
-            let node = p.parse_or()?;
-            if let Some(c) = p.peek() {
-                return Err(AcsError::new(
-                    p.pos,
-                    format!("unexpected '{}'", c.escape_debug()),
-                ));
-            }
-            node
-        };
+        if p.peek().is_none() {
+            return Err(AcsError::new(0, EMPTY_ACS));
+        }
+        let root = p.parse_or()?;
+        if let Some(c) = p.peek() {
+            return Err(AcsError::new(
+                p.pos,
+                format!("unexpected '{}'", c.escape_debug()),
+            ));
+        }
         Ok(Acs {
             src: src.to_string(),
             root,
@@ -323,13 +337,19 @@ fn arg_kind(code: &str) -> Option<ArgKind> {
 
 fn list_example(code: &str) -> &'static str {
     match code {
-        "GM" => "GM[sysops,users]",
-        "TT" => "TT[xterm,ansi]",
-        "AS" => "AS[active,inactive]",
-        "ID" => "ID[1,2]",
-        "WD" => "WD[1,2,3]",
-        _ => "PV[name,value]",
+        "GM" => "a list like GM[sysops,users]",
+        "TT" => "a list like TT[xterm,ansi]",
+        "AS" => "a number or a list like AS2 or AS[active,inactive]",
+        "ID" => "a number or a list like ID1 or ID[1,2]",
+        "WD" => "a number or a list like WD1 or WD[1,2,3]",
+        _ => "a list like PV[name,value]",
     }
+}
+
+/// Codes whose argument may be a bare number as well as a list (as in
+/// ENiGMA½, where `ID1` is `ID[1]`).
+fn takes_bare_number(kind: ArgKind) -> bool {
+    matches!(kind, ArgKind::Statuses | ArgKind::Ids | ArgKind::Weekdays)
 }
 
 struct Parser<'a> {
@@ -453,6 +473,12 @@ impl Parser<'_> {
         }
         let kind = match arg_kind(&name) {
             Some(k) => k,
+            None if ENIGMA_ONLY.contains(&name.as_str()) => {
+                return Err(AcsError::new(
+                    start,
+                    format!("\"{name}\" is an ENiGMA½ code that Portcullis does not support"),
+                ));
+            }
             None => {
                 let upper = name.to_uppercase();
                 let msg = if upper != name && arg_kind(&upper).is_some() {
@@ -497,6 +523,14 @@ impl Parser<'_> {
                     _ => Cond::RiskScore(small(n)),
                 })
             }
+            list_kind if takes_bare_number(list_kind) && self.peek().is_some_and(|c| c.is_ascii_digit()) => {
+                let at = self.pos;
+                while self.pos < self.s.len() && self.s[self.pos].is_ascii_digit() {
+                    self.pos += 1;
+                }
+                let digits: String = self.s[at..self.pos].iter().collect();
+                self.convert_list(code, list_kind, at, vec![(at, digits)])
+            }
             list_kind => {
                 let (open, items) = self.parse_list(code)?;
                 self.convert_list(code, list_kind, open, items)
@@ -540,7 +574,7 @@ impl Parser<'_> {
         if self.peek() != Some('[') {
             return Err(AcsError::new(
                 self.pos,
-                format!("\"{code}\" takes a list like {}", list_example(code)),
+                format!("\"{code}\" takes {}", list_example(code)),
             ));
         }
         let open = self.pos;
@@ -825,8 +859,6 @@ mod tests {
     fn precedence_and_whitespace() {
         // T = SC (true), F = LC (false).
         check(&[
-            ("", true),
-            ("   \n\t", true),
             ("LC & LC | SC", true), // documented: (F & F) | T
             ("SC | LC & LC", true),
             ("LC&LC|SC", true),
@@ -870,7 +902,6 @@ mod tests {
             ("SC | LC DT", true),
             ("!(SC & LC | DT)", true),
             ("(SC | LC) & DT", false),
-            ("", false),
         ] {
             let acs = Acs::parse(src).expect(src);
             assert_eq!(acs.mixes_and_or_unparenthesised(), want, "{src:?}");
@@ -923,7 +954,10 @@ mod tests {
             ("NC99999999999999999999", 3, "number too large for \"NC\""),
             ("GM2", 3, "\"GM\" takes a list like GM[sysops,users]"),
             ("GM", 3, "\"GM\" takes a list like GM[sysops,users]"),
-            ("WD3", 3, "\"WD\" takes a list like WD[1,2,3]"),
+            ("WD", 3, "\"WD\" takes a number or a list like WD1 or WD[1,2,3]"),
+            ("ID & SC", 4, "\"ID\" takes a number or a list like ID1 or ID[1,2]"),
+            ("AS[", 4, "expected ']' to close '[' at column 3"),
+            ("TT1", 3, "\"TT\" takes a list like TT[xterm,ansi]"),
             ("SC1", 3, "\"SC\" takes no argument"),
             ("DT [x]", 4, "\"DT\" takes no argument"),
             ("GM[]", 3, "empty list in \"GM\""),
@@ -960,6 +994,73 @@ mod tests {
             ("SC \u{1b}", 4, "unexpected '\\u{1b}'"),
             ("ÄR2", 1, "unknown ACS code \"ÄR\""),
             ("SC & ÄR2 & XX", 6, "unknown ACS code \"ÄR\""),
+        ]);
+    }
+
+    #[test]
+    fn bare_number_arguments_as_in_enigma() {
+        // ENiGMA½'s shipped menus and docs: `ID1`, `AS2`, `ID1SC`,
+        // `(GM[sysops] | ID1) & SC`. The context is user 7, active, Wednesday (3).
+        check(&[
+            ("ID7", true),
+            ("ID1", false),
+            ("ID 7", true),
+            ("ID7SC", true),
+            ("ID1SC", false),
+            ("ID7 | GM[sysops]", true),
+            ("(GM[sysops] | ID7) & SC", true),
+            ("(GM[sysops] | ID1) & SC", false),
+            ("AS2", true),
+            ("AS3", false),
+            ("AS0 | AS1", false),
+            ("!AS3", true),
+            ("WD3", true),
+            ("WD0", false),
+            ("WD3&ID7", true),
+            ("ID[7]", true),
+            ("AS[2]", true),
+        ]);
+        check_err(&[
+            ("WD7", 3, "\"WD\" takes weekdays from 0 (Sunday) to 6 (Saturday)"),
+            ("WD12", 3, "\"WD\" takes weekdays from 0 (Sunday) to 6 (Saturday)"),
+            ("AS4", 3, "unknown account status \"4\" (expected one of disabled, inactive, active, locked or 0-3)"),
+            ("SC & ID99999999999999999999", 8, "\"ID\" takes user ids (numbers), not \"99999999999999999999\""),
+            ("ID-1", 3, "\"ID\" takes a number or a list like ID1 or ID[1,2]"),
+            ("ID7]", 4, "unexpected ']'"),
+        ]);
+    }
+
+    #[test]
+    fn an_empty_acs_is_an_error() {
+        check_err(&[
+            ("", 1, EMPTY_ACS),
+            ("   ", 1, EMPTY_ACS),
+            ("\n\t", 1, EMPTY_ACS),
+        ]);
+        assert_eq!(
+            Acs::parse("").map(|_| ()).map_err(|e| e.to_string()),
+            Err("column 1: empty ACS string: ENiGMA½ denies everyone for it; leave acs out to allow everyone, or write a condition".to_string())
+        );
+    }
+
+    #[test]
+    fn enigma_codes_we_do_not_implement_say_so() {
+        for code in ENIGMA_ONLY {
+            assert!(arg_kind(code).is_none(), "{code} is implemented, so not ENiGMA-only");
+            for (src, column) in [(format!("{code}1"), 1), (format!("SC & {code}[a]"), 6), (code.to_string(), 1)] {
+                let e = Acs::parse(&src).expect_err(&src);
+                assert_eq!(
+                    (e.offset + 1, e.message.as_str()),
+                    (column, format!("\"{code}\" is an ENiGMA½ code that Portcullis does not support").as_str()),
+                    "{src}"
+                );
+            }
+        }
+        check_err(&[
+            ("NP5", 1, "\"NP\" is an ENiGMA½ code that Portcullis does not support"),
+            ("GM[users] & TM[luciano_blocktronics]", 13, "\"TM\" is an ENiGMA½ code that Portcullis does not support"),
+            ("ZZ1", 1, "unknown ACS code \"ZZ\""),
+            ("np5", 1, "unknown ACS code \"np\""),
         ]);
     }
 

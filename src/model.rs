@@ -267,9 +267,19 @@ pub struct StoredEvent {
     pub details: serde_json::Value,
 }
 
+/// Characters that must never reach a terminal raw: C0 controls, DEL, C1
+/// controls (U+0080–U+009F: CSI U+009B, OSC U+009D, ... act like `ESC [`
+/// on many terminals), the bidirectional formatting characters that can
+/// reorder what a sysop reads (U+061C, U+200E, U+200F, U+202A–U+202E,
+/// U+2066–U+2069) and the Unicode line and paragraph separators.
+pub fn is_terminal_unsafe(c: char) -> bool {
+    matches!(c as u32, 0x00..=0x1f | 0x7f..=0x9f | 0x061c | 0x200e | 0x200f | 0x2028 | 0x2029 | 0x202a..=0x202e | 0x2066..=0x2069)
+}
+
 /// Makes text safe to show on a terminal: control characters (C0, DEL, C1)
 /// and backslashes are written as escapes, so nothing an attacker typed can
 /// move the cursor, change colours or hide itself in a sysop's terminal.
+/// Bidirectional formatting characters come out as `\u{202e}`.
 pub fn escape_control(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -278,14 +288,36 @@ pub fn escape_control(text: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f || (0x80..0xa0).contains(&(c as u32)) => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            // Bidirectional overrides can reorder what a sysop reads.
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
-                out.push_str(&format!("\\u{{{:04x}}}", c as u32))
-            }
+            c if (c as u32) < 0xa0 && is_terminal_unsafe(c) => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if is_terminal_unsafe(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
             c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Removes what [`is_terminal_unsafe`] names, for client-supplied strings
+/// that are stored (a client's version string): kept readable, never able
+/// to act on a terminal.
+pub fn strip_unsafe(text: &str) -> String {
+    text.chars().filter(|c| !is_terminal_unsafe(*c)).collect()
+}
+
+/// Makes serialized JSON safe for a terminal while keeping it JSON that
+/// parses back to the same values: DEL, C1 controls and the characters of
+/// [`is_terminal_unsafe`] become `\uXXXX` escapes (serde_json escapes
+/// only C0). Such characters can only occur inside JSON strings, where
+/// `\uXXXX` means the same character.
+pub fn json_terminal_safe(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        // C0 controls are either escaped by serde_json already (inside
+        // strings) or structural whitespace of pretty output (newlines).
+        if c as u32 >= 0x7f && is_terminal_unsafe(c) {
+            // All of them are in the Basic Multilingual Plane: one escape.
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
         }
     }
     out
@@ -366,9 +398,63 @@ mod tests {
             ("back\\slash", "back\\\\slash"),
             ("rtl\u{202e}txt", "rtl\\u{202e}txt"),
             ("ünïcode", "ünïcode"),
+            ("csi\u{9b}2J osc\u{9d}0;x\u{9c}", "csi\\x9b2J osc\\x9d0;x\\x9c"),
+            ("c1 \u{80} \u{9f} nbsp\u{a0}", "c1 \\x80 \\x9f nbsp\u{a0}"),
+            ("lro\u{202d} lre\u{202a} pdf\u{202c}", "lro\\u{202d} lre\\u{202a} pdf\\u{202c}"),
+            ("iso\u{2066}\u{2067}\u{2068}\u{2069}", "iso\\u{2066}\\u{2067}\\u{2068}\\u{2069}"),
+            ("marks\u{200e}\u{200f}\u{61c}", "marks\\u{200e}\\u{200f}\\u{061c}"),
+            ("line\u{2028}para\u{2029}", "line\\u{2028}para\\u{2029}"),
+            ("nul\u{0}", "nul\\x00"),
+            ("zwj\u{200d}ok", "zwj\u{200d}ok"),
         ];
         for (input, want) in cases {
             assert_eq!(escape_control(input), want, "input {input:?}");
+            let escaped = escape_control(input);
+            assert!(!escaped.chars().any(is_terminal_unsafe), "unsafe left in {escaped:?}");
+        }
+    }
+
+    /// Every unsafe character comes out of the JSON as `\uXXXX`, and the
+    /// JSON parses back to the very string that went in.
+    #[test]
+    fn json_escapes_c1_del_and_bidi_and_round_trips() {
+        let cases: &[(&str, &str)] = &[
+            ("alice", r#""alice""#),
+            ("a\u{9b}2Jb", r#""a\u009b2Jb""#),
+            ("osc\u{9d}0;t\u{7}", r#""osc\u009d0;t\u0007""#),
+            ("del\u{7f}", r#""del\u007f""#),
+            ("rtl\u{202e}gnp.exe", r#""rtl\u202egnp.exe""#),
+            ("iso\u{2066}x\u{2069}", r#""iso\u2066x\u2069""#),
+            ("esc\u{1b}[2J", r#""esc\u001b[2J""#),
+            ("quote\" back\\", r#""quote\" back\\""#),
+            ("ünïcode \u{a0}", "\"ünïcode \u{a0}\""),
+        ];
+        for (input, want) in cases {
+            let raw = serde_json::to_string(input).expect("serialize");
+            let safe = json_terminal_safe(&raw);
+            assert_eq!(safe, *want, "input {input:?}");
+            assert!(!safe.chars().any(is_terminal_unsafe), "unsafe left in {safe:?}");
+            let back: String = serde_json::from_str(&safe).expect("still JSON");
+            assert_eq!(back, *input);
+        }
+        // Keys and nested values too, and pretty output stays parseable.
+        let value = serde_json::json!({ "user\u{9b}": ["x\u{202e}y", { "z": "\u{85}" }] });
+        let safe = json_terminal_safe(&serde_json::to_string_pretty(&value).expect("serialize"));
+        assert!(!safe.chars().any(|c| c != '\n' && is_terminal_unsafe(c)), "{safe:?}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&safe).expect("parses"), value);
+    }
+
+    #[test]
+    fn strips_unsafe_characters() {
+        let cases = [
+            ("SSH-2.0-OpenSSH_9.6", "SSH-2.0-OpenSSH_9.6"),
+            ("SSH-2.0-x\u{202e}gnp", "SSH-2.0-xgnp"),
+            ("SSH-2.0-\u{1b}[2J\u{9b}31m\u{7f}", "SSH-2.0-[2J31m"),
+            ("SSH-2.0-\u{2066}a\u{2069}\u{200f}", "SSH-2.0-a"),
+            ("SSH-2.0-ünï", "SSH-2.0-ünï"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(strip_unsafe(input), want, "input {input:?}");
         }
     }
 

@@ -1,15 +1,27 @@
 //! Tables for people, JSON for machines. Every text that may hold
 //! attacker-supplied bytes goes through `escape_control` before a terminal
-//! sees it (JSON escapes control characters by itself).
+//! sees it; JSON goes through `json_terminal_safe` (serde_json escapes C0
+//! controls only; C1, DEL and bidi overrides become `\uXXXX`, which is
+//! still JSON that parses back to the same strings).
 
-use crate::model::{escape_control, Millis, SshKey, StoredEvent, User};
+use crate::model::{escape_control, json_terminal_safe, Millis, SshKey, StoredEvent, User};
 use crate::store::migrations::MigrationState;
 use std::io::Write;
 
+/// One JSON document, pretty, safe for a terminal.
+fn json_text<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(json_terminal_safe(&serde_json::to_string_pretty(value)?))
+}
+
+/// One JSON object on one line (follow mode), safe for a terminal.
+fn json_line<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(json_terminal_safe(&serde_json::to_string(value)?))
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let text = json_text(value)?;
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
+    writeln!(out, "{text}")?;
     Ok(())
 }
 
@@ -158,7 +170,7 @@ pub fn events(list: &[StoredEvent], json: bool, as_array: bool) -> anyhow::Resul
         }
         let mut out = std::io::stdout().lock();
         for e in list {
-            writeln!(out, "{}", serde_json::to_string(e)?)?;
+            writeln!(out, "{}", json_line(e)?)?;
         }
         out.flush()?;
         return Ok(());
@@ -240,4 +252,47 @@ pub fn mail_queue(list: &[crate::store::mfa::OutboxRow], json: bool) -> anyhow::
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(username: &str, description: &str) -> StoredEvent {
+        StoredEvent {
+            id: 1,
+            event_type: "login_failed".into(),
+            category: "authentication".into(),
+            severity: "low".into(),
+            description: description.into(),
+            is_suspicious: false,
+            risk_score: 0,
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            user_id: None,
+            username: Some(username.into()),
+            ip: Some("127.0.0.1".into()),
+            device_id: None,
+            session_id: None,
+            details: serde_json::json!({ "client_version": "SSH-2.0-\u{9d}0;x\u{7}" }),
+        }
+    }
+
+    /// What `--json` prints (pretty and follow mode) has no raw C1, DEL or
+    /// bidi character anywhere, and parses back to the stored strings.
+    #[test]
+    fn json_output_is_terminal_safe_and_round_trips() {
+        let names = ["root\u{9b}2J", "adm\u{202e}nimda", "del\u{7f}", "\u{1b}]0;pwned\u{7}", "plain", "ünï\u{2066}"];
+        for name in names {
+            let e = event(name, &format!("password login failed for {name}"));
+            for text in [json_text(&e).expect("json"), json_line(&e).expect("json"), json_text(&vec![&e]).expect("json")] {
+                assert!(!text.chars().any(|c| c != '\n' && crate::model::is_terminal_unsafe(c)), "{text:?}");
+                let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+                let obj = if v.is_array() { &v[0] } else { &v };
+                assert_eq!(obj["username"].as_str(), Some(name), "{text}");
+                assert_eq!(obj["description"].as_str(), Some(format!("password login failed for {name}").as_str()));
+                assert_eq!(obj["details"]["client_version"].as_str(), Some("SSH-2.0-\u{9d}0;x\u{7}"));
+            }
+        }
+        assert!(json_line(&event("x\u{9b}", "d")).expect("json").contains(r#""username":"x\u009b""#));
+    }
 }

@@ -155,7 +155,7 @@ async fn exec<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::i
     cmd.args(&menu.config.args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
-        .env("TERM", if s.terminal_type.is_empty() { "xterm" } else { &s.terminal_type })
+        .env("TERM", door_term(&s.terminal_type))
         .env("LANG", if s.encoding == 1 { "C.UTF-8" } else { "C" })
         .env("PORTCULLIS_USER", &s.auth.user.username)
         .env("PORTCULLIS_USER_ID", s.auth.user.id.to_string())
@@ -252,6 +252,66 @@ async fn exec<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std::i
     Ok(ending)
 }
 
+/// The `TERM` a door gets: the client's terminal type when it is a plain
+/// name (`[A-Za-z0-9.+-]`, at most 64 characters, as terminfo names are),
+/// `vt100` otherwise. The client chooses it in its pty request, so it is
+/// attacker text: `xterm;rm -rf /tmp/x` must not reach a program (or the
+/// shell script a door may be) as it was sent.
+pub fn door_term(requested: &str) -> &str {
+    let plain = !requested.is_empty() && requested.len() <= 64 && requested.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-'));
+    if plain {
+        requested
+    } else {
+        "vt100"
+    }
+}
+
+/// Highest descriptor number the fallback of [`close_from_3`] visits.
+const FD_SCAN_LIMIT: libc::c_uint = 1 << 20;
+
+/// The descriptors above stderr the fallback must visit: the soft
+/// RLIMIT_NOFILE (no descriptor can be numbered at or above it), capped.
+fn fd_limit() -> libc::c_uint {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into a valid rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
+        rl.rlim_cur.min(libc::rlim_t::from(FD_SCAN_LIMIT)) as libc::c_uint
+    } else {
+        FD_SCAN_LIMIT
+    }
+}
+
+/// Between fork and exec: every descriptor from 3 up is closed at exec
+/// (marked close-on-exec), whatever the daemon inherited from its parent
+/// or opened without `O_CLOEXEC`. Marking rather than closing keeps the
+/// runtime's own exec-error pipe working until the exec. `close_range`
+/// with `CLOSE_RANGE_CLOEXEC` (Linux 5.11) does it in one call; older
+/// kernels get a loop of `fcntl` up to `limit`. Only async-signal-safe calls.
+fn close_from_3(limit: libc::c_uint) -> std::io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes descriptor flags of this process.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
+    if rc == 0 {
+        return Ok(());
+    }
+    cloexec_loop(limit)
+}
+
+/// The fallback of [`close_from_3`]: marks 3..limit close-on-exec one by one.
+fn cloexec_loop(limit: libc::c_uint) -> std::io::Result<()> {
+    for fd in 3..limit as libc::c_int {
+        // SAFETY: fcntl on a number that may or may not be open; EBADF is fine.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            // SAFETY: as above.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A pseudo-terminal pair.
 struct Pty {
     master: std::os::fd::OwnedFd,
@@ -299,17 +359,19 @@ impl Pty {
     fn spawn(&self, cmd: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
         let slave = self.slave.as_ref().ok_or_else(|| std::io::Error::other("the pty's slave side is closed"))?;
         cmd.stdin(slave.try_clone()?).stdout(slave.try_clone()?).stderr(slave.try_clone()?);
+        let limit = fd_limit();
         // SAFETY: only async-signal-safe calls between fork and exec: a new
-        // session, and the pty (now stdin) as its controlling terminal.
+        // session, the pty (now stdin) as its controlling terminal, and no
+        // descriptor but 0-2 surviving the exec.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
+                close_from_3(limit)
             });
         }
         cmd.spawn()
@@ -409,5 +471,79 @@ mod tests {
         let (d2, r2) = f.feed(&[DO, 1, b'b']);
         assert_eq!((d1, d2, r2), (b"a".to_vec(), b"b".to_vec(), vec![IAC, WONT, 1]));
         assert_eq!(telnet_escape(&[1, IAC, 2]), vec![1, IAC, IAC, 2]);
+    }
+
+    #[test]
+    fn door_term_lets_only_plain_names_through() {
+        let long = "x".repeat(65);
+        let cases: &[(&str, &str)] = &[
+            ("xterm", "xterm"),
+            ("xterm-256color", "xterm-256color"),
+            ("screen.xterm-256color", "screen.xterm-256color"),
+            ("rxvt-unicode+x", "rxvt-unicode+x"),
+            ("VT100", "VT100"),
+            ("", "vt100"),
+            ("xterm;rm -rf /tmp/x", "vt100"),
+            ("xterm rm", "vt100"),
+            ("$(id)", "vt100"),
+            ("`id`", "vt100"),
+            ("xterm\n", "vt100"),
+            ("xterm\u{1b}[2J", "vt100"),
+            ("../../etc/passwd", "vt100"),
+            ("xtérm", "vt100"),
+            (&long, "vt100"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(door_term(input), *want, "TERM {input:?}");
+        }
+        assert_eq!(door_term(&"x".repeat(64)), "x".repeat(64));
+    }
+
+    /// A descriptor opened without close-on-exec is gone in an exec'd
+    /// program (with close_range and with the fallback loop); 0-2 stay,
+    /// and a program that cannot start still reports its error.
+    #[test]
+    fn close_from_3_leaves_only_stdio_across_exec() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("portcullis-inherited-marker");
+        let file = std::fs::File::create(&marker).expect("marker");
+        // SAFETY: dup of a descriptor we own; the copy has no O_CLOEXEC.
+        let leaked = unsafe { libc::dup(file.as_raw_fd()) };
+        assert!(leaked > 2);
+        let listing = |how: u8| {
+            let mut cmd = std::process::Command::new("/bin/sh");
+            cmd.arg("-c").arg("for f in /proc/$$/fd/*; do echo \"${f##*/} $(readlink \"$f\")\"; done");
+            let limit = fd_limit();
+            // SAFETY: close_from_3 and cloexec_loop are async-signal-safe.
+            unsafe {
+                match how {
+                    1 => cmd.pre_exec(move || close_from_3(limit)),
+                    2 => cmd.pre_exec(move || cloexec_loop(limit)),
+                    _ => &mut cmd,
+                };
+            }
+            let out = cmd.output().expect("run sh");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let marker_name = marker.display().to_string();
+        assert!(listing(0).contains(&marker_name), "without the fix the descriptor is inherited: {}", listing(0));
+        for how in [1, 2] {
+            let fds = listing(how);
+            assert!(!fds.contains(&marker_name), "{how}: {fds}");
+            for std in ["0 ", "1 ", "2 "] {
+                assert!(fds.lines().any(|l| l.starts_with(std)), "{how}: {fds}");
+            }
+        }
+        // SAFETY: closing our own dup.
+        unsafe { libc::close(leaked) };
+        let mut bad = std::process::Command::new("/nonexistent/portcullis-door");
+        let limit = fd_limit();
+        // SAFETY: as above.
+        unsafe {
+            bad.pre_exec(move || close_from_3(limit));
+        }
+        assert!(bad.spawn().is_err());
     }
 }

@@ -5,8 +5,10 @@
 
 use super::menu::{Menu, Module, Next, START};
 use super::prompt::{read_line, Line};
+use super::welcome::Change;
 use super::{art, crlf, Ending, Terminal};
 pub use super::session::Session;
+use crate::core::accounts::PasswordStatus;
 use crate::model::{Millis, Secret};
 use std::time::Duration;
 
@@ -48,7 +50,20 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                 return Ok(end);
             }
         }
-        draw_art(term, s, menu).await?;
+        // Nor for a user who must change the password (a sysop's reset or
+        // `force_change_after_days`), whether or not the menus run
+        // `welcome`: the change comes first.
+        if !matches!(menu.module, Module::Art | Module::LoginTwoFactorAuthOtp | Module::Logoff) {
+            if let Some(end) = forced_password_change(term, s).await? {
+                return Ok(end);
+            }
+        }
+        // The code prompt's art (the "Two-factor check" box) only when the
+        // code is asked: not for a session that gave it during SSH
+        // authentication.
+        if !(menu.module == Module::LoginTwoFactorAuthOtp && s.auth.complete()) {
+            draw_art(term, s, menu).await?;
+        }
         let chosen: Option<String> = match menu.module {
             Module::Art => {
                 if let Some(p) = menu.config.pause.filter(|p| *p > 0) {
@@ -203,4 +218,26 @@ async fn terminal_code<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::i
     }
     term.write(&crlf("\n  The one-time code was not given. Goodbye.\n")).await?;
     Ok(Some(Ending::CodeRequired))
+}
+
+/// The password change a user must make before anything else runs
+/// (`None` when none is due or it was made; the session's copy of the
+/// user is then refreshed). Giving up ends the session.
+async fn forced_password_change<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Result<Option<Ending>> {
+    if s.core.password_status(&s.auth.user, Millis::now()) != PasswordStatus::MustChange {
+        return Ok(None);
+    }
+    term.write(&crlf("\n  Your password must be changed before you go on.\n\n")).await?;
+    let w = super::welcome::Welcome { core: s.core, auth: &s.auth, ip: s.ip.to_string(), idle: s.idle };
+    match super::welcome::change_password(term, &w).await? {
+        Change::Done => {
+            s.refresh_user();
+            Ok(None)
+        }
+        Change::GaveUp => {
+            term.write(&crlf("\n  The password was not changed. Logging you off.\n")).await?;
+            Ok(Some(Ending::PasswordChangeRequired))
+        }
+        Change::Ended(e) => Ok(Some(e)),
+    }
 }

@@ -387,6 +387,18 @@ mod tests {
                 "    art: CONNECT\n    config: {\n      acs: \"AR2 & (AF1\"\n    }\n    next: logoff",
                 "/menu.hjson:5:12: menus.login.config.acs: column 11: expected ')' to close '(' at column 7",
             ),
+            (
+                "    art: CONNECT\n    config: {\n      acs: \"\"\n    }\n    next: logoff",
+                "/menu.hjson:5:12: menus.login.config.acs: column 1: empty ACS string: ENiGMA½ denies everyone for it; leave acs out to allow everyone, or write a condition",
+            ),
+            (
+                "    art: CONNECT\n    next: [\n      {\n        acs: \"  \"\n        next: logoff\n      }\n      {\n        next: logoff\n      }\n    ]",
+                "/menu.hjson:6:14: menus.login.next[0].acs: column 1: empty ACS string: ENiGMA½ denies everyone for it; leave acs out to allow everyone, or write a condition",
+            ),
+            (
+                "    art: CONNECT\n    config: {\n      acs: NP5\n    }\n    next: logoff",
+                "/menu.hjson:5:12: menus.login.config.acs: column 1: \"NP\" is an ENiGMA½ code that Portcullis does not support",
+            ),
         ];
         for (login, want) in cases {
             match compile_text(&base(login)) {

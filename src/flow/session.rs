@@ -25,6 +25,21 @@ pub struct Session<'a> {
     pub size: (u32, u32),
 }
 
+impl Session<'_> {
+    /// Re-reads the user after a change made from this session (a new
+    /// password), so the session does not act on the old state.
+    pub fn refresh_user(&mut self) {
+        match self.core.find_user(&self.auth.user.username).ok().filter(|u| u.id == self.auth.user.id) {
+            Some(u) => self.auth.user = u,
+            None => {
+                // The change is stored; at least do not ask for it again.
+                self.auth.user.must_reset_password = false;
+                self.auth.user.password_changed_at = Some(Millis::now());
+            }
+        }
+    }
+}
+
 impl AcsContext for Session<'_> {
     fn required_level(&self) -> u8 {
         self.auth.required_level

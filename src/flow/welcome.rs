@@ -53,25 +53,36 @@ pub async fn change_password_interactive<T: Terminal>(term: &mut T, w: &Welcome<
     }
 }
 
-enum Change {
+pub(super) enum Change {
     Done,
     GaveUp,
     Ended(Ending),
 }
 
 /// Asks for a new password twice, up to three times, and sets it under the
-/// policy. The messages name every failed rule.
-async fn change_password<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Result<Change> {
+/// policy. The messages name every failed rule; an empty entry and Esc
+/// say what they did.
+pub(super) async fn change_password<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Result<Change> {
     for _ in 0..3 {
         let first = match read_line(term, "  New password: ", true, w.idle).await? {
+            Line::Text(t) if t.is_empty() => {
+                term.write(&crlf("  Nothing was entered (Esc cancels).\n\n")).await?;
+                continue;
+            }
             Line::Text(t) => t,
-            Line::Cancelled => return Ok(Change::GaveUp),
+            Line::Cancelled => {
+                term.write(&crlf("  Cancelled.\n")).await?;
+                return Ok(Change::GaveUp);
+            }
             Line::Idle => return Ok(Change::Ended(Ending::IdleTimeout)),
             Line::Closed => return Ok(Change::Ended(Ending::Disconnected)),
         };
         let second = match read_line(term, "  Repeat it: ", true, w.idle).await? {
             Line::Text(t) => t,
-            Line::Cancelled => return Ok(Change::GaveUp),
+            Line::Cancelled => {
+                term.write(&crlf("  Cancelled.\n")).await?;
+                return Ok(Change::GaveUp);
+            }
             Line::Idle => return Ok(Change::Ended(Ending::IdleTimeout)),
             Line::Closed => return Ok(Change::Ended(Ending::Disconnected)),
         };
@@ -159,7 +170,8 @@ mod tests {
 
     #[test]
     fn forced_change_refused_logs_off() {
-        check(true, None, &[b"\x1b"], Some(Ending::PasswordChangeRequired), &["was not changed"]);
+        check(true, None, &[b"\x1b"], Some(Ending::PasswordChangeRequired), &["Cancelled.", "was not changed"]);
+        check(true, None, &[b"\r", b"\r", b"\r"], Some(Ending::PasswordChangeRequired), &["Nothing was entered (Esc cancels).", "was not changed"]);
         check(true, None, &[b"Maple-Quartz-Violin-77\r", b"Maple-Quartz-Violin-78\r", b"x\r", b"y\r", b"a\r", b"b\r"], Some(Ending::PasswordChangeRequired), &["The two passwords differ."]);
     }
 }

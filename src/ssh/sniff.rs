@@ -18,14 +18,15 @@ struct Capture {
 pub struct ClientId(Arc<Mutex<Capture>>);
 
 impl ClientId {
-    /// The version string with control characters removed, or "" when the
-    /// client has not sent one yet.
+    /// The version string with control characters (C0, DEL, C1) and
+    /// bidirectional formatting characters removed, or "" when the client
+    /// has not sent one yet.
     pub fn get(&self) -> String {
         let c = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if !c.done {
             return String::new();
         }
-        String::from_utf8_lossy(&c.line).chars().filter(|c| !c.is_control()).collect()
+        crate::model::strip_unsafe(&String::from_utf8_lossy(&c.line))
     }
 
     fn feed(&self, bytes: &[u8]) {
@@ -99,6 +100,10 @@ mod tests {
             (&[b"SSH-2.0-Op", b"enSSH_9.2\r", b"\nmore"], "SSH-2.0-OpenSSH_9.2"),
             (&[b"banner line\r\nSSH-2.0-x\r\n"], "SSH-2.0-x"),
             (&[b"SSH-2.0-evil\x1b[2J\r\n"], "SSH-2.0-evil[2J"),
+            (&["SSH-2.0-rtl\u{202e}gnp.exe\r\n".as_bytes()], "SSH-2.0-rtlgnp.exe"),
+            (&["SSH-2.0-\u{2066}iso\u{2069}\u{200f}\r\n".as_bytes()], "SSH-2.0-iso"),
+            (&["SSH-2.0-c1\u{9b}2J\u{9d}0;x\u{7f}\r\n".as_bytes()], "SSH-2.0-c12J0;x"),
+            (&["SSH-2.0-ünï\r\n".as_bytes()], "SSH-2.0-ünï"),
             (&[b"SSH-2.0-incomplete"], ""),
         ];
         for (chunks, want) in cases {

@@ -223,19 +223,25 @@ impl Gate {
 
     /// Starts the daemon and waits for its ready line.
     pub fn launch(&mut self) {
+        self.launch_adjusted(|_| {})
+    }
+
+    /// `launch`, with `adjust` applied to the daemon's command first (e.g.
+    /// a `pre_exec` that leaves it an inherited descriptor).
+    pub fn launch_adjusted(&mut self, adjust: impl FnOnce(&mut Command)) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut child = Command::new(BIN)
-            .arg("--config")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
             .arg(&self.config)
             .arg("serve")
             .current_dir(self.dir.path())
             .env("PORTCULLIS_LOG", "info,russh=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawning the daemon");
+            .stderr(log);
+        adjust(&mut cmd);
+        let mut child = cmd.spawn().expect("spawning the daemon");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
