@@ -139,6 +139,20 @@ pub fn load(path: Option<&Path>) -> Result<MenuSource, Vec<String>> {
     }
 }
 
+/// Like [`load`] for menu text named `name` (includes relative to the
+/// working folder). For the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub fn load_str(text: &str, name: &str) -> Result<MenuSource, Vec<String>> {
+    let mut out = MenuSource::default();
+    let mut problems = Vec::new();
+    load_text(text, name, None, &mut out, &mut problems, 0);
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
 fn load_file(path: &Path, out: &mut MenuSource, problems: &mut Vec<String>, depth: usize) {
     match std::fs::read_to_string(path) {
         Ok(text) => {

@@ -189,6 +189,14 @@ fn parse_phc(phc: &str) -> Option<Phc> {
     })
 }
 
+/// The iteration count, salt and hash of a PHC string [`verify`] accepts,
+/// or `None` when [`verify`] would say [`Verify::Malformed`]. For the fuzz
+/// targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub fn parse_phc_fields(phc: &str) -> Option<(u32, Vec<u8>, Vec<u8>)> {
+    parse_phc(phc).map(|p| (p.iterations, p.salt, p.hash))
+}
+
 /// Verifies `password` (after NFC normalisation) against a PHC string made by
 /// [`hash`].
 ///

@@ -4,7 +4,9 @@
 //! the channel to `flow` through the `Terminal` trait.
 
 mod handler;
-mod sniff;
+// Public (hidden) for the fuzz targets in fuzz/.
+#[doc(hidden)]
+pub mod sniff;
 
 use crate::core::Core;
 use crate::model::Millis;

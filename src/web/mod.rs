@@ -215,6 +215,26 @@ fn plausible_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
+/// The cookie, CSRF and token checks of the enrollment form, for the fuzz
+/// targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub const CSRF_COOKIE: &str = super::csrf::COOKIE_NAME;
+    pub const MAX_TOKEN_LEN: usize = super::MAX_TOKEN_LEN;
+    pub fn csrf_from_cookie_headers<'a>(headers: &[&'a str]) -> Option<&'a str> {
+        super::csrf::from_cookie_headers(headers.iter().copied())
+    }
+    pub fn csrf_verify(cookie: Option<&str>, field: Option<&str>) -> bool {
+        super::csrf::verify(cookie, field)
+    }
+    pub fn csrf_well_formed(value: &str) -> bool {
+        super::csrf::well_formed(value)
+    }
+    pub fn plausible_token(token: &str) -> bool {
+        super::plausible_token(token)
+    }
+}
+
 fn refusal_page(refusal: LinkRefusal) -> Response {
     match refusal {
         LinkRefusal::InvalidToken => html(StatusCode::NOT_FOUND, pages::invalid_link()),
