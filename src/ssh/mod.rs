@@ -4,6 +4,7 @@
 //! the channel to `flow` through the `Terminal` trait.
 
 mod handler;
+mod quickack;
 mod sniff;
 
 use crate::core::Core;
