@@ -1,6 +1,7 @@
 //! One SSH connection: the russh `Handler` and the task that watches it
 //! (login grace time, the too-many-attempts disconnect, shutdown).
 
+use super::quickack::QuickAck;
 use super::sniff::{ClientId, Sniff};
 use crate::core::admission::Ticket;
 use crate::core::login::{Attempt, Authenticated, Credential, Outcome, Prompt, Rejection};
@@ -77,7 +78,7 @@ pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, menus: flow
         term_type: String::new(),
         menus,
     };
-    let started = tokio::time::timeout(grace, russh::server::run_stream(config, Sniff::new(stream, client_id.clone()), handler)).await;
+    let started = tokio::time::timeout(grace, russh::server::run_stream(config, Sniff::new(QuickAck::new(stream), client_id.clone()), handler)).await;
     let running = match started {
         Ok(Ok(r)) => r,
         // No identification line within the grace time: counted against

@@ -4,6 +4,7 @@
 //! the channel to `flow` through the `Terminal` trait.
 
 mod handler;
+mod quickack;
 // Public (hidden) for the fuzz targets in fuzz/.
 #[doc(hidden)]
 pub mod sniff;
