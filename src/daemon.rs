@@ -279,3 +279,28 @@ async fn reload(core: &Core, menus: &crate::flow::menu::SharedMenus, path: Optio
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_needed_names_what_a_reload_cannot_apply() {
+        let settings = |text: &str| crate::config::load::from_text(text, "t.hjson", Path::new("/etc/portcullis")).unwrap_or_else(|e| panic!("{e:?}"));
+        let base = settings("");
+        let cases: &[(&str, &[&str])] = &[
+            ("", &[]),
+            // Applied at once: SSH settings, policies, penalties.
+            ("ssh: {\n  server_id: SSH-2.0-Other\n  auth_rejection_time: 2s\n  login_grace_time: 30s\n  max_auth_tries: 3\n  penalties: {\n    ipv6_prefix: 48\n  }\n}\npasswords: {\n  iterations: 700000\n}\nmfa: {\n  lockout: 1m\n}\n", &[]),
+            ("ssh: {\n  listen: \"127.0.0.1:1\"\n}\n", &["ssh.listen"]),
+            ("ssh: {\n  host_key: /keys/other\n}\n", &["ssh.host_key"]),
+            // The files that live in it move with it.
+            ("data_dir: /var/lib/other\n", &["data_dir", "ssh.host_key", "web.tls_cert", "web.tls_key"]),
+            ("kdf: {\n  workers: 7\n  queue: 3\n}\n", &["kdf.workers", "kdf.queue"]),
+            ("web: {\n  listen: \"127.0.0.1:1\"\n}\nemail: {\n  from: \"x@example.org\"\n}\n", &["web.listen", "email.from"]),
+        ];
+        for (text, want) in cases {
+            assert_eq!(restart_needed(&base, &settings(text)), *want, "{text:?}");
+        }
+    }
+}
