@@ -173,6 +173,46 @@ impl Core {
         Ok(())
     }
 
+    /// Checks the current password of a logged-in user (the account menu
+    /// asks for it before a change: OWASP ASVS 2.1.6). The hash runs on the
+    /// bounded pool (`Busy` when full). A wrong one changes nothing and is
+    /// a failure like a failed login: a `login_failed` event (reason
+    /// `wrong_current_password`, stage `password_change`) that counts
+    /// toward the address's penalties, live and when they are rebuilt.
+    pub async fn verify_current_password(&self, auth: &super::login::Authenticated, ip: std::net::IpAddr, password: &Secret<String>, now: Millis) -> Result<bool> {
+        let stored = self.store.user_by_id(auth.user.id)?.and_then(|u| u.password_hash);
+        let matched = match stored {
+            Some(phc) if password.expose().len() <= password::MAX_INPUT_BYTES => {
+                let pw = password.clone();
+                let verdict = self.kdf.run(move || password::verify(pw.expose(), phc.expose())).await.map_err(|_| Error::Busy)?;
+                matches!(verdict, password::Verify::Match { .. })
+            }
+            _ => false,
+        };
+        if matched {
+            return Ok(true);
+        }
+        let user = &auth.user;
+        let addr = ip.to_string();
+        let e = Event::new(EventType::LoginFailed, Severity::Low, format!("password check failed for {}: wrong current password", user.username), now)
+            .user(Some(user.id), Some(&user.username))
+            .ip(Some(&addr))
+            .session(Some(auth.session_id))
+            .device(Some(auth.device_id))
+            .detail("reason", "wrong_current_password")
+            .detail("method", "password")
+            .detail("stage", "password_change");
+        self.record(e).await;
+        if let Some(until) = self.admission.record_failure(ip, now) {
+            let e = Event::new(EventType::IpBlocked, Severity::Medium, format!("address {} held off after repeated failures", super::admission::AddressKey::of(ip)), now)
+                .ip(Some(&addr))
+                .detail("kind", "penalty")
+                .detail("until", until.rfc3339());
+            self.record(e).await;
+        }
+        Ok(false)
+    }
+
     pub async fn lock_user(&self, user: &User, until: Millis, reason: &str, actor: &Actor, now: Millis) -> Result<()> {
         self.store.set_lock(user.id, Some(until), Some(reason))?;
         let ev = Event::new(EventType::AccountLocked, Severity::Medium, format!("account {} locked", user.username), now)

@@ -7,7 +7,10 @@ use super::prompt::{read_line, Line};
 use super::welcome::{change_password_interactive, Welcome};
 use super::{crlf, Ending, Terminal};
 use crate::core::mfa::Method;
-use crate::model::Millis;
+use crate::model::{Millis, Secret};
+
+/// Wrong current passwords one session may give before it is ended.
+const MAX_WRONG_CURRENT: u32 = 3;
 
 const MENU: &str = "
   [C] Change your password
@@ -22,6 +25,7 @@ const MENU: &str = "
 
 /// `Some` ends the session.
 pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Result<Option<Ending>> {
+    let mut wrong_current = 0;
     loop {
         term.write(&crlf(MENU)).await?;
         let key = loop {
@@ -34,6 +38,8 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                     if let Some(k) = bytes.iter().map(|b| (*b as char).to_ascii_uppercase()).find(|c| "COBSDEQ\x1b".contains(*c)) {
                         break k;
                     }
+                    // Enter or another key: say what works rather than wait in silence.
+                    say(term, "\n  Press one of the letters in brackets (Q or Esc goes back).\n  Your choice: ").await?;
                 }
             }
         };
@@ -41,9 +47,43 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
         let now = Millis::now();
         match key {
             'C' => {
+                // The current password first (OWASP ASVS 2.1.6): a session
+                // left open must not be enough to take the account over.
+                let current = match read_line(term, "  Current password: ", true, s.idle).await? {
+                    Line::Text(t) if t.is_empty() => {
+                        say(term, "  Nothing was entered: your password is unchanged.\n").await?;
+                        continue;
+                    }
+                    Line::Text(t) => t,
+                    Line::Cancelled => {
+                        say(term, "  Cancelled: your password is unchanged.\n").await?;
+                        continue;
+                    }
+                    Line::Idle => return Ok(Some(Ending::IdleTimeout)),
+                    Line::Closed => return Ok(Some(Ending::Disconnected)),
+                };
+                match s.core.verify_current_password(&s.auth, s.ip, &Secret::new(current), now).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        wrong_current += 1;
+                        if wrong_current >= MAX_WRONG_CURRENT {
+                            say(term, "  That is not your current password. Too many wrong tries: logging you off.\n").await?;
+                            return Ok(Some(Ending::WrongCurrentPassword));
+                        }
+                        say(term, "  That is not your current password: your password is unchanged.\n").await?;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "checking a current password");
+                        say(term, "  Your password cannot be checked right now: it is unchanged.\n").await?;
+                        continue;
+                    }
+                }
                 let w = Welcome { core: s.core, auth: &s.auth, ip: s.ip.to_string(), idle: s.idle };
-                if let Some(e) = change_password_interactive(term, &w).await? {
-                    return Ok(Some(e));
+                match change_password_interactive(term, &w).await? {
+                    Ok(true) => s.refresh_user(),
+                    Ok(false) => {}
+                    Err(e) => return Ok(Some(e)),
                 }
             }
             'O' => {
@@ -75,6 +115,23 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                 if s.auth.factors < 2 {
                     say(term, "  New backup codes need a login that passed the code.\n").await?;
                     continue;
+                }
+                match read_line(term, "  New codes replace all your backup codes; the old ones stop working.\r\n  Type YES to make new ones: ", false, s.idle).await? {
+                    Line::Text(t) if t.trim() == "YES" => {}
+                    Line::Text(t) if t.trim().is_empty() => {
+                        say(term, "  Nothing was entered: your backup codes are unchanged.\n").await?;
+                        continue;
+                    }
+                    Line::Text(_) => {
+                        say(term, "  Not confirmed: your backup codes are unchanged.\n").await?;
+                        continue;
+                    }
+                    Line::Cancelled => {
+                        say(term, "  Cancelled: your backup codes are unchanged.\n").await?;
+                        continue;
+                    }
+                    Line::Idle => return Ok(Some(Ending::IdleTimeout)),
+                    Line::Closed => return Ok(Some(Ending::Disconnected)),
                 }
                 match s.core.regenerate_backup_codes(&s.auth.user, &actor(s), now).await {
                     Ok(codes) => {
@@ -112,7 +169,8 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                         },
                         Line::Idle => return Ok(Some(Ending::IdleTimeout)),
                         Line::Closed => return Ok(Some(Ending::Disconnected)),
-                        _ => {}
+                        Line::Cancelled => say(term, "  Cancelled: no session was ended.\n").await?,
+                        Line::Text(_) => say(term, "  No session was ended.\n").await?,
                     }
                 }
                 Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,

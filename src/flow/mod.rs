@@ -47,6 +47,8 @@ pub enum Ending {
     PasswordChangeRequired,
     CodeRequired,
     DoorFailed,
+    /// The current password was given wrong too often in the account menu.
+    WrongCurrentPassword,
 }
 
 impl Ending {
@@ -58,6 +60,7 @@ impl Ending {
             Ending::PasswordChangeRequired => "password change required",
             Ending::CodeRequired => "one-time code not given",
             Ending::DoorFailed => "door failed",
+            Ending::WrongCurrentPassword => "current password given wrong too often",
         }
     }
 }

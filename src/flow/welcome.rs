@@ -45,11 +45,16 @@ pub async fn greet<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Resul
     Ok(None)
 }
 
-/// The account menu's "change password".
-pub async fn change_password_interactive<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Result<Option<Ending>> {
+/// The account menu's "change password" (after the current password was
+/// checked): `Ok(Ok(true))` when it changed.
+pub async fn change_password_interactive<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Result<Result<bool, Ending>> {
     match change_password(term, w).await? {
-        Change::Done | Change::GaveUp => Ok(None),
-        Change::Ended(e) => Ok(Some(e)),
+        Change::Done => Ok(Ok(true)),
+        Change::GaveUp => {
+            term.write(&crlf("  Your password is unchanged.\n")).await?;
+            Ok(Ok(false))
+        }
+        Change::Ended(e) => Ok(Err(e)),
     }
 }
 

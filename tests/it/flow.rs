@@ -114,6 +114,71 @@ fn must_reset_is_enforced_without_welcome() {
     assert!(ok.authenticated_exec(), "the new password works: {ok:#?}");
 }
 
+/// The account menu asks for the current password before a change: a
+/// wrong one changes nothing and is a failure event; Esc and an empty
+/// entry say what they did; three wrong ones end the session.
+#[test]
+fn account_menu_asks_for_the_current_password() {
+    let g = Gate::start();
+    g.add_user("alice", ALICE_PW);
+    let run = g.ssh_script(
+        &Ssh::kbd("alice", ALICE_PW),
+        &[
+            ("Your choice: ", "a"),
+            ("[C] Change your password", ""),
+            ("Your choice: ", "c"),
+            ("Current password: ", "Wrong-Guess-Password-1\r"),
+            ("That is not your current password: your password is unchanged.", ""),
+            ("Your choice: ", "c"),
+            ("Current password: ", "\x1b"),
+            ("Cancelled: your password is unchanged.", ""),
+            ("Your choice: ", "c"),
+            ("Current password: ", "\r"),
+            ("Nothing was entered: your password is unchanged.", ""),
+            ("Your choice: ", "\r"),
+            ("Press one of the letters in brackets", ""),
+            ("Your choice: ", "q"),
+            ("[Q] Log off", ""),
+            ("Your choice: ", "q"),
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}\n{}", g.daemon_log());
+    assert!(!run.stdout.contains("New password: "), "no new password without the current one: {run:#?}");
+    assert!(!run.stdout.contains("Wrong-Guess"), "hidden input is not echoed: {run:#?}");
+
+    let failed = g.wait_events(Some("alice"), "login_failed", |ev| !ev.is_empty());
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(detail(&failed[0], "reason"), "wrong_current_password", "{}", failed[0]);
+    assert_eq!(detail(&failed[0], "stage"), "password_change", "{}", failed[0]);
+    assert_eq!(failed[0]["ip"], "127.0.0.1", "{}", failed[0]);
+    assert!(failed[0]["session_id"].as_i64().is_some(), "{}", failed[0]);
+    assert!(!failed[0].to_string().contains("Wrong-Guess"), "no secret in the event: {}", failed[0]);
+    assert!(g.events_of(Some("alice"), "password_changed").is_empty());
+    let ok = g.ssh(&Ssh::kbd("alice", ALICE_PW));
+    assert!(ok.authenticated_exec(), "the password is unchanged: {ok:#?}");
+
+    // Three wrong ones in one session: logged off.
+    let run = g.ssh_script(
+        &Ssh::kbd("alice", ALICE_PW),
+        &[
+            ("Your choice: ", "a"),
+            ("Your choice: ", "c"),
+            ("Current password: ", "Wrong-Guess-Password-1\r"),
+            ("Your choice: ", "c"),
+            ("Current password: ", "Wrong-Guess-Password-2\r"),
+            ("Your choice: ", "c"),
+            ("Current password: ", "Wrong-Guess-Password-3\r"),
+            ("logging you off", ""),
+        ],
+    );
+    assert!(run.stdout.contains("Too many wrong tries: logging you off."), "{run:#?}\n{}", g.daemon_log());
+    let failed = g.wait_events(Some("alice"), "login_failed", |ev| ev.len() >= 4);
+    assert_eq!(failed.iter().filter(|e| detail(e, "reason") == "wrong_current_password").count(), 4, "{failed:#?}");
+    let ended = g.wait_events(Some("alice"), "session_ended", |ev| ev.iter().any(|e| detail(e, "reason") == "current password given wrong too often"));
+    assert!(!ended.is_empty());
+    assert!(g.events_of(Some("alice"), "password_changed").is_empty());
+}
+
 /// The "Two-factor check" box (the OTP art) is drawn when the code is
 /// asked in the terminal, not when it was given during SSH authentication.
 #[test]
@@ -136,6 +201,45 @@ fn two_factor_box_only_when_the_code_is_asked() {
     assert!(run.stdout.contains("Welcome, alice."), "{run:#?}");
     assert!(!run.stdout.contains("Two-factor check"), "no box when the code was given during SSH authentication: {run:#?}");
     assert!(!run.stdout.contains("Verification code: "), "{run:#?}");
+}
+
+/// `[B]` asks before it replaces the backup codes, and says what an empty
+/// entry, Esc or another answer did.
+#[test]
+fn backup_codes_are_replaced_only_after_a_confirmation() {
+    let g = Gate::start_with(&spool_config(""));
+    g.add_user("alice", ALICE_PW);
+    let e = enroll_totp_spool(&g, "alice");
+    let code = next_totp(&e.secret);
+    let run = g.ssh_script(
+        &Ssh::kbd("alice", ALICE_PW).code(&code),
+        &[
+            ("Your choice: ", "a"),
+            ("[B] New backup codes", ""),
+            ("Your choice: ", "b"),
+            ("Type YES to make new ones: ", "\r"),
+            ("Nothing was entered: your backup codes are unchanged.", ""),
+            ("Your choice: ", "b"),
+            ("Type YES to make new ones: ", "\x1b"),
+            ("Cancelled: your backup codes are unchanged.", ""),
+            ("Your choice: ", "b"),
+            ("Type YES to make new ones: ", "no\r"),
+            ("Not confirmed: your backup codes are unchanged.", ""),
+            ("Your choice: ", "b"),
+            ("Type YES to make new ones: ", "YES\r"),
+            ("Your new backup codes", ""),
+            ("Your choice: ", "q"),
+            ("[Q] Log off", ""),
+            ("Your choice: ", "q"),
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}\n{}", g.daemon_log());
+    assert_eq!(run.stdout.matches("Your new backup codes").count(), 1, "replaced once, after YES: {run:#?}");
+
+    // The old backup codes are gone (replaced once, after the YES).
+    let old = g.ssh(&Ssh::kbd("alice", ALICE_PW).code(&e.backup[0]));
+    assert!(!old.authenticated_exec(), "an old backup code no longer works: {old:#?}");
+    assert_eq!(g.mfa_status("alice")["backup_codes_left"], 10);
 }
 
 const TERM_DOOR_MENUS: &str = r#"{

@@ -201,12 +201,14 @@ fn account_menu_changes_password() {
     let g = Gate::start();
     g.add_user("alice", ALICE_PW);
     let new_line = format!("{NEW_PW}\r");
+    let current_line = format!("{ALICE_PW}\r");
     let run = g.ssh_script(
         &Ssh::kbd("alice", ALICE_PW),
         &[
             ("Your choice: ", "a"),
             ("[C] Change your password", ""),
             ("Your choice: ", "c"),
+            ("Current password: ", current_line.as_str()),
             ("New password: ", "short\r"),
             ("Repeat it: ", "short\r"),
             ("must be at least 12 characters", ""),
