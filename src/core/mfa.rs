@@ -718,3 +718,30 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod web_client_tests {
+    use super::*;
+
+    /// (ip, user agent) → (event ip, event user_agent detail)
+    #[test]
+    fn stamp_table() {
+        let long = "a".repeat(300);
+        // 255 ASCII bytes then a 2-byte character across the 256-byte bound.
+        let straddling = format!("{}é", "b".repeat(255));
+        let cases: Vec<(Option<&str>, Option<&str>, Option<&str>, Option<String>)> = vec![
+            (None, None, None, None),
+            (Some("127.0.0.1"), Some("curl/8"), Some("127.0.0.1"), Some("curl/8".into())),
+            (Some("::ffff:10.0.0.1"), None, Some("10.0.0.1"), None),
+            (Some("2001:db8::1"), Some("\u{1b}[31mred"), Some("2001:db8::1"), Some("\u{1b}[31mred".into())),
+            (None, Some(&long), None, Some("a".repeat(256))),
+            (None, Some(&straddling), None, Some("b".repeat(255))),
+        ];
+        for (i, (ip, agent, want_ip, want_agent)) in cases.into_iter().enumerate() {
+            let client = WebClient { ip: ip.map(|s| s.parse().unwrap()), user_agent: agent.map(str::to_owned) };
+            let e = client.stamp(Event::new(EventType::MfaEnabled, Severity::Medium, "x", Millis(0)));
+            assert_eq!(e.ip.as_deref(), want_ip, "case {i}");
+            assert_eq!(e.details.get("user_agent").and_then(|v| v.as_str()).map(str::to_owned), want_agent, "case {i}");
+        }
+    }
+}
