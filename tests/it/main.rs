@@ -1,6 +1,7 @@
 //! Integration tests: the real daemon, the real OpenSSH client, the real CLI.
 //! Each test has its own temporary folder and daemon on a free port.
 
+mod cli;
 mod harness;
 mod menus;
 mod mfa;
