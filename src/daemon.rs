@@ -80,12 +80,19 @@ pub fn check_all(settings: &Settings) -> (Vec<String>, Vec<String>) {
         Err(e) => problems.extend(e),
     }
     if let Err(e) = crate::mail::validate(&mail_settings(settings)) {
-        problems.push(format!("{}: email: {e}", settings.source));
+        let key = if e.starts_with("from address") {
+            "email.from"
+        } else if e.starts_with("smtp url") {
+            "email.smtp"
+        } else {
+            "email"
+        };
+        problems.push(format!("{}: {e}", config::locate(settings, key)));
     }
     if settings.web.cert_configured {
         for (what, p) in [("web.tls_cert", &settings.web.cert), ("web.tls_key", &settings.web.key)] {
             if let Err(e) = std::fs::metadata(p) {
-                problems.push(format!("{}: {what}: cannot read {}: {e}", settings.source, p.display()));
+                problems.push(format!("{}: cannot read {}: {e}", config::locate(settings, what), p.display()));
             }
         }
     }
@@ -173,6 +180,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let web_task = tokio::spawn(web_future);
     let menus = crate::flow::menu::load(settings.menus.as_deref(), settings.art_dir.as_deref()).map_err(|e| anyhow::anyhow!("menus:\n  {}", e.join("\n  ")))?;
     let menus: crate::flow::menu::SharedMenus = Arc::new(std::sync::RwLock::new(Arc::new(menus)));
+    let sessions_task = tokio::spawn(follow_session_ends(core.clone(), stop_rx.clone()));
     let ssh_task = tokio::spawn(crate::ssh::serve(listener, core.clone(), ssh_config.clone(), menus.clone(), stop_rx));
     tracing::info!(ssh = %ssh_addr, web = %web_addr, config = %settings.source, "portcullis is up");
     {
@@ -190,6 +198,9 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
+    if let Err(e) = sessions_task.await {
+        tracing::error!(error = %e, task = "sessions", "a task failed");
+    }
     for (name, task) in [("ssh", ssh_task), ("web", web_task), ("mail", mail_task)] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, task = name, "a task failed");
@@ -234,6 +245,25 @@ pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))
     .collect()
+}
+
+/// Cuts live sessions whose rows another process ended or removed (the
+/// CLI deleting an account), twice a second, until the gate stops.
+async fn follow_session_ends(core: Arc<Core>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        match core.cut_vanished_sessions() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "sessions ended by another process were cut"),
+            Err(e) => tracing::warn!(error = %e, "checking live sessions"),
+        }
+    }
 }
 
 async fn reload(core: &Core, menus: &crate::flow::menu::SharedMenus, path: Option<&Path>, ssh_config: &crate::ssh::SharedConfig, host_key: &crate::ssh::HostKey) {

@@ -17,6 +17,7 @@ const CRATE_HOMES: &[(&str, &[&str])] = &[
     ("aes_gcm", &["src/core/secrets.rs"]),
     ("sha1", &["src/core/otp.rs"]),
     ("lettre", &["src/mail/"]),
+    ("url", &["src/config/smtp.rs"]),
     ("axum", &["src/web/"]),
     ("hyper", &["src/web/"]),
     ("hyper_util", &["src/web/"]),

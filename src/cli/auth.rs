@@ -1,6 +1,5 @@
 //! `portcullis auth`: self-service account commands.
 
-use crate::core::accounts::Actor;
 use crate::core::Core;
 use crate::model::{Millis, Secret};
 use clap::Subcommand;
@@ -22,7 +21,7 @@ pub(super) async fn run(core: Core, cmd: AuthCmd) -> anyhow::Result<i32> {
         AuthCmd::Signup { email, password } => {
             let local = email.split('@').next().unwrap_or("");
             eprintln!("warning: a password given on the command line can be seen by other local users");
-            let user = core.add_user(local, Some(&email), &Secret::new(password), &[], &Actor::cli(), Millis::now()).await?;
+            let user = core.add_user(local, Some(&email), &Secret::new(password), &[], &crate::cli::actor(), Millis::now()).await?;
             println!("created user {} (id {})", user.username, user.id);
             Ok(0)
         }

@@ -13,11 +13,12 @@ mod password_input;
 mod security;
 mod user;
 
+use crate::core::accounts::Actor;
 use crate::core::{Core, EventSink};
 use crate::model::{escape_control, Secret};
 use crate::config::Settings;
 use crate::store::Store;
-use anyhow::bail;
+use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -87,9 +88,55 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", escape_control(&format!("{e:#}")));
-            1
+            if e.downcast_ref::<Usage>().is_some() {
+                2
+            } else {
+                1
+            }
         }
     }
+}
+
+/// A bad value of a flag, found after clap parsed the arguments: a usage
+/// error like clap's own (exit code 2).
+#[derive(Debug)]
+pub(crate) struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+pub(crate) fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(message.into()))
+}
+
+/// Who runs this command, for the event log: the name of the process's
+/// real uid (not `$USER`, which anyone can set or unset), or `uid N` when
+/// the uid has no name.
+pub(crate) fn actor() -> Actor {
+    Actor::Cli(os_user_name())
+}
+
+fn os_user_name() -> String {
+    // SAFETY: getuid cannot fail; getpwuid_r writes only into `pwd` and
+    // `buf`, which outlive the call, and `result` points to `pwd` or is null.
+    let uid = unsafe { libc::getuid() };
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc == 0 && !result.is_null() && !pwd.pw_name.is_null() {
+        // SAFETY: pw_name points into `buf`, NUL-terminated by getpwuid_r.
+        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }.to_string_lossy().into_owned();
+        if !name.is_empty() {
+            return name;
+        }
+    }
+    format!("uid {uid}")
 }
 
 fn init_logging(format: LogFormat) {
@@ -106,14 +153,17 @@ fn load_settings(path: Option<&std::path::Path>) -> anyhow::Result<Settings> {
     crate::config::load(path).map_err(|problems| anyhow::anyhow!("invalid configuration:\n  {}", problems.join("\n  ")))
 }
 
-/// Opens the database for a CLI command; it must be migrated already.
+/// Opens the database for a CLI command the way `serve` does: the data
+/// folder and the database are created when missing and pending migrations
+/// are applied, so the first command may come before the first `serve`.
 fn open_core(settings: Settings) -> anyhow::Result<Core> {
+    crate::daemon::ensure_data_dir(&settings.data_dir)?;
     let db = crate::daemon::database_path(&settings);
-    if !db.exists() {
-        bail!("no database at {} (start the gate once, or run `portcullis migrate run`)", db.display());
-    }
     let store = Arc::new(Store::open(&db)?);
-    store.require_migrated()?;
+    let applied = store.migrate(None).context("applying migrations")?;
+    for a in applied {
+        eprintln!("applied migration {a} to {}", db.display());
+    }
     let keyring = crate::core::secrets::Keyring::load_or_create(&settings.data_dir).map_err(anyhow::Error::msg)?;
     Ok(Core::new(store.clone(), settings, EventSink::Direct(store), keyring))
 }

@@ -1,9 +1,8 @@
 //! `portcullis user`: accounts, their groups and SSH keys.
 
 use super::{output, read_password};
-use crate::core::accounts::Actor;
 use crate::core::Core;
-use crate::model::{Millis, FOREVER};
+use crate::model::{escape_control, Millis, FOREVER};
 use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
@@ -18,7 +17,19 @@ pub(super) enum UserCmd {
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// Accept groups the configuration does not define.
+        #[arg(long)]
+        new_group: bool,
     },
+    /// Change an account: its email address.
+    Edit {
+        user: String,
+        #[arg(long)]
+        email: String,
+    },
+    /// Delete an account: its sessions end, its password, secrets, keys and
+    /// links go; its security events stay, marked as a deleted account's.
+    Delete { user: String },
     /// List accounts.
     List {
         #[arg(long)]
@@ -60,7 +71,13 @@ pub(super) enum UserCmd {
 
 #[derive(Subcommand, Debug)]
 pub(super) enum GroupCmd {
-    Add { user: String, group: String },
+    Add {
+        user: String,
+        group: String,
+        /// Accept a group the configuration does not define.
+        #[arg(long)]
+        new_group: bool,
+    },
     Remove { user: String, group: String },
 }
 
@@ -78,12 +95,33 @@ pub(super) enum KeyCmd {
 
 pub(super) async fn run(core: Core, cmd: UserCmd) -> anyhow::Result<i32> {
     let now = Millis::now();
-    let actor = Actor::cli();
+    let actor = crate::cli::actor();
     match cmd {
-        UserCmd::Add { name, email, groups, password_stdin } => {
+        UserCmd::Add { name, email, groups, password_stdin, new_group } => {
+            if !new_group {
+                for g in &groups {
+                    known_group(&core, g)?;
+                }
+            }
             let password = read_password(password_stdin)?;
             let u = core.add_user(&name, email.as_deref(), &password, &groups, &actor, now).await?;
             println!("created user {} (id {})", u.username, u.id);
+        }
+        UserCmd::Edit { user, email } => {
+            let u = core.find_user(&user)?;
+            let voided = core.set_email(&u, &email, &actor, now).await?;
+            println!("email address of {} set to {}", u.username, escape_control(&email));
+            if voided > 0 {
+                println!("{voided} link(s) mailed to the old address no longer work");
+            }
+        }
+        UserCmd::Delete { user } => {
+            let u = core.find_user(&user)?;
+            let d = core.delete_user(&u, &actor, now).await?;
+            println!(
+                "deleted user {} (id {}): {} open session(s) ended, {} SSH key(s) removed; its events stay (`portcullis security events {}`)",
+                u.username, u.id, d.sessions_ended, d.keys_removed, u.username
+            );
         }
         UserCmd::List { json } => output::users(&core.list_users()?, json, now)?,
         UserCmd::Show { user, json } => output::user(&core.find_user(&user)?, json, now)?,
@@ -95,13 +133,14 @@ pub(super) async fn run(core: Core, cmd: UserCmd) -> anyhow::Result<i32> {
                 println!("password of {} set; it must be changed at the next login", u.username);
             } else {
                 core.change_password(&u, &password, &actor, now).await?;
+                core.mail_password_reset(&u, "", now);
                 println!("password of {} changed", u.username);
             }
         }
         UserCmd::Lock { user, duration, reason } => {
             let u = core.find_user(&user)?;
             let until = match duration {
-                Some(d) => now.plus(crate::model::parse_duration(&d).map_err(|e| anyhow::anyhow!("--for: {e}"))?),
+                Some(d) => now.plus(crate::model::parse_duration(&d).map_err(|e| crate::cli::usage(format!("--for: {e}")))?),
                 None => FOREVER,
             };
             core.lock_user(&u, until, &reason, &actor, now).await?;
@@ -116,8 +155,11 @@ pub(super) async fn run(core: Core, cmd: UserCmd) -> anyhow::Result<i32> {
             core.unlock_user(&u, &actor, now).await?;
             println!("unlocked {}", u.username);
         }
-        UserCmd::Group(GroupCmd::Add { user, group }) => {
+        UserCmd::Group(GroupCmd::Add { user, group, new_group }) => {
             let u = core.find_user(&user)?;
+            if !new_group {
+                known_group(&core, &group)?;
+            }
             let changed = core.set_group(&u, &group, true, &actor, now).await?;
             println!("{} {} group {group}", u.username, if changed { "added to" } else { "was already in" });
         }
@@ -138,4 +180,10 @@ pub(super) async fn run(core: Core, cmd: UserCmd) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Refuses a group the configuration does not define (`--new-group` to
+/// insist).
+fn known_group(core: &Core, group: &str) -> anyhow::Result<()> {
+    core.check_known_group(group).map_err(|e| anyhow::anyhow!("{e}; give --new-group to use it anyway"))
 }

@@ -270,6 +270,11 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
     if s.email.max_attempts == 0 {
         problems.push(format!("{}: must be at least 1", at("email.max_attempts")));
     }
+    if let Some(url) = &s.email.smtp {
+        if let Err(e) = super::smtp::check_url(url, s.email.allow_plaintext) {
+            problems.push(format!("{}: {e}", at("email.smtp")));
+        }
+    }
     let mut group_levels = std::collections::BTreeMap::new();
     for (name, policy) in &s.groups {
         if !crate::model::valid_username(name) {
@@ -343,6 +348,17 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
         },
         group_levels,
     })
+}
+
+/// `file:line:col: key` for a problem found after loading (by checks that
+/// need more than the config, like the menus or the mail gateway), or
+/// `file: key` when the key is not in the file. The file is read again.
+pub fn locate(settings: &Settings, key: &str) -> String {
+    let text = if settings.source == "<built-in>" { Some(DEFAULT_CONFIG.to_owned()) } else { std::fs::read_to_string(&settings.source).ok() };
+    match text.as_deref().and_then(|t| super::hjson::position_of(t, key)) {
+        Some((line, col)) => format!("{}:{line}:{col}: {key}", settings.source),
+        None => format!("{}: {key}", settings.source),
+    }
 }
 
 /// Removes `.` and `..` components without touching the file system.
@@ -471,6 +487,28 @@ mod tests {
                 "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
                 "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
                 "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"groups\"".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn cross_field_problems_carry_positions_and_are_listed_with_the_rest() {
+        let errors = check("passwords: {\n  iterations: 10\n}\nemail: {\n  smtp: \"smtp://u:hunter2pw@mail.example.org:25\"\n}\n").unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                "portcullis.hjson:2:3: passwords.iterations: must be at least 1000".to_string(),
+                "portcullis.hjson:5:3: email.smtp: smtp url \"smtp://u:***@mail.example.org:25\" would send mail unencrypted to mail.example.org; use smtps:// or ?tls=required, or set allow_plaintext".to_string(),
+            ]
+        );
+        let ok = check("email: {\n  smtp: \"smtp://mail.example.org:25\"\n  allow_plaintext: true\n}\n");
+        assert!(ok.is_ok(), "{ok:?}");
+        let errors = check("web: {\n  tls_key: /k.pem\n}\nemail: {\n  smtp: \"ftp://x\"\n}\n").unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                "portcullis.hjson:2:3: web.tls_key: tls_cert and tls_key must be set together".to_string(),
+                "portcullis.hjson:5:3: email.smtp: smtp url \"ftp://x\" has unknown scheme \"ftp\" (expected smtp or smtps)".to_string(),
             ]
         );
     }

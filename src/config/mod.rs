@@ -5,5 +5,6 @@ pub mod hjson;
 pub mod load;
 pub mod menu;
 pub mod schema;
+pub mod smtp;
 
-pub use load::{load, load_file, Settings};
+pub use load::{load, load_file, locate, Settings};

@@ -308,7 +308,120 @@ impl Core {
     pub async fn reset_password(&self, user: &User, password: &Secret<String>, actor: &Actor, now: Millis) -> Result<()> {
         self.change_password(user, password, actor, now).await?;
         self.store.set_must_reset(user.id, true)?;
+        if matches!(actor, Actor::Cli(_)) {
+            self.mail_password_reset(user, "You will be asked to choose your own password at the next login.", now);
+        }
         Ok(())
+    }
+
+    /// Mails the user that the sysop set their password (never the
+    /// password itself). False when the account has no email address.
+    pub fn mail_password_reset(&self, user: &User, next: &str, now: Millis) -> bool {
+        let s = self.settings();
+        self.mail_user(user, "password_reset", &[("username", &user.username), ("issuer", &s.mfa.issuer), ("time", &now.rfc3339()), ("next", next)], now)
+    }
+}
+
+/// What `delete_user` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    /// Sessions that were open and are now ended.
+    pub sessions_ended: usize,
+    pub keys_removed: usize,
+}
+
+impl Core {
+    /// The group names the configuration defines (`groups:`), lowercase.
+    pub fn known_groups(&self) -> Vec<String> {
+        self.settings().group_levels.keys().cloned().collect()
+    }
+
+    /// Refuses a group the configuration does not define, listing the ones
+    /// it does (a typo would otherwise create a group no rule knows).
+    pub fn check_known_group(&self, group: &str) -> Result<()> {
+        validate_group(group)?;
+        let known = self.known_groups();
+        if known.iter().any(|k| k.eq_ignore_ascii_case(group)) {
+            return Ok(());
+        }
+        let listed = if known.is_empty() { "none (the configuration's groups section is empty)".to_owned() } else { known.join(", ") };
+        Err(Error::Invalid(format!("unknown group \"{}\": the configuration defines {listed}", crate::model::escape_control(group))))
+    }
+
+    /// Changes an account's email address. Links mailed to the old address
+    /// stop working; returns how many did.
+    pub async fn set_email(&self, user: &User, email: &str, actor: &Actor, now: Millis) -> Result<usize> {
+        validate_email(email)?;
+        let voided = self.store.set_email(user.id, Some(email), now)?;
+        let ev = Event::new(EventType::UserUpdated, Severity::Medium, format!("email address of {} changed", user.username), now)
+            .user(Some(user.id), Some(&user.username))
+            .detail("field", "email")
+            .detail("links_voided", voided);
+        self.events.record(actor.stamp(ev)).await;
+        Ok(voided)
+    }
+
+    /// Deletes an account: its open sessions end (a live connection in
+    /// this process is told at once; the daemon notices a deletion made by
+    /// another process within a second, see `cut_vanished_sessions`), its
+    /// secrets, keys and links are removed, and its security events stay,
+    /// marked by a `deleted_users` row and a `user_updated` event with
+    /// `deleted: true`.
+    pub async fn delete_user(&self, user: &User, actor: &Actor, now: Millis) -> Result<Deleted> {
+        let sessions = self.store.open_sessions_of(user.id)?;
+        let keys_removed = self.store.ssh_keys(user.id)?.len();
+        let mut events: Vec<Event> = sessions
+            .iter()
+            .map(|sid| {
+                actor
+                    .stamp(Event::new(EventType::SessionRevoked, Severity::Medium, format!("session {sid} of {} ended: account deleted", user.username), now).user(Some(user.id), Some(&user.username)))
+                    .session(Some(*sid))
+            })
+            .collect();
+        events.push(
+            actor.stamp(
+                Event::new(EventType::UserUpdated, Severity::High, format!("account {} deleted", user.username), now)
+                    .user(Some(user.id), Some(&user.username))
+                    .detail("deleted", true)
+                    .detail("sessions_ended", sessions.len())
+                    .detail("keys_removed", keys_removed),
+            ),
+        );
+        self.store.delete_user(user.id, &user.username, &actor.describe(), &events, now)?;
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        for sid in &sessions {
+            if let Some(n) = live.get(sid) {
+                n.notify_one();
+            }
+        }
+        Ok(Deleted { sessions_ended: sessions.len(), keys_removed })
+    }
+
+    /// A deleted account by name: its former id.
+    pub fn deleted_user_id(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self.store.deleted_user(name)?.map(|(id, _, _)| id))
+    }
+
+    /// Tells every live session of this process whose row was ended or
+    /// removed by another process (the CLI deleting an account) to go.
+    /// Returns how many were told. The daemon calls it every half second;
+    /// it reads only the rows of live sessions.
+    pub fn cut_vanished_sessions(&self) -> Result<usize> {
+        let live: Vec<(i64, std::sync::Arc<tokio::sync::Notify>)> =
+            self.live.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(id, n)| (*id, n.clone())).collect();
+        if live.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = live.iter().map(|(id, _)| *id).collect();
+        let open = self.store.still_open(&ids)?;
+        let mut cut = 0;
+        for (id, n) in live {
+            if !open.contains(&id) {
+                n.notify_one();
+                cut += 1;
+            }
+        }
+        Ok(cut)
     }
 }
 

@@ -25,6 +25,18 @@ const TEMPLATES: &[Template] = &[
         text: include_str!("../../templates/code_failed.txt"),
         html: include_str!("../../templates/code_failed.html"),
     },
+    Template {
+        name: "mfa_disabled",
+        subject: "Two-factor authentication was turned off",
+        text: include_str!("../../templates/mfa_disabled.txt"),
+        html: include_str!("../../templates/mfa_disabled.html"),
+    },
+    Template {
+        name: "password_reset",
+        subject: "Your password was reset",
+        text: include_str!("../../templates/password_reset.txt"),
+        html: include_str!("../../templates/password_reset.html"),
+    },
 ];
 
 /// A rendered mail, before sealing.
@@ -102,6 +114,25 @@ impl Core {
         Ok(self.store.queue_mail(&NewMail { recipient, subject: &subject, body_sealed: &sealed, template }, events, now)?)
     }
 
+    /// Mails a user about a change to their account (no link, no secret).
+    /// Returns false when the account has no email address. A mail that
+    /// cannot be queued is logged, not fatal: the change is already made.
+    pub(crate) fn mail_user(&self, user: &crate::model::User, template: &str, values: &[(&str, &str)], now: Millis) -> bool {
+        let Some(to) = user.email.as_deref() else {
+            return false;
+        };
+        match self.queue_mail(template, to, values, &[], now) {
+            Ok(_) => {
+                self.mail_queued.notify_one();
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, template, user_id = user.id, "a notice mail could not be queued");
+                false
+            }
+        }
+    }
+
     /// Mail due for sending, opened.
     pub fn due_mail(&self, now: Millis, limit: usize) -> Result<Vec<Outgoing>> {
         let rows = self.store.due_mail(now, limit)?;
@@ -157,12 +188,18 @@ mod tests {
 
     #[test]
     fn templates_fill_and_escape() {
-        let (subject, body) = render("otp_enroll", &[("username", "alice"), ("issuer", "Gate <&>"), ("link", "https://x/otp/enroll/abc"), ("expires", "30 minutes")]).expect("template");
+        let (subject, body) = render("otp_enroll", &[("username", "alice"), ("issuer", "Gate <&>"), ("link", "https://x/otp/enroll/abc"), ("expires", "30 minutes"), ("replaces", "")]).expect("template");
         assert_eq!(subject, "Set up two-factor authentication");
         assert!(body.text.contains("Hello alice,") && body.text.contains("https://x/otp/enroll/abc") && body.text.contains("Gate <&>"));
         assert!(body.html.contains("Gate &lt;&amp;&gt;"));
         assert!(!body.text.contains("{{") && !body.html.contains("{{"), "every placeholder filled");
         assert!(render("nope", &[]).is_none());
+        let values = [("username", "alice"), ("issuer", "Gate"), ("time", "2026-12-01T20:00:00Z"), ("by", "by the sysop"), ("next", "")];
+        for name in ["mfa_disabled", "password_reset"] {
+            let (_, body) = render(name, &values).expect("template");
+            assert!(!body.text.contains("{{") && !body.html.contains("{{"), "{name}: every placeholder filled");
+            assert!(body.text.contains("Hello alice,") && body.text.contains("2026-12-01T20:00:00Z"), "{name}");
+        }
     }
 
     #[test]

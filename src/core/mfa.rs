@@ -182,6 +182,15 @@ fn reset_throttle(row: &mut OtpRow) {
     row.closed_until = None;
 }
 
+/// What `send_otp_enrollment` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentSent {
+    /// The address the link was mailed to.
+    pub to: String,
+    /// An earlier link was still usable and now is not.
+    pub voided_earlier: bool,
+}
+
 impl Core {
     /// The factor level a user must reach: the highest of what the account
     /// had imposed, the user's groups' policy, and 2 once a code is enrolled.
@@ -206,6 +215,13 @@ impl Core {
     /// Starts enrollment: a fresh secret (pending until confirmed) and a
     /// single-use link mailed to the account's address.
     pub async fn start_otp_enrollment(&self, user: &User, method: Method, actor: &Actor, now: Millis) -> Result<String> {
+        Ok(self.send_otp_enrollment(user, method, actor, now).await?.to)
+    }
+
+    /// Like `start_otp_enrollment`, and tells whether an earlier link was
+    /// still usable (it is voided: only the newest link works; the new mail
+    /// says so).
+    pub async fn send_otp_enrollment(&self, user: &User, method: Method, actor: &Actor, now: Millis) -> Result<EnrollmentSent> {
         let email = user.email.clone().ok_or_else(|| Error::Invalid(format!("user {} has no email address to send the link to", user.username)))?;
         let s = self.settings();
         let mut secret = [0u8; SECRET_BYTES];
@@ -215,12 +231,19 @@ impl Core {
         let (token, hash) = new_token().map_err(Error::Invalid)?;
         let link = format!("{}/otp/enroll/{token}", s.web.base_url);
         let expires = super::mail::humanize(s.mfa.link_ttl);
-        let (subject, body) = self.seal_mail("otp_enroll", &email, &[("username", &user.username), ("issuer", &s.mfa.issuer), ("link", &link), ("expires", &expires)])?;
+        let voided_earlier = self.store.live_tokens(user.id, "otp_enroll", now)? > 0;
+        let replaces = if voided_earlier { " It replaces the enrollment link mailed earlier: that one no longer works." } else { "" };
+        let (subject, body) = self.seal_mail(
+            "otp_enroll",
+            &email,
+            &[("username", &user.username), ("issuer", &s.mfa.issuer), ("link", &link), ("expires", &expires), ("replaces", replaces)],
+        )?;
         let ev = actor.stamp(
             Event::new(EventType::MfaEnrollmentSent, Severity::Info, format!("{} enrollment link mailed to {}", method.as_str(), user.username), now)
                 .user(Some(user.id), Some(&user.username))
                 .detail("method", method.as_str())
-                .detail("expires_at", now.plus(s.mfa.link_ttl).rfc3339()),
+                .detail("expires_at", now.plus(s.mfa.link_ttl).rfc3339())
+                .detail("earlier_link_voided", voided_earlier),
         );
         self.store.issue_token_with_mail(
             user.id,
@@ -233,7 +256,7 @@ impl Core {
             now,
         )?;
         self.mail_queued.notify_one();
-        Ok(email)
+        Ok(EnrollmentSent { to: email, voided_earlier })
     }
 
     /// A usable enrollment token and the pending secret behind it.
@@ -360,6 +383,11 @@ impl Core {
 
     /// Turns 2FA off. By a sysop it is a high-severity event.
     pub async fn disable_otp(&self, user: &User, actor: &Actor, now: Millis) -> Result<bool> {
+        // Nothing enabled: refuse, rather than log a high-severity
+        // `mfa_disabled` that disabled nothing.
+        if !self.store.otp(user.id)?.is_some_and(|r| r.enabled) {
+            return Err(Error::Invalid(format!("two-factor authentication is not enabled for {}: nothing to disable", user.username)));
+        }
         let severity = match actor {
             Actor::Cli(_) => Severity::High,
             Actor::User { .. } => Severity::Medium,
@@ -367,7 +395,14 @@ impl Core {
         let ev = actor.stamp(
             Event::new(EventType::MfaDisabled, severity, format!("two-factor authentication disabled for {}", user.username), now).user(Some(user.id), Some(&user.username)),
         );
-        Ok(self.store.disable_otp(user.id, &[ev], now)?)
+        let was = self.store.disable_otp(user.id, &[ev], now)?;
+        let by = match actor {
+            Actor::Cli(_) => "by the sysop",
+            Actor::User { .. } => "from your account menu",
+        };
+        let s = self.settings();
+        self.mail_user(user, "mfa_disabled", &[("username", &user.username), ("issuer", &s.mfa.issuer), ("time", &now.rfc3339()), ("by", by)], now);
+        Ok(was)
     }
 
     pub fn mfa_status(&self, user: &User, now: Millis) -> Result<Status> {

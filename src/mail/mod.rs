@@ -9,7 +9,6 @@ use std::collections::HashSet;
 use std::fmt;
 use std::fs;
 use std::io::Write;
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::core::Core;
 use crate::model::{Millis, FOREVER};
 
-use lettre::message::{Mailbox, Mailboxes, MultiPart, SinglePart};
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox, Mailboxes, MultiPart, SinglePart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -79,25 +79,7 @@ pub fn validate(s: &MailSettings) -> Result<(), String> {
     Ok(())
 }
 
-/// Redacts the password of an SMTP URL for display: `smtp://user:***@host:25`.
-/// Everything up to the last `@` counts as user information, so a password
-/// holding `@`, `/` or `?` is still hidden.
-pub fn redact_url(url: &str) -> String {
-    let (prefix, rest) = match url.find("://") {
-        Some(i) => url.split_at(i + 3),
-        None => ("", url),
-    };
-    match rest.rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            match userinfo.find(':') {
-                Some(colon) => format!("{prefix}{}:***{}", &userinfo[..colon], &rest[at..]),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    }
-}
+pub use crate::config::smtp::redact_url;
 
 /// One mail from the outbox, as `core` hands it over (its `Debug`
 /// shows sizes only: bodies hold single-use links).
@@ -241,15 +223,33 @@ impl Mailer {
             .subject(m.subject.clone())
             .message_id(None)
             .date_now();
+        let text = SinglePart::builder().header(ContentType::TEXT_PLAIN).body(unbroken_body(&m.body.text));
         // An empty HTML part means a text-only mail.
         let built = match m.body.html.as_str() {
-            "" => builder.singlepart(SinglePart::plain(m.body.text.clone())),
-            html => builder.multipart(MultiPart::alternative_plain_html(
-                m.body.text.clone(),
-                html.to_owned(),
-            )),
+            "" => builder.singlepart(text),
+            html => builder.multipart(
+                MultiPart::alternative()
+                    .singlepart(text)
+                    .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(unbroken_body(html))),
+            ),
         };
         built.map_err(|e| format!("cannot build message: {e}"))
+    }
+}
+
+/// A body in 8bit, so a link stays on one line as written (quoted-printable
+/// would fold lines over 76 characters with soft breaks, cutting a link in
+/// a `.eml` file or a mail reader that copies the raw text). lettre picks
+/// quoted-printable for any line of 76 characters or more, so the body is
+/// given to it encoded: CRLF line ends, every line within RFC 5322's 998
+/// bytes, no NUL. A body that does not fit falls back to lettre's choice.
+fn unbroken_body(text: &str) -> Body {
+    let crlf = text.replace("\r\n", "\n").replace('\r', "\n").replace('\n', "\r\n");
+    let fits = !crlf.contains('\0') && crlf.split("\r\n").all(|line| line.len() <= 998);
+    if fits {
+        Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::EightBit)
+    } else {
+        Body::new(text.to_owned())
     }
 }
 
@@ -466,121 +466,13 @@ fn check_subject(subject: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The parts of an SMTP URL that decide its safety.
-struct UrlParts<'a> {
-    scheme: String,
-    host: &'a str,
-    tls: Option<&'a str>,
-}
-
-/// Splits a URL the way the `url` crate does for these schemes:
-/// `scheme://[userinfo@]host[:port][/path][?query][#fragment]`.
-fn split_url(url: &str) -> Result<UrlParts<'_>, String> {
-    let shown = redact_url(url);
-    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!(
-            "smtp url {shown:?} contains whitespace or a control character"
-        ));
-    }
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(format!(
-            "smtp url {shown:?} is not a url (expected smtp://host:port or smtps://host:port)"
-        ));
-    };
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "smtp" && scheme != "smtps" {
-        return Err(format!(
-            "smtp url {shown:?} has unknown scheme {scheme:?} (expected smtp or smtps)"
-        ));
-    }
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let host_port = authority
-        .rfind('@')
-        .map_or(authority, |at| &authority[at + 1..]);
-    let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
-        let Some(close) = bracketed.find(']') else {
-            return Err(format!("smtp url {shown:?} has an invalid host"));
-        };
-        let after = &bracketed[close + 1..];
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p),
-            None if after.is_empty() => None,
-            None => return Err(format!("smtp url {shown:?} has an invalid host")),
-        };
-        if bracketed[..close].parse::<Ipv6Addr>().is_err() {
-            return Err(format!("smtp url {shown:?} has an invalid host"));
-        }
-        (&host_port[..close + 2], port)
-    } else {
-        match host_port.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (host_port, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("smtp url {shown:?} has no host"));
-    }
-    if !host.starts_with('[')
-        && !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
-    {
-        return Err(format!("smtp url {shown:?} has an invalid host"));
-    }
-    if let Some(port) = port {
-        let ok = port.is_empty()
-            || (port.bytes().all(|b| b.is_ascii_digit())
-                && port.parse::<u16>().is_ok_and(|p| p > 0));
-        if !ok {
-            return Err(format!("smtp url {shown:?} has an invalid port {port:?}"));
-        }
-    }
-    let query = rest
-        .find('?')
-        .map(|q| &rest[q + 1..])
-        .map(|q| q.split('#').next().unwrap_or(""));
-    let tls = query.and_then(|q| {
-        q.split('&')
-            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-            .find(|(k, _)| *k == "tls")
-            .map(|(_, v)| v)
-    });
-    Ok(UrlParts { scheme, host, tls })
-}
-
-fn is_loopback_host(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return v6.parse::<Ipv6Addr>().is_ok_and(|a| a.is_loopback());
-    }
-    host.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback())
-}
-
+/// The URL's own rules live with the configuration (`config::smtp`); the
+/// last word is lettre's parser (no connection is made).
 fn check_url(url: &str, allow_plaintext: bool) -> Result<(), String> {
-    let parts = split_url(url)?;
-    let shown = redact_url(url);
-    let encrypted = match (parts.scheme.as_str(), parts.tls) {
-        ("smtps", _) => true,
-        ("smtp", None) => false,
-        ("smtp", Some("required" | "opportunistic")) => true,
-        (_, Some(mode)) => return Err(format!(
-            "smtp url {shown:?} has unknown tls mode {mode:?} (expected required or opportunistic)"
-        )),
-        (_, None) => false,
-    };
-    if !encrypted && !allow_plaintext && !is_loopback_host(parts.host) {
-        return Err(format!(
-            "smtp url {shown:?} would send mail unencrypted to {}; use smtps:// or ?tls=required, or set allow_plaintext",
-            parts.host
-        ));
-    }
-    // The last word is lettre's own parser (no connection is made).
+    crate::config::smtp::check_url(url, allow_plaintext)?;
     AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
         .map(|_| ())
-        .map_err(|e| format!("smtp url {shown:?} is not valid: {e}"))
+        .map_err(|e| format!("smtp url {:?} is not valid: {e}", redact_url(url)))
 }
 
 /// Belt and braces: removes the URL's password from a message if some
@@ -1025,6 +917,24 @@ mod tests {
         ] {
             let e = validate(&settings(Some(url), false)).unwrap_err();
             assert!(e.starts_with(|c: char| c.is_lowercase()), "{e}");
+        }
+    }
+
+    #[test]
+    fn long_links_stay_on_one_line() {
+        let spool = tempfile::tempdir().unwrap();
+        let mut s = settings(None, false);
+        s.spool_dir = spool.path().to_path_buf();
+        let mailer = Mailer::new(&s).unwrap();
+        let link = format!("https://gate.example.org/otp/enroll/{}", "AbCd0123456789-_".repeat(6));
+        for html in [false, true] {
+            let mut m = mail(1, "alice@example.org", html);
+            m.text = format!("Hello alice,\n\nOpen this link within 30 minutes:\n\n  {link}\n\nThe link works once.\n");
+            m.html = html.then(|| format!("<p><a href=\"{link}\">{link}</a></p>"));
+            let raw = String::from_utf8(mailer.build(&m).unwrap().formatted()).unwrap();
+            assert!(raw.lines().any(|l| l == format!("  {link}")), "the link is one line of the text part:\n{raw}");
+            assert!(!raw.contains("quoted-printable") && !raw.contains("=\r\n"), "no soft line breaks:\n{raw}");
+            assert!(raw.contains("Content-Transfer-Encoding: 8bit"), "{raw}");
         }
     }
 

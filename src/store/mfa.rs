@@ -339,3 +339,19 @@ fn replace_backup_codes(tx: &rusqlite::Transaction<'_>, user_id: i64, code_hashe
     }
     Ok(())
 }
+
+impl Store {
+    /// How many links of `purpose` a user holds that are unused and not
+    /// expired at `now`.
+    pub fn live_tokens(&self, user_id: i64, purpose: &str, now: Millis) -> Result<usize> {
+        let conn = self.conn();
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM tokens WHERE user_id = ?1 AND purpose = ?2 AND used_at IS NULL AND expires_at > ?3",
+                params![user_id, purpose, now.0],
+                |r| r.get(0),
+            )
+            .doing("counting links")?;
+        Ok(n as usize)
+    }
+}

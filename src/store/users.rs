@@ -44,7 +44,11 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting to create a user")?;
         tx.execute(
-            "INSERT INTO users (username, email, password_hash, password_changed_at, created_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+            // The id is past every deleted account's, so a new account never
+            // inherits the events of a deleted one.
+            "INSERT INTO users (id, username, email, password_hash, password_changed_at, created_at) VALUES (
+                MAX(COALESCE((SELECT MAX(id) FROM users), 0), COALESCE((SELECT MAX(id) FROM deleted_users), 0)) + 1,
+                ?1, ?2, ?3, ?4, ?4)",
             params![new.username, new.email, new.password_hash, new.now.0],
         )
         .map_err(|e| {
@@ -249,5 +253,73 @@ impl Store {
     pub fn touch_ssh_key(&self, key_id: i64, now: Millis) -> Result<()> {
         self.conn().execute("UPDATE ssh_keys SET last_used_at = ?2 WHERE id = ?1", params![key_id, now.0]).doing("recording key use")?;
         Ok(())
+    }
+
+    /// Sets (or clears) an account's email address. Links already mailed
+    /// (to the old address) stop working; returns how many did.
+    pub fn set_email(&self, user_id: i64, email: Option<&str>, now: Millis) -> Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting an email change")?;
+        let n = tx.execute("UPDATE users SET email = ?2 WHERE id = ?1", params![user_id, email]).doing("changing an email address")?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("no user with id {user_id}")));
+        }
+        let voided = tx
+            .execute("UPDATE tokens SET used_at = ?2 WHERE user_id = ?1 AND used_at IS NULL AND expires_at > ?2", params![user_id, now.0])
+            .doing("voiding mailed links")?;
+        tx.commit().doing("committing an email change")?;
+        Ok(voided)
+    }
+
+    /// The open sessions of an account (ids).
+    pub fn open_sessions_of(&self, user_id: i64) -> Result<Vec<i64>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT id FROM sessions WHERE user_id = ?1 AND ended_at IS NULL ORDER BY id").doing("reading open sessions")?;
+        let rows = st.query_map([user_id], |r| r.get(0)).doing("reading open sessions")?;
+        rows.collect::<rusqlite::Result<_>>().doing("reading open sessions")
+    }
+
+    /// Of `ids`, the sessions whose row still exists and is not ended.
+    pub fn still_open(&self, ids: &[i64]) -> Result<Vec<i64>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM sessions WHERE id = ?1 AND ended_at IS NULL)").doing("checking a session")?;
+        let mut open = Vec::new();
+        for id in ids {
+            if st.query_row([id], |r| r.get::<_, bool>(0)).doing("checking a session")? {
+                open.push(*id);
+            }
+        }
+        Ok(open)
+    }
+
+    /// Deletes an account in one transaction: the row is marked in
+    /// `deleted_users` and goes with
+    /// everything that hangs off it (groups, password history, keys,
+    /// devices, sessions, code secrets, backup codes, links). Security
+    /// events stay. `events` are written in the same transaction.
+    pub fn delete_user(&self, user_id: i64, username: &str, deleted_by: &str, events: &[crate::model::Event], now: Millis) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting to delete a user")?;
+        tx.execute(
+            "INSERT INTO deleted_users (id, username, deleted_at, deleted_by) VALUES (?1, ?2, ?3, ?4)",
+            params![user_id, username, now.0, deleted_by],
+        )
+        .doing("marking a user deleted")?;
+        let n = tx.execute("DELETE FROM users WHERE id = ?1", [user_id]).doing("deleting a user")?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("no user with id {user_id}")));
+        }
+        super::events::insert_batch_tx(&tx, events)?;
+        tx.commit().doing("committing a user deletion")
+    }
+
+    /// A deleted account by name (the newest, if the name was reused):
+    /// its former id and when it was deleted.
+    pub fn deleted_user(&self, name: &str) -> Result<Option<(i64, String, Millis)>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached("SELECT id, username, deleted_at FROM deleted_users WHERE username = ?1 ORDER BY deleted_at DESC, id DESC LIMIT 1")
+            .doing("reading a deleted user")?;
+        st.query_row([name], |r| Ok((r.get(0)?, r.get(1)?, Millis(r.get(2)?)))).optional().doing("reading a deleted user")
     }
 }

@@ -1015,4 +1015,14 @@ impl Gate {
         self.port = port.parse().unwrap_or_else(|_| panic!("unexpected ready line {line:?}"));
         self.web_port = web.parse().unwrap_or_else(|_| panic!("unexpected ready line {line:?}"));
     }
+
+    /// A gate folder holding only `config`: no database, no migration run,
+    /// no daemon (as after unpacking a release). `launch` starts it.
+    pub fn fresh(config: &str) -> Gate {
+        let dir = tempfile::Builder::new().prefix("portcullis-it-").tempdir().expect("tempdir");
+        let path = dir.path().join("portcullis.hjson");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.path().join("daemon.log");
+        Gate { cli_config: path.clone(), config: path, log, dir, child: None, port: 0, web_port: 0, ssh_runs: Arc::new(AtomicUsize::new(0)) }
+    }
 }

@@ -2,6 +2,7 @@
 //! Each test has its own temporary folder and daemon on a free port.
 
 mod auth;
+mod cli;
 mod flow;
 mod harness;
 mod menus;
@@ -400,9 +401,12 @@ fn cli_usage() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
         assert!(text(&out.stdout).contains("Usage:"), "{args:?}: {}", text(&out.stdout));
     }
-    // A runtime error (no such event type) is 1, not 2.
+    // A bad flag value (no such event type) is a usage error too (2); a
+    // runtime error (no such user) is 1.
     let g = Gate::prepare(DEFAULT_CONFIG);
     let out = g.cli(&["security", "events", "--type", "nonsense"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = g.cli(&["user", "show", "nobody"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 }
 

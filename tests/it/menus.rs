@@ -552,7 +552,7 @@ fn menu_guard_acs() {
     let g = gate_with_menus(DEFAULT_CONFIG, GUARD_MENUS, &[]);
     g.add_user("alice", ALICE_PW);
     g.add_user("bob", BOB_PW);
-    g.cli_ok(&["user", "group", "add", "alice", "sysops"]);
+    g.cli_ok(&["user", "group", "add", "alice", "sysops", "--new-group"]);
 
     // Bob is not a sysop: an option guarded by ACS is not shown (nor taken:
     // X does nothing); the guarded menu refuses him, and he stays in the

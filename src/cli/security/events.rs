@@ -4,7 +4,7 @@ use crate::cli::output;
 use crate::core::Core;
 use crate::model::{escape_control, EventType, Millis, Severity};
 use crate::store::events::EventFilter;
-use anyhow::Context as _;
+use crate::cli::usage;
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -42,24 +42,29 @@ pub(super) async fn run(core: Core, args: EventsArgs) -> anyhow::Result<i32> {
                 limit = u.parse().ok();
                 None
             }
+            // A deleted account's events stay under its former id.
+            Err(e @ crate::core::Error::NoSuchUser(_)) => match core.deleted_user_id(u)? {
+                Some(id) => Some(id),
+                None => return Err(e.into()),
+            },
             Err(e) => return Err(e.into()),
         },
         None => None,
     };
     let event_type = match &args.event_type {
-        Some(t) => Some(EventType::parse(t).with_context(|| {
-            format!("--type: unknown event type {:?} (one of: {})", escape_control(t), EventType::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "))
+        Some(t) => Some(EventType::parse(t).ok_or_else(|| {
+            usage(format!("--type: unknown event type {:?} (one of: {})", escape_control(t), EventType::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")))
         })?),
         None => None,
     };
     let min_severity = match &args.severity {
-        Some(s) => Some(Severity::parse(s).with_context(|| format!("--severity: unknown severity {:?} (one of: info, low, medium, high, critical)", escape_control(s)))?),
+        Some(s) => Some(Severity::parse(s).ok_or_else(|| usage(format!("--severity: unknown severity {:?} (one of: info, low, medium, high, critical)", escape_control(s))))?),
         None => None,
     };
     let since = match &args.since {
         Some(s) => Some(match Millis::parse_rfc3339(s) {
             Some(t) => t,
-            None => now.minus(crate::model::parse_duration(s).map_err(|e| anyhow::anyhow!("--since: {e} (or give an RFC 3339 time)"))?),
+            None => now.minus(crate::model::parse_duration(s).map_err(|e| usage(format!("--since: {e} (or give an RFC 3339 time)")))?),
         }),
         None => None,
     };

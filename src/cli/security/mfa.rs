@@ -1,10 +1,8 @@
 //! `portcullis security mfa`: two-factor authentication with one-time codes.
 
 use crate::cli::output;
-use crate::core::accounts::Actor;
 use crate::core::Core;
 use crate::model::{escape_control, Millis};
-use anyhow::Context as _;
 use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
@@ -37,27 +35,28 @@ pub(in crate::cli) enum MfaCmd {
 
 pub(super) async fn run(core: Core, cmd: MfaCmd) -> anyhow::Result<i32> {
     let now = Millis::now();
-    let actor = Actor::cli();
+    let actor = crate::cli::actor();
     match cmd {
         MfaCmd::Enable { method, user } => {
             let u = core.find_user(&user)?;
-            let m = crate::core::mfa::Method::parse(&method).context("--method: use totp or hotp")?;
-            let to = core.start_otp_enrollment(&u, m, &actor, now).await?;
+            let m = crate::core::mfa::Method::parse(&method).ok_or_else(|| crate::cli::usage("--method: use totp or hotp"))?;
+            let sent = core.send_otp_enrollment(&u, m, &actor, now).await?;
             println!(
                 "an enrollment link for {} ({}) was queued for {}; it is valid for {} (`portcullis mail queue` shows it)",
                 u.username,
                 m.as_str(),
-                escape_control(&to),
+                escape_control(&sent.to),
                 crate::core::mail::humanize(core.settings().mfa.link_ttl)
             );
+            if sent.voided_earlier {
+                println!("the enrollment link sent earlier no longer works: only this new one does (the mail says so)");
+            }
         }
         MfaCmd::Disable { user } => {
             let u = core.find_user(&user)?;
-            if core.disable_otp(&u, &actor, now).await? {
-                println!("two-factor authentication disabled for {}", u.username);
-            } else {
-                println!("two-factor authentication was not enabled for {} (any pending enrollment was cancelled)", u.username);
-            }
+            core.disable_otp(&u, &actor, now).await?;
+            let mailed = if u.email.is_some() { "; the user was mailed about it" } else { "" };
+            println!("two-factor authentication disabled for {}{mailed}", u.username);
         }
         MfaCmd::Status { user, json } => output::mfa_status(&core.mfa_status(&core.find_user(&user)?, now)?, json)?,
         MfaCmd::BackupCodes { user } => {

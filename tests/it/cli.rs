@@ -1,0 +1,280 @@
+//! The sysop CLI end to end: the first command before the first `serve`,
+//! account edits and deletion (with a live SSH session cut), group checks,
+//! usage errors, who the actor is, two-factor disabling and the mails that
+//! tell the user, and `config check` with cross-field problems.
+
+use crate::harness::{detail, poll, read_mail, text, Gate, Ssh, ALICE_PW, DEFAULT_CONFIG};
+use crate::mfa::{enroll_totp_spool, spool_config};
+use serde_json::Value;
+use std::time::Duration;
+
+/// The test config with a `sysops` group defined, file spool for mail.
+fn config_with_sysops() -> String {
+    spool_config("groups: {\n  sysops: {\n    require_level: 1\n  }\n}\n")
+}
+
+fn add_user_with(g: &Gate, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["user", "add"];
+    all.extend_from_slice(args);
+    all.push("--password-stdin");
+    g.cli_stdin(&all, &format!("{ALICE_PW}\n"))
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or_else(|| panic!("{key} is not a string in {v}"))
+}
+
+/// Waits for a spooled mail to `to` whose text holds `marker`; returns the
+/// decoded text and the raw file.
+fn spooled(g: &Gate, to: &str, marker: &str, nth: usize) -> (String, String) {
+    poll(Duration::from_secs(15), &format!("mail {nth} to {to} with {marker:?}"), || {
+        let found: Vec<(String, String)> = g
+            .spooled_mail()
+            .iter()
+            .filter_map(|p| {
+                let m = read_mail(p);
+                (m.to.contains(to) && m.text.contains(marker)).then(|| (m.text, std::fs::read_to_string(p).unwrap_or_default()))
+            })
+            .collect();
+        found.get(nth).cloned()
+    })
+}
+
+#[test]
+fn user_add_works_before_the_first_serve() {
+    let mut g = Gate::fresh(&config_with_sysops());
+    assert!(!g.db_path().exists());
+    let out = add_user_with(&g, &["alice", "--email", "alice@example.org", "--group", "sysops"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("created user alice"), "{}", text(&out.stdout));
+    assert!(g.db_path().exists());
+    let status = g.cli_ok(&["migrate", "status", "--json"]);
+    let status: Vec<Value> = serde_json::from_str(&status).unwrap();
+    assert!(status.iter().all(|m| !m["applied_at"].is_null()), "{status:?}");
+    g.launch();
+    let run = g.ssh(&Ssh::kbd("alice", ALICE_PW));
+    assert!(run.authenticated_exec(), "{run:?}\n{}", g.daemon_log());
+}
+
+#[test]
+fn user_edit_sets_the_email_so_the_account_can_enroll() {
+    let g = Gate::start_with(&config_with_sysops());
+    let out = add_user_with(&g, &["alice"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = g.cli(&["security", "mfa", "enable", "--user=alice"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("user alice has no email address"), "{}", text(&out.stderr));
+    let out = g.cli_ok(&["user", "edit", "alice", "--email", "alice@example.org"]);
+    assert!(out.contains("email address of alice set to alice@example.org"), "{out}");
+    let shown: Value = serde_json::from_str(&g.cli_ok(&["user", "show", "alice", "--json"])).unwrap();
+    assert_eq!(shown["email"], "alice@example.org");
+    let updated = g.events_of(Some("alice"), "user_updated");
+    assert_eq!(detail(&updated[0], "field"), "email", "{}", updated[0]);
+    let out = g.cli(&["user", "edit", "alice", "--email", "not an address"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("error: invalid email address \"not an address\""), "{}", text(&out.stderr));
+    // An email change voids links mailed to the old address.
+    g.cli_ok(&["security", "mfa", "enable", "--user=alice"]);
+    let out = g.cli_ok(&["user", "edit", "alice", "--email", "alice@example.net"]);
+    assert!(out.contains("1 link(s) mailed to the old address no longer work"), "{out}");
+}
+
+#[test]
+fn user_delete_cuts_the_session_and_keeps_the_events() {
+    let g = Gate::start_with(&config_with_sysops());
+    let out = add_user_with(&g, &["alice", "--email", "alice@example.org"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (_key, public) = g.keygen("alice_key");
+    g.cli_ok(&["user", "key", "add", "alice", &public]);
+    let enrolled = enroll_totp_spool(&g, "alice");
+    let before: Value = serde_json::from_str(&g.cli_ok(&["user", "show", "alice", "--json"])).unwrap();
+    let id = before["id"].as_i64().unwrap();
+    let db = rusqlite::Connection::open(g.db_path()).unwrap();
+    let count = |table: &str| -> i64 { db.query_row(&format!("SELECT COUNT(*) FROM {table} WHERE user_id = ?1"), [id], |r| r.get(0)).unwrap() };
+    for table in ["ssh_keys", "otp_secrets", "backup_codes", "password_history", "tokens"] {
+        assert!(count(table) > 0, "{table} holds alice's rows before");
+    }
+
+    // A live session, then the deletion from the CLI (another process).
+    let code = crate::mfa::next_totp(&enrolled.secret);
+    let mut ssh = g.ssh_pty(&Ssh::kbd("alice", ALICE_PW).code(&code), "xterm", 80, 24);
+    ssh.expect("Your choice: ");
+    let out = g.cli_ok(&["user", "delete", "alice"]);
+    assert!(out.contains(&format!("deleted user alice (id {id}): 1 open session(s) ended, 1 SSH key(s) removed")), "{out}");
+    let (status, screen) = ssh.finish();
+    assert!(status.is_some(), "the session was cut by the gate, not killed at the deadline:\n{}", text(&screen));
+
+    // Gone: the account, its password, keys, code secret, backup codes, links.
+    for table in ["ssh_keys", "otp_secrets", "backup_codes", "password_history", "tokens", "sessions", "user_groups"] {
+        assert_eq!(count(table), 0, "{table} still holds alice's rows");
+    }
+    let out = g.cli(&["user", "show", "alice"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no such user: alice"), "{}", text(&out.stderr));
+    let list: Vec<Value> = serde_json::from_str(&g.cli_ok(&["user", "list", "--json"])).unwrap();
+    assert!(list.is_empty(), "{list:?}");
+    let run = g.ssh(&Ssh::kbd("alice", ALICE_PW));
+    assert!(!run.authenticated_exec(), "{run:?}");
+
+    // Kept: its events, under its former id, with the deletion marked.
+    let events = g.events_json(&["alice", "1000"]);
+    assert!(events.iter().all(|e| e["user_id"].as_i64() == Some(id)), "{events:?}");
+    let deleted = events.iter().find(|e| s(e, "event_type") == "user_updated" && detail(e, "deleted") == true).unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(s(deleted, "severity"), "high");
+    assert_eq!(detail(deleted, "keys_removed"), 1);
+    assert!(events.iter().any(|e| s(e, "event_type") == "mfa_enabled"), "older events kept: {events:?}");
+    assert!(events.iter().any(|e| s(e, "event_type") == "session_revoked"), "{events:?}");
+    let ended = g.wait_events(Some("alice"), "session_ended", |ev| !ev.is_empty());
+    assert_eq!(detail(&ended[0], "reason"), "revoked", "{}", ended[0]);
+
+    // A new account never takes the deleted one's id (nor its events).
+    let out = add_user_with(&g, &["bob", "--email", "bob@example.org"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bob: Value = serde_json::from_str(&g.cli_ok(&["user", "show", "bob", "--json"])).unwrap();
+    assert!(bob["id"].as_i64().unwrap() > id, "{bob}");
+}
+
+#[test]
+fn groups_the_config_does_not_define_are_refused() {
+    let g = Gate::start_with(&config_with_sysops());
+    let out = add_user_with(&g, &["alice", "--email", "alice@example.org"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = g.cli(&["user", "group", "add", "alice", "wizards"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        "error: unknown group \"wizards\": the configuration defines sysops; give --new-group to use it anyway"
+    );
+    let shown: Value = serde_json::from_str(&g.cli_ok(&["user", "show", "alice", "--json"])).unwrap();
+    assert_eq!(shown["groups"], serde_json::json!([]));
+    let out = add_user_with(&g, &["bob", "--email", "bob@example.org", "--group", "wizards"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown group \"wizards\""), "{}", text(&out.stderr));
+    assert!(!g.cli_ok(&["user", "list"]).contains("bob"));
+    // Known groups pass; --new-group insists.
+    assert!(g.cli_ok(&["user", "group", "add", "alice", "sysops"]).contains("alice added to group sysops"));
+    assert!(g.cli_ok(&["user", "group", "add", "alice", "wizards", "--new-group"]).contains("alice added to group wizards"));
+    let shown: Value = serde_json::from_str(&g.cli_ok(&["user", "show", "alice", "--json"])).unwrap();
+    assert_eq!(shown["groups"], serde_json::json!(["sysops", "wizards"]));
+}
+
+#[test]
+fn bad_flag_values_are_usage_errors() {
+    let g = Gate::start();
+    for (args, want) in [
+        (&["security", "events", "--type", "bogus"][..], "error: --type: unknown event type \"bogus\" (one of: "),
+        (&["security", "events", "--since", "yesterday"][..], "error: --since: "),
+        (&["security", "events", "--severity", "dire"][..], "error: --severity: unknown severity \"dire\""),
+        (&["security", "events", "--bogus-flag"][..], "error: unexpected argument '--bogus-flag'"),
+    ] {
+        let out = g.cli(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).starts_with(want), "{args:?}: {}", text(&out.stderr));
+    }
+    g.add_user("alice", ALICE_PW);
+    let out = g.cli(&["user", "lock", "alice", "--for", "a while"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // Errors that are not about the command line stay 1.
+    let out = g.cli(&["user", "show", "nobody"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_actor_is_the_uid_not_the_user_variable() {
+    let g = Gate::start();
+    let me = std::process::Command::new("id").arg("-un").output().expect("id -un");
+    let me = text(&me.stdout).trim().to_owned();
+    assert!(!me.is_empty());
+    let mut cmd = g.cli_command(&["user", "add", "alice", "--email", "alice@example.org", "--password-stdin"]);
+    cmd.env_remove("USER").env_remove("LOGNAME");
+    let out = crate::harness::run(cmd, Some(&format!("{ALICE_PW}\n")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut cmd = g.cli_command(&["user", "lock", "alice"]);
+    cmd.env("USER", "mallory");
+    let out = crate::harness::run(cmd, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let created = g.events_of(Some("alice"), "user_created");
+    assert_eq!(detail(&created[0], "actor"), &format!("cli:{me}"), "{}", created[0]);
+    let locked = g.events_of(Some("alice"), "account_locked");
+    assert_eq!(detail(&locked[0], "actor"), &format!("cli:{me}"), "{}", locked[0]);
+}
+
+#[test]
+fn mfa_disable_refuses_when_nothing_is_enabled_and_mails_when_it_disables() {
+    let g = Gate::start_with(&config_with_sysops());
+    let out = add_user_with(&g, &["alice", "--email", "alice@example.org"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = g.cli(&["security", "mfa", "disable", "--user=alice"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert_eq!(text(&out.stderr).trim_end(), "error: two-factor authentication is not enabled for alice: nothing to disable");
+    assert!(g.events_of(Some("alice"), "mfa_disabled").is_empty());
+
+    enroll_totp_spool(&g, "alice");
+    let out = g.cli_ok(&["security", "mfa", "disable", "--user=alice"]);
+    assert!(out.contains("two-factor authentication disabled for alice; the user was mailed about it"), "{out}");
+    let (mail, _) = spooled(&g, "alice@example.org", "two-factor authentication was turned off", 0);
+    assert!(mail.contains("Hello alice,") && mail.contains("(by the sysop)"), "{mail}");
+    let disabled = g.events_of(Some("alice"), "mfa_disabled");
+    assert_eq!(disabled.len(), 1, "{disabled:?}");
+    // Disabling again: nothing to disable, no second event.
+    let out = g.cli(&["security", "mfa", "disable", "--user=alice"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(g.events_of(Some("alice"), "mfa_disabled").len(), 1);
+}
+
+#[test]
+fn a_sysop_password_reset_mails_the_user() {
+    const TEMP_PW: &str = "Orchid-Glacier-Pylon-31";
+    let g = Gate::start_with(&config_with_sysops());
+    let out = add_user_with(&g, &["alice", "--email", "alice@example.org"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = g.cli_stdin(&["user", "passwd", "alice", "--password-stdin", "--must-reset"], &format!("{TEMP_PW}\n"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (mail, raw) = spooled(&g, "alice@example.org", "the sysop set a new password", 0);
+    assert!(mail.contains("choose your own password at the next login"), "{mail}");
+    assert!(!mail.contains(TEMP_PW) && !raw.contains(TEMP_PW), "the password is never mailed");
+}
+
+#[test]
+fn a_second_enrollment_link_says_the_first_is_void() {
+    let g = Gate::start_with(&config_with_sysops());
+    let out = add_user_with(&g, &["alice", "--email", "alice@example.org"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first = g.cli_ok(&["security", "mfa", "enable", "--user=alice"]);
+    assert!(!first.contains("no longer works"), "{first}");
+    let (text1, _) = spooled(&g, "alice@example.org", "/otp/enroll/", 0);
+    assert!(!text1.contains("no longer works"), "{text1}");
+    let second = g.cli_ok(&["security", "mfa", "enable", "--user=alice"]);
+    assert!(second.contains("the enrollment link sent earlier no longer works: only this new one does"), "{second}");
+    let (text2, raw) = spooled(&g, "alice@example.org", "/otp/enroll/", 1);
+    assert!(text2.contains("It replaces the enrollment link mailed earlier: that one no longer works."), "{text2}");
+    // The link is on one line of the .eml as stored (8bit, no soft breaks).
+    let line = raw.lines().find(|l| l.contains("/otp/enroll/")).unwrap_or_else(|| panic!("{raw}"));
+    let link = line.trim();
+    assert!(link.starts_with("https://localhost:8443/otp/enroll/"), "{raw}");
+    let token = link.rsplit('/').next().unwrap();
+    assert_eq!(token.len(), 43, "{raw}");
+    assert!(raw.contains("Content-Transfer-Encoding: 8bit"), "{raw}");
+    assert!(text2.contains(link), "the decoded text holds the same link");
+    let sent = g.events_of(Some("alice"), "mfa_enrollment_sent");
+    assert_eq!(detail(&sent[0], "earlier_link_voided"), true, "{}", sent[0]);
+    assert_eq!(detail(&sent[1], "earlier_link_voided"), false, "{}", sent[1]);
+}
+
+#[test]
+fn config_check_lists_cross_field_problems_with_positions() {
+    let config = format!("{DEFAULT_CONFIG}email: {{\n  smtp: \"smtp://mail.example.org:25\"\n}}\nevents: {{\n  batch: 0\n}}\n");
+    let g = Gate::fresh(&config);
+    let out = g.cli(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    let file = g.config.display().to_string();
+    let lines: Vec<&str> = DEFAULT_CONFIG.lines().collect();
+    let smtp_line = lines.len() + 2;
+    assert!(
+        err.contains(&format!("{file}:{smtp_line}:3: email.smtp: smtp url \"smtp://mail.example.org:25\" would send mail unencrypted to mail.example.org")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{file}:{}:3: events.batch: must be at least 1", smtp_line + 3)), "{err}");
+    assert!(err.contains("2 problems found"), "{err}");
+}
