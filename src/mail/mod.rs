@@ -929,8 +929,8 @@ mod tests {
         let link = format!("https://gate.example.org/otp/enroll/{}", "AbCd0123456789-_".repeat(6));
         for html in [false, true] {
             let mut m = mail(1, "alice@example.org", html);
-            m.text = format!("Hello alice,\n\nOpen this link within 30 minutes:\n\n  {link}\n\nThe link works once.\n");
-            m.html = html.then(|| format!("<p><a href=\"{link}\">{link}</a></p>"));
+            m.body.text = format!("Hello alice,\n\nOpen this link within 30 minutes:\n\n  {link}\n\nThe link works once.\n");
+            m.body.html = if html { format!("<p><a href=\"{link}\">{link}</a></p>") } else { String::new() };
             let raw = String::from_utf8(mailer.build(&m).unwrap().formatted()).unwrap();
             assert!(raw.lines().any(|l| l == format!("  {link}")), "the link is one line of the text part:\n{raw}");
             assert!(!raw.contains("quoted-printable") && !raw.contains("=\r\n"), "no soft line breaks:\n{raw}");
