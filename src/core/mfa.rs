@@ -425,7 +425,7 @@ impl Core {
     /// accepted once) or a backup code (each used once). Throttled per
     /// account: `tries_per_step` per 30 s step, and after
     /// `max_consecutive_failures` the factor closes for `lockout`, doubling.
-    pub(crate) fn check_login_code(&self, user: &User, input: &str, now: Millis) -> Result<CodeVerdict> {
+    pub fn check_login_code(&self, user: &User, input: &str, now: Millis) -> Result<CodeVerdict> {
         // One code check at a time in this process: the throttle counters
         // are read, judged and written back as one step, so parallel
         // sessions cannot get more tries than the limit allows. (Checks
@@ -495,6 +495,8 @@ impl Core {
         };
         // Re-read: the burn above changed the row.
         row = self.store.otp(user.id)?.unwrap_or(row);
+        let throttle = |r: &OtpRow| (r.step_failures, r.failure_step, r.consecutive_failures, r.closed_until, r.closures);
+        let before = throttle(&row);
         match verdict {
             CodeVerdict::Accepted { .. } => reset_throttle(&mut row),
             CodeVerdict::UsedForEnrollment => {}
@@ -512,7 +514,11 @@ impl Core {
                 }
             }
         }
-        self.store.update_otp_throttle(&row)?;
+        // A good code on clean counters (the usual login) changes nothing:
+        // spare that write its own commit (P9).
+        if throttle(&row) != before {
+            self.store.update_otp_throttle(&row)?;
+        }
         Ok(verdict)
     }
 }

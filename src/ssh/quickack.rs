@@ -1,5 +1,5 @@
-//! A stream wrapper that acknowledges at once whatever the gate reads
-//! (`TCP_QUICKACK`, re-armed after every read).
+//! A stream wrapper that keeps the socket out of delayed-ACK mode
+//! (`TCP_QUICKACK`, re-armed after every read and every write).
 //!
 //! Why: both sides send KEXINIT as soon as the version lines are
 //! exchanged, so the client's KEXINIT crosses ours and reaches us when we
@@ -10,11 +10,15 @@
 //! small `SSH2_MSG_KEX_ECDH_INIT` ready but keeps it back until its
 //! KEXINIT is acknowledged: the login stalls for the whole delayed-ACK
 //! time. `TCP_NODELAY` on our side cannot help (it is the client that
-//! waits). Setting `TCP_QUICKACK` after a read sends the pending ACK now
-//! and leaves delayed-ACK mode; the kernel re-enters it by itself on our
-//! next write, so it is re-armed after every read. The cost is one
-//! `setsockopt` per read and a few more bare ACKs; the gate reads small
-//! messages (keystrokes, handshake packets), never bulk uploads.
+//! waits). Setting `TCP_QUICKACK` leaves delayed-ACK mode (and sends an
+//! ACK still pending); the kernel re-enters the mode by itself whenever we
+//! send data soon after receiving some, so it is re-armed after every
+//! write (the next segment that arrives is then acknowledged by the kernel
+//! at once, however late this task gets the CPU) and after every read (for
+//! a segment that arrived in the moment between our write and the
+//! re-arming). The cost is a `setsockopt` per read and per write and a few
+//! more bare ACKs; the gate reads small messages (keystrokes, handshake
+//! packets), never bulk uploads.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
@@ -70,23 +74,41 @@ impl<S: AsyncRead + AsRawFd + Unpin> AsyncRead for QuickAck<S> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r {
             if buf.filled().len() > before {
-                // Best effort: a socket that refuses the option still works,
-                // only with the kernel's delayed ACKs.
-                if let Err(e) = set_quickack(self.inner.as_raw_fd(), true) {
-                    tracing::debug!(error = %e, "setting TCP_QUICKACK failed");
-                }
+                self.arm();
             }
         }
         r
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for QuickAck<S> {
+impl<S: AsRawFd> QuickAck<S> {
+    /// Best effort: a socket that refuses the option still works, only
+    /// with the kernel's delayed ACKs.
+    fn arm(&self) {
+        if let Err(e) = set_quickack(self.inner.as_raw_fd(), true) {
+            tracing::debug!(error = %e, "setting TCP_QUICKACK failed");
+        }
+    }
+
+    fn after_write(&self, r: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = r {
+            if *n > 0 {
+                self.arm();
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + AsRawFd + Unpin> AsyncWrite for QuickAck<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.after_write(&r);
+        r
     }
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.after_write(&r);
+        r
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -137,9 +159,30 @@ mod tests {
         assert_eq!(&buf[..n], b"kexinit");
         assert!(quickack(fd).expect("get"), "the wrapper re-armed quick ACKs after the read");
 
-        // Writes pass through unchanged.
+        // A write through the wrapper re-arms too (a plain write would
+        // keep the socket in delayed-ACK mode: see the next test), and
+        // the bytes pass through unchanged.
+        set_quickack(fd, false).expect("enter delayed-ACK mode");
         wrapped.write_all(b"reply").await.expect("write back");
+        assert!(quickack(fd).expect("get"), "the wrapper re-armed quick ACKs after the write");
         let n = tokio::time::timeout(std::time::Duration::from_secs(10), client.read(&mut buf)).await.expect("read in time").expect("read");
         assert_eq!(&buf[..n], b"reply");
+    }
+
+    /// The kernel's side of the story, which the wrapper relies on: a
+    /// plain write leaves the socket in delayed-ACK mode.
+    #[tokio::test]
+    async fn a_plain_write_keeps_delayed_acks() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut server, _) = tokio::time::timeout(std::time::Duration::from_secs(10), listener.accept()).await.expect("accept in time").expect("accept");
+        let fd = server.as_raw_fd();
+        set_quickack(fd, false).expect("enter delayed-ACK mode");
+        server.write_all(b"kexinit").await.expect("write");
+        assert!(!quickack(fd).expect("get"), "a plain write leaves delayed-ACK mode alone");
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), client.read(&mut buf)).await.expect("read in time").expect("read");
+        assert_eq!(&buf[..n], b"kexinit");
     }
 }
