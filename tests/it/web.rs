@@ -213,7 +213,8 @@ fn metrics_from_loopback_can_be_turned_off() {
 /// agent (bounded; control characters kept as sent, escaped on display).
 #[test]
 fn enrollment_events_name_the_web_client() {
-    let g = Gate::start_with(&spool_config(""));
+    // The group must be defined: `user add --group` refuses others (item 22).
+    let g = Gate::start_with(&spool_config("groups: {\n  users: {\n    require_level: 1\n  }\n}\n"));
     add_user_in(&g, "alice", ALICE_PW, "users");
     enable(&g, "alice", "totp");
     let page = open_page(&g, &spooled_link(&g, "alice", 0), "alice.jar");
