@@ -18,9 +18,6 @@ pub enum Actor {
 }
 
 impl Actor {
-    pub fn cli() -> Actor {
-        Actor::Cli(std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
-    }
     fn describe(&self) -> String {
         match self {
             Actor::Cli(who) => format!("cli:{who}"),

@@ -40,8 +40,10 @@ impl Store {
             }
             None => {
                 tx.execute(
-                    "INSERT INTO devices (user_id, fingerprint, device_name, device_type, client_version, first_seen_at, last_seen_at, last_ip, login_count, failure_count)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
+                    // The id is past every deleted account's devices (retired_ids).
+                    "INSERT INTO devices (id, user_id, fingerprint, device_name, device_type, client_version, first_seen_at, last_seen_at, last_ip, login_count, failure_count)
+                     VALUES (MAX(COALESCE((SELECT MAX(id) FROM devices), 0), COALESCE((SELECT max_id FROM retired_ids WHERE tbl = 'devices'), 0)) + 1,
+                             ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
                     params![d.user_id, d.fingerprint, d.device_name, d.device_type, d.client_version, d.now.0, d.ip, logins, failures],
                 )
                 .doing("recording a device")?;

@@ -36,9 +36,11 @@ impl Store {
     pub fn start_session(&self, s: &NewSession<'_>) -> Result<i64> {
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO sessions (user_id, device_id, protocol, ip, client_version, auth_method, factors,
+            // The id is past every deleted account's sessions (retired_ids).
+            "INSERT INTO sessions (id, user_id, device_id, protocol, ip, client_version, auth_method, factors,
                                    started_at, authenticated_at, last_activity_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+             VALUES (MAX(COALESCE((SELECT MAX(id) FROM sessions), 0), COALESCE((SELECT max_id FROM retired_ids WHERE tbl = 'sessions'), 0)) + 1,
+                     ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
             params![s.user_id, s.device_id, s.protocol, s.ip, s.client_version, s.auth_method, s.factors, s.connected_at.0, s.now.0],
         )
         .doing("starting a session")?;

@@ -305,6 +305,18 @@ impl Store {
             params![user_id, username, now.0, deleted_by],
         )
         .doing("marking a user deleted")?;
+        // The account's sessions and devices go with it: keep their ids
+        // from being handed out again (see migrations/0004_review_retired_ids.sql).
+        for tbl in ["sessions", "devices"] {
+            let max: Option<i64> = tx.query_row(&format!("SELECT MAX(id) FROM {tbl}"), [], |r| r.get(0)).doing("reading the highest id")?;
+            if let Some(max) = max {
+                tx.execute(
+                    "INSERT INTO retired_ids (tbl, max_id) VALUES (?1, ?2) ON CONFLICT (tbl) DO UPDATE SET max_id = MAX(max_id, excluded.max_id)",
+                    params![tbl, max],
+                )
+                .doing("retiring ids")?;
+            }
+        }
         let n = tx.execute("DELETE FROM users WHERE id = ?1", [user_id]).doing("deleting a user")?;
         if n == 0 {
             return Err(Error::NotFound(format!("no user with id {user_id}")));
@@ -321,5 +333,50 @@ impl Store {
             .prepare_cached("SELECT id, username, deleted_at FROM deleted_users WHERE username = ?1 ORDER BY deleted_at DESC, id DESC LIMIT 1")
             .doing("reading a deleted user")?;
         st.query_row([name], |r| Ok((r.get(0)?, r.get(1)?, Millis(r.get(2)?)))).optional().doing("reading a deleted user")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::devices::SeenDevice;
+    use crate::store::sessions::NewSession;
+
+    fn user(store: &Store, name: &str) -> i64 {
+        store.create_user(&NewUser { username: name, email: None, password_hash: "$x", groups: &[], now: Millis(1) }).expect("create").id
+    }
+
+    fn login(store: &Store, user_id: i64) -> (i64, i64) {
+        let (device, _) = store
+            .see_device(&SeenDevice { user_id, fingerprint: "fp", device_name: "d", device_type: "ssh", client_version: "v", ip: "127.0.0.1", success: true, pending: false, now: Millis(2) })
+            .expect("device");
+        let session = store
+            .start_session(&NewSession { user_id, device_id: Some(device), protocol: "ssh", ip: "127.0.0.1", client_version: "v", auth_method: "password", factors: 1, connected_at: Millis(2), now: Millis(2) })
+            .expect("session");
+        (session, device)
+    }
+
+    /// A deleted account's session and device ids (the newest ones here)
+    /// are not handed to the next login: the daemon tracks live sessions by
+    /// id and events name them.
+    #[test]
+    fn ids_of_a_deleted_account_are_never_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("p.db")).expect("open");
+        store.migrate(None).expect("migrate");
+        let bob = user(&store, "bob");
+        let alice = user(&store, "alice");
+        let (bob_session, bob_device) = login(&store, bob);
+        let (alice_session, alice_device) = login(&store, alice);
+        store.delete_user(alice, "alice", "cli:test", &[], Millis(3)).expect("delete");
+        assert_eq!(store.still_open(&[bob_session, alice_session]).expect("open"), vec![bob_session]);
+        let carol = user(&store, "carol");
+        assert!(carol > alice, "user id {carol} reused");
+        let (session, device) = login(&store, carol);
+        assert!(session > alice_session, "session id {session} reused (alice had {alice_session})");
+        assert!(device > alice_device, "device id {device} reused (alice had {alice_device})");
+        let (again, same_device) = login(&store, bob);
+        assert_eq!(same_device, bob_device);
+        assert!(again > session, "{again} after {session}");
     }
 }

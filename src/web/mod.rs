@@ -361,7 +361,9 @@ async fn enroll_post(
 
     let client = WebClient {
         ip: Some(peer.ip()),
-        user_agent: headers.get(header::USER_AGENT).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        // Stored without C1 controls or bidi overrides (item 9), as the SSH
+        // version string is: HTTP lets bytes 0x80-0xff through.
+        user_agent: headers.get(header::USER_AGENT).map(|v| crate::model::strip_unsafe(&String::from_utf8_lossy(v.as_bytes()))),
     };
     match state.core.otp_confirm_from(&token, &code, &client, Millis::now()).await {
         Ok(backup_codes) => {

@@ -969,51 +969,18 @@ impl Gate {
     /// to `nofile` before it starts, so raising the soft limit cannot help.
     pub fn launch_with_nofile(&mut self, nofile: u64) {
         use std::os::unix::process::CommandExt as _;
-        assert!(self.child.is_none(), "already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(&self.config)
-            .arg("serve")
-            .current_dir(self.dir.path())
-            .env("PORTCULLIS_LOG", "info,russh=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let lim = libc::rlimit { rlim_cur: nofile as libc::rlim_t, rlim_max: nofile as libc::rlim_t };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("spawning the daemon");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
+        self.launch_adjusted(|cmd| {
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit { rlim_cur: nofile as libc::rlim_t, rlim_max: nofile as libc::rlim_t };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
             }
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(DEADLINE) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no ready line; daemon log:\n{}", self.daemon_log());
-            }
-        };
-        self.child = Some(child);
-        let rest = line.strip_prefix("ready ssh=127.0.0.1:").unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
-        let (port, tail) = rest.split_once(' ').unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
-        let web = tail.strip_prefix("web=127.0.0.1:").unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
-        self.port = port.parse().unwrap_or_else(|_| panic!("unexpected ready line {line:?}"));
-        self.web_port = web.parse().unwrap_or_else(|_| panic!("unexpected ready line {line:?}"));
+        })
     }
 
     /// A gate folder holding only `config`: no database, no migration run,

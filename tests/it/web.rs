@@ -210,7 +210,7 @@ fn metrics_from_loopback_can_be_turned_off() {
 }
 
 /// Enrollment events from the web carry the client's address and user
-/// agent (bounded; control characters kept as sent, escaped on display).
+/// agent (bounded; escaped on display; C1 and bidi stripped, see below).
 #[test]
 fn enrollment_events_name_the_web_client() {
     let g = Gate::start_with(&spool_config(""));
@@ -237,4 +237,21 @@ fn enrollment_events_name_the_web_client() {
     let enabled = g.wait_events(Some("alice"), "mfa_enabled", |ev| !ev.is_empty());
     assert_eq!(enabled[0]["ip"], "127.0.0.1", "{}", enabled[0]);
     assert_eq!(detail(&enabled[0], "user_agent"), "Mozilla/5.0 (X11; Linux) Test/1.0");
+}
+
+/// A user agent is a stored client string like the SSH version: C1
+/// controls and bidi overrides (which HTTP lets through as bytes
+/// 0x80-0xff) are stripped before it reaches an event (item 9).
+#[test]
+fn web_user_agents_are_stored_without_c1_or_bidi() {
+    let g = Gate::start_with(&spool_config(""));
+    g.add_user("alice", ALICE_PW);
+    enable(&g, "alice", "totp");
+    let page = open_page(&g, &spooled_link(&g, "alice", 0), "alice.jar");
+    let jar = page.jar.to_str().unwrap().to_owned();
+    let agent = "Scan\u{9b}2Jner/1.0 \u{202e}exe.\u{2066}x\u{2069}";
+    let r = curl(&page.url, &["-k", "-b", &jar, "-A", agent, "--data-urlencode", &format!("csrf={}", page.csrf), "--data-urlencode", &format!("code={}", wrong_totp(&page.secret))]);
+    assert_eq!(r.status, 422, "{r:#?}");
+    let failed = g.wait_events(Some("alice"), "otp_failed", |ev| !ev.is_empty());
+    assert_eq!(detail(&failed[0], "user_agent"), "Scan2Jner/1.0 exe.x", "{}", failed[0]);
 }
