@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::core::acs::{Acs, AcsContext, MAX_SOURCE_CHARS};
+use portcullis::acs::{Acs, AcsContext, MAX_SOURCE_CHARS};
 
 /// A context whose every answer comes from the fuzz input.
 struct Ctx {
