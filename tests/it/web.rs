@@ -3,7 +3,7 @@
 //! read `/metrics`.
 
 use crate::harness::{curl, detail, totp_at, Gate, Ssh, ALICE_PW};
-use crate::mfa::{add_user_in, enable, open_page, spool_config, spooled_link, wrong_totp};
+use crate::mfa::{enable, open_page, spool_config, spooled_link, wrong_totp};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,7 +214,7 @@ fn metrics_from_loopback_can_be_turned_off() {
 #[test]
 fn enrollment_events_name_the_web_client() {
     let g = Gate::start_with(&spool_config(""));
-    add_user_in(&g, "alice", ALICE_PW, "users");
+    g.add_user("alice", ALICE_PW);
     enable(&g, "alice", "totp");
     let page = open_page(&g, &spooled_link(&g, "alice", 0), "alice.jar");
     let jar = page.jar.to_str().unwrap().to_owned();
