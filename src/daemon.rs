@@ -231,6 +231,11 @@ pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("web.tls_cert", ow.cert != nw.cert),
         ("web.tls_key", ow.key != nw.key),
         ("web.metrics_token", ow.metrics_token != nw.metrics_token),
+        // Read once when the web server is bound.
+        ("web.metrics_from_loopback", ow.metrics_from_loopback != nw.metrics_from_loopback),
+        ("web.http1_idle_timeout", ow.http1_idle_timeout != nw.http1_idle_timeout),
+        ("web.http2_idle_timeout", ow.http2_idle_timeout != nw.http2_idle_timeout),
+        ("web.http2_max_age", ow.http2_max_age != nw.http2_max_age),
         ("kdf.workers", o.kdf_workers != n.kdf_workers),
         ("kdf.queue", o.kdf_queue != n.kdf_queue),
         ("events.batch", o.event_batch != n.event_batch),
@@ -328,6 +333,10 @@ mod tests {
             ("data_dir: /var/lib/other\n", &["data_dir", "ssh.host_key", "web.tls_cert", "web.tls_key"]),
             ("kdf: {\n  workers: 7\n  queue: 3\n}\n", &["kdf.workers", "kdf.queue"]),
             ("web: {\n  listen: \"127.0.0.1:1\"\n}\nemail: {\n  from: \"x@example.org\"\n}\n", &["web.listen", "email.from"]),
+            // Turning loopback access to /metrics off must not look applied.
+            ("web: {\n  metrics_from_loopback: false\n  http1_idle_timeout: 9s\n  http2_idle_timeout: 9s\n  http2_max_age: 9m\n}\n", &["web.metrics_from_loopback", "web.http1_idle_timeout", "web.http2_idle_timeout", "web.http2_max_age"]),
+            // Applied at once (core's caps).
+            ("web: {\n  max_connections: 7\n  max_connections_per_address: 3\n  descriptor_reserve: 99\n}\n", &[]),
         ];
         for (text, want) in cases {
             assert_eq!(restart_needed(&base, &settings(text)), *want, "{text:?}");

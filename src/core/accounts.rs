@@ -175,13 +175,32 @@ impl Core {
     /// bounded pool (`Busy` when full). A wrong one changes nothing and is
     /// a failure like a failed login: a `login_failed` event (reason
     /// `wrong_current_password`, stage `password_change`) that counts
-    /// toward the address's penalties, live and when they are rebuilt.
+    /// toward the address's penalties, live and when they are rebuilt. From
+    /// an address that is held off no hash runs: refused, and an event.
     pub async fn verify_current_password(&self, auth: &super::login::Authenticated, ip: std::net::IpAddr, password: &Secret<String>, now: Millis) -> Result<bool> {
+        let user = &auth.user;
+        let addr = ip.to_string();
+        // As for a login: one check at a time per address, and no hash at
+        // all once the address is held off.
+        let _turn = self.admission.turn(ip).await;
+        if let Err(super::admission::Refusal::Penalized(until)) = self.admission.check_attempt(ip, now) {
+            let e = Event::new(EventType::LoginFailed, Severity::Low, format!("password check refused for {}: the address is held off", user.username), now)
+                .user(Some(user.id), Some(&user.username))
+                .ip(Some(&addr))
+                .session(Some(auth.session_id))
+                .device(Some(auth.device_id))
+                .detail("reason", "address_penalized")
+                .detail("method", "password")
+                .detail("stage", "password_change");
+            self.record(e).await;
+            return Err(Error::Invalid(format!("checks from {} are held off until {}", self.admission.key(ip), until.rfc3339())));
+        }
         let stored = self.store.user_by_id(auth.user.id)?.and_then(|u| u.password_hash);
+        let iterations = self.settings().passwords.iterations;
         let matched = match stored {
             Some(phc) if password.expose().len() <= password::MAX_INPUT_BYTES => {
                 let pw = password.clone();
-                let verdict = self.kdf.run(move || password::verify(pw.expose(), phc.expose())).await.map_err(|_| Error::Busy)?;
+                let verdict = self.kdf.run_counted(move || password::verify_padded(pw.expose(), Some(phc.expose().as_str()), iterations)).await.map_err(|_| Error::Busy)?;
                 matches!(verdict, password::Verify::Match { .. })
             }
             _ => false,
@@ -189,8 +208,6 @@ impl Core {
         if matched {
             return Ok(true);
         }
-        let user = &auth.user;
-        let addr = ip.to_string();
         let e = Event::new(EventType::LoginFailed, Severity::Low, format!("password check failed for {}: wrong current password", user.username), now)
             .user(Some(user.id), Some(&user.username))
             .ip(Some(&addr))
@@ -201,11 +218,7 @@ impl Core {
             .detail("stage", "password_change");
         self.record(e).await;
         if let Some(until) = self.admission.record_failure(ip, now) {
-            let e = Event::new(EventType::IpBlocked, Severity::Medium, format!("address {} held off after repeated failures", super::admission::AddressKey::of(ip)), now)
-                .ip(Some(&addr))
-                .detail("kind", "penalty")
-                .detail("until", until.rfc3339());
-            self.record(e).await;
+            self.record_penalty_of(ip, until, now).await;
         }
         Ok(false)
     }

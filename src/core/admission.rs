@@ -179,8 +179,11 @@ impl Admission {
     pub async fn turn(self: &Arc<Self>, ip: IpAddr) -> Turn {
         let key = self.key(ip);
         let slot = lock(&self.turns).entry(key).or_default().clone();
-        let guard = slot.clone().lock_owned().await;
-        Turn { admission: self.clone(), key, slot, guard: Some(guard) }
+        // Built before the wait: if this future is dropped while it waits,
+        // the Turn's drop still removes the entry nobody else uses.
+        let mut turn = Turn { admission: self.clone(), key, slot: slot.clone(), guard: None };
+        turn.guard = Some(slot.lock_owned().await);
+        turn
     }
 
     /// Addresses with a check running or waiting (for tests).
@@ -452,6 +455,21 @@ mod tests {
         let held: Vec<Ticket> = (0..3).map(|i| a.admit(ip(&format!("2001:db8:2:{i}::1")), s(3), 0).expect("admit")).collect();
         assert_eq!(a.admit(ip("2001:db8:2:9::1"), s(3), 0).err(), Some(Refusal::PerAddress), "the cap counts the /56");
         drop(held);
+    }
+
+    /// A check given up while it waits (its connection went) leaves no
+    /// bookkeeping behind, even when the turn was just handed to it.
+    #[tokio::test]
+    async fn a_wait_given_up_leaves_nothing_behind() {
+        let a = Arc::new(Admission::new(limits()));
+        let first = a.turn(ip("192.0.2.1")).await;
+        let mut waiting = Box::pin(a.turn(ip("192.0.2.1")));
+        assert!(tokio::time::timeout(Duration::from_millis(50), &mut waiting).await.is_err(), "waits while the first holds the turn");
+        // The turn passes to the waiting check, which is dropped before it runs.
+        drop(first);
+        drop(waiting);
+        assert_eq!(a.turns_held(), 0);
+        let _again = tokio::time::timeout(Duration::from_secs(5), a.turn(ip("192.0.2.1"))).await.expect("the address can take its turn");
     }
 
     /// Checks of one address take turns; other addresses do not wait; the

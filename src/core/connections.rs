@@ -15,8 +15,11 @@ use std::sync::{Arc, Mutex};
 pub struct WebLimits {
     /// Open web connections at most, from everyone.
     pub max_total: usize,
-    /// Open web connections at most from one address (IPv6: one /64).
+    /// Open web connections at most from one address (IPv6: one prefix
+    /// of `ipv6_prefix` bits, as the SSH caps and penalties count).
     pub max_per_address: usize,
+    /// IPv6 grouping (`ssh.penalties.ipv6_prefix`).
+    pub ipv6_prefix: u8,
     /// Descriptors kept for SSH: the web never makes the process use more
     /// than `descriptor_limit - descriptor_reserve`.
     pub descriptor_reserve: usize,
@@ -111,7 +114,7 @@ impl WebConnections {
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<WebPermit, WebRefusal> {
         let limits = *self.limits.lock().unwrap_or_else(|p| p.into_inner());
         let budget = self.descriptor_budget();
-        let key = AddressKey::of(ip);
+        let key = AddressKey::with_prefix(ip, limits.ipv6_prefix);
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let from_here = s.per_address.get(&key).copied().unwrap_or(0);
         if from_here >= limits.max_per_address {
@@ -141,7 +144,7 @@ mod tests {
     #[test]
     fn admission_table() {
         use WebRefusal::*;
-        let l = |max_total, max_per_address, descriptor_reserve| WebLimits { max_total, max_per_address, descriptor_reserve };
+        let l = |max_total, max_per_address, descriptor_reserve| WebLimits { max_total, max_per_address, descriptor_reserve, ipv6_prefix: 64 };
         type Case<'a> = (WebLimits, Option<(usize, usize)>, &'a [(&'a str, Result<(), WebRefusal>)]);
         let cases: &[Case] = &[
             // Per address: the third from .2 is refused, others still get in.
@@ -171,9 +174,25 @@ mod tests {
         }
     }
 
+    /// The per-address cap groups IPv6 as the penalties do
+    /// (`ssh.penalties.ipv6_prefix`), so a wider prefix holds there too.
+    #[test]
+    fn the_per_address_cap_follows_the_configured_ipv6_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = "ssh: {\n  penalties: {\n    ipv6_prefix: 48\n  }\n}\nweb: {\n  max_connections_per_address: 2\n}\n";
+        let settings = crate::config::load::from_text(text, "t.hjson", dir.path()).expect("settings");
+        let store = Arc::new(crate::store::Store::open(&dir.path().join("t.db")).expect("open"));
+        let core = crate::core::Core::new(store.clone(), settings, crate::core::EventSink::Direct(store), crate::core::secrets::Keyring::from_key(&[1; 32]));
+        let c = &core.web_connections;
+        let _a = c.admit(ip("2001:db8:1:1::1")).expect("first of the /48");
+        let _b = c.admit(ip("2001:db8:1:2::1")).expect("second of the /48");
+        assert_eq!(c.admit(ip("2001:db8:1:ffff::1")).err(), Some(WebRefusal::PerAddress), "another /64 of the same /48");
+        let _c = c.admit(ip("2001:db8:2::1")).expect("the next /48");
+    }
+
     #[test]
     fn dropping_a_permit_frees_its_slots() {
-        let c = Arc::new(WebConnections::new(WebLimits { max_total: 2, max_per_address: 1, descriptor_reserve: 0 }));
+        let c = Arc::new(WebConnections::new(WebLimits { max_total: 2, max_per_address: 1, descriptor_reserve: 0, ipv6_prefix: 64 }));
         let a = c.admit(ip("10.0.0.1")).unwrap();
         assert_eq!(c.admit(ip("10.0.0.1")).err(), Some(WebRefusal::PerAddress));
         let _b = c.admit(ip("10.0.0.2")).unwrap();
@@ -182,7 +201,7 @@ mod tests {
         assert_eq!(c.open(), 1);
         let _a2 = c.admit(ip("10.0.0.1")).expect("slot given back");
         // New limits apply to the next connection.
-        c.set_limits(WebLimits { max_total: 10, max_per_address: 10, descriptor_reserve: 0 });
+        c.set_limits(WebLimits { max_total: 10, max_per_address: 10, descriptor_reserve: 0, ipv6_prefix: 64 });
         let _c = c.admit(ip("10.0.0.3")).expect("after raising the caps");
     }
 }

@@ -591,7 +591,7 @@ impl Core {
         self.record_penalty_of(attempt.ip, until, now).await
     }
 
-    async fn record_penalty_of(&self, ip: IpAddr, until: Millis, now: Millis) {
+    pub(super) async fn record_penalty_of(&self, ip: IpAddr, until: Millis, now: Millis) {
         let e = Event::new(EventType::IpBlocked, Severity::Medium, format!("address {} held off after repeated failures", self.admission.key(ip)), now)
             .ip(Some(&ip.to_string()))
             .detail("kind", "penalty")
@@ -824,5 +824,42 @@ mod tests {
         // Another address is not held off.
         let (spent, _) = work(&core, &rt, "192.0.2.99", "victim", "wrong", t0);
         assert_eq!(spent, 1000);
+    }
+
+    /// The account menu's current-password check is a password check
+    /// like a login's: no hash runs for an address once it is held off,
+    /// and the refusal is an event.
+    #[test]
+    fn current_password_check_runs_no_hash_for_a_held_off_address() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = core(dir.path(), "ssh: {\n  penalties: {\n    max_failures: 3\n  }\n}\n");
+        let rt = rt();
+        let t0 = Millis(1_800_000_000_000);
+        rt.block_on(core.add_user("victim", None, &Secret::new(PASSWORD.into()), &[], &Actor::Cli("t".into()), t0)).expect("user");
+        let auth = match work(&core, &rt, "192.0.2.20", "victim", PASSWORD, t0).1 {
+            Outcome::Accepted(auth) => auth,
+            other => panic!("not logged in: {other:?}"),
+        };
+        let pw = Secret::new(PASSWORD.to_owned());
+        // Not held off: the check runs, at the policy's cost.
+        let before = core.kdf.iterations_spent();
+        assert!(rt.block_on(core.verify_current_password(&auth, "192.0.2.20".parse().expect("ip"), &pw, t0)).expect("check"));
+        assert_eq!(core.kdf.iterations_spent() - before, 1000);
+        // The address fails elsewhere and is held off.
+        for i in 0..3 {
+            work(&core, &rt, "192.0.2.20", "victim", &format!("wrong {i}"), t0);
+        }
+        let before = core.kdf.iterations_spent();
+        for password in [PASSWORD, "wrong again"] {
+            let r = rt.block_on(core.verify_current_password(&auth, "192.0.2.20".parse().expect("ip"), &Secret::new(password.to_owned()), t0));
+            let e = r.expect_err("held off");
+            assert!(e.to_string().starts_with("checks from 192.0.2.20 are held off until "), "{e}");
+            assert!(!e.to_string().contains(password), "{e}");
+        }
+        assert_eq!(core.kdf.iterations_spent() - before, 0, "no hash for a held-off address");
+        let events = core.store.events(&crate::store::events::EventFilter { event_type: Some(EventType::LoginFailed), limit: 100, ..Default::default() }).expect("events");
+        let refused = events.iter().filter(|e| e.details.get("reason").and_then(|v| v.as_str()) == Some("address_penalized") && e.details.get("stage").and_then(|v| v.as_str()) == Some("password_change")).count();
+        assert_eq!(refused, 2, "{events:#?}");
+        assert_eq!(core.admission.turns_held(), 0);
     }
 }

@@ -183,6 +183,7 @@ fn web_limits(s: &Settings) -> connections::WebLimits {
         max_total: s.web.max_connections,
         max_per_address: s.web.max_connections_per_address,
         descriptor_reserve: s.web.descriptor_reserve,
+        ipv6_prefix: s.ssh.penalties.ipv6_prefix,
     }
 }
 
