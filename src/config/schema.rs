@@ -186,7 +186,7 @@ pub struct Web {
     pub metrics_from_loopback: bool,
     /// Open web connections at most, from everyone.
     pub max_connections: usize,
-    /// Open web connections at most from one address (IPv6: one /64).
+    /// Open web connections at most from one address (IPv6 grouped by `ssh.penalties.ipv6_prefix`, /64 by default).
     pub max_connections_per_address: usize,
     /// An HTTP/2 connection with no request in flight for this long is closed.
     #[serde(deserialize_with = "duration")]
