@@ -472,18 +472,7 @@ async fn p6_idle_sessions(n: usize) {
 /// Base32 (RFC 4648, no padding) back to bytes, for the secret the
 /// enrollment page shows.
 fn base32_decode(s: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let (mut buf, mut bits) = (0u64, 0);
-    for c in s.bytes().filter(|c| *c != b'=') {
-        let v = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".iter().position(|x| *x == c.to_ascii_uppercase()).expect("base32 secret") as u64;
-        buf = (buf << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            out.push((buf >> (bits - 8)) as u8);
-            bits -= 8;
-        }
-    }
-    out
+    portcullis::core::otp::base32_decode(s).expect("base32")
 }
 
 /// P9: the code check a login makes (`Core::check_login_code`) against a

@@ -120,6 +120,25 @@ pub fn base32(bytes: &[u8]) -> String {
     out
 }
 
+/// Reads RFC 4648 base32 as a person may copy it from a page: either case,
+/// spaces between groups and `=` padding ignored. `None` for any other
+/// character.
+pub fn base32_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buffer: u32 = 0;
+    let mut bits = 0;
+    for c in text.bytes().filter(|c| !matches!(c, b' ' | b'=')) {
+        let value = BASE32.iter().position(|x| *x == c.to_ascii_uppercase())? as u32;
+        buffer = (buffer << 5) | value;
+        bits += 5;
+        if bits >= 8 {
+            out.push((buffer >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    Some(out)
+}
+
 /// The `otpauth://` URI for an authenticator app.
 pub fn otpauth_uri(kind: &str, issuer: &str, account: &str, secret: &[u8], alg: Algorithm, digits: u32, period_or_counter: u64) -> String {
     let enc = |s: &str| -> String {
@@ -209,6 +228,28 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(clean_code(input, 6).as_deref(), want, "{input}");
         }
+    }
+
+    #[test]
+    fn base32_decode_reads_rfc4648_vectors_and_what_pages_show() {
+        // RFC 4648 section 10.
+        let cases: &[(&str, Option<&[u8]>)] = &[
+            ("", Some(b"")),
+            ("MY======", Some(b"f")),
+            ("MZXQ====", Some(b"fo")),
+            ("MZXW6===", Some(b"foo")),
+            ("MZXW6YQ=", Some(b"foob")),
+            ("MZXW6YTB", Some(b"fooba")),
+            ("MZXW6YTBOI======", Some(b"foobar")),
+            ("mzxw 6ytb oi", Some(b"foobar")),
+            ("MZXW1", None),
+            ("MZ-XW", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(base32_decode(text).as_deref(), *want, "{text:?}");
+        }
+        let secret: Vec<u8> = (0u8..20).collect();
+        assert_eq!(base32_decode(&base32(&secret)), Some(secret));
     }
 
     #[test]

@@ -505,18 +505,7 @@ mod tests {
     }
 
     fn base32_decode(s: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        let (mut buf, mut bits) = (0u32, 0);
-        for c in s.bytes().filter(|c| *c != b' ') {
-            let v = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".iter().position(|x| *x == c).expect("base32") as u32;
-            buf = (buf << 5) | v;
-            bits += 5;
-            if bits >= 8 {
-                out.push((buf >> (bits - 8)) as u8);
-                bits -= 8;
-            }
-        }
-        out
+        crate::core::otp::base32_decode(s).expect("base32")
     }
 
     /// The key shown on a page (grouped) and the code it gives now.
