@@ -180,19 +180,22 @@ impl Core {
     pub async fn verify_current_password(&self, auth: &super::login::Authenticated, ip: std::net::IpAddr, password: &Secret<String>, now: Millis) -> Result<bool> {
         let user = &auth.user;
         let addr = ip.to_string();
-        // As for a login: one check at a time per address, and no hash at
-        // all once the address is held off.
-        let _turn = self.admission.turn(ip).await;
-        if let Err(super::admission::Refusal::Penalized(until)) = self.admission.check_attempt(ip, now) {
-            let e = Event::new(EventType::LoginFailed, Severity::Low, format!("password check refused for {}: the address is held off", user.username), now)
+        // A refused or failed check is a `login_failed` of this session.
+        let failed = |description: String, reason: &str| {
+            Event::new(EventType::LoginFailed, Severity::Low, description, now)
                 .user(Some(user.id), Some(&user.username))
                 .ip(Some(&addr))
                 .session(Some(auth.session_id))
                 .device(Some(auth.device_id))
-                .detail("reason", "address_penalized")
+                .detail("reason", reason)
                 .detail("method", "password")
-                .detail("stage", "password_change");
-            self.record(e).await;
+                .detail("stage", "password_change")
+        };
+        // As for a login: one check at a time per address, and no hash at
+        // all once the address is held off.
+        let _turn = self.admission.turn(ip).await;
+        if let Err(super::admission::Refusal::Penalized(until)) = self.admission.check_attempt(ip, now) {
+            self.record(failed(format!("password check refused for {}: the address is held off", user.username), "address_penalized")).await;
             return Err(Error::Invalid(format!("checks from {} are held off until {}", self.admission.key(ip), until.rfc3339())));
         }
         let stored = self.store.user_by_id(auth.user.id)?.and_then(|u| u.password_hash);
@@ -208,15 +211,7 @@ impl Core {
         if matched {
             return Ok(true);
         }
-        let e = Event::new(EventType::LoginFailed, Severity::Low, format!("password check failed for {}: wrong current password", user.username), now)
-            .user(Some(user.id), Some(&user.username))
-            .ip(Some(&addr))
-            .session(Some(auth.session_id))
-            .device(Some(auth.device_id))
-            .detail("reason", "wrong_current_password")
-            .detail("method", "password")
-            .detail("stage", "password_change");
-        self.record(e).await;
+        self.record(failed(format!("password check failed for {}: wrong current password", user.username), "wrong_current_password")).await;
         if let Some(until) = self.admission.record_failure(ip, now) {
             self.record_penalty_of(ip, until, now).await;
         }
