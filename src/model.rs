@@ -180,6 +180,96 @@ impl EventType {
     }
 }
 
+string_enum!(
+    /// What an incident is about: the detection rule that opened it, or
+    /// `manual`. The store's CHECK constraint lists the same names.
+    IncidentType {
+        BruteForceAccount => "brute_force_account",
+        BruteForceIp => "brute_force_ip",
+        CredentialStuffing => "credential_stuffing",
+        PasswordSpraying => "password_spraying",
+        AccountTakeover => "account_takeover",
+        UsernameEnumeration => "username_enumeration",
+        InjectionAttempt => "injection_attempt",
+        ClonedAuthenticator => "cloned_authenticator",
+        Manual => "manual",
+    }
+);
+
+string_enum!(
+    /// An incident's severity, least to most severe (events have `info`
+    /// below these; incidents do not).
+    IncidentSeverity {
+        Low => "low",
+        Medium => "medium",
+        High => "high",
+        Critical => "critical",
+    }
+);
+
+impl IncidentSeverity {
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+    /// The event severity of the same name.
+    pub fn as_event_severity(self) -> Severity {
+        match self {
+            IncidentSeverity::Low => Severity::Low,
+            IncidentSeverity::Medium => Severity::Medium,
+            IncidentSeverity::High => Severity::High,
+            IncidentSeverity::Critical => Severity::Critical,
+        }
+    }
+}
+
+/// Who or what an incident is about. A rule keeps at most one open
+/// incident per (type, subject); `key()` is the stored form of the subject.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// An account: by id when it exists, else by the attempted name
+    /// (lower-cased for the key).
+    Account { user_id: Option<i64>, username: String },
+    /// One address as blocks group them: an IPv4 address ("192.0.2.7"),
+    /// an IPv6 prefix ("2001:db8::/64"), as `AddressKey`'s display.
+    Address(String),
+    /// A network in CIDR form ("192.0.2.0/24", "2001:db8::/48").
+    Network(String),
+    /// Nothing in particular (a manual incident, a gate-wide pattern).
+    Gate,
+}
+
+impl Subject {
+    /// The stored, comparable form: `account:ID` (or `account:name:NAME`),
+    /// `address:ADDR`, `network:CIDR`, `gate`.
+    pub fn key(&self) -> String {
+        match self {
+            Subject::Account { user_id: Some(id), .. } => format!("account:{id}"),
+            Subject::Account { user_id: None, username } => format!("account:name:{}", username.to_lowercase()),
+            Subject::Address(a) => format!("address:{a}"),
+            Subject::Network(n) => format!("network:{n}"),
+            Subject::Gate => "gate".to_owned(),
+        }
+    }
+}
+
+/// What a detection rule found: the input of the incident engine, which
+/// opens an incident for (type, subject) or attaches to the open one.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub incident_type: IncidentType,
+    pub subject: Subject,
+    pub severity: IncidentSeverity,
+    /// One line, no control characters (attacker text escaped).
+    pub title: String,
+    pub description: String,
+    /// The ids of the events that made the rule fire (bounded by the rule).
+    pub event_ids: Vec<i64>,
+    /// When the first of those events happened (the start of MTTD).
+    pub first_event_at: Millis,
+    /// A JSON object: the rule's name, its threshold and window, counts.
+    pub details: serde_json::Value,
+}
+
 /// One security event, as `core` produces it and `store` records it.
 #[derive(Clone, Debug)]
 pub struct Event {
@@ -561,5 +651,30 @@ impl OtpAlgorithm {
             "SHA512" => Some(OtpAlgorithm::Sha512),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod subject_tests {
+    use super::*;
+
+    #[test]
+    fn subject_keys_are_stable_and_case_folded_for_names() {
+        let cases = [
+            (Subject::Account { user_id: Some(7), username: "Alice".into() }, "account:7"),
+            (Subject::Account { user_id: None, username: "ROOT".into() }, "account:name:root"),
+            (Subject::Address("192.0.2.7".into()), "address:192.0.2.7"),
+            (Subject::Address("2001:db8::/64".into()), "address:2001:db8::/64"),
+            (Subject::Network("192.0.2.0/24".into()), "network:192.0.2.0/24"),
+            (Subject::Gate, "gate"),
+        ];
+        for (s, want) in cases {
+            assert_eq!(s.key(), want, "{s:?}");
+        }
+        for t in IncidentType::ALL {
+            assert_eq!(IncidentType::parse(t.as_str()), Some(*t));
+        }
+        assert!(IncidentSeverity::Critical.rank() > IncidentSeverity::Low.rank());
+        assert_eq!(IncidentSeverity::High.as_event_severity(), Severity::High);
     }
 }
