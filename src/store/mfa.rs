@@ -171,10 +171,18 @@ impl Store {
     /// Disables 2FA: secret and backup codes removed, open enrollment
     /// tokens burnt, the event written, in one transaction. Returns whether
     /// anything was enabled.
+    /// Removes an enabled code factor with its backup codes and links, and
+    /// records `events`, in one transaction; false (nothing written) when
+    /// no enabled factor was there.
     pub fn disable_otp(&self, user_id: i64, events: &[Event], now: Millis) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting to disable 2FA")?;
         let was: Option<bool> = tx.query_row("SELECT enabled FROM otp_secrets WHERE user_id = ?1", [user_id], |r| r.get(0)).optional().doing("reading a code secret")?;
+        // Checked inside the write transaction: of two concurrent disables
+        // only the first removes anything and records its events.
+        if was != Some(true) {
+            return Ok(false);
+        }
         tx.execute("DELETE FROM otp_secrets WHERE user_id = ?1", [user_id]).doing("removing a code secret")?;
         tx.execute("DELETE FROM backup_codes WHERE user_id = ?1", [user_id]).doing("removing backup codes")?;
         tx.execute("UPDATE tokens SET used_at = ?2 WHERE user_id = ?1 AND purpose = 'otp_enroll' AND used_at IS NULL", params![user_id, now.0])
