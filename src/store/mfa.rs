@@ -3,7 +3,7 @@
 //! hashed by `core`.
 
 use super::events::insert_batch_tx;
-use super::{Context, Error, Result, Store};
+use super::{CachedExecute, Context, Error, Result, Store};
 use crate::model::{Event, Millis};
 use rusqlite::{params, OptionalExtension, Row};
 
@@ -111,7 +111,7 @@ impl Store {
     /// counter are never written here: only `burn_*` move them, atomically.
     pub fn update_otp_throttle(&self, row: &OtpRow) -> Result<()> {
         self.conn()
-            .execute(
+            .prepare_cached_execute(
                 "UPDATE otp_secrets SET step_failures = ?2, failure_step = ?3,
                    consecutive_failures = ?4, closed_until = ?5, closures = ?6 WHERE user_id = ?1",
                 params![
@@ -132,7 +132,7 @@ impl Store {
     pub fn burn_totp_step(&self, user_id: i64, step: u64) -> Result<bool> {
         let n = self
             .conn()
-            .execute("UPDATE otp_secrets SET last_step = ?2 WHERE user_id = ?1 AND enabled = 1 AND (last_step IS NULL OR last_step < ?2)", params![user_id, step as i64])
+            .prepare_cached_execute("UPDATE otp_secrets SET last_step = ?2 WHERE user_id = ?1 AND enabled = 1 AND (last_step IS NULL OR last_step < ?2)", params![user_id, step as i64])
             .doing("burning a code step")?;
         Ok(n == 1)
     }
@@ -141,7 +141,7 @@ impl Store {
     pub fn burn_hotp_counter(&self, user_id: i64, counter: u64) -> Result<bool> {
         let n = self
             .conn()
-            .execute("UPDATE otp_secrets SET next_counter = ?2 + 1 WHERE user_id = ?1 AND enabled = 1 AND next_counter <= ?2", params![user_id, counter as i64])
+            .prepare_cached_execute("UPDATE otp_secrets SET next_counter = ?2 + 1 WHERE user_id = ?1 AND enabled = 1 AND next_counter <= ?2", params![user_id, counter as i64])
             .doing("burning a code counter")?;
         Ok(n == 1)
     }
@@ -204,7 +204,7 @@ impl Store {
     pub fn use_backup_code(&self, user_id: i64, code_hash: &str, now: Millis) -> Result<bool> {
         let n = self
             .conn()
-            .execute("UPDATE backup_codes SET used_at = ?3 WHERE user_id = ?1 AND code_hash = ?2 AND used_at IS NULL", params![user_id, code_hash, now.0])
+            .prepare_cached_execute("UPDATE backup_codes SET used_at = ?3 WHERE user_id = ?1 AND code_hash = ?2 AND used_at IS NULL", params![user_id, code_hash, now.0])
             .doing("using a backup code")?;
         Ok(n > 0)
     }
