@@ -27,6 +27,8 @@ pub struct Settings {
     pub web: WebSettings,
     pub email: super::schema::Email,
     pub mfa: MfaSettings,
+    /// Who is mailed when an incident opens (addresses checked).
+    pub incidents: super::schema::Incidents,
     /// Required factor level per group name (lowercase).
     pub group_levels: std::collections::BTreeMap<String, u8>,
 }
@@ -275,6 +277,11 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
             problems.push(format!("{}: {e}", at("email.smtp")));
         }
     }
+    for address in &s.incidents.notify {
+        if !plausible_email(address) {
+            problems.push(format!("{}: invalid email address {:?}: expected one like \"sysop@example.org\"", at("incidents.notify"), address));
+        }
+    }
     let mut group_levels = std::collections::BTreeMap::new();
     for (name, policy) in &s.groups {
         if !crate::model::valid_username(name) {
@@ -346,8 +353,18 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
             max_lockout: s.mfa.max_lockout,
             hotp_lookahead: s.mfa.hotp_lookahead,
         },
+        incidents: s.incidents,
         group_levels,
     })
+}
+
+/// One address, without a display name: `local@domain`, no spaces,
+/// controls or separators (what a mail header may carry as is).
+fn plausible_email(e: &str) -> bool {
+    e.len() <= 254
+        && e.matches('@').count() == 1
+        && e.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.starts_with('.') && !domain.ends_with('.'))
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"' | '(' | ')'))
 }
 
 /// `file:line:col: key` for a problem found after loading (by checks that
@@ -467,6 +484,12 @@ mod tests {
              "portcullis.hjson:2:3: web.max_connections_per_address: must be at least 1"),
             ("web: {\n  http2_idle_timeout: 0s\n}\n",
              "portcullis.hjson:2:3: web.http2_idle_timeout: must be longer than 0s"),
+            ("incidents: {\n  notify: [\"sysop@example.org\", \"not an address\"]\n}\n",
+             "portcullis.hjson:2:3: incidents.notify: invalid email address \"not an address\": expected one like \"sysop@example.org\""),
+            ("incidents: {\n  notify: sysop@example.org\n}\n",
+             "portcullis.hjson:2:11: incidents.notify: invalid type: string \"sysop@example.org\", expected a sequence"),
+            ("incidents: {\n  notfy: []\n}\n",
+             "portcullis.hjson:2:3: incidents.notfy: unknown field \"notfy\", expected \"notify\""),
             ("web: {\n  descriptor_reserve: -1\n}\n",
              "portcullis.hjson:2:23: web.descriptor_reserve: integer -1 is out of range for u64"),
         ];
@@ -486,7 +509,7 @@ mod tests {
             vec![
                 "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
                 "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
-                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"groups\"".to_string(),
+                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"incidents\", \"groups\"".to_string(),
             ]
         );
     }

@@ -25,6 +25,7 @@ pub struct Schema {
     pub web: Web,
     pub email: Email,
     pub mfa: Mfa,
+    pub incidents: Incidents,
     /// Policy per group: `groups: { sysops: { require_level: 2 } }`.
     pub groups: std::collections::BTreeMap<String, GroupPolicy>,
 }
@@ -42,6 +43,7 @@ impl Default for Schema {
             web: Web::default(),
             email: Email::default(),
             mfa: Mfa::default(),
+            incidents: Incidents::default(),
             groups: Default::default(),
         }
     }
@@ -310,6 +312,14 @@ impl Default for Mfa {
     }
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Incidents {
+    /// Who is mailed when an incident opens. Empty (the default): every
+    /// member of the `sysops` group with an email address.
+    pub notify: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupPolicy {
@@ -350,4 +360,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, groups);
+sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, groups);

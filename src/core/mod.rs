@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admission;
 pub mod connections;
+pub mod incidents;
 pub mod kdf;
 pub mod login;
 pub mod mail;

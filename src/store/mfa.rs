@@ -330,7 +330,7 @@ fn outbox_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
     })
 }
 
-fn insert_outbox(tx: &rusqlite::Transaction<'_>, mail: &NewMail<'_>, now: Millis) -> Result<i64> {
+pub(super) fn insert_outbox(tx: &rusqlite::Transaction<'_>, mail: &NewMail<'_>, now: Millis) -> Result<i64> {
     tx.execute(
         "INSERT INTO outbox (recipient, subject, body_sealed, template, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
         params![mail.recipient, mail.subject, mail.body_sealed, mail.template, now.0],

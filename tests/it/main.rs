@@ -5,6 +5,7 @@ mod auth;
 mod cli;
 mod flow;
 mod harness;
+mod incidents;
 mod menus;
 mod mfa;
 mod web;

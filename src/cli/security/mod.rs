@@ -1,6 +1,7 @@
-//! `portcullis security`: security events and two-factor authentication.
+//! `portcullis security`: security events, incidents and two-factor authentication.
 
 mod events;
+mod incidents;
 mod mfa;
 
 use crate::core::Core;
@@ -11,6 +12,9 @@ pub(super) enum SecurityCmd {
     /// Security events, newest first (with --follow: oldest first, then new
     /// ones as they arrive).
     Events(events::EventsArgs),
+    /// Security incidents: list, show, create, assign, note, resolve.
+    #[command(subcommand)]
+    Incidents(incidents::IncidentsCmd),
     /// Two-factor authentication with one-time codes.
     #[command(subcommand)]
     Mfa(mfa::MfaCmd),
@@ -19,6 +23,7 @@ pub(super) enum SecurityCmd {
 pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
     match cmd {
         SecurityCmd::Events(args) => events::run(core, args).await,
+        SecurityCmd::Incidents(cmd) => incidents::run(core, cmd),
         SecurityCmd::Mfa(cmd) => mfa::run(core, cmd).await,
     }
 }
