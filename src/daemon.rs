@@ -14,6 +14,10 @@ use tokio::signal::unix::{signal, SignalKind};
 
 pub const DATABASE_FILE: &str = "portcullis.db";
 
+/// How often the webhook queue is checked for deliveries queued by the CLI
+/// (deliveries queued in the daemon wake the worker at once).
+const WEBHOOK_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn database_path(settings: &Settings) -> PathBuf {
     settings.data_dir.join(DATABASE_FILE)
 }
@@ -177,6 +181,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     }
     let backoff = crate::mail::Backoff { base: settings.email.retry_base, max: settings.email.retry_max, max_attempts: settings.email.max_attempts };
     let mail_task = tokio::spawn(crate::mail::run_worker(mailer, core.clone(), core.mail_queued.clone(), stop_rx.clone(), settings.email.poll, backoff));
+    let hooks_task = tokio::spawn(crate::hooks::run_worker(core.clone(), core.webhook_queued.clone(), stop_rx.clone(), WEBHOOK_POLL));
     let web_task = tokio::spawn(web_future);
     let menus = crate::flow::menu::load(settings.menus.as_deref(), settings.art_dir.as_deref()).map_err(|e| anyhow::anyhow!("menus:\n  {}", e.join("\n  ")))?;
     let menus: crate::flow::menu::SharedMenus = Arc::new(std::sync::RwLock::new(Arc::new(menus)));
@@ -201,7 +206,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     if let Err(e) = sessions_task.await {
         tracing::error!(error = %e, task = "sessions", "a task failed");
     }
-    for (name, task) in [("ssh", ssh_task), ("web", web_task), ("mail", mail_task)] {
+    for (name, task) in [("ssh", ssh_task), ("web", web_task), ("mail", mail_task), ("webhooks", hooks_task)] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, task = name, "a task failed");
         }

@@ -1,7 +1,8 @@
-//! `portcullis security`: security events and two-factor authentication.
+//! `portcullis security`: security events, two-factor authentication, webhooks.
 
 mod events;
 mod mfa;
+mod webhooks;
 
 use crate::core::Core;
 use clap::Subcommand;
@@ -14,11 +15,15 @@ pub(super) enum SecurityCmd {
     /// Two-factor authentication with one-time codes.
     #[command(subcommand)]
     Mfa(mfa::MfaCmd),
+    /// Webhooks: list them, their delivery queue, a test delivery.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCmd),
 }
 
 pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
     match cmd {
         SecurityCmd::Events(args) => events::run(core, args).await,
         SecurityCmd::Mfa(cmd) => mfa::run(core, cmd).await,
+        SecurityCmd::Webhooks(cmd) => webhooks::run(core, cmd),
     }
 }
