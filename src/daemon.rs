@@ -93,6 +93,10 @@ pub fn check_all(settings: &Settings) -> (Vec<String>, Vec<String>) {
         };
         problems.push(format!("{}: {e}", config::locate(settings, key)));
     }
+    let webhooks: Vec<_> = settings.webhooks.values().cloned().collect();
+    for (key, e) in crate::hooks::check(&webhooks) {
+        problems.push(format!("{}: {e}", config::locate(settings, &key)));
+    }
     if settings.web.cert_configured {
         for (what, p) in [("web.tls_cert", &settings.web.cert), ("web.tls_key", &settings.web.key)] {
             if let Err(e) = std::fs::metadata(p) {
@@ -325,6 +329,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_webhook_ca_file_must_hold_certificates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("junk.pem"), "not a certificate\n").unwrap();
+        let text = "webhooks: {\n  a: {\n    url: \"https://h.example.org/\"\n    secret: 0123456789abcdef\n    ca_file: missing.pem\n  }\n  b: {\n    url: \"https://h.example.org/\"\n    secret: 0123456789abcdef\n    ca_file: junk.pem\n  }\n}\n";
+        let path = dir.path().join("t.hjson");
+        std::fs::write(&path, text).unwrap();
+        let settings = crate::config::load_file(&path).unwrap_or_else(|e| panic!("{e:?}"));
+        let (problems, _) = check_all(&settings);
+        let (file, folder) = (path.display().to_string(), dir.path().display().to_string());
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].starts_with(&format!("{file}:5:5: webhooks.a.ca_file: cannot read {folder}/missing.pem: ")), "{problems:#?}");
+        assert_eq!(problems[1], format!("{file}:10:5: webhooks.b.ca_file: {folder}/junk.pem: holds no usable certificate"));
+    }
+
+    #[test]
     fn restart_needed_names_what_a_reload_cannot_apply() {
         let settings = |text: &str| crate::config::load::from_text(text, "t.hjson", Path::new("/etc/portcullis")).unwrap_or_else(|e| panic!("{e:?}"));
         let base = settings("");
@@ -342,6 +361,8 @@ mod tests {
             ("web: {\n  metrics_from_loopback: false\n  http1_idle_timeout: 9s\n  http2_idle_timeout: 9s\n  http2_max_age: 9m\n}\n", &["web.metrics_from_loopback", "web.http1_idle_timeout", "web.http2_idle_timeout", "web.http2_max_age"]),
             // Applied at once (core's caps).
             ("web: {\n  max_connections: 7\n  max_connections_per_address: 3\n  descriptor_reserve: 99\n}\n", &[]),
+            // Playbooks and webhooks are read at each incident and delivery.
+            ("playbooks: []\nwebhooks: {\n  ops: {\n    url: \"https://hooks.example.org/x\"\n    secret: 0123456789abcdef\n  }\n}\n", &[]),
         ];
         for (text, want) in cases {
             assert_eq!(restart_needed(&base, &settings(text)), *want, "{text:?}");

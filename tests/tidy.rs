@@ -23,8 +23,6 @@ const CRATE_HOMES: &[(&str, &[&str])] = &[
     ("hyper_util", &["src/web/"]),
     ("tokio_rustls", &["src/web/", "src/hooks/"]),
     ("rustls", &["src/web/", "src/hooks/"]),
-    ("httparse", &["src/hooks/"]),
-    ("rustls_native_certs", &["src/hooks/"]),
     ("rcgen", &["src/web/"]),
     ("qrcode", &["src/web/"]),
 ];

@@ -566,7 +566,7 @@ mod tests {
             (hook("    url: \"https://hooks.example.org/x\"\n    secret: 0123456789abcdef\n    timeout: 10 seconds\n"),
              "portcullis.hjson:5:14: webhooks.ops.timeout: invalid duration \"10 seconds\": expected a number and a unit, like \"30s\", \"15m\", \"2h\" or \"7d\""),
             (hook("    url: \"https://hooks.example.org/x\"\n    sekret: 0123456789abcdef\n"),
-             "portcullis.hjson:4:5: webhooks.ops.sekret: unknown field \"sekret\", expected one of \"url\", \"secret\", \"secret_file\", \"preset\", \"timeout\", \"retry_base\", \"retry_max\", \"max_attempts\""),
+             "portcullis.hjson:4:5: webhooks.ops.sekret: unknown field \"sekret\", expected one of \"url\", \"secret\", \"secret_file\", \"preset\", \"timeout\", \"retry_base\", \"retry_max\", \"max_attempts\", \"ca_file\""),
             (hook("    url: \"https://hooks.example.org/x\"\n    secret: 0123456789abcdef\n    secret_file: ops.secret\n"),
              "portcullis.hjson:5:5: webhooks.ops.secret_file: set secret or secret_file, not both"),
             ("playbooks: [\n  {\n    name: p\n    when: { incident_type: \"manual\" }\n    actions: [\n      { webhook: \"ops\" }\n    ]\n  }\n]\n".to_owned(),

@@ -40,6 +40,10 @@ pub struct WebhookDef {
     pub retry_max: Duration,
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// PEM certificates trusted for this receiver instead of the system's
+    /// CA bundle (a private CA, or a receiver's own certificate).
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 fn default_preset() -> String {
@@ -121,6 +125,8 @@ pub struct WebhookSettings {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub max_attempts: u32,
+    /// Absolute; read (and checked) by the webhook front end.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The URL as a log may show it: scheme, host and port, no path.
@@ -256,6 +262,10 @@ pub fn resolve(name: &str, def: &WebhookDef, folder: &Path, at: &dyn Fn(&str) ->
             retry_base: def.retry_base,
             retry_max: def.retry_max,
             max_attempts: def.max_attempts,
+            ca_file: def.ca_file.as_deref().map(|f| {
+                let p = Path::new(f);
+                if p.is_absolute() { p.to_path_buf() } else { folder.join(p) }
+            }),
         }),
         _ => Err(problems),
     }

@@ -3,9 +3,8 @@
 //!
 //! The client is deliberately small: one POST per connection
 //! (`Connection: close`), the body signed at send time, only the head of
-//! the answer read (at most 16 KiB, parsed by httparse) and only its
-//! status used; no redirects, no cookies, no proxies. TLS is rustls
-//! (aws-lc-rs) with the system's root certificates. `http://` goes only to
+//! the answer read (at most 16 KiB) and only its status line used; no redirects, no cookies, no proxies. TLS is rustls
+//! (aws-lc-rs) with the system's CA bundle (or a webhook's `ca_file`). `http://` goes only to
 //! loopback addresses (checked in the config and again on the resolved
 //! addresses). Logs carry the delivery id, the webhook's name, its scheme,
 //! host and port, the attempt and the error, never the secret, the body or
@@ -13,8 +12,12 @@
 
 use crate::core::webhooks::{signature, OutgoingWebhook, Retry, DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::core::Core;
+use crate::config::webhooks::WebhookSettings;
 use crate::model::Millis;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -50,7 +53,7 @@ pub struct Client {
 impl Client {
     /// A client trusting the system's root certificates (for `https://`).
     pub fn new() -> Client {
-        Client { tls: tls_connector() }
+        Client { tls: system_roots().and_then(connector) }
     }
 
     /// POSTs one delivery, signed with `timestamp` (Unix seconds); returns
@@ -68,7 +71,15 @@ impl Client {
         let tcp = connect(&url.host, url.port, url.https).await?;
         let request = request_bytes(d, timestamp);
         if url.https {
-            let tls = self.tls.as_ref().map_err(|e| Failure::transient(e.clone()))?;
+            // A webhook's own `ca_file` replaces the system's roots.
+            let own;
+            let tls = match &d.webhook.ca_file {
+                Some(path) => {
+                    own = read_roots(path).and_then(connector).map_err(Failure::transient)?;
+                    &own
+                }
+                None => self.tls.as_ref().map_err(|e| Failure::transient(e.clone()))?,
+            };
             let name = rustls::pki_types::ServerName::try_from(url.host.clone())
                 .map_err(|e| Failure { status: None, error: format!("{} is not a name TLS can check: {e}", url.host), permanent: true })?;
             let stream = tls.connect(name, tcp).await.map_err(|e| Failure::transient(format!("TLS with {}: {e}", url.host)))?;
@@ -85,14 +96,41 @@ impl Default for Client {
     }
 }
 
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
-    let found = rustls_native_certs::load_native_certs();
+/// The system's CA bundle, where the common distributions keep it
+/// (`SSL_CERT_FILE` first, as OpenSSL reads it).
+const CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Arch, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL
+    "/etc/ssl/ca-bundle.pem",             // openSUSE
+    "/etc/ssl/cert.pem",                  // Alpine, the BSDs, macOS
+];
+
+/// The certificates of a PEM file, as trust anchors.
+pub fn read_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
     let mut roots = rustls::RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    let (added, _unusable) = roots.add_parsable_certificates(certs);
     if added == 0 {
-        let why = found.errors.first().map(|e| format!(": {e}")).unwrap_or_default();
-        return Err(format!("no trusted root certificates found on this system{why}; https webhooks cannot be checked"));
+        return Err(format!("{}: holds no usable certificate", path.display()));
     }
+    Ok(roots)
+}
+
+fn system_roots() -> Result<rustls::RootCertStore, String> {
+    let from_env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
+    let mut tried = Vec::new();
+    for path in from_env.into_iter().chain(CA_BUNDLES.iter().map(std::path::PathBuf::from)) {
+        if path.exists() {
+            return read_roots(&path);
+        }
+        tried.push(path.display().to_string());
+    }
+    Err(format!("no CA bundle found (tried {}); https webhooks cannot be checked: install ca-certificates or set ca_file", tried.join(", ")))
+}
+
+/// rustls (aws-lc-rs), TLS 1.3 and 1.2, trusting `roots`.
+fn connector(roots: rustls::RootCertStore) -> Result<tokio_rustls::TlsConnector, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -101,6 +139,11 @@ fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// Problems with the webhooks' `ca_file`s, for `config check` and `serve`.
+pub fn check(webhooks: &[WebhookSettings]) -> Vec<(String, String)> {
+    webhooks.iter().filter_map(|w| w.ca_file.as_ref().and_then(|p| read_roots(p).err()).map(|e| (format!("webhooks.{}.ca_file", w.name), e))).collect()
 }
 
 /// Connects to the first address of `host` that answers. Plain http goes
@@ -190,21 +233,37 @@ enum Head {
     Invalid(String),
 }
 
+/// Reads the status line, `HTTP/1.x DDD reason` (RFC 9112 §4); only its
+/// code is used. An interim 1xx answer is skipped whole (to its blank line).
 fn parse_status(buf: &[u8]) -> Head {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut r = httparse::Response::new(&mut headers);
-    match r.parse(buf) {
-        Ok(httparse::Status::Partial) => Head::Partial,
-        Ok(httparse::Status::Complete(len)) => {
-            let code = r.code.unwrap_or(0);
-            if (100..200).contains(&code) && code != 101 {
-                return Head::Informational(len);
+    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return Head::Partial;
+    };
+    let bad = || Head::Invalid("not an HTTP/1.x status line".into());
+    let line = &buf[..end];
+    let Some(rest) = line.strip_prefix(b"HTTP/1.") else { return bad() };
+    let (code, reason) = match rest {
+        [minor, b' ', a, b, c, tail @ ..] if minor.is_ascii_digit() && [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
+            let code = u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
+            match tail {
+                [] => (code, &b""[..]),
+                [b' ', reason @ ..] => (code, reason),
+                _ => return bad(),
             }
-            let reason: String = crate::model::escape_control(r.reason.unwrap_or("")).chars().take(80).collect();
-            Head::Status(code, reason)
         }
-        Err(e) => Head::Invalid(e.to_string()),
+        _ => return bad(),
+    };
+    if !(100..600).contains(&code) {
+        return bad();
     }
+    if (100..200).contains(&code) && code != 101 {
+        return match buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(i) => Head::Informational(i + 4),
+            None => Head::Partial,
+        };
+    }
+    let reason: String = crate::model::escape_control(&String::from_utf8_lossy(reason)).chars().take(80).collect();
+    Head::Status(code, reason)
 }
 
 /// Runs until `shutdown` turns true (or its sender is dropped): every
@@ -312,6 +371,7 @@ mod tests {
                 retry_base: Duration::from_secs(1),
                 retry_max: Duration::from_secs(2),
                 max_attempts: 3,
+                ca_file: None,
             },
             body: r#"{"event":"test"}"#.into(),
             attempts: 0,
@@ -343,11 +403,17 @@ mod tests {
         let cases: &[(&[u8], Head)] = &[
             (b"HTTP/1.1 200 OK\r\n\r\n", Head::Status(200, "OK".into())),
             (b"HTTP/1.1 204 No Content\r\nServer: x\r\n\r\n", Head::Status(204, "No Content".into())),
-            (b"HTTP/1.1 503 Busy\x1b[2J\r\n\r\n", Head::Invalid("invalid response status".into())),
+            (b"HTTP/1.1 503 Busy\x1b[2J\r\n\r\n", Head::Status(503, "Busy\\x1b[2J".into())),
+            (b"HTTP/1.0 201\r\n", Head::Status(201, "".into())),
+            (b"HTTP/1.1 200", Head::Partial),
+            (b"HTTP/1.1 2000 OK\r\n", Head::Invalid("not an HTTP/1.x status line".into())),
+            (b"HTTP/2 200 OK\r\n", Head::Invalid("not an HTTP/1.x status line".into())),
+            (b"HTTP/1.1 099 Low\r\n", Head::Invalid("not an HTTP/1.x status line".into())),
+            (b"HTTP/1.1 100 Continue\r\n", Head::Partial),
             (b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\n\r\nerror", Head::Status(500, "Internal Server Error".into())),
-            (b"HTTP/1.1 200 OK\r\nContent-", Head::Partial),
+            (b"HTTP/1.1 200 OK\r\nContent-", Head::Status(200, "OK".into())),
             (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", Head::Informational(25)),
-            (b"SSH-2.0-OpenSSH_9.6\r\n", Head::Invalid("invalid HTTP version".into())),
+            (b"SSH-2.0-OpenSSH_9.6\r\n", Head::Invalid("not an HTTP/1.x status line".into())),
         ];
         for (bytes, want) in cases {
             assert_eq!(parse_status(bytes), *want, "{:?}", String::from_utf8_lossy(bytes));

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "whsec-test-0123456789abcdef";
@@ -28,16 +28,17 @@ impl Received {
     }
 }
 
-/// A small HTTP/1.1 receiver on `127.0.0.1:port`: answers each POST with
-/// 200 and sends what it got; stops accepting after `within`.
-fn start_receiver(port: u16, within: Duration) -> mpsc::Receiver<Received> {
+/// A small HTTP/1.1 receiver on `127.0.0.1:port` (over TLS with `tls`):
+/// answers each POST with 200 and sends what it got; stops accepting
+/// after `within`.
+fn start_receiver(port: u16, within: Duration, tls: Option<Arc<rustls::ServerConfig>>) -> mpsc::Receiver<Received> {
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("binding the receiver's port");
     listener.set_nonblocking(true).expect("nonblocking");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let until = Instant::now() + within;
         while Instant::now() < until {
-            let mut s = match listener.accept() {
+            let s = match listener.accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(20));
@@ -47,34 +48,52 @@ fn start_receiver(port: u16, within: Duration) -> mpsc::Receiver<Received> {
             };
             s.set_nonblocking(false).expect("blocking");
             s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let head_end = loop {
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i;
+            let got = match &tls {
+                Some(config) => {
+                    let conn = rustls::ServerConnection::new(config.clone()).expect("tls");
+                    // A client that refused the certificate ends the
+                    // handshake: nothing was received.
+                    match serve_one(rustls::StreamOwned::new(conn, s)) {
+                        Ok(r) => r,
+                        Err(_) => continue,
+                    }
                 }
-                let n = s.read(&mut chunk).expect("reading the request");
-                assert!(n > 0, "the gate closed before the end of its headers: {:?}", text(&buf));
-                buf.extend_from_slice(&chunk[..n]);
+                None => serve_one(s).expect("reading the request"),
             };
-            let head = text(&buf[..head_end]);
-            let mut lines = head.split("\r\n");
-            let request_line = lines.next().unwrap_or_default().to_owned();
-            let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
-            let length: usize = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).expect("a content-length");
-            let mut body = buf[head_end + 4..].to_vec();
-            while body.len() < length {
-                let n = s.read(&mut chunk).expect("reading the body");
-                assert!(n > 0, "the gate closed in the middle of its body");
-                body.extend_from_slice(&chunk[..n]);
-            }
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").expect("answering");
-            if tx.send(Received { request_line, headers, body: text(&body) }).is_err() {
+            if tx.send(got).is_err() {
                 return;
             }
         }
     });
     rx
+}
+
+/// Reads one request (headers and Content-Length body), answers 200.
+fn serve_one<S: Read + Write>(mut s: S) -> std::io::Result<Received> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut chunk)?;
+        assert!(n > 0, "the gate closed before the end of its headers: {:?}", text(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = text(&buf[..head_end]);
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default().to_owned();
+    let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
+    let length: usize = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).expect("a content-length");
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < length {
+        let n = s.read(&mut chunk)?;
+        assert!(n > 0, "the gate closed in the middle of its body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    s.flush()?;
+    Ok(Received { request_line, headers, body: text(&body) })
 }
 
 /// HMAC-SHA256 by openssl (an implementation independent of the gate's).
@@ -132,7 +151,7 @@ fn a_signed_webhook_arrives_after_the_receiver_was_down() {
     assert!(g.daemon_log().contains("webhook not delivered, will retry"), "{}", g.daemon_log());
 
     // Up: the next attempt gets through.
-    let received = start_receiver(port, Duration::from_secs(60));
+    let received = start_receiver(port, Duration::from_secs(60), None);
     let got = received.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("no delivery within 30 s\n{}", g.daemon_log()));
     assert_eq!(got.request_line, "POST /hooks/portcullis?src=it HTTP/1.1");
     assert_eq!(got.header("host"), format!("127.0.0.1:{port}"));
@@ -209,4 +228,43 @@ fn config_check_reports_playbook_problems_in_the_included_file() {
     assert!(err.contains(&format!("{file}:7:9: playbooks[0].actions[1].webhook: no webhook named \"pager\" under webhooks: (defined: \"ops\")")), "{err}");
     assert!(err.contains(&format!("{file}:9:18: playbooks[0].actions[2].block.ipv4_bits: must be between 8 and 32 (32: the address alone)")), "{err}");
     assert!(err.ends_with("4 problems found\n"), "{err}");
+}
+
+/// Over https: the receiver's certificate (self-signed, for 127.0.0.1) is
+/// trusted through the webhook's `ca_file`, and refused by a webhook that
+/// trusts only the system's CA bundle.
+#[test]
+fn an_https_webhook_checks_the_receivers_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("self-signed");
+    let ca_file = dir.path().join("receiver.pem");
+    std::fs::write(&ca_file, cert.pem()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der"))
+        .expect("server config");
+    let port = free_port();
+    let received = start_receiver(port, Duration::from_secs(60), Some(Arc::new(server)));
+    let hook = |name: &str, extra: &str| format!("  {name}: {{\n    url: \"https://127.0.0.1:{port}/tls\"\n    secret: {SECRET}\n    retry_base: 200ms\n    retry_max: 1s\n{extra}  }}\n");
+    let config = format!("{DEFAULT_CONFIG}webhooks: {{\n{}{}}}\n", hook("private", &format!("    ca_file: {}\n", ca_file.display())), hook("public", "    max_attempts: 1\n"));
+    let g = Gate::start_with(&config);
+
+    g.cli_ok(&["security", "webhooks", "test", "private"]);
+    let got = received.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("no delivery within 30 s\n{}", g.daemon_log()));
+    assert_eq!(got.request_line, "POST /tls HTTP/1.1");
+    let ts = got.header("x-portcullis-timestamp").to_owned();
+    assert_eq!(got.header("x-portcullis-signature"), format!("sha256={}", openssl_hmac(SECRET, &format!("{ts}.{}", got.body))));
+    poll(Duration::from_secs(10), "the https delivery marked sent", || queue(&g, true).into_iter().find(|d| d["webhook"] == "private" && d["last_status"] == 200));
+
+    g.cli_ok(&["security", "webhooks", "test", "public"]);
+    let refused = poll(Duration::from_secs(30), "the untrusted receiver given up", || queue(&g, true).into_iter().find(|d| d["webhook"] == "public" && !d["gave_up_at"].is_null()));
+    let error = refused["last_error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("TLS with 127.0.0.1: ") && error.contains("certificate"), "{refused}");
+    assert!(refused["sent_at"].is_null(), "{refused}");
+    assert!(received.recv_timeout(Duration::from_millis(500)).is_err(), "nothing reached the receiver over an untrusted connection");
 }
