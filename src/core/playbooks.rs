@@ -488,8 +488,9 @@ mod tests {
         ];
         let none = serde_json::json!({});
         let names = |t, s| plan(&books, t, s, &none).into_iter().map(|p| (p.playbook, p.index, p.action.name(), p.dry_run)).collect::<Vec<_>>();
-        let own = |v: &[(&str, usize, &'static str, bool)]| v.iter().map(|(a, i, n, d)| (a.to_string(), *i, *n, *d)).collect::<Vec<_>>();
-        let cases: &[(IncidentType, IncidentSeverity, &[(&str, usize, &'static str, bool)])] = &[
+        type Row<'a> = (&'a str, usize, &'static str, bool);
+        let own = |v: &[Row]| v.iter().map(|(a, i, n, d)| (a.to_string(), *i, *n, *d)).collect::<Vec<_>>();
+        let cases: &[(IncidentType, IncidentSeverity, &[Row])] = &[
             (BruteForceAccount, Low, &[("lock", 0, "lock", false), ("lock", 1, "notify", false)]),
             (BruteForceAccount, Critical, &[("lock", 0, "lock", false), ("lock", 1, "notify", false), ("high", 0, "escalate", false)]),
             (BruteForceIp, Low, &[]),
