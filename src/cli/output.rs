@@ -502,3 +502,64 @@ mod tests {
         }
     }
 }
+
+#[derive(serde::Serialize)]
+struct WebhookJson<'a> {
+    name: &'a str,
+    /// Scheme, host and port: the path may hold a token.
+    url: String,
+    preset: &'static str,
+    timeout: String,
+    max_attempts: u32,
+}
+
+pub fn webhooks(list: &[crate::config::webhooks::WebhookSettings], json: bool) -> anyhow::Result<()> {
+    let rows: Vec<WebhookJson<'_>> = list
+        .iter()
+        .map(|w| WebhookJson { name: &w.name, url: w.url.shown(), preset: w.preset.as_str(), timeout: crate::config::playbooks::show_duration(w.timeout), max_attempts: w.max_attempts })
+        .collect();
+    if json {
+        return print_json(&rows);
+    }
+    if rows.is_empty() {
+        println!("no webhooks are configured");
+        return Ok(());
+    }
+    table(
+        &["NAME", "URL", "PRESET", "TIMEOUT", "ATTEMPTS"],
+        rows.iter().map(|w| vec![w.name.to_owned(), w.url.clone(), w.preset.to_owned(), w.timeout.clone(), w.max_attempts.to_string()]).collect(),
+    )
+}
+
+pub fn webhook_queue(list: &[crate::store::webhooks::DeliveryRow], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        println!("the queue is empty");
+        return Ok(());
+    }
+    table(
+        &["ID", "WEBHOOK", "EVENT", "INCIDENT", "QUEUED", "ATTEMPTS", "NEXT / DONE", "LAST ERROR"],
+        list.iter()
+            .map(|d| {
+                let state = match (&d.sent_at, &d.gave_up_at, &d.next_attempt_at) {
+                    (Some(t), _, _) => format!("sent {t}"),
+                    (None, Some(t), _) => format!("gave up {t}"),
+                    (None, None, Some(t)) => t.clone(),
+                    (None, None, None) => String::new(),
+                };
+                vec![
+                    d.id.to_string(),
+                    d.webhook.clone(),
+                    d.event.clone(),
+                    d.incident_id.map(|i| i.to_string()).unwrap_or_default(),
+                    d.created_at.clone(),
+                    d.attempts.to_string(),
+                    state,
+                    d.last_error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect(),
+    )
+}

@@ -28,6 +28,12 @@ pub struct Schema {
     pub incidents: Incidents,
     /// Policy per group: `groups: { sysops: { require_level: 2 } }`.
     pub groups: std::collections::BTreeMap<String, GroupPolicy>,
+    /// Response playbooks: an array, or the name of a file holding
+    /// `playbooks: [...]`. Unset: the built-in `config/playbooks.hjson`.
+    /// The content is read from the tree (`config::playbooks::load`).
+    pub playbooks: Option<super::playbooks::PlaybooksKey>,
+    /// Webhooks by name: `webhooks: { ops: { url, secret, preset } }`. None by default.
+    pub webhooks: std::collections::BTreeMap<String, super::webhooks::WebhookDef>,
 }
 
 impl Default for Schema {
@@ -45,6 +51,8 @@ impl Default for Schema {
             mfa: Mfa::default(),
             incidents: Incidents::default(),
             groups: Default::default(),
+            playbooks: None,
+            webhooks: Default::default(),
         }
     }
 }
@@ -360,4 +368,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, groups);
+sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, groups, playbooks, webhooks);

@@ -43,6 +43,18 @@ const TEMPLATES: &[Template] = &[
         text: include_str!("../../templates/incident_created.txt"),
         html: include_str!("../../templates/incident_created.html"),
     },
+    Template {
+        name: "playbook_alert",
+        subject: "Security incident on the gate",
+        text: include_str!("../../templates/playbook_alert.txt"),
+        html: include_str!("../../templates/playbook_alert.html"),
+    },
+    Template {
+        name: "security_notice",
+        subject: "Unusual activity on your account",
+        text: include_str!("../../templates/security_notice.txt"),
+        html: include_str!("../../templates/security_notice.html"),
+    },
 ];
 
 /// A rendered mail, before sealing.

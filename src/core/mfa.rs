@@ -389,7 +389,7 @@ impl Core {
             return Err(Error::Invalid(format!("two-factor authentication is not enabled for {}: nothing to disable", user.username)));
         }
         let severity = match actor {
-            Actor::Cli(_) => Severity::High,
+            Actor::Cli(_) | Actor::Playbook(_) => Severity::High,
             Actor::User { .. } => Severity::Medium,
         };
         let ev = actor.stamp(
@@ -402,6 +402,7 @@ impl Core {
         }
         let by = match actor {
             Actor::Cli(_) => "by the sysop",
+            Actor::Playbook(_) => "by a security response of the gate",
             Actor::User { .. } => "from your account menu",
         };
         let s = self.settings();

@@ -9,6 +9,7 @@ pub mod mfa;
 pub mod migrations;
 pub mod sessions;
 pub mod users;
+pub mod webhooks;
 pub mod writer;
 
 use rusqlite::Connection;

@@ -8,6 +8,7 @@ mod harness;
 mod incidents;
 mod menus;
 mod mfa;
+mod playbooks;
 mod web;
 
 use harness::{detail, poll, text, Gate, Ssh, ALICE_PW, BIN, BOB_PW, DEFAULT_CONFIG};

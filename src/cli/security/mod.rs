@@ -1,8 +1,9 @@
-//! `portcullis security`: security events, incidents and two-factor authentication.
+//! `portcullis security`: security events, incidents, two-factor authentication, webhooks.
 
 mod events;
 mod incidents;
 mod mfa;
+mod webhooks;
 
 use crate::core::Core;
 use clap::Subcommand;
@@ -18,6 +19,9 @@ pub(super) enum SecurityCmd {
     /// Two-factor authentication with one-time codes.
     #[command(subcommand)]
     Mfa(mfa::MfaCmd),
+    /// Webhooks: list them, their delivery queue, a test delivery.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCmd),
 }
 
 pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
@@ -25,5 +29,6 @@ pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
         SecurityCmd::Events(args) => events::run(core, args).await,
         SecurityCmd::Incidents(cmd) => incidents::run(core, cmd),
         SecurityCmd::Mfa(cmd) => mfa::run(core, cmd).await,
+        SecurityCmd::Webhooks(cmd) => webhooks::run(core, cmd),
     }
 }
