@@ -190,6 +190,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let menus = crate::flow::menu::load(settings.menus.as_deref(), settings.art_dir.as_deref()).map_err(|e| anyhow::anyhow!("menus:\n  {}", e.join("\n  ")))?;
     let menus: crate::flow::menu::SharedMenus = Arc::new(std::sync::RwLock::new(Arc::new(menus)));
     let sessions_task = tokio::spawn(follow_session_ends(core.clone(), stop_rx.clone()));
+    let escalations_task = tokio::spawn(follow_escalations(core.clone(), stop_rx.clone()));
     let ssh_task = tokio::spawn(crate::ssh::serve(listener, core.clone(), ssh_config.clone(), menus.clone(), stop_rx));
     tracing::info!(ssh = %ssh_addr, web = %web_addr, config = %settings.source, "portcullis is up");
     {
@@ -210,7 +211,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     if let Err(e) = sessions_task.await {
         tracing::error!(error = %e, task = "sessions", "a task failed");
     }
-    for (name, task) in [("ssh", ssh_task), ("web", web_task), ("mail", mail_task), ("webhooks", hooks_task)] {
+    for (name, task) in [("ssh", ssh_task), ("web", web_task), ("mail", mail_task), ("webhooks", hooks_task), ("escalations", escalations_task)] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, task = name, "a task failed");
         }
@@ -259,6 +260,28 @@ pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))
     .collect()
+}
+
+/// How often the open incidents are checked for escalations that are due.
+const ESCALATION_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs the playbooks' escalations (`escalate: { after }`) for incidents
+/// still open, every `ESCALATION_CHECK`, until the gate stops.
+async fn follow_escalations(core: Arc<Core>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ESCALATION_CHECK) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        match core.run_due_escalations(Millis::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "incident escalations ran"),
+            Err(e) => tracing::warn!(error = %e, "checking incidents for escalation"),
+        }
+    }
 }
 
 /// Cuts live sessions whose rows another process ended or removed (the

@@ -12,6 +12,7 @@ pub mod mfa;
 pub mod otp;
 pub mod password;
 pub mod playbooks;
+pub mod response;
 pub mod secrets;
 pub mod webhooks;
 

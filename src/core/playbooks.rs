@@ -377,10 +377,22 @@ impl Core {
         };
         let text = r.outcome.text();
         let description = format!("playbook {}: {} {} for incident #{}: {text}", r.playbook, r.action, r.outcome.as_str().replace('_', " "), incident.id);
-        // LEAD: the incidents helper's `Core::incident_timeline_add` goes
-        // here (one timeline line per action: `description`); until then
-        // the timeline can be read from these events by `incident_id`.
-        let on_timeline = false;
+        // One timeline line per action (dry runs and refusals too); an
+        // incident that is not in the store (gone, or a test's) has none.
+        let on_timeline = match self.incident_timeline_add(
+            incident.id,
+            crate::model::TimelineKind::Action,
+            &format!("playbook:{}", r.playbook),
+            &description,
+            serde_json::json!({ "action": r.action, "outcome": r.outcome.as_str(), "dry_run": r.dry_run, "parameters": parameters.clone() }),
+            now,
+        ) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(incident = incident.id, error = %e, "a playbook action could not go on the incident's timeline");
+                false
+            }
+        };
         let e = Event::new(EventType::PlaybookAction, severity, description, now)
             .user(user_id, username)
             .ip(ip)
@@ -422,11 +434,11 @@ impl Core {
             } else {
                 let note = format!("escalated: still open after {after}");
                 if let Some(to) = raise_to {
-                    // LEAD: the incidents helper's severity change goes here
-                    // (`to`, recorded on the incident); `raise_to` in the
-                    // report says the same to the caller.
-                    let _ = to;
-                    let report = ActionReport { playbook: due.playbook.clone(), action: "escalate.raise_severity", dry_run: false, outcome: ActionOutcome::NotAvailable { action: "raise_severity" } };
+                    let outcome = match self.raise_incident_severity(due.incident.id, to, &note, &format!("playbook:{}", due.playbook), now) {
+                        Ok(i) => ActionOutcome::Done(format!("severity now {}", i.severity)),
+                        Err(e) => ActionOutcome::Failed(format!("raising the severity: {e}")),
+                    };
+                    let report = ActionReport { playbook: due.playbook.clone(), action: "escalate.raise_severity", dry_run: false, outcome };
                     let mut p = params.clone();
                     if let serde_json::Value::Object(m) = &mut p {
                         m.insert("to".into(), to.as_str().into());
@@ -661,16 +673,20 @@ mod tests {
         let f = fixture("playbooks: [\n  {\n    name: esc\n    when: { severity_at_least: \"high\" }\n    actions: [\n      {\n        escalate: { after: \"1h\", notify: \"sysops\", webhook: \"ops\" }\n      }\n    ]\n  }\n]\n");
         f.user("root", &["sysops"]);
         let t0 = Millis(1_764_072_000_000);
-        let i = PlaybookIncident { id: 9, incident_type: Manual, severity: High, subject: Subject::Gate, title: "t".into(), details: serde_json::json!({}) };
+        let created = f.core.create_incident("t", High, "", &Actor::Cli("test".into()), t0).expect("incident");
+        let i = PlaybookIncident { id: created.incident.id, incident_type: Manual, severity: High, subject: Subject::Gate, title: "t".into(), details: serde_json::json!({}) };
         let open = vec![(i, t0)];
         assert!(f.rt.block_on(f.core.run_escalations(&open, t0.plus(Duration::from_secs(3599)))).expect("early").is_empty());
         let done = f.rt.block_on(f.core.run_escalations(&open, t0.plus(Duration::from_secs(3600)))).expect("due");
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].raise_to, Some(Critical));
         let got: Vec<(&str, &str)> = done[0].actions.iter().map(|r| (r.action, r.outcome.as_str())).collect();
-        assert_eq!(got, [("escalate.raise_severity", "not_available"), ("escalate.notify", "done"), ("escalate.webhook", "done")]);
+        assert_eq!(got, [("escalate.raise_severity", "done"), ("escalate.notify", "done"), ("escalate.webhook", "done")]);
+        let now = f.core.incident(created.incident.id).expect("read").expect("incident");
+        assert_eq!((now.severity, now.escalations), (Critical, 1));
         assert!(f.rt.block_on(f.core.run_escalations(&open, t0.plus(Duration::from_secs(7200)))).expect("again").is_empty(), "once per incident");
-        assert_eq!(f.core.mail_queue(false).expect("mail").len(), 1);
+        // The new incident's own notice, then the escalation's.
+        assert_eq!(f.core.mail_queue(false).expect("mail").len(), 2);
         let hooks = f.core.webhook_queue(false).expect("hooks");
         assert_eq!(hooks[0].event, "escalation");
     }
