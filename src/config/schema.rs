@@ -25,6 +25,7 @@ pub struct Schema {
     pub web: Web,
     pub email: Email,
     pub mfa: Mfa,
+    pub blocks: Blocks,
     /// Policy per group: `groups: { sysops: { require_level: 2 } }`.
     pub groups: std::collections::BTreeMap<String, GroupPolicy>,
 }
@@ -42,6 +43,7 @@ impl Default for Schema {
             web: Web::default(),
             email: Email::default(),
             mfa: Mfa::default(),
+            blocks: Blocks::default(),
             groups: Default::default(),
         }
     }
@@ -310,6 +312,46 @@ impl Default for Mfa {
     }
 }
 
+/// Address blocks (`security ip`, and the playbooks' "block" action).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Blocks {
+    /// A block made without a duration (by a rule) lasts this long the
+    /// first time...
+    #[serde(deserialize_with = "duration")]
+    pub first: Duration,
+    /// ...doubling with each earlier block of the address within
+    /// `repeat_window`, up to `max`.
+    #[serde(deserialize_with = "duration")]
+    pub max: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub repeat_window: Duration,
+    /// Recidivists (fail2ban's `recidive`): an address with this many
+    /// earlier blocks within `recidive_window` is blocked for `recidive`.
+    pub recidive_after: u32,
+    #[serde(deserialize_with = "duration")]
+    pub recidive_window: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub recidive: Duration,
+    /// Addresses and networks never blocked and never held off by the
+    /// admission penalties (loopback is not in it unless listed).
+    pub never_block: Vec<String>,
+}
+
+impl Default for Blocks {
+    fn default() -> Self {
+        Blocks {
+            first: Duration::from_secs(1800),
+            max: Duration::from_secs(86_400),
+            repeat_window: Duration::from_secs(7 * 86_400),
+            recidive_after: 5,
+            recidive_window: Duration::from_secs(86_400),
+            recidive: Duration::from_secs(7 * 86_400),
+            never_block: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupPolicy {
@@ -350,4 +392,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, groups);
+sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, blocks, groups);

@@ -18,7 +18,7 @@ pub enum Actor {
 }
 
 impl Actor {
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Actor::Cli(who) => format!("cli:{who}"),
             Actor::User { id, .. } => format!("user:{id}"),
