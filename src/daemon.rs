@@ -155,6 +155,10 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let keyring = crate::core::secrets::Keyring::load_or_create(&settings.data_dir).map_err(anyhow::Error::msg)?;
     let core = Arc::new(Core::new(store, settings, EventSink::Writer(writer.clone()), keyring));
     core.rebuild_windows(Millis::now())?;
+    let blocks = core.load_blocks(Millis::now()).context("loading address blocks")?;
+    if blocks > 0 {
+        tracing::info!(count = blocks, "address blocks loaded");
+    }
     let ssh_config: crate::ssh::SharedConfig = Arc::new(std::sync::RwLock::new(Arc::new(crate::ssh::russh_config(&core, host_key.clone()))));
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding SSH listener {listen}"))?;
     let ssh_addr = listener.local_addr().context("reading the SSH listener address")?;
@@ -285,7 +289,8 @@ async fn follow_escalations(core: Arc<Core>, mut stop: tokio::sync::watch::Recei
 }
 
 /// Cuts live sessions whose rows another process ended or removed (the
-/// CLI deleting an account), twice a second, until the gate stops.
+/// CLI deleting an account) and follows address blocks, twice a second,
+/// until the gate stops.
 async fn follow_session_ends(core: Arc<Core>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -299,6 +304,10 @@ async fn follow_session_ends(core: Arc<Core>, mut stop: tokio::sync::watch::Rece
             Ok(0) => {}
             Ok(n) => tracing::info!(count = n, "sessions ended by another process were cut"),
             Err(e) => tracing::warn!(error = %e, "checking live sessions"),
+        }
+        // Blocks, unblocks and penalty lifts made by the CLI; expired blocks.
+        if let Err(e) = core.sync_blocks(Millis::now()).await {
+            tracing::warn!(error = %e, "following address blocks");
         }
     }
 }
@@ -382,6 +391,8 @@ mod tests {
             ("web: {\n  listen: \"127.0.0.1:1\"\n}\nemail: {\n  from: \"x@example.org\"\n}\n", &["web.listen", "email.from"]),
             // Turning loopback access to /metrics off must not look applied.
             ("web: {\n  metrics_from_loopback: false\n  http1_idle_timeout: 9s\n  http2_idle_timeout: 9s\n  http2_max_age: 9m\n}\n", &["web.metrics_from_loopback", "web.http1_idle_timeout", "web.http2_idle_timeout", "web.http2_max_age"]),
+            // Applied at once: block durations and never_block (read per block; the penalties' exemption is rebuilt on reload).
+            ("blocks: {\n  first: 1h\n  max: 2d\n  never_block: [\"10.0.0.0/8\"]\n}\n", &[]),
             // Applied at once (core's caps).
             ("web: {\n  max_connections: 7\n  max_connections_per_address: 3\n  descriptor_reserve: 99\n}\n", &[]),
             // Playbooks and webhooks are read at each incident and delivery.

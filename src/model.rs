@@ -701,3 +701,216 @@ mod subject_tests {
         assert_eq!(IncidentSeverity::High.as_event_severity(), Severity::High);
     }
 }
+
+/// An IP address or network in CIDR form, as blocks and
+/// `blocks.never_block` name them: `192.0.2.7`, `192.0.2.0/24`,
+/// `2001:db8::/64`. IPv4-mapped IPv6 (`::ffff:192.0.2.7`) is read as IPv4.
+/// The host bits are always zero (a value with host bits set is refused
+/// when parsed, so a typo does not silently block a wider network).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpNetwork {
+    addr: std::net::IpAddr,
+    bits: u8,
+}
+
+impl IpNetwork {
+    /// The single address `ip` (/32 or /128; IPv4-mapped IPv6 as IPv4).
+    pub fn host(ip: std::net::IpAddr) -> IpNetwork {
+        let ip = canonical_ip(ip);
+        IpNetwork { addr: ip, bits: if ip.is_ipv4() { 32 } else { 128 } }
+    }
+
+    /// The network of `/bits` that holds `ip` (host bits cleared; `bits`
+    /// clamped to the family's width).
+    pub fn containing(ip: std::net::IpAddr, bits: u8) -> IpNetwork {
+        match canonical_ip(ip) {
+            std::net::IpAddr::V4(a) => {
+                let bits = bits.min(32);
+                IpNetwork { addr: std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from(a) & mask_v4(bits))), bits }
+            }
+            std::net::IpAddr::V6(a) => {
+                let bits = bits.min(128);
+                IpNetwork { addr: std::net::IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & mask_v6(bits))), bits }
+            }
+        }
+    }
+
+    /// Parses `ADDR` or `ADDR/BITS`.
+    pub fn parse(text: &str) -> Result<IpNetwork, String> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Err("empty address".into());
+        }
+        let shown = escape_control(t);
+        let (addr_text, bits_text) = match t.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (t, None),
+        };
+        let Ok(addr) = addr_text.parse::<std::net::IpAddr>() else {
+            return Err(format!("invalid address {shown:?}: expected an IPv4 or IPv6 address, optionally with /BITS, like 192.0.2.7, 192.0.2.0/24 or 2001:db8::/64"));
+        };
+        let Some(bits_text) = bits_text else { return Ok(IpNetwork::host(addr)) };
+        let width: u8 = if addr.is_ipv4() { 32 } else { 128 };
+        let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+        if bits_text.is_empty() || !bits_text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("invalid network {shown:?}: the prefix length after '/' must be a number (0-{width} for {family})"));
+        }
+        let bits = match bits_text.parse::<u16>() {
+            Ok(b) if b <= u16::from(width) => b as u8,
+            _ => return Err(format!("invalid network {shown:?}: /{bits_text} is out of range for {family} (0-{width})")),
+        };
+        // ::ffff:a.b.c.d/BITS with BITS >= 96 is the IPv4 network /(BITS-96).
+        let (addr, bits) = match addr {
+            std::net::IpAddr::V6(v6) if bits >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => (std::net::IpAddr::V4(v4), bits - 96),
+                None => (addr, bits),
+            },
+            _ => (addr, bits),
+        };
+        let net = IpNetwork::containing(addr, bits);
+        if net.addr != addr {
+            return Err(format!("invalid network {shown:?}: host bits are set (the network is {net})"));
+        }
+        Ok(net)
+    }
+
+    pub fn addr(&self) -> std::net::IpAddr {
+        self.addr
+    }
+
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+
+    /// A single address (/32 for IPv4, /128 for IPv6).
+    pub fn is_host(&self) -> bool {
+        self.bits == if self.addr.is_ipv4() { 32 } else { 128 }
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        ip.is_ipv4() == self.addr.is_ipv4() && IpNetwork::containing(ip, self.bits).addr == self.addr
+    }
+
+    /// Whether the two share any address (one holds the other).
+    pub fn overlaps(&self, other: &IpNetwork) -> bool {
+        let (wide, narrow) = if self.bits <= other.bits { (self, other) } else { (other, self) };
+        wide.contains(narrow.addr)
+    }
+}
+
+impl std::fmt::Display for IpNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_host() {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.bits)
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 as the IPv4 address it maps.
+pub fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => ip,
+        },
+        v4 => v4,
+    }
+}
+
+/// The IPv4 netmask of `/bits` (0..=32).
+pub fn mask_v4(bits: u8) -> u32 {
+    if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(bits.min(32)))
+    }
+}
+
+/// The IPv6 netmask of `/bits` (0..=128).
+pub fn mask_v6(bits: u8) -> u128 {
+    if bits == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(bits.min(128)))
+    }
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+
+    #[test]
+    fn networks_parse_with_exact_messages() {
+        let ok: &[(&str, &str)] = &[
+            ("192.0.2.7", "192.0.2.7"),
+            (" 192.0.2.7 ", "192.0.2.7"),
+            ("192.0.2.7/32", "192.0.2.7"),
+            ("192.0.2.0/24", "192.0.2.0/24"),
+            ("10.0.0.0/8", "10.0.0.0/8"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("2001:db8::/64", "2001:db8::/64"),
+            ("2001:DB8:0:0::/48", "2001:db8::/48"),
+            ("::ffff:192.0.2.7", "192.0.2.7"),
+            ("::ffff:192.0.2.0/120", "192.0.2.0/24"),
+            ("::ffff:192.0.2.7/128", "192.0.2.7"),
+            ("::/0", "::/0"),
+        ];
+        for (text, want) in ok {
+            assert_eq!(IpNetwork::parse(text).map(|n| n.to_string()), Ok(want.to_string()), "{text:?}");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("", "empty address"),
+            ("   ", "empty address"),
+            ("example.org", "invalid address \"example.org\": expected an IPv4 or IPv6 address, optionally with /BITS, like 192.0.2.7, 192.0.2.0/24 or 2001:db8::/64"),
+            ("192.0.2", "invalid address \"192.0.2\": expected an IPv4 or IPv6 address, optionally with /BITS, like 192.0.2.7, 192.0.2.0/24 or 2001:db8::/64"),
+            ("192.0.2.256", "invalid address \"192.0.2.256\": expected an IPv4 or IPv6 address, optionally with /BITS, like 192.0.2.7, 192.0.2.0/24 or 2001:db8::/64"),
+            ("fe80::1%eth0", "invalid address \"fe80::1%eth0\": expected an IPv4 or IPv6 address, optionally with /BITS, like 192.0.2.7, 192.0.2.0/24 or 2001:db8::/64"),
+            ("192.0.2.0/33", "invalid network \"192.0.2.0/33\": /33 is out of range for IPv4 (0-32)"),
+            ("192.0.2.0/99999999999", "invalid network \"192.0.2.0/99999999999\": /99999999999 is out of range for IPv4 (0-32)"),
+            ("2001:db8::/129", "invalid network \"2001:db8::/129\": /129 is out of range for IPv6 (0-128)"),
+            ("192.0.2.0/", "invalid network \"192.0.2.0/\": the prefix length after '/' must be a number (0-32 for IPv4)"),
+            ("192.0.2.0/-1", "invalid network \"192.0.2.0/-1\": the prefix length after '/' must be a number (0-32 for IPv4)"),
+            ("2001:db8::/6x", "invalid network \"2001:db8::/6x\": the prefix length after '/' must be a number (0-128 for IPv6)"),
+            ("192.0.2.7/24", "invalid network \"192.0.2.7/24\": host bits are set (the network is 192.0.2.0/24)"),
+            ("10.1.2.3/8", "invalid network \"10.1.2.3/8\": host bits are set (the network is 10.0.0.0/8)"),
+            ("2001:db8::1/64", "invalid network \"2001:db8::1/64\": host bits are set (the network is 2001:db8::/64)"),
+            ("::ffff:192.0.2.7/120", "invalid network \"::ffff:192.0.2.7/120\": host bits are set (the network is 192.0.2.0/24)"),
+            ("1.2.3.4\u{1b}[2J", "invalid address \"1.2.3.4\\\\x1b[2J\": expected an IPv4 or IPv6 address, optionally with /BITS, like 192.0.2.7, 192.0.2.0/24 or 2001:db8::/64"),
+        ];
+        for (text, want) in bad {
+            assert_eq!(IpNetwork::parse(text), Err(want.to_string()), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn networks_contain_and_overlap() {
+        let net = |s: &str| IpNetwork::parse(s).expect("network");
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        // (network, address, contained)
+        let cases: &[(&str, &str, bool)] = &[
+            ("192.0.2.0/24", "192.0.2.255", true),
+            ("192.0.2.0/24", "192.0.3.0", false),
+            ("192.0.2.0/24", "::ffff:192.0.2.9", true),
+            ("192.0.2.7", "192.0.2.7", true),
+            ("192.0.2.7", "192.0.2.8", false),
+            ("0.0.0.0/0", "203.0.113.1", true),
+            ("0.0.0.0/0", "2001:db8::1", false),
+            ("2001:db8::/64", "2001:db8::ffff:1", true),
+            ("2001:db8::/64", "2001:db8:0:1::1", false),
+            ("2001:db8::/32", "2001:db8:ffff:1::1", true),
+            ("::/0", "192.0.2.1", false),
+            ("127.0.0.0/8", "127.0.0.2", true),
+        ];
+        for (n, a, want) in cases {
+            assert_eq!(net(n).contains(ip(a)), *want, "{n} contains {a}");
+        }
+        assert!(net("10.0.0.0/8").overlaps(&net("10.1.2.3")));
+        assert!(net("10.1.2.3").overlaps(&net("10.0.0.0/8")));
+        assert!(!net("10.0.0.0/8").overlaps(&net("11.0.0.0/8")));
+        assert!(!net("::/0").overlaps(&net("0.0.0.0/0")));
+    }
+}

@@ -452,6 +452,59 @@ pub fn incident(v: &crate::core::incidents::IncidentView, json: bool) -> anyhow:
     )
 }
 
+#[derive(serde::Serialize)]
+struct BlockJson<'a> {
+    /// An address or a CIDR network.
+    address: &'a str,
+    reason: &'a str,
+    created_at: String,
+    expires_at: Option<String>,
+    incident_id: Option<i64>,
+    source: &'a str,
+    created_by: &'a str,
+    /// Earlier blocks of the address when this one was made.
+    repeat: u32,
+}
+
+pub fn blocks(list: &[crate::store::blocks::BlockRow], json: bool) -> anyhow::Result<()> {
+    if json {
+        let rows: Vec<BlockJson<'_>> = list
+            .iter()
+            .map(|b| BlockJson {
+                address: &b.network,
+                reason: &b.reason,
+                created_at: b.created_at.rfc3339(),
+                expires_at: b.expires_at.map(|t| t.rfc3339()),
+                incident_id: b.incident_id,
+                source: &b.source,
+                created_by: &b.created_by,
+                repeat: b.repeat,
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    if list.is_empty() {
+        println!("no address is blocked");
+        return Ok(());
+    }
+    table(
+        &["ADDRESS", "SOURCE", "CREATED", "EXPIRES", "INCIDENT", "BY", "REASON"],
+        list.iter()
+            .map(|b| {
+                vec![
+                    b.network.clone(),
+                    b.source.clone(),
+                    b.created_at.rfc3339(),
+                    b.expires_at.map(|t| t.rfc3339()).unwrap_or_else(|| "when unblocked".into()),
+                    b.incident_id.map(|i| i.to_string()).unwrap_or_default(),
+                    b.created_by.clone(),
+                    b.reason.clone(),
+                ]
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

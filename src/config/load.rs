@@ -29,6 +29,7 @@ pub struct Settings {
     pub mfa: MfaSettings,
     /// Who is mailed when an incident opens (addresses checked).
     pub incidents: super::schema::Incidents,
+    pub blocks: BlockSettings,
     /// Required factor level per group name (lowercase).
     pub group_levels: std::collections::BTreeMap<String, u8>,
     /// Response playbooks, in order (the built-in ones when the config
@@ -92,6 +93,19 @@ pub struct MfaSettings {
     pub lockout: Duration,
     pub max_lockout: Duration,
     pub hotp_lookahead: u64,
+}
+
+/// `blocks`: how long blocks made without a duration last, and what is
+/// never blocked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockSettings {
+    pub first: Duration,
+    pub max: Duration,
+    pub repeat_window: Duration,
+    pub recidive_after: u32,
+    pub recidive_window: Duration,
+    pub recidive: Duration,
+    pub never_block: Vec<crate::model::IpNetwork>,
 }
 
 #[derive(Debug, Clone)]
@@ -289,6 +303,23 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
             problems.push(format!("{}: invalid email address {:?}: expected one like \"sysop@example.org\"", at("incidents.notify"), address));
         }
     }
+    let b = &s.blocks;
+    if b.first.is_zero() {
+        problems.push(format!("{}: must be longer than 0s", at("blocks.first")));
+    }
+    if b.max < b.first {
+        problems.push(format!("{}: must be at least blocks.first", at("blocks.max")));
+    }
+    if b.recidive_after == 0 {
+        problems.push(format!("{}: must be at least 1", at("blocks.recidive_after")));
+    }
+    let mut never_block = Vec::new();
+    for entry in &b.never_block {
+        match crate::model::IpNetwork::parse(entry) {
+            Ok(n) => never_block.push(n),
+            Err(e) => problems.push(format!("{}: {e}", at("blocks.never_block"))),
+        }
+    }
     let mut group_levels = std::collections::BTreeMap::new();
     for (name, policy) in &s.groups {
         if !crate::model::valid_username(name) {
@@ -382,6 +413,15 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
             hotp_lookahead: s.mfa.hotp_lookahead,
         },
         incidents: s.incidents,
+        blocks: BlockSettings {
+            first: s.blocks.first,
+            max: s.blocks.max,
+            repeat_window: s.blocks.repeat_window,
+            recidive_after: s.blocks.recidive_after,
+            recidive_window: s.blocks.recidive_window,
+            recidive: s.blocks.recidive,
+            never_block,
+        },
         group_levels,
         playbooks_source: playbooks.as_ref().map(|p| p.source.clone()).unwrap_or_default(),
         playbooks: playbooks.map(|p| p.playbooks).unwrap_or_default(),
@@ -533,6 +573,46 @@ mod tests {
     }
 
     #[test]
+    fn blocks_have_defaults_and_checked_values() {
+        let s = check("{}").unwrap_or_else(|e| panic!("{e:?}"));
+        let want = BlockSettings {
+            first: Duration::from_secs(1800),
+            max: Duration::from_secs(86_400),
+            repeat_window: Duration::from_secs(7 * 86_400),
+            recidive_after: 5,
+            recidive_window: Duration::from_secs(86_400),
+            recidive: Duration::from_secs(7 * 86_400),
+            never_block: vec![],
+        };
+        assert_eq!(s.blocks, want);
+        assert_eq!(check(DEFAULT_CONFIG).expect("shipped").blocks, want, "the shipped config holds the defaults");
+        let s = check("blocks: {\n  never_block: [\"127.0.0.0/8\", \"::1\", \"::ffff:192.0.2.7\"]\n}\n").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.blocks.never_block.iter().map(|n| n.to_string()).collect::<Vec<_>>(), vec!["127.0.0.0/8", "::1", "192.0.2.7"]);
+        let cases: &[(&str, &str)] = &[
+            ("blocks: {\n  never_block: [\"127.0.0.1/8\"]\n}\n",
+             "portcullis.hjson:2:3: blocks.never_block: invalid network \"127.0.0.1/8\": host bits are set (the network is 127.0.0.0/8)"),
+            ("blocks: {\n  never_block: [\"localhost\"]\n}\n",
+             "portcullis.hjson:2:3: blocks.never_block: invalid address \"localhost\": expected an IPv4 or IPv6 address, optionally with /BITS, like 192.0.2.7, 192.0.2.0/24 or 2001:db8::/64"),
+            ("blocks: {\n  never_block: 127.0.0.1\n}\n",
+             "portcullis.hjson:2:16: blocks.never_block: invalid type: string \"127.0.0.1\", expected a sequence"),
+            ("blocks: {\n  first: 2h\n  max: 1h\n}\n",
+             "portcullis.hjson:3:3: blocks.max: must be at least blocks.first"),
+            ("blocks: {\n  first: 0s\n}\n",
+             "portcullis.hjson:2:3: blocks.first: must be longer than 0s"),
+            ("blocks: {\n  recidive_after: 0\n}\n",
+             "portcullis.hjson:2:3: blocks.recidive_after: must be at least 1"),
+            ("blocks: {\n  recidve: 7d\n}\n",
+             "portcullis.hjson:2:3: blocks.recidve: unknown field \"recidve\", expected one of \"first\", \"max\", \"repeat_window\", \"recidive_after\", \"recidive_window\", \"recidive\", \"never_block\""),
+        ];
+        for (text, want) in cases {
+            match check(text) {
+                Ok(_) => panic!("config {text:?} should fail"),
+                Err(errors) => assert_eq!(errors.join("\n"), *want, "config {text:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn problems_in_different_sections_are_all_listed() {
         let errors = check("ssh: {\n  listn: x\n}\npasswords: {\n  iterations: lots\n}\nbogus: 1\n").unwrap_err();
         assert_eq!(
@@ -540,7 +620,7 @@ mod tests {
             vec![
                 "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
                 "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
-                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"incidents\", \"groups\", \"playbooks\", \"webhooks\"".to_string(),
+                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"incidents\", \"blocks\", \"groups\", \"playbooks\", \"webhooks\"".to_string(),
             ]
         );
     }

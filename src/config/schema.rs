@@ -26,6 +26,7 @@ pub struct Schema {
     pub email: Email,
     pub mfa: Mfa,
     pub incidents: Incidents,
+    pub blocks: Blocks,
     /// Policy per group: `groups: { sysops: { require_level: 2 } }`.
     pub groups: std::collections::BTreeMap<String, GroupPolicy>,
     /// Response playbooks: an array, or the name of a file holding
@@ -50,6 +51,7 @@ impl Default for Schema {
             email: Email::default(),
             mfa: Mfa::default(),
             incidents: Incidents::default(),
+            blocks: Blocks::default(),
             groups: Default::default(),
             playbooks: None,
             webhooks: Default::default(),
@@ -328,6 +330,46 @@ pub struct Incidents {
     pub notify: Vec<String>,
 }
 
+/// Address blocks (`security ip`, and the playbooks' "block" action).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Blocks {
+    /// A block made without a duration (by a rule) lasts this long the
+    /// first time...
+    #[serde(deserialize_with = "duration")]
+    pub first: Duration,
+    /// ...doubling with each earlier block of the address within
+    /// `repeat_window`, up to `max`.
+    #[serde(deserialize_with = "duration")]
+    pub max: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub repeat_window: Duration,
+    /// Recidivists (fail2ban's `recidive`): an address with this many
+    /// earlier blocks within `recidive_window` is blocked for `recidive`.
+    pub recidive_after: u32,
+    #[serde(deserialize_with = "duration")]
+    pub recidive_window: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub recidive: Duration,
+    /// Addresses and networks never blocked and never held off by the
+    /// admission penalties (loopback is not in it unless listed).
+    pub never_block: Vec<String>,
+}
+
+impl Default for Blocks {
+    fn default() -> Self {
+        Blocks {
+            first: Duration::from_secs(1800),
+            max: Duration::from_secs(86_400),
+            repeat_window: Duration::from_secs(7 * 86_400),
+            recidive_after: 5,
+            recidive_window: Duration::from_secs(86_400),
+            recidive: Duration::from_secs(7 * 86_400),
+            never_block: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupPolicy {
@@ -368,4 +410,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, groups, playbooks, webhooks);
+sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, blocks, groups, playbooks, webhooks);

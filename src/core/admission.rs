@@ -78,6 +78,9 @@ pub struct Limits {
     pub startups: MaxStartups,
     pub per_address: u32,
     pub penalties: Penalties,
+    /// `blocks.never_block`: failures from these are not counted, so they
+    /// are never held off.
+    pub never_penalised: Arc<[crate::model::IpNetwork]>,
 }
 
 pub struct Admission {
@@ -254,7 +257,11 @@ impl Admission {
     /// Counts a failed attempt; returns the hold-off end when this failure
     /// starts a penalty.
     pub fn record_failure(&self, ip: IpAddr, now: Millis) -> Option<Millis> {
-        let p = self.limits().penalties;
+        let limits = self.limits();
+        if limits.never_penalised.iter().any(|n| n.contains(ip)) {
+            return None;
+        }
+        let p = limits.penalties;
         let mut st = lock(&self.state);
         if st.addresses.len() >= MAX_ADDRESSES {
             prune(&mut st.addresses, now, p.window);
@@ -308,6 +315,25 @@ impl Admission {
         }
     }
 
+    /// Lifts the hold-off (and forgets the failures and repeats) of every
+    /// address key within `network` (`security ip unblock`); returns how
+    /// many keys were held off.
+    pub fn lift(&self, network: &crate::model::IpNetwork) -> usize {
+        let mut st = lock(&self.state);
+        let mut held = 0;
+        for (key, a) in st.addresses.iter_mut() {
+            if crate::model::IpNetwork::containing(key.ip, key.prefix).overlaps(network) {
+                if a.held_until.is_some() {
+                    held += 1;
+                }
+                a.held_until = None;
+                a.failures.clear();
+                a.repeats = 0;
+            }
+        }
+        held
+    }
+
     pub fn unauthenticated(&self) -> u32 {
         lock(&self.state).unauthenticated
     }
@@ -339,6 +365,7 @@ mod tests {
                 max_penalty: Duration::from_secs(150),
                 ipv6_prefix: 64,
             },
+            never_penalised: Arc::from([]),
         }
     }
 
@@ -402,6 +429,42 @@ mod tests {
         assert_eq!(a.record_failure(y, s(0)), None);
         assert_eq!(a.record_failure(y, s(1)), None);
         assert_eq!(a.record_failure(y, s(700)), None);
+    }
+
+    #[test]
+    fn never_penalised_addresses_are_not_counted_and_a_lift_ends_a_hold_off() {
+        let net = |s: &str| crate::model::IpNetwork::parse(s).expect("network");
+        let mut l = limits();
+        l.never_penalised = Arc::from([net("10.0.0.0/8"), net("2001:db8::/48")]);
+        let a = Arc::new(Admission::new(l));
+        let s = |secs: i64| Millis(secs * 1000);
+        for (addr, penalised) in [("10.1.2.3", false), ("::ffff:10.9.9.9", false), ("2001:db8:0:5::1", false), ("11.0.0.1", true), ("2001:db9::1", true)] {
+            let held = (0..10).filter_map(|t| a.record_failure(ip(addr), s(t))).count();
+            assert_eq!(held > 0, penalised, "{addr}");
+            assert_eq!(a.check_attempt(ip(addr), s(10)).is_err(), penalised, "{addr}");
+        }
+        // A lift ends the hold-off of every key in the network and only there.
+        let x = ip("192.0.2.7");
+        for t in 0..3 {
+            a.record_failure(x, s(t));
+        }
+        assert!(a.check_attempt(x, s(3)).is_err());
+        assert_eq!(a.lift(&net("198.51.100.0/24")), 0);
+        assert!(a.check_attempt(x, s(3)).is_err());
+        assert_eq!(a.lift(&net("192.0.2.7")), 1);
+        assert_eq!(a.check_attempt(x, s(3)), Ok(()));
+        assert!(a.admit(x, s(3), 0).is_ok());
+        // The failures and the doubling are forgotten too: the next hold-off is the first one's length.
+        assert_eq!(a.record_failure(x, s(4)), None);
+        assert_eq!(a.record_failure(x, s(5)), None);
+        assert_eq!(a.record_failure(x, s(6)), Some(s(66)));
+        // IPv6 keys: a lift of an address lifts its /64.
+        let y = ip("2001:db9:1:2::7");
+        for t in 0..3 {
+            a.record_failure(y, s(t));
+        }
+        assert_eq!(a.lift(&net("2001:db9:1:2::/64")), 1);
+        assert_eq!(a.check_attempt(ip("2001:db9:1:2::8"), s(3)), Ok(()));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admission;
+pub mod blocks;
 pub mod connections;
 pub mod incidents;
 pub mod kdf;
@@ -102,6 +103,10 @@ pub struct Core {
     pub(crate) code_checks: std::sync::Mutex<()>,
     /// Live sessions of this process, so a revocation ends the connection.
     pub(crate) live: std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Notify>>>,
+    /// Address blocks in force, checked at every accept (`is_blocked`).
+    pub blocks: Arc<blocks::BlockSet>,
+    /// The last `ip_block_changes` id applied (see `sync_blocks`).
+    pub(crate) block_feed: std::sync::Mutex<i64>,
 }
 
 impl Core {
@@ -121,6 +126,8 @@ impl Core {
             webhook_queued: Arc::new(tokio::sync::Notify::new()),
             live: Default::default(),
             code_checks: std::sync::Mutex::new(()),
+            blocks: Arc::new(blocks::BlockSet::new()),
+            block_feed: std::sync::Mutex::new(0),
         }
     }
 
@@ -145,7 +152,14 @@ impl Core {
     pub fn rebuild_windows(&self, now: Millis) -> Result<()> {
         let window = self.settings().ssh.penalties.window;
         let rows = self.store.failures_by_ip_since(now.minus(window))?;
-        let parsed: Vec<_> = rows.into_iter().filter_map(|(ip, at)| ip.parse().ok().map(|ip| (ip, Millis(at)))).collect();
+        let mut parsed: Vec<_> = rows.into_iter().filter_map(|(ip, at)| ip.parse().ok().map(|ip| (ip, Millis(at)))).collect();
+        // A hold-off lifted by `security ip unblock` stays lifted: the
+        // failures before the lift are not replayed.
+        let lifts: Vec<(crate::model::IpNetwork, Millis)> =
+            self.store.lifts_since(now.minus(window))?.into_iter().filter_map(|(n, at)| crate::model::IpNetwork::parse(&n).ok().map(|n| (n, at))).collect();
+        if !lifts.is_empty() {
+            parsed.retain(|(ip, at)| !lifts.iter().any(|(n, lifted)| lifted >= at && n.contains(*ip)));
+        }
         self.admission.replay_failures(&parsed, now);
         Ok(())
     }
@@ -199,5 +213,6 @@ fn admission_limits(s: &Settings) -> admission::Limits {
         startups: s.ssh.startups,
         per_address: s.ssh.max_startups_per_address,
         penalties: s.ssh.penalties.clone(),
+        never_penalised: s.blocks.never_block.clone().into(),
     }
 }

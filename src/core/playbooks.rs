@@ -211,12 +211,7 @@ impl Core {
         let result = match &p.action {
             Action::Lock { duration } => self.playbook_lock(&p.playbook, incident, *duration, now).await,
             Action::Block { duration, ipv4_bits, ipv6_bits } => match &incident.subject {
-                Subject::Address(_) | Subject::Network(_) => {
-                    // LEAD: the blocks helper's `Core::block_address` goes here
-                    // (subject, duration or the growing default, the bits).
-                    let _ = (duration, ipv4_bits, ipv6_bits);
-                    Ok(ActionOutcome::NotAvailable { action: "block" })
-                }
+                Subject::Address(a) | Subject::Network(a) => self.playbook_block(&p.playbook, incident, a, *duration, *ipv4_bits, *ipv6_bits, now).await,
                 other => Ok(ActionOutcome::Skipped(format!("nothing to block: the incident is about {}", describe_subject(other)))),
             },
             Action::RevokeSessions => match self.incident_account(incident) {
@@ -261,6 +256,38 @@ impl Core {
         let reason = format!("playbook {playbook}: incident #{}", incident.id);
         self.lock_user(&user, until, &reason, &Actor::Playbook(playbook.to_owned()), now).await?;
         Ok(ActionOutcome::Done(format!("locked {} until {}", user.username, until.rfc3339())))
+    }
+
+    /// Blocks the incident's address or network (widened to `ipv4_bits` /
+    /// `ipv6_bits` when the action says so), for the action's duration or
+    /// the growing default.
+    #[allow(clippy::too_many_arguments)]
+    async fn playbook_block(&self, playbook: &str, incident: &PlaybookIncident, subject: &str, duration: Option<std::time::Duration>, ipv4_bits: Option<u8>, ipv6_bits: Option<u8>, now: Millis) -> Result<ActionOutcome> {
+        use super::blocks::{BlockFor, BlockOutcome, BlockRequest, BlockSource};
+        let net = crate::model::IpNetwork::parse(subject).map_err(super::Error::Invalid)?;
+        let widen = match net.addr() {
+            std::net::IpAddr::V4(_) => ipv4_bits,
+            std::net::IpAddr::V6(_) => ipv6_bits,
+        };
+        let target = match widen.filter(|b| *b < net.bits()) {
+            Some(bits) => crate::model::IpNetwork::containing(net.addr(), bits).to_string(),
+            None => subject.to_owned(),
+        };
+        let reason = format!("playbook {playbook}: incident #{} ({})", incident.id, incident.incident_type);
+        let req = BlockRequest {
+            target: &target,
+            duration: duration.map_or(BlockFor::Grown, BlockFor::For),
+            reason: &reason,
+            incident_id: Some(incident.id),
+            source: BlockSource::Rule,
+        };
+        Ok(match self.block_address(&req, &Actor::Playbook(playbook.to_owned()), now).await? {
+            BlockOutcome::Blocked(b) => ActionOutcome::Done(match b.expires_at {
+                Some(t) => format!("blocked {} until {} (earlier blocks: {})", b.network, t.rfc3339(), b.repeat),
+                None => format!("blocked {} until lifted", b.network),
+            }),
+            BlockOutcome::NeverBlock { network, listed } => ActionOutcome::Skipped(format!("{network} is on blocks.never_block ({listed})")),
+        })
     }
 
     fn playbook_force_reset(&self, incident: &PlaybookIncident) -> Result<ActionOutcome> {
@@ -655,7 +682,7 @@ mod tests {
         let f = fixture("playbooks: [\n  {\n    name: p\n    when: { severity_at_least: \"low\" }\n    actions: [\n      { lock: \"15m\" }\n      { block: true }\n      { notify: \"user\" }\n    ]\n  }\n]\n");
         let now = Millis(1_764_072_000_000);
         let cases = [
-            (Subject::Address("192.0.2.7".into()), ["skipped", "not_available", "skipped"]),
+            (Subject::Address("192.0.2.7".into()), ["skipped", "done", "skipped"]),
             (Subject::Account { user_id: None, username: "ghost".into() }, ["skipped", "skipped", "skipped"]),
             (Subject::Gate, ["skipped", "skipped", "skipped"]),
         ];
@@ -664,8 +691,12 @@ mod tests {
             let got: Vec<&str> = f.rt.block_on(f.core.run_playbooks(&i, now)).expect("run").iter().map(|r| r.outcome.as_str()).collect();
             assert_eq!(got, want, "{subject:?}");
         }
-        let blocked = f.events(EventType::PlaybookAction).into_iter().find(|e| e.details["action"] == "block" && e.details["outcome"] == "not_available").expect("block event");
+        let blocked = f.events(EventType::PlaybookAction).into_iter().find(|e| e.details["action"] == "block" && e.details["outcome"] == "done").expect("block event");
         assert_eq!(blocked.ip.as_deref(), Some("192.0.2.7"));
+        // Blocked for the growing default's first 30 minutes, by the rule.
+        assert!(f.core.is_blocked("192.0.2.7".parse().unwrap(), now.plus(Duration::from_secs(1799))));
+        assert!(!f.core.is_blocked("192.0.2.7".parse().unwrap(), now.plus(Duration::from_secs(1801))));
+        assert!(!f.core.is_blocked("192.0.2.8".parse().unwrap(), now));
     }
 
     #[test]

@@ -104,6 +104,13 @@ pub async fn serve(listener: TcpListener, core: Arc<Core>, config: SharedConfig,
                     }
                 };
                 let now = Millis::now();
+                // A blocked address is closed at once: no banner, no
+                // handshake, no slot; refusals are recorded rate-limited.
+                if core.is_blocked(peer.ip(), now) {
+                    drop(stream);
+                    core.blocked_connection(peer.ip(), "ssh", now).await;
+                    continue;
+                }
                 let roll = rand::random_range(0..100u32);
                 match core.admission.admit(peer.ip(), now, roll) {
                     Ok(ticket) => {

@@ -2,6 +2,7 @@
 //! the daemon and the CLI; numbered migrations embedded in the binary; one
 //! event writer thread with group commit.
 
+pub mod blocks;
 pub mod devices;
 pub mod events;
 pub mod incidents;

@@ -119,6 +119,7 @@ pub async fn bind(
         grace: SHUTDOWN_GRACE,
     };
     let connections = Arc::clone(&core.web_connections);
+    let gate = Arc::clone(&core);
 
     let metrics_token = settings
         .metrics_token
@@ -133,7 +134,7 @@ pub async fn bind(
             let _ = shutdown.wait_for(|stop| *stop).await;
             tracing::info!("web: shutting down");
         };
-        serve::run(listener, tls, app, connections, timeouts, stop).await;
+        serve::run(listener, tls, app, connections, gate, timeouts, stop).await;
     };
     Ok((addr, serve))
 }

@@ -75,6 +75,7 @@ pub(super) async fn run(
     tls: tokio_rustls::TlsAcceptor,
     app: Router,
     connections: Arc<WebConnections>,
+    core: Arc<crate::core::Core>,
     timeouts: Timeouts,
     stop: impl std::future::Future<Output = ()>,
 ) {
@@ -84,6 +85,11 @@ pub(super) async fn run(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) if core.is_blocked(peer.ip(), crate::model::Millis::now()) => {
+                    // A blocked address: closed before any TLS byte.
+                    drop(tcp);
+                    core.blocked_connection(peer.ip(), "https", crate::model::Millis::now()).await;
+                }
                 Ok((tcp, peer)) => match connections.admit(peer.ip()) {
                     Ok(permit) => {
                         let (tls, app, closing) = (tls.clone(), app.clone(), closing.clone());

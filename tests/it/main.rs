@@ -2,6 +2,7 @@
 //! Each test has its own temporary folder and daemon on a free port.
 
 mod auth;
+mod blocks;
 mod cli;
 mod flow;
 mod harness;

@@ -1,7 +1,9 @@
-//! `portcullis security`: security events, incidents, two-factor authentication, webhooks.
+//! `portcullis security`: security events, incidents, two-factor
+//! authentication, webhooks and address blocks.
 
 mod events;
 mod incidents;
+mod ip;
 mod mfa;
 mod webhooks;
 
@@ -22,6 +24,9 @@ pub(super) enum SecurityCmd {
     /// Webhooks: list them, their delivery queue, a test delivery.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCmd),
+    /// Address blocks: list, block, unblock, import.
+    #[command(subcommand)]
+    Ip(ip::IpCmd),
 }
 
 pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
@@ -30,5 +35,6 @@ pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
         SecurityCmd::Incidents(cmd) => incidents::run(core, cmd),
         SecurityCmd::Mfa(cmd) => mfa::run(core, cmd).await,
         SecurityCmd::Webhooks(cmd) => webhooks::run(core, cmd),
+        SecurityCmd::Ip(cmd) => ip::run(core, cmd).await,
     }
 }
