@@ -25,6 +25,7 @@ pub struct Schema {
     pub web: Web,
     pub email: Email,
     pub mfa: Mfa,
+    pub locks: Locks,
     /// Policy per group: `groups: { sysops: { require_level: 2 } }`.
     pub groups: std::collections::BTreeMap<String, GroupPolicy>,
 }
@@ -42,6 +43,7 @@ impl Default for Schema {
             web: Web::default(),
             email: Email::default(),
             mfa: Mfa::default(),
+            locks: Locks::default(),
             groups: Default::default(),
         }
     }
@@ -310,6 +312,24 @@ impl Default for Mfa {
     }
 }
 
+/// Account locks made by rules (playbooks), and what still lets the owner in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Locks {
+    /// The longest a rule may lock an account (a longer request is cut to this).
+    #[serde(deserialize_with = "duration")]
+    pub max_duration: Duration,
+    /// A rule lock still admits the owner, with every factor, from an
+    /// address where they completed a full login within this many days.
+    pub known_address_days: u32,
+}
+
+impl Default for Locks {
+    fn default() -> Self {
+        Locks { max_duration: Duration::from_secs(86_400), known_address_days: 30 }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupPolicy {
@@ -350,4 +370,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, groups);
+sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, locks, groups);

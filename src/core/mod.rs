@@ -5,12 +5,14 @@ pub mod accounts;
 pub mod admission;
 pub mod connections;
 pub mod kdf;
+pub mod locks;
 pub mod login;
 pub mod mail;
 pub mod mfa;
 pub mod otp;
 pub mod password;
 pub mod secrets;
+pub mod sessions;
 
 use crate::config::Settings;
 use crate::model::{Event, Millis};
@@ -95,7 +97,7 @@ pub struct Core {
     /// Serialises one-time-code checks (see `check_login_code`).
     pub(crate) code_checks: std::sync::Mutex<()>,
     /// Live sessions of this process, so a revocation ends the connection.
-    pub(crate) live: std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Notify>>>,
+    pub(crate) live: std::sync::Mutex<std::collections::HashMap<i64, Arc<sessions::LiveSession>>>,
 }
 
 impl Core {
@@ -141,40 +143,6 @@ impl Core {
         let parsed: Vec<_> = rows.into_iter().filter_map(|(ip, at)| ip.parse().ok().map(|ip| (ip, Millis(at)))).collect();
         self.admission.replay_failures(&parsed, now);
         Ok(())
-    }
-
-    /// Registers a live session: `revoked` is notified when it is revoked.
-    /// `forget_session` removes it when the connection ends.
-    pub fn watch_session(&self, session_id: i64, revoked: Arc<tokio::sync::Notify>) {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(session_id, revoked);
-    }
-
-    pub fn forget_session(&self, session_id: i64) {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&session_id);
-    }
-
-    /// Ends one of a user's own sessions (from the account menu): the row
-    /// is closed, `session_revoked` recorded, and a live connection in this
-    /// process is told to go.
-    pub async fn revoke_own_session(&self, user: &crate::model::User, session_id: i64, actor: &accounts::Actor, now: Millis) -> Result<bool> {
-        let owned = self.store.sessions(Some(user.id), 10_000)?.into_iter().any(|s| s.id == session_id && s.ended_at.is_none());
-        if !owned {
-            return Ok(false);
-        }
-        self.store.end_session(session_id, "revoked by the user", now)?;
-        let e = crate::model::Event::new(crate::model::EventType::SessionRevoked, crate::model::Severity::Medium, format!("session {session_id} of {} revoked", user.username), now)
-            .user(Some(user.id), Some(&user.username));
-        // The event is about the revoked session; the one that asked is in
-        // the details.
-        let mut e = actor.stamp(e);
-        if let Some(by) = e.session_id.replace(session_id) {
-            e = e.detail("by_session", by);
-        }
-        self.record(e).await;
-        if let Some(n) = self.live.lock().unwrap_or_else(|p| p.into_inner()).get(&session_id) {
-            n.notify_one();
-        }
-        Ok(true)
     }
 }
 

@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0002_mfa_mail", sql: include_str!("../../migrations/0002_mfa_mail.sql") },
     Migration { name: "0003_cli_deleted_users", sql: include_str!("../../migrations/0003_cli_deleted_users.sql") },
     Migration { name: "0004_review_retired_ids", sql: include_str!("../../migrations/0004_review_retired_ids.sql") },
+    Migration { name: "0007_locks", sql: include_str!("../../migrations/0007_locks.sql") },
 ];
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -98,7 +99,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.db")).expect("open");
         let err = store.migrate(Some("0099_nope")).unwrap_err().to_string();
-        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids)");
+        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0007_locks)");
     }
 
     #[test]

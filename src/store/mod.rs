@@ -4,6 +4,7 @@
 
 pub mod devices;
 pub mod events;
+pub mod locks;
 pub mod mfa;
 pub mod migrations;
 pub mod sessions;
