@@ -7,6 +7,7 @@ mod flow;
 mod harness;
 mod menus;
 mod mfa;
+mod sessions;
 mod web;
 
 use harness::{detail, poll, text, Gate, Ssh, ALICE_PW, BIN, BOB_PW, DEFAULT_CONFIG};
