@@ -91,6 +91,15 @@ impl Core {
             }
             Err(e) => tracing::warn!(error = %e, "reading metrics"),
         }
+        let name = "portcullis_kdf_runs_by_address";
+        out.push_str(&format!("# HELP {name} First-factor password hashes run per address since start (the 10 busiest; IPv6 per /64).\n# TYPE {name} counter\n"));
+        let (top, other) = self.kdf_runs.top(10);
+        for (address, runs) in top {
+            out.push_str(&format!("{name}{{address=\"{address}\"}} {runs}\n"));
+        }
+        if other > 0 {
+            out.push_str(&format!("{name}{{address=\"other\"}} {other}\n"));
+        }
         let name = "portcullis_unauthenticated_connections";
         out.push_str(&format!("# HELP {name} SSH connections not yet authenticated.\n# TYPE {name} gauge\n{name} {}\n", self.admission.unauthenticated()));
         out
@@ -204,6 +213,7 @@ impl Core {
             Some(phc) if password.expose().len() <= password::MAX_INPUT_BYTES => {
                 let pw = password.clone();
                 let verdict = self.kdf.run_counted(move || password::verify_padded(pw.expose(), Some(phc.expose().as_str()), iterations)).await.map_err(|_| Error::Busy)?;
+                self.kdf_runs.add(ip);
                 matches!(verdict, password::Verify::Match { .. })
             }
             _ => false,

@@ -212,6 +212,13 @@ impl Handler {
                 self.shared.kick.notify_one();
                 Auth::reject()
             }
+            // Refused because the address is held off: the connection's
+            // further attempts would be refused too, so it goes now rather
+            // than hold an unauthenticated slot (MaxStartups) for others.
+            Outcome::Rejected(Rejection::Refused) if self.core.admission.check_attempt(self.peer.ip(), Millis::now()).is_err() => {
+                self.shared.kick.notify_one();
+                Auth::reject()
+            }
             // Name the methods again: a bare reject makes russh drop the
             // method just used, and OpenSSH would stop after one password.
             Outcome::Rejected(_) => Auth::Reject { proceed_with_methods: Some(self.methods.clone()), partial_success: false },
