@@ -173,3 +173,49 @@ fn a_cli_lock_cuts_the_live_session_and_unlock_lets_the_user_back() {
     assert_eq!(cli_err(&g, &["user", "lock", "carol"], 1), "error: no such user: carol\n");
     assert_eq!(cli_err(&g, &["user", "unlock", "carol"], 1), "error: no such user: carol\n");
 }
+
+/// A rule's lock over real SSH: the owner, from the address of an earlier
+/// full login, still gets in with every factor (password and code); from
+/// another address, or without the code, they do not. The lock row is set
+/// as `Core::lock_account_by_rule` sets it (the playbooks that call it are
+/// another part of the gate).
+#[test]
+fn a_rule_lock_still_admits_the_owner_from_a_known_address_with_every_factor() {
+    let g = Gate::start_with(&crate::mfa::spool_config(""));
+    g.add_user("alice", ALICE_PW);
+    // A full login (one factor is all the account needs yet) from 127.0.0.1.
+    assert!(g.ssh(&Ssh::kbd("alice", ALICE_PW)).authenticated_exec());
+    let enrolled = crate::mfa::enroll_totp_spool(&g, "alice");
+    let db = rusqlite::Connection::open(g.db_path()).expect("db");
+    let until = crate::harness::unix_now() as i64 * 1000 + 3_600_000;
+    let n = db
+        .execute("UPDATE users SET locked_until = ?1, lock_source = 'rule', lock_reason = 'brute force', lock_incident_id = 7 WHERE username = 'alice'", [until])
+        .expect("lock");
+    assert_eq!(n, 1);
+    let shown = g.cli_ok(&["user", "show", "alice"]);
+    assert!(shown.contains("by a rule, incident 7; the owner's known addresses still get in (brute force)"), "{shown}");
+
+    // Another address: refused, whatever it knows; the event says why.
+    let code = crate::mfa::next_totp(&enrolled.secret);
+    let run = g.ssh(&Ssh::kbd("alice", ALICE_PW).code(&code).bind("127.0.0.2"));
+    assert!(!run.authenticated_exec(), "{run:#?}");
+    let failed = g.wait_events(Some("alice"), "login_failed", |ev| !ev.is_empty());
+    let lock = &failed[0]["details"]["lock"];
+    assert_eq!(detail(&failed[0], "reason"), "locked", "{}", failed[0]);
+    assert_eq!((lock["source"].as_str(), lock["known_address"].as_bool(), lock["incident_id"].as_i64()), (Some("rule"), Some(false), Some(7)), "{}", failed[0]);
+    // The known address without the right code: refused.
+    let run = g.ssh(&Ssh::kbd("alice", ALICE_PW).code(&crate::mfa::wrong_totp(&enrolled.secret)));
+    assert!(!run.authenticated_exec(), "{run:#?}");
+    assert_eq!(g.wait_events(Some("alice"), "otp_failed", |ev| !ev.is_empty()).len(), 1);
+    // The known address with every factor: in.
+    let run = g.ssh(&Ssh::kbd("alice", ALICE_PW).code(&code));
+    assert!(run.authenticated_exec(), "{run:#?}\n{}", g.daemon_log());
+    let success = g.events_of(Some("alice"), "login_success");
+    assert_eq!(success[0]["details"]["lock"]["admitted"], "known_address", "{}", success[0]);
+    assert_eq!(detail(&success[0], "factors"), 2, "{}", success[0]);
+
+    // `user unlock` lifts a rule's lock too.
+    assert_eq!(g.cli_ok(&["user", "unlock", "alice"]), "unlocked alice\n");
+    let unlocked = g.events_of(Some("alice"), "account_unlocked");
+    assert_eq!((detail(&unlocked[0], "source"), detail(&unlocked[0], "incident_id")), (&Value::from("rule"), &Value::from(7)), "{}", unlocked[0]);
+}
