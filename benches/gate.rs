@@ -1,4 +1,4 @@
-//! The benchmark run: one command measures PERFORMANCE.md's P1, P3, P4
+//! The benchmark run: one command measures PERFORMANCE.md's P1, P2, P3, P4
 //! (and P5), P6, P9, P10 and P12 on this machine and prints a Markdown report.
 //!
 //!     ./scripts/bench            # builds release, installs sshd if needed
@@ -51,6 +51,9 @@ fn main() {
         kdf_rate = Some(raw_kdf_rate(cores, if opts.quick { 3 } else { 10 }));
         rt.block_on(p1_password_logins(kdf_rate.unwrap_or(0.0), if opts.quick { 5 } else { 20 }));
     }
+    if opts.wants("P2") {
+        rt.block_on(p2_login_under_flood(if opts.quick { 5 } else { 15 }, if opts.quick { 600 } else { 1250 }));
+    }
     if opts.wants("P3") {
         p3_ingest(if opts.quick { 5 } else { 60 });
     }
@@ -94,6 +97,8 @@ struct Gate {
     dir: tempfile::TempDir,
     child: Child,
     addr: String,
+    /// The HTTPS address (for `/metrics`).
+    web: String,
 }
 
 impl Gate {
@@ -114,15 +119,18 @@ impl Gate {
     }
 
     /// Writes the config, creates `alice` (with `key` if given) and starts.
+    /// Caps and penalties are out of the way (a load generator, not an attack).
     fn start(iterations: u32, key: Option<&str>) -> Gate {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            Self::config_path(dir.path()),
-            format!(
-                "data_dir: data\nssh: {{\n  listen: \"127.0.0.1:0\"\n  max_startups: \"2000:30:4000\"\n  max_startups_per_address: 4000\n  penalties: {{\n    max_failures: 100000\n  }}\n}}\npasswords: {{\n  iterations: {iterations}\n}}\nkdf: {{\n  queue: 64\n}}\nweb: {{\n  listen: \"127.0.0.1:0\"\n}}\n"
-            ),
+        Self::start_with(
+            &format!("ssh: {{\n  listen: \"127.0.0.1:0\"\n  max_startups: \"2000:30:4000\"\n  max_startups_per_address: 4000\n  penalties: {{\n    max_failures: 100000\n  }}\n}}\npasswords: {{\n  iterations: {iterations}\n}}\nkdf: {{\n  queue: 64\n}}\n"),
+            key,
         )
-        .expect("config");
+    }
+
+    /// `config` holds everything but `data_dir` and `web`.
+    fn start_with(config: &str, key: Option<&str>) -> Gate {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(Self::config_path(dir.path()), format!("data_dir: data\n{config}web: {{\n  listen: \"127.0.0.1:0\"\n}}\n")).expect("config");
         Self::cli(dir.path(), &["migrate", "run"], None);
         Self::cli(dir.path(), &["user", "add", "alice", "--password-stdin"], Some(&format!("{PASSWORD}\n")));
         if let Some(k) = key {
@@ -140,7 +148,8 @@ impl Gate {
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
         let addr = line.split_whitespace().find_map(|w| w.strip_prefix("ssh=")).expect("ssh= in ready line").to_owned();
-        Gate { dir, child, addr }
+        let web = line.split_whitespace().find_map(|w| w.strip_prefix("web=")).expect("web= in ready line").to_owned();
+        Gate { dir, child, addr, web }
     }
 
     fn rss_kib(&self) -> u64 {
@@ -262,6 +271,136 @@ async fn p1_password_logins(kdf_rate: f64, secs: u64) {
         failed.load(Ordering::Relaxed),
         percentile(&l, 0.5),
         percentile(&l, 0.99)
+    );
+}
+
+// ---------------------------------------------------------------- P2
+
+/// One password login of alice from 127.0.0.1: its time in ms, or why not.
+async fn legit_login(addr: &str) -> Result<f64, String> {
+    let t = Instant::now();
+    let mut h = client::connect(client_config(), addr, Client).await.map_err(|e| format!("connect: {e}"))?;
+    let res = h.authenticate_password("alice", PASSWORD).await.map_err(|e| format!("auth: {e}"))?;
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    let _ = h.disconnect(russh::Disconnect::ByApplication, "", "").await;
+    if res.success() {
+        Ok(ms)
+    } else {
+        Err("refused".into())
+    }
+}
+
+/// Sequential legitimate logins for `secs`: latencies (ms) and failures.
+async fn legit_logins(addr: &str, secs: u64) -> (Vec<f64>, u64) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let (mut ok, mut failed) = (Vec::new(), 0u64);
+    while Instant::now() < end {
+        match tokio::time::timeout(Duration::from_secs(30), legit_login(addr)).await {
+            Ok(Ok(ms)) => ok.push(ms),
+            other => {
+                failed += 1;
+                if failed <= 3 {
+                    eprintln!("P2: a legitimate login failed: {other:?}");
+                }
+            }
+        }
+    }
+    ok.sort_by(|a, b| a.total_cmp(b));
+    (ok, failed)
+}
+
+/// One flood attempt from 127.0.0.2: connect and try one wrong password
+/// against alice. True when the gate answered the password (false: the
+/// connection was dropped before that, at accept or in the handshake).
+async fn flood_attempt(addr: std::net::SocketAddr, n: u64) -> bool {
+    let attempt = async {
+        let sock = tokio::net::TcpSocket::new_v4().ok()?;
+        sock.set_reuseaddr(true).ok()?;
+        sock.bind("127.0.0.2:0".parse().ok()?).ok()?;
+        let stream = sock.connect(addr).await.ok()?;
+        let mut h = client::connect_stream(client_config(), stream, Client).await.ok()?;
+        let r = h.authenticate_password("alice", format!("Wrong-Battery-{n}")).await.ok();
+        let _ = h.disconnect(russh::Disconnect::ByApplication, "", "").await;
+        r.map(|_| ())
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(10), attempt).await, Ok(Some(())))
+}
+
+/// `portcullis_kdf_runs_by_address` for `address` from the daemon's `/metrics`.
+fn kdf_runs_of(web: &str, address: &str) -> u64 {
+    let out = Command::new("curl").args(["-sk", "--max-time", "10"]).arg(format!("https://{web}/metrics")).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let prefix = format!("portcullis_kdf_runs_by_address{{address=\"{address}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// P2: alice logs in from 127.0.0.1, one login after another, first with
+/// no other traffic, then while 127.0.0.2 floods wrong passwords for her
+/// account at `rate` attempts/s (many connections, paced by 256 tasks).
+/// Production KDF cost and the default caps and penalties.
+async fn p2_login_under_flood(secs: u64, rate: u64) {
+    let gate = Gate::start_with("ssh: {\n  listen: \"127.0.0.1:0\"\n}\n", None);
+    let addr = gate.addr.clone();
+    let target: std::net::SocketAddr = addr.parse().expect("address");
+    let budget = 10; // ssh.penalties.max_failures, the default
+    let (quiet, quiet_failed) = legit_logins(&addr, secs).await;
+    let runs_before = kdf_runs_of(&gate.web, "127.0.0.2");
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (sent, answered) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let workers = 256u64;
+    let period = Duration::from_micros(workers * 1_000_000 / rate);
+    let flood_start = Instant::now();
+    let mut flood = Vec::new();
+    for w in 0..workers {
+        let (stop, sent, answered) = (stop.clone(), sent.clone(), answered.clone());
+        flood.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period.mul_f64(w as f64 / workers as f64), period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut n = w << 32;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                n += 1;
+                sent.fetch_add(1, Ordering::Relaxed);
+                if flood_attempt(target, n).await {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let (loud, loud_failed) = legit_logins(&addr, secs).await;
+    stop.store(true, Ordering::Relaxed);
+    let flood_secs = flood_start.elapsed().as_secs_f64();
+    let attempts = sent.load(Ordering::Relaxed);
+    for f in flood {
+        let _ = f.await;
+    }
+    let runs = kdf_runs_of(&gate.web, "127.0.0.2").saturating_sub(runs_before);
+    // Whether (and when) the daemon held the address off: its ip_blocked event.
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("--config")
+        .arg(Gate::config_path(gate.dir.path()))
+        .args(["security", "events", "--type", "ip_blocked", "--json"])
+        .output()
+        .expect("security events");
+    let held: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let held_off = held.iter().any(|e| e["ip"] == "127.0.0.2" && e["details"]["kind"] == "penalty");
+    let over_budget = if held_off { format!("**{} after it went over its budget**", runs.saturating_sub(budget)) } else { "(it was never held off in this run, so the count says nothing)".to_owned() };
+    println!(
+        "## P2 a legitimate login while another address floods\n\nalice logs in with her password from 127.0.0.1, one login after another, {secs} s without other traffic, then {secs} s while 127.0.0.2 tries wrong passwords for her account; production KDF cost, default caps and penalties (10 failures in 10 min hold an address off).\n\n\
+| | logins | failed | median | p99 |\n|---|---|---|---|---|\n\
+| no flood | {} | {quiet_failed} | {:.0} ms | **{:.0} ms** |\n\
+| flood | {} | {loud_failed} | {:.0} ms | **{:.0} ms** |\n\n\
+Flood: **{:.0} attempts/s** achieved ({attempts} connections in {flood_secs:.1} s, target {rate}/s; {} got an answer to their password, the rest were dropped right after the TCP accept: over the per-address cap of unauthenticated connections, then held off). \
+KDF runs for 127.0.0.2: {runs} (its budget: {budget} failures) → {over_budget} (target 0; counted by the daemon per address, `portcullis_kdf_runs_by_address`). Targets: p99 ≤ 1 s with the flood.\n",
+        quiet.len(),
+        percentile(&quiet, 0.5),
+        percentile(&quiet, 0.99),
+        loud.len(),
+        percentile(&loud, 0.5),
+        percentile(&loud, 0.99),
+        attempts as f64 / flood_secs,
+        answered.load(Ordering::Relaxed),
     );
 }
 

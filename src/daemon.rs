@@ -193,7 +193,8 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let web_task = tokio::spawn(web_future);
     let menus = crate::flow::menu::load(settings.menus.as_deref(), settings.art_dir.as_deref()).map_err(|e| anyhow::anyhow!("menus:\n  {}", e.join("\n  ")))?;
     let menus: crate::flow::menu::SharedMenus = Arc::new(std::sync::RwLock::new(Arc::new(menus)));
-    let sessions_task = tokio::spawn(follow_session_ends(core.clone(), stop_rx.clone()));
+    let watch = crate::store::locks::ChangeWatch::open(&db).context("opening the change watcher's connection")?;
+    let changes_task = tokio::spawn(follow_changes(core.clone(), watch, stop_rx.clone()));
     let escalations_task = tokio::spawn(follow_escalations(core.clone(), stop_rx.clone()));
     let ssh_task = tokio::spawn(crate::ssh::serve(listener, core.clone(), ssh_config.clone(), menus.clone(), stop_rx));
     tracing::info!(ssh = %ssh_addr, web = %web_addr, config = %settings.source, "portcullis is up");
@@ -212,8 +213,8 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    if let Err(e) = sessions_task.await {
-        tracing::error!(error = %e, task = "sessions", "a task failed");
+    if let Err(e) = changes_task.await {
+        tracing::error!(error = %e, task = "changes", "a task failed");
     }
     for (name, task) in [("ssh", ssh_task), ("web", web_task), ("mail", mail_task), ("webhooks", hooks_task), ("escalations", escalations_task)] {
         if let Err(e) = task.await {
@@ -288,26 +289,48 @@ async fn follow_escalations(core: Arc<Core>, mut stop: tokio::sync::watch::Recei
     }
 }
 
-/// Cuts live sessions whose rows another process ended or removed (the
-/// CLI deleting an account) and follows address blocks, twice a second,
-/// until the gate stops.
-async fn follow_session_ends(core: Arc<Core>, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// How often the change watcher looks at `PRAGMA data_version`.
+const CHANGE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// Expired blocks are looked for every this many polls (once a second).
+const BLOCK_EXPIRY_TICKS: u64 = 5;
+
+/// Follows changes other processes make to the database (the CLI revoking
+/// a session, locking or deleting an account): every `CHANGE_POLL` it reads
+/// `PRAGMA data_version` on a connection of its own (no table is read) and,
+/// only when another connection committed, asks `core` to catch up. The
+/// daemon's own commits move it too, so what `on_database_change` does is
+/// kept small.
+async fn follow_changes(core: Arc<Core>, mut watch: crate::store::locks::ChangeWatch, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(CHANGE_POLL) => {}
             _ = stop.changed() => {}
         }
         if *stop.borrow() {
             return;
         }
-        match core.cut_vanished_sessions() {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(count = n, "sessions ended by another process were cut"),
-            Err(e) => tracing::warn!(error = %e, "checking live sessions"),
+        ticks += 1;
+        let changed = match watch.changed() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the database's change counter");
+                false
+            }
+        };
+        if changed {
+            match core.on_database_change(Millis::now()).await {
+                Ok(c) if c.sessions_cut > 0 => tracing::info!(count = c.sessions_cut, "sessions ended by another process were cut"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "catching up with changes made by another process"),
+            }
         }
-        // Blocks, unblocks and penalty lifts made by the CLI; expired blocks.
-        if let Err(e) = core.sync_blocks(Millis::now()).await {
-            tracing::warn!(error = %e, "following address blocks");
+        // Blocks, unblocks and penalty lifts made by the CLI when something
+        // changed; expired blocks (an `ip_unblocked` each) once a second.
+        if changed || ticks % BLOCK_EXPIRY_TICKS == 0 {
+            if let Err(e) = core.sync_blocks(Millis::now()).await {
+                tracing::warn!(error = %e, "following address blocks");
+            }
         }
     }
 }

@@ -620,6 +620,10 @@ pub struct User {
     pub must_reset_password: bool,
     pub locked_until: Option<Millis>,
     pub lock_reason: Option<String>,
+    /// Who made the lock in force (`None` when never locked).
+    pub lock_source: Option<LockSource>,
+    /// The incident a rule lock answers.
+    pub lock_incident_id: Option<i64>,
     pub imposed_level: u8,
     pub login_count: i64,
     pub last_login_at: Option<Millis>,
@@ -633,6 +637,16 @@ impl User {
         self.locked_until.is_some_and(|t| t > now)
     }
 }
+
+string_enum!(
+    /// Who locked an account. A `sysop` lock (the CLI) is absolute; a
+    /// `rule` lock (a playbook) is bounded and still lets the owner in from
+    /// an address where they recently passed every factor.
+    LockSource {
+        Sysop => "sysop",
+        Rule => "rule",
+    }
+);
 
 /// A registered SSH public key.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -63,6 +63,8 @@ struct UserJson<'a> {
     is_locked: bool,
     locked_until: Option<String>,
     lock_reason: Option<&'a str>,
+    lock_source: Option<&'a str>,
+    lock_incident_id: Option<i64>,
     must_reset_password: bool,
     password_changed_at: Option<String>,
     login_count: i64,
@@ -80,6 +82,8 @@ fn user_json(u: &User, now: Millis) -> UserJson<'_> {
         is_locked: u.is_locked(now),
         locked_until: u.locked_until.filter(|t| *t > now).map(|t| t.rfc3339()),
         lock_reason: if u.is_locked(now) { u.lock_reason.as_deref() } else { None },
+        lock_source: if u.is_locked(now) { u.lock_source.map(|s| s.as_str()) } else { None },
+        lock_incident_id: if u.is_locked(now) { u.lock_incident_id } else { None },
         must_reset_password: u.must_reset_password,
         password_changed_at: u.password_changed_at.map(|t| t.rfc3339()),
         login_count: u.login_count,
@@ -122,7 +126,14 @@ pub fn user(u: &User, json: bool, now: Millis) -> anyhow::Result<()> {
         ("email", j.email.unwrap_or("").to_owned()),
         ("groups", j.groups.join(", ")),
         ("locked", match (&j.locked_until, j.lock_reason) {
-            (Some(t), r) => format!("until {t} ({})", r.unwrap_or("")),
+            (Some(_), r) if u.locked_until == Some(crate::model::FOREVER) => format!("until unlocked, by the {} ({})", j.lock_source.unwrap_or("sysop"), r.unwrap_or("")),
+            (Some(t), r) => format!("until {t}, by {} ({})", match j.lock_source {
+                Some("rule") => match j.lock_incident_id {
+                    Some(id) => format!("a rule, incident {id}; the owner's known addresses still get in"),
+                    None => "a rule; the owner's known addresses still get in".to_owned(),
+                },
+                _ => "the sysop".to_owned(),
+            }, r.unwrap_or("")),
             _ => "no".into(),
         }),
         ("must reset password", j.must_reset_password.to_string()),
@@ -196,6 +207,78 @@ pub fn events(list: &[StoredEvent], json: bool, as_array: bool) -> anyhow::Resul
     table(&["ID", "TIME", "TYPE", "SEVERITY", "USER", "IP", "DESCRIPTION"], rows)?;
     std::io::stdout().flush()?;
     Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct SessionJson<'a> {
+    id: i64,
+    user: &'a str,
+    user_id: i64,
+    protocol: &'a str,
+    ip: &'a str,
+    device_id: Option<i64>,
+    client_version: &'a str,
+    auth_method: &'a str,
+    factors: u8,
+    started_at: &'a str,
+    last_activity_at: &'a str,
+    ended_at: Option<&'a str>,
+    end_reason: Option<&'a str>,
+}
+
+/// `all`: the list holds ended sessions too (the table shows their end).
+pub fn sessions(list: &[crate::store::sessions::SessionRow], json: bool, all: bool) -> anyhow::Result<()> {
+    if json {
+        let rows: Vec<SessionJson<'_>> = list
+            .iter()
+            .map(|s| SessionJson {
+                id: s.id,
+                user: &s.username,
+                user_id: s.user_id,
+                protocol: &s.protocol,
+                ip: &s.ip,
+                device_id: s.device_id,
+                client_version: &s.client_version,
+                auth_method: &s.auth_method,
+                factors: s.factors,
+                started_at: &s.started_at,
+                last_activity_at: &s.last_activity_at,
+                ended_at: s.ended_at.as_deref(),
+                end_reason: s.end_reason.as_deref(),
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    if list.is_empty() {
+        println!("{}", if all { "no sessions" } else { "no open sessions" });
+        return Ok(());
+    }
+    let mut headers = vec!["ID", "USER", "PROTOCOL", "IP", "DEVICE", "FACTORS", "STARTED", "LAST ACTIVITY"];
+    if all {
+        headers.extend(["ENDED", "END REASON"]);
+    }
+    table(
+        &headers,
+        list.iter()
+            .map(|s| {
+                let mut row = vec![
+                    s.id.to_string(),
+                    s.username.clone(),
+                    s.protocol.clone(),
+                    s.ip.clone(),
+                    s.device_id.map(|d| d.to_string()).unwrap_or_default(),
+                    s.factors.to_string(),
+                    s.started_at.clone(),
+                    s.last_activity_at.clone(),
+                ];
+                if all {
+                    row.push(s.ended_at.clone().unwrap_or_else(|| "open".into()));
+                    row.push(s.end_reason.clone().unwrap_or_default());
+                }
+                row
+            })
+            .collect(),
+    )
 }
 
 pub fn migrations(list: &[MigrationState], json: bool) -> anyhow::Result<()> {

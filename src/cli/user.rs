@@ -50,16 +50,17 @@ pub(super) enum UserCmd {
         #[arg(long)]
         must_reset: bool,
     },
-    /// Lock an account (until unlocked, or for a duration).
+    /// Lock an account (until unlocked, or for a duration): a sysop's lock
+    /// is absolute and ends the account's open sessions.
     Lock {
         user: String,
-        /// How long, e.g. "30m", "2h", "7d".
+        /// How long, e.g. "30m", "2h", "7d" (at most 365d); without it, until unlocked.
         #[arg(long = "for", value_name = "DURATION")]
         duration: Option<String>,
         #[arg(long, default_value = "locked by sysop")]
         reason: String,
     },
-    /// Unlock an account.
+    /// Unlock an account (a sysop's lock or a rule's).
     Unlock { user: String },
     /// Group membership.
     #[command(subcommand)]
@@ -140,20 +141,29 @@ pub(super) async fn run(core: Core, cmd: UserCmd) -> anyhow::Result<i32> {
         UserCmd::Lock { user, duration, reason } => {
             let u = core.find_user(&user)?;
             let until = match duration {
-                Some(d) => now.plus(crate::model::parse_duration(&d).map_err(|e| crate::cli::usage(format!("--for: {e}")))?),
+                Some(d) => {
+                    let d = crate::model::parse_duration(&d).map_err(|e| crate::cli::usage(format!("--for: {e}")))?;
+                    if d.is_zero() || d > crate::core::locks::MAX_SYSOP_DURATION {
+                        return Err(crate::cli::usage("--for: give a duration between 1s and 365d, or leave --for out to lock until unlocked"));
+                    }
+                    now.plus(d)
+                }
                 None => FOREVER,
             };
-            core.lock_user(&u, until, &reason, &actor, now).await?;
+            let ended = core.lock_user(&u, until, &reason, &actor, now).await?;
             if until == FOREVER {
-                println!("locked {} until unlocked", u.username);
+                println!("locked {} until unlocked; {ended} open session(s) ended", u.username);
             } else {
-                println!("locked {} until {}", u.username, until.rfc3339());
+                println!("locked {} until {}; {ended} open session(s) ended", u.username, until.rfc3339());
             }
         }
         UserCmd::Unlock { user } => {
             let u = core.find_user(&user)?;
-            core.unlock_user(&u, &actor, now).await?;
-            println!("unlocked {}", u.username);
+            if core.unlock_user(&u, &actor, now).await? {
+                println!("unlocked {}", u.username);
+            } else {
+                println!("{} was not locked", u.username);
+            }
         }
         UserCmd::Group(GroupCmd::Add { user, group, new_group }) => {
             let u = core.find_user(&user)?;

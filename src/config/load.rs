@@ -30,6 +30,7 @@ pub struct Settings {
     /// Who is mailed when an incident opens (addresses checked).
     pub incidents: super::schema::Incidents,
     pub blocks: BlockSettings,
+    pub locks: super::schema::Locks,
     /// Required factor level per group name (lowercase).
     pub group_levels: std::collections::BTreeMap<String, u8>,
     /// Response playbooks, in order (the built-in ones when the config
@@ -290,6 +291,12 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
     if s.mfa.hotp_lookahead > 100 {
         problems.push(format!("{}: must be at most 100", at("mfa.hotp_lookahead")));
     }
+    if s.locks.max_duration < Duration::from_secs(60) || s.locks.max_duration > Duration::from_secs(30 * 86_400) {
+        problems.push(format!("{}: must be between 1m and 30d (a rule lock is bounded; the sysop locks for longer)", at("locks.max_duration")));
+    }
+    if !(1..=365).contains(&s.locks.known_address_days) {
+        problems.push(format!("{}: must be between 1 and 365", at("locks.known_address_days")));
+    }
     if s.email.max_attempts == 0 {
         problems.push(format!("{}: must be at least 1", at("email.max_attempts")));
     }
@@ -422,6 +429,7 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
             recidive: s.blocks.recidive,
             never_block,
         },
+        locks: s.locks,
         group_levels,
         playbooks_source: playbooks.as_ref().map(|p| p.source.clone()).unwrap_or_default(),
         playbooks: playbooks.map(|p| p.playbooks).unwrap_or_default(),
@@ -563,6 +571,12 @@ mod tests {
              "portcullis.hjson:2:3: incidents.notfy: unknown field \"notfy\", expected \"notify\""),
             ("web: {\n  descriptor_reserve: -1\n}\n",
              "portcullis.hjson:2:23: web.descriptor_reserve: integer -1 is out of range for u64"),
+            ("locks: {\n  max_duration: 90d\n}\n",
+             "portcullis.hjson:2:3: locks.max_duration: must be between 1m and 30d (a rule lock is bounded; the sysop locks for longer)"),
+            ("locks: {\n  known_address_days: 0\n}\n",
+             "portcullis.hjson:2:3: locks.known_address_days: must be between 1 and 365"),
+            ("locks: {\n  max_duration: forever\n}\n",
+             "portcullis.hjson:2:17: locks.max_duration: invalid duration \"forever\": a unit needs a number before it"),
         ];
         for (text, want) in cases {
             match check(text) {
@@ -620,7 +634,7 @@ mod tests {
             vec![
                 "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
                 "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
-                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"incidents\", \"blocks\", \"groups\", \"playbooks\", \"webhooks\"".to_string(),
+                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"incidents\", \"blocks\", \"locks\", \"groups\", \"playbooks\", \"webhooks\"".to_string(),
             ]
         );
     }

@@ -27,6 +27,7 @@ pub struct Schema {
     pub mfa: Mfa,
     pub incidents: Incidents,
     pub blocks: Blocks,
+    pub locks: Locks,
     /// Policy per group: `groups: { sysops: { require_level: 2 } }`.
     pub groups: std::collections::BTreeMap<String, GroupPolicy>,
     /// Response playbooks: an array, or the name of a file holding
@@ -52,6 +53,7 @@ impl Default for Schema {
             mfa: Mfa::default(),
             incidents: Incidents::default(),
             blocks: Blocks::default(),
+            locks: Locks::default(),
             groups: Default::default(),
             playbooks: None,
             webhooks: Default::default(),
@@ -370,6 +372,24 @@ impl Default for Blocks {
     }
 }
 
+/// Account locks made by rules (playbooks), and what still lets the owner in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Locks {
+    /// The longest a rule may lock an account (a longer request is cut to this).
+    #[serde(deserialize_with = "duration")]
+    pub max_duration: Duration,
+    /// A rule lock still admits the owner, with every factor, from an
+    /// address where they completed a full login within this many days.
+    pub known_address_days: u32,
+}
+
+impl Default for Locks {
+    fn default() -> Self {
+        Locks { max_duration: Duration::from_secs(86_400), known_address_days: 30 }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupPolicy {
@@ -410,4 +430,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, blocks, groups, playbooks, webhooks);
+sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, blocks, locks, groups, playbooks, webhooks);

@@ -94,6 +94,15 @@ impl Core {
             }
             Err(e) => tracing::warn!(error = %e, "reading metrics"),
         }
+        let name = "portcullis_kdf_runs_by_address";
+        out.push_str(&format!("# HELP {name} First-factor password hashes run per address since start (the 10 busiest; IPv6 per /64).\n# TYPE {name} counter\n"));
+        let (top, other) = self.kdf_runs.top(10);
+        for (address, runs) in top {
+            out.push_str(&format!("{name}{{address=\"{address}\"}} {runs}\n"));
+        }
+        if other > 0 {
+            out.push_str(&format!("{name}{{address=\"other\"}} {other}\n"));
+        }
         let name = "portcullis_unauthenticated_connections";
         out.push_str(&format!("# HELP {name} SSH connections not yet authenticated.\n# TYPE {name} gauge\n{name} {}\n", self.admission.unauthenticated()));
         out
@@ -207,6 +216,7 @@ impl Core {
             Some(phc) if password.expose().len() <= password::MAX_INPUT_BYTES => {
                 let pw = password.clone();
                 let verdict = self.kdf.run_counted(move || password::verify_padded(pw.expose(), Some(phc.expose().as_str()), iterations)).await.map_err(|_| Error::Busy)?;
+                self.kdf_runs.add(ip);
                 matches!(verdict, password::Verify::Match { .. })
             }
             _ => false,
@@ -219,24 +229,6 @@ impl Core {
             self.record_penalty_of(ip, until, now).await;
         }
         Ok(false)
-    }
-
-    pub async fn lock_user(&self, user: &User, until: Millis, reason: &str, actor: &Actor, now: Millis) -> Result<()> {
-        self.store.set_lock(user.id, Some(until), Some(reason))?;
-        let ev = Event::new(EventType::AccountLocked, Severity::Medium, format!("account {} locked", user.username), now)
-            .user(Some(user.id), Some(&user.username))
-            .detail("until", until.rfc3339())
-            .detail("reason", reason);
-        self.events.record(actor.stamp(ev)).await;
-        Ok(())
-    }
-
-    pub async fn unlock_user(&self, user: &User, actor: &Actor, now: Millis) -> Result<()> {
-        self.store.set_lock(user.id, None, None)?;
-        let ev = Event::new(EventType::AccountUnlocked, Severity::Info, format!("account {} unlocked", user.username), now)
-            .user(Some(user.id), Some(&user.username));
-        self.events.record(actor.stamp(ev)).await;
-        Ok(())
     }
 
     /// Returns whether membership changed.
@@ -371,65 +363,45 @@ impl Core {
 
     /// Deletes an account: its open sessions end (a live connection in
     /// this process is told at once; the daemon notices a deletion made by
-    /// another process within a second, see `cut_vanished_sessions`), its
+    /// another process within a second, see `on_database_change`), its
     /// secrets, keys and links are removed, and its security events stay,
     /// marked by a `deleted_users` row and a `user_updated` event with
     /// `deleted: true`.
     pub async fn delete_user(&self, user: &User, actor: &Actor, now: Millis) -> Result<Deleted> {
-        let sessions = self.store.open_sessions_of(user.id)?;
         let keys_removed = self.store.ssh_keys(user.id)?.len();
-        let mut events: Vec<Event> = sessions
-            .iter()
-            .map(|sid| {
-                actor
-                    .stamp(Event::new(EventType::SessionRevoked, Severity::Medium, format!("session {sid} of {} ended: account deleted", user.username), now).user(Some(user.id), Some(&user.username)))
-                    .session(Some(*sid))
-            })
-            .collect();
-        events.push(
-            actor.stamp(
-                Event::new(EventType::UserUpdated, Severity::High, format!("account {} deleted", user.username), now)
-                    .user(Some(user.id), Some(&user.username))
-                    .detail("deleted", true)
-                    .detail("sessions_ended", sessions.len())
-                    .detail("keys_removed", keys_removed),
-            ),
-        );
-        self.store.delete_user(user.id, &user.username, &actor.describe(), &events, now)?;
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        for sid in &sessions {
-            if let Some(n) = live.get(sid) {
-                n.notify_one();
-            }
-        }
+        // The open sessions are read in the deletion's own transaction, so
+        // a login that starts meanwhile cannot slip past it.
+        let sessions = self.store.delete_user(user.id, &user.username, &actor.describe(), now, |sessions| {
+            let mut events: Vec<Event> = sessions
+                .iter()
+                .map(|sid| {
+                    actor
+                        .stamp(
+                            Event::new(EventType::SessionRevoked, Severity::Medium, format!("session {sid} of {} ended: account deleted", user.username), now)
+                                .user(Some(user.id), Some(&user.username))
+                                .detail("reason", super::sessions::DELETED),
+                        )
+                        .session(Some(*sid))
+                })
+                .collect();
+            events.push(
+                actor.stamp(
+                    Event::new(EventType::UserUpdated, Severity::High, format!("account {} deleted", user.username), now)
+                        .user(Some(user.id), Some(&user.username))
+                        .detail("deleted", true)
+                        .detail("sessions_ended", sessions.len())
+                        .detail("keys_removed", keys_removed),
+                ),
+            );
+            events
+        })?;
+        self.cut_live(sessions.iter().copied(), super::sessions::DELETED);
         Ok(Deleted { sessions_ended: sessions.len(), keys_removed })
     }
 
     /// A deleted account by name: its former id.
     pub fn deleted_user_id(&self, name: &str) -> Result<Option<i64>> {
         Ok(self.store.deleted_user(name)?.map(|(id, _, _)| id))
-    }
-
-    /// Tells every live session of this process whose row was ended or
-    /// removed by another process (the CLI deleting an account) to go.
-    /// Returns how many were told. The daemon calls it every half second;
-    /// it reads only the rows of live sessions.
-    pub fn cut_vanished_sessions(&self) -> Result<usize> {
-        let live: Vec<(i64, std::sync::Arc<tokio::sync::Notify>)> =
-            self.live.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(id, n)| (*id, n.clone())).collect();
-        if live.is_empty() {
-            return Ok(0);
-        }
-        let ids: Vec<i64> = live.iter().map(|(id, _)| *id).collect();
-        let open = self.store.still_open(&ids)?;
-        let mut cut = 0;
-        for (id, n) in live {
-            if !open.contains(&id) {
-                n.notify_one();
-                cut += 1;
-            }
-        }
-        Ok(cut)
     }
 }
 

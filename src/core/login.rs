@@ -28,6 +28,9 @@ pub struct Attempt {
     /// is asked whether or not the first factor was right, so the answer
     /// gives no hint.
     pending: Option<Pending>,
+    /// The account's lock and what it meant for this login (refused, or
+    /// admitted from the owner's known address), for its events.
+    lock: Option<serde_json::Value>,
 }
 
 struct Pending {
@@ -200,7 +203,7 @@ enum SecondFactor {
 
 impl Attempt {
     pub fn new(ip: IpAddr, client_version: String, protocol: &'static str, connected_at: Millis) -> Attempt {
-        Attempt { ip, client_version, protocol, connected_at, failures: 0, key_fingerprint: None, pending: None }
+        Attempt { ip, client_version, protocol, connected_at, failures: 0, key_fingerprint: None, pending: None, lock: None }
     }
 
     /// Whether the next answer expected is a code.
@@ -249,6 +252,7 @@ impl Core {
         }
         attempt.pending = None;
         attempt.key_fingerprint = None;
+        attempt.lock = None;
         let username = credential.username();
         // One first-factor check per address at a time, held until its
         // failure (if any) is counted: parallel connections from one
@@ -269,7 +273,7 @@ impl Core {
             None
         };
         let verdict = match credential {
-            Credential::Password { password, .. } => self.check_password(user.as_ref(), password).await,
+            Credential::Password { password, .. } => self.check_password(user.as_ref(), password, attempt.ip).await,
             Credential::PublicKey { fingerprint, .. } => {
                 attempt.key_fingerprint = Some(fingerprint.to_owned());
                 self.check_key(user.as_ref(), fingerprint, now)
@@ -279,8 +283,23 @@ impl Core {
         let method = credential.method();
         let reason = match (verdict, &user) {
             (Err(reason), _) => Some(reason),
-            (Ok(()), Some(u)) if u.is_locked(now) => Some(Reason::Locked),
-            (Ok(()), Some(_)) => None,
+            // Only a right first factor learns about the lock: the time to
+            // the answer is the same either way.
+            (Ok(()), Some(u)) => match self.lock_verdict(u, attempt.ip, now) {
+                Ok(super::locks::LockVerdict::NotLocked) => None,
+                Ok(super::locks::LockVerdict::Admitted(details)) => {
+                    attempt.lock = Some(details);
+                    None
+                }
+                Ok(super::locks::LockVerdict::Refused(details)) => {
+                    attempt.lock = Some(details);
+                    Some(Reason::Locked)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading an account's lock during login");
+                    Some(Reason::Busy)
+                }
+            },
             (Ok(()), None) => Some(Reason::UnknownUser),
         };
         let kbd = method == "keyboard-interactive";
@@ -412,6 +431,7 @@ impl Core {
                 }
                 self.store.set_session_factors(auth.session_id, 2)?;
                 self.store.record_login(auth.user.id, &ip.to_string(), now)?;
+                self.record_full_login(&auth.user, ip, now);
                 self.store.count_device_login(auth.device_id, now)?;
                 Ok(CodeAnswer::Accepted)
             }
@@ -470,7 +490,7 @@ impl Core {
 
     /// Verifies a password (or spends the same time on a dummy hash for an
     /// unknown user). Upgrades the stored hash when its cost is below policy.
-    async fn check_password(&self, user: Option<&User>, password: &Secret<String>) -> Result<(), Reason> {
+    async fn check_password(&self, user: Option<&User>, password: &Secret<String>, ip: IpAddr) -> Result<(), Reason> {
         if password.expose().len() > password::MAX_INPUT_BYTES {
             return Err(Reason::InputTooLarge);
         }
@@ -486,6 +506,7 @@ impl Core {
             .run_counted(move || password::verify_padded(pw.expose(), phc.as_ref().map(|h| h.expose().as_str()), iterations))
             .await
             .map_err(|_| Reason::Busy)?;
+        self.kdf_runs.add(ip);
         match (verdict, user, stored) {
             (Verify::Match { iterations: had }, Some(u), Some(old)) => {
                 if had != iterations {
@@ -571,6 +592,9 @@ impl Core {
         }
         if let Some(fp) = &attempt.key_fingerprint {
             e = e.detail("key_fingerprint", fp.clone());
+        }
+        if let Some(lock) = attempt.lock.take() {
+            e = e.detail("lock", lock);
         }
         let out_of_tries = attempt.failures >= max;
         if out_of_tries {
@@ -681,6 +705,9 @@ impl Core {
             if let Some(fp) = &attempt.key_fingerprint {
                 success = success.detail("key_fingerprint", fp.clone());
             }
+            if let Some(lock) = &attempt.lock {
+                success = success.detail("lock", lock.clone());
+            }
             events.push(success);
             events.push(base(EventType::SessionStarted, Severity::Info, format!("{} session started", attempt.protocol)));
         }
@@ -689,11 +716,13 @@ impl Core {
             return self.fail(attempt, &user.username, method, Reason::EventLogUnavailable, Some(&user), now, None).await;
         }
         let previous_login = user.last_login_at.zip(user.last_login_ip.clone());
-        // The last login and the count move once every factor has passed.
+        // The last login and the count move once every factor has passed;
+        // so does the record of the owner's known addresses.
         if !code_pending {
             if let Err(e) = self.store.record_login(user.id, &ip, now) {
                 tracing::warn!(error = %e, "recording last login");
             }
+            self.record_full_login(&user, attempt.ip, now);
         }
         Outcome::Accepted(Box::new(Authenticated { user, session_id, device_id, factors, required_level, previous_login }))
     }

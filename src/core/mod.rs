@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod connections;
 pub mod incidents;
 pub mod kdf;
+pub mod locks;
 pub mod login;
 pub mod mail;
 pub mod mfa;
@@ -16,6 +17,7 @@ pub mod playbooks;
 pub mod response;
 pub mod secrets;
 pub mod webhooks;
+pub mod sessions;
 
 use crate::config::Settings;
 use crate::model::{Event, Millis};
@@ -90,6 +92,8 @@ pub struct Core {
     settings: RwLock<Arc<Settings>>,
     pub(crate) events: EventSink,
     pub(crate) kdf: kdf::KdfPool,
+    /// First-factor hashes per address (`/metrics`, benchmark P2).
+    pub kdf_runs: kdf::RunsByAddress,
     pub admission: Arc<admission::Admission>,
     /// Caps on web connections and the descriptors kept for SSH.
     pub web_connections: Arc<connections::WebConnections>,
@@ -102,7 +106,7 @@ pub struct Core {
     /// Serialises one-time-code checks (see `check_login_code`).
     pub(crate) code_checks: std::sync::Mutex<()>,
     /// Live sessions of this process, so a revocation ends the connection.
-    pub(crate) live: std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Notify>>>,
+    pub(crate) live: std::sync::Mutex<std::collections::HashMap<i64, Arc<sessions::LiveSession>>>,
     /// Address blocks in force, checked at every accept (`is_blocked`).
     pub blocks: Arc<blocks::BlockSet>,
     /// The last `ip_block_changes` id applied (see `sync_blocks`).
@@ -120,6 +124,7 @@ impl Core {
             settings: RwLock::new(Arc::new(settings)),
             events,
             kdf,
+            kdf_runs: Default::default(),
             admission,
             keyring: Arc::new(keyring),
             mail_queued: Arc::new(tokio::sync::Notify::new()),
@@ -162,40 +167,6 @@ impl Core {
         }
         self.admission.replay_failures(&parsed, now);
         Ok(())
-    }
-
-    /// Registers a live session: `revoked` is notified when it is revoked.
-    /// `forget_session` removes it when the connection ends.
-    pub fn watch_session(&self, session_id: i64, revoked: Arc<tokio::sync::Notify>) {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(session_id, revoked);
-    }
-
-    pub fn forget_session(&self, session_id: i64) {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&session_id);
-    }
-
-    /// Ends one of a user's own sessions (from the account menu): the row
-    /// is closed, `session_revoked` recorded, and a live connection in this
-    /// process is told to go.
-    pub async fn revoke_own_session(&self, user: &crate::model::User, session_id: i64, actor: &accounts::Actor, now: Millis) -> Result<bool> {
-        let owned = self.store.sessions(Some(user.id), 10_000)?.into_iter().any(|s| s.id == session_id && s.ended_at.is_none());
-        if !owned {
-            return Ok(false);
-        }
-        self.store.end_session(session_id, "revoked by the user", now)?;
-        let e = crate::model::Event::new(crate::model::EventType::SessionRevoked, crate::model::Severity::Medium, format!("session {session_id} of {} revoked", user.username), now)
-            .user(Some(user.id), Some(&user.username));
-        // The event is about the revoked session; the one that asked is in
-        // the details.
-        let mut e = actor.stamp(e);
-        if let Some(by) = e.session_id.replace(session_id) {
-            e = e.detail("by_session", by);
-        }
-        self.record(e).await;
-        if let Some(n) = self.live.lock().unwrap_or_else(|p| p.into_inner()).get(&session_id) {
-            n.notify_one();
-        }
-        Ok(true)
     }
 }
 

@@ -215,10 +215,13 @@ impl Core {
                 other => Ok(ActionOutcome::Skipped(format!("nothing to block: the incident is about {}", describe_subject(other)))),
             },
             Action::RevokeSessions => match self.incident_account(incident) {
-                Ok(Ok(_user)) => {
-                    // LEAD: the sessions helper's `Core::revoke_user_sessions`
-                    // goes here (every session of `_user`, live ones cut).
-                    Ok(ActionOutcome::NotAvailable { action: "revoke_sessions" })
+                Ok(Ok(user)) => {
+                    let reason = format!("playbook {}: incident #{} ({})", p.playbook, incident.id, incident.incident_type);
+                    match self.revoke_user_sessions(&user, &reason, &Actor::Playbook(p.playbook.clone()), Some(incident.id), now).await {
+                        Ok(0) => Ok(ActionOutcome::Skipped(format!("{} has no open session", user.username))),
+                        Ok(n) => Ok(ActionOutcome::Done(format!("{n} session(s) of {} ended", user.username))),
+                        Err(e) => Err(e),
+                    }
                 }
                 Ok(Err(skip)) => Ok(skip),
                 Err(e) => Err(e),
@@ -249,13 +252,18 @@ impl Core {
             Ok(u) => u,
             Err(skip) => return Ok(skip),
         };
-        let until = now.plus(duration);
-        if let Some(t) = user.locked_until.filter(|t| *t >= until) {
-            return Ok(ActionOutcome::Skipped(format!("{} is already locked until {}", user.username, t.rfc3339())));
-        }
+        // A rule's lock: bounded by `locks.max_duration`, and the owner
+        // still gets in from a known address with every factor.
         let reason = format!("playbook {playbook}: incident #{}", incident.id);
-        self.lock_user(&user, until, &reason, &Actor::Playbook(playbook.to_owned()), now).await?;
-        Ok(ActionOutcome::Done(format!("locked {} until {}", user.username, until.rfc3339())))
+        Ok(match self.lock_account_by_rule(&user, duration, &reason, Some(incident.id), now).await? {
+            super::locks::LockOutcome::Locked { until, bounded } => {
+                let cut = if bounded { " (cut to locks.max_duration)" } else { "" };
+                ActionOutcome::Done(format!("locked {} until {}{cut}", user.username, until.rfc3339()))
+            }
+            super::locks::LockOutcome::AlreadyLocked { source, until } => {
+                ActionOutcome::Skipped(format!("{} is already locked until {} ({} lock)", user.username, until.rfc3339(), source.as_str()))
+            }
+        })
     }
 
     /// Blocks the incident's address or network (widened to `ipv4_bits` /
@@ -603,7 +611,7 @@ mod tests {
         let incident = incident_about(&alice, BruteForceAccount, High);
         let reports = f.rt.block_on(f.core.run_playbooks(&incident, now)).expect("run");
         let got: Vec<(&str, &str)> = reports.iter().map(|r| (r.action, r.outcome.as_str())).collect();
-        assert_eq!(got, [("lock", "done"), ("force_password_reset", "done"), ("require_level", "done"), ("notify", "done"), ("webhook", "done"), ("revoke_sessions", "not_available"), ("escalate", "scheduled")]);
+        assert_eq!(got, [("lock", "done"), ("force_password_reset", "done"), ("require_level", "done"), ("notify", "done"), ("webhook", "done"), ("revoke_sessions", "skipped"), ("escalate", "scheduled")]);
         assert_eq!(reports[3].outcome, ActionOutcome::Done("2 mails queued".into()));
         assert_eq!(reports[6].outcome, ActionOutcome::Scheduled { at: now.plus(Duration::from_secs(3600)) });
 
@@ -614,7 +622,8 @@ mod tests {
         assert_eq!(after.imposed_level, 2);
         let locked = f.events(EventType::AccountLocked);
         assert_eq!(locked.len(), 1);
-        assert_eq!(locked[0].details["actor"], "playbook:lock-it");
+        assert_eq!((locked[0].details["actor"].as_str(), locked[0].details["source"].as_str()), (Some("rule"), Some("rule")), "{:#?}", locked[0]);
+        assert!(locked[0].description.contains("lock-it") || locked[0].details.to_string().contains("playbook lock-it"), "{:#?}", locked[0]);
 
         let actions = f.events(EventType::PlaybookAction);
         assert_eq!(actions.len(), 7, "{actions:#?}");
@@ -626,7 +635,7 @@ mod tests {
         assert_eq!(lock.details["parameters"], serde_json::json!({ "for": "30m" }));
         assert_eq!(lock.user_id, Some(alice.id));
         let revoke = actions.iter().find(|e| e.details["action"] == "revoke_sessions").expect("revoke event");
-        assert_eq!(revoke.details["outcome"], "not_available", "never reported as done: {revoke:#?}");
+        assert_eq!(revoke.details["outcome"], "skipped", "alice had no open session: {revoke:#?}");
 
         let mail = f.core.mail_queue(false).expect("mail");
         let mut templates: Vec<(&str, &str)> = mail.iter().map(|m| (m.template.as_str(), m.recipient.as_str())).collect();

@@ -26,8 +26,11 @@ struct Shared {
     ending: Mutex<Option<&'static str>>,
     /// Asks the watcher to disconnect: too many failed attempts.
     kick: Notify,
-    /// Fires when the session is revoked (registered with `core` at login).
-    revoked: Arc<Notify>,
+    /// Ends when the session is revoked (registered with `core` at login).
+    revoked: Arc<crate::core::sessions::LiveSession>,
+    /// The session channel, once the shell runs (a revocation writes its
+    /// message there before the disconnect).
+    channel: Mutex<Option<ChannelId>>,
     /// The unauthenticated slot, held until every required factor passed.
     ticket: Mutex<Option<Ticket>>,
     /// Every required factor has passed (a plain-password login of an
@@ -113,9 +116,21 @@ pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, menus: flow
                 let _ = tokio::time::timeout(Duration::from_secs(1), handle.disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())).await;
                 break;
             }
-            _ = shared.revoked.notified() => {
+            why = shared.revoked.ended() => {
                 ending = Some("revoked");
-                let _ = handle.disconnect(Disconnect::ByApplication, "this session has been ended".into(), String::new()).await;
+                // The flow stops first, so the message is the last thing on
+                // the screen; the disconnect carries it too.
+                let flow = lock(&shared.flow).take();
+                if let Some(f) = flow {
+                    f.abort();
+                    let _ = f.await;
+                }
+                let message = crate::core::sessions::end_message(&why);
+                let channel = *lock(&shared.channel);
+                if let Some(channel) = channel {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), handle.data(channel, format!("\r\n\r\n{message}\r\n").into_bytes())).await;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), handle.disconnect(Disconnect::ByApplication, message, String::new())).await;
                 break;
             }
             _ = shared.kick.notified() => {
@@ -194,6 +209,13 @@ impl Handler {
                 Auth::Reject { proceed_with_methods: Some(only), partial_success: true }
             }
             Outcome::Rejected(Rejection::TooManyAttempts) => {
+                self.shared.kick.notify_one();
+                Auth::reject()
+            }
+            // Refused because the address is held off: the connection's
+            // further attempts would be refused too, so it goes now rather
+            // than hold an unauthenticated slot (MaxStartups) for others.
+            Outcome::Rejected(Rejection::Refused) if self.core.admission.check_attempt(self.peer.ip(), Millis::now()).is_err() => {
                 self.shared.kick.notify_one();
                 Auth::reject()
             }
@@ -369,6 +391,7 @@ impl russh::server::Handler for Handler {
             return Ok(());
         }
         session.channel_success(channel)?;
+        *lock(&self.shared.channel) = Some(channel);
         let (tx, rx) = mpsc::channel(64);
         self.input = Some(tx);
         let handle = session.handle();

@@ -6,6 +6,7 @@ pub mod blocks;
 pub mod devices;
 pub mod events;
 pub mod incidents;
+pub mod locks;
 pub mod mfa;
 pub mod migrations;
 pub mod sessions;

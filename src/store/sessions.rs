@@ -21,6 +21,7 @@ pub struct SessionRow {
     pub id: i64,
     pub user_id: i64,
     pub username: String,
+    pub device_id: Option<i64>,
     pub protocol: String,
     pub ip: String,
     pub client_version: String,
@@ -76,35 +77,50 @@ impl Store {
     }
 
     pub fn sessions(&self, user_id: Option<i64>, limit: usize) -> Result<Vec<SessionRow>> {
+        self.list_sessions(user_id, false, limit)
+    }
+
+    /// Sessions, newest first: of one account or all, open ones only or all.
+    pub fn list_sessions(&self, user_id: Option<i64>, open_only: bool, limit: usize) -> Result<Vec<SessionRow>> {
         let conn = self.conn();
         let mut st = conn
-            .prepare_cached(
-                "SELECT s.id, s.user_id, u.username, s.protocol, s.ip, s.client_version, s.auth_method, s.factors,
-                        s.started_at, s.last_activity_at, s.ended_at, s.end_reason
-                 FROM sessions s JOIN users u ON u.id = s.user_id
-                 WHERE (?1 IS NULL OR s.user_id = ?1) ORDER BY s.id DESC LIMIT ?2",
-            )
+            .prepare_cached(&format!(
+                "{SESSION_SELECT} WHERE (?1 IS NULL OR s.user_id = ?1) AND (NOT ?2 OR s.ended_at IS NULL) ORDER BY s.id DESC LIMIT ?3"
+            ))
             .doing("listing sessions")?;
-        let rows = st
-            .query_map(params![user_id, limit as i64], |r| {
-                Ok(SessionRow {
-                    id: r.get(0)?,
-                    user_id: r.get(1)?,
-                    username: r.get(2)?,
-                    protocol: r.get(3)?,
-                    ip: r.get(4)?,
-                    client_version: r.get(5)?,
-                    auth_method: r.get(6)?,
-                    factors: r.get(7)?,
-                    started_at: Millis(r.get(8)?).rfc3339(),
-                    last_activity_at: Millis(r.get(9)?).rfc3339(),
-                    ended_at: r.get::<_, Option<i64>>(10)?.map(|t| Millis(t).rfc3339()),
-                    end_reason: r.get(11)?,
-                })
-            })
-            .doing("listing sessions")?;
+        let rows = st.query_map(params![user_id, open_only, limit as i64], session_from_row).doing("listing sessions")?;
         rows.collect::<rusqlite::Result<_>>().doing("listing sessions")
     }
+
+    /// One session by id.
+    pub fn session(&self, id: i64) -> Result<Option<SessionRow>> {
+        use rusqlite::OptionalExtension;
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!("{SESSION_SELECT} WHERE s.id = ?1")).doing("reading a session")?;
+        st.query_row([id], session_from_row).optional().doing("reading a session")
+    }
+}
+
+const SESSION_SELECT: &str = "SELECT s.id, s.user_id, u.username, s.device_id, s.protocol, s.ip, s.client_version, s.auth_method, s.factors,
+                                     s.started_at, s.last_activity_at, s.ended_at, s.end_reason
+                              FROM sessions s JOIN users u ON u.id = s.user_id";
+
+fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        username: r.get(2)?,
+        device_id: r.get(3)?,
+        protocol: r.get(4)?,
+        ip: r.get(5)?,
+        client_version: r.get(6)?,
+        auth_method: r.get(7)?,
+        factors: r.get(8)?,
+        started_at: Millis(r.get(9)?).rfc3339(),
+        last_activity_at: Millis(r.get(10)?).rfc3339(),
+        ended_at: r.get::<_, Option<i64>>(11)?.map(|t| Millis(t).rfc3339()),
+        end_reason: r.get(12)?,
+    })
 }
 
 /// Counts for `/metrics`.

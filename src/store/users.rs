@@ -5,7 +5,7 @@ use crate::model::{Millis, Secret, SshKey, User};
 use rusqlite::{params, OptionalExtension, Row};
 
 const USER_COLUMNS: &str = "id, username, email, password_hash, password_changed_at, must_reset_password,
-    locked_until, lock_reason, imposed_level, login_count, last_login_at, last_login_ip, created_at";
+    locked_until, lock_reason, imposed_level, login_count, last_login_at, last_login_ip, created_at, lock_source, lock_incident_id";
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -22,6 +22,8 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
         last_login_at: r.get::<_, Option<i64>>(10)?.map(Millis),
         last_login_ip: r.get(11)?,
         created_at: Millis(r.get(12)?),
+        lock_source: r.get::<_, Option<String>>(13)?.and_then(|s| crate::model::LockSource::parse(&s)),
+        lock_incident_id: r.get(14)?,
         groups: Vec::new(),
     })
 }
@@ -162,17 +164,6 @@ impl Store {
         tx.commit().doing("committing a rehash")
     }
 
-    pub fn set_lock(&self, user_id: i64, until: Option<Millis>, reason: Option<&str>) -> Result<()> {
-        let n = self
-            .conn()
-            .execute("UPDATE users SET locked_until = ?2, lock_reason = ?3 WHERE id = ?1", params![user_id, until.map(|t| t.0), reason])
-            .doing("locking or unlocking a user")?;
-        if n == 0 {
-            return Err(Error::NotFound(format!("no user with id {user_id}")));
-        }
-        Ok(())
-    }
-
     pub fn set_must_reset(&self, user_id: i64, must: bool) -> Result<()> {
         self.conn().execute("UPDATE users SET must_reset_password = ?2 WHERE id = ?1", params![user_id, must]).doing("flagging a password reset")?;
         Ok(())
@@ -281,35 +272,21 @@ impl Store {
         Ok(voided)
     }
 
-    /// The open sessions of an account (ids).
-    pub fn open_sessions_of(&self, user_id: i64) -> Result<Vec<i64>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached("SELECT id FROM sessions WHERE user_id = ?1 AND ended_at IS NULL ORDER BY id").doing("reading open sessions")?;
-        let rows = st.query_map([user_id], |r| r.get(0)).doing("reading open sessions")?;
-        rows.collect::<rusqlite::Result<_>>().doing("reading open sessions")
-    }
-
-    /// Of `ids`, the sessions whose row still exists and is not ended.
-    pub fn still_open(&self, ids: &[i64]) -> Result<Vec<i64>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM sessions WHERE id = ?1 AND ended_at IS NULL)").doing("checking a session")?;
-        let mut open = Vec::new();
-        for id in ids {
-            if st.query_row([id], |r| r.get::<_, bool>(0)).doing("checking a session")? {
-                open.push(*id);
-            }
-        }
-        Ok(open)
-    }
-
     /// Deletes an account in one transaction: the row is marked in
     /// `deleted_users` and goes with
     /// everything that hangs off it (groups, password history, keys,
     /// devices, sessions, code secrets, backup codes, links). Security
-    /// events stay. `events` are written in the same transaction.
-    pub fn delete_user(&self, user_id: i64, username: &str, deleted_by: &str, events: &[crate::model::Event], now: Millis) -> Result<()> {
+    /// events stay. The account's open sessions are read in the same
+    /// transaction and handed to `events`, whose events are written in it
+    /// too; returns those sessions' ids.
+    pub fn delete_user(&self, user_id: i64, username: &str, deleted_by: &str, now: Millis, events: impl FnOnce(&[i64]) -> Vec<crate::model::Event>) -> Result<Vec<i64>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting to delete a user")?;
+        let open: Vec<i64> = {
+            let mut st = tx.prepare_cached("SELECT id FROM sessions WHERE user_id = ?1 AND ended_at IS NULL ORDER BY id").doing("reading open sessions")?;
+            let rows = st.query_map([user_id], |r| r.get(0)).doing("reading open sessions")?;
+            rows.collect::<rusqlite::Result<_>>().doing("reading open sessions")?
+        };
         tx.execute(
             "INSERT INTO deleted_users (id, username, deleted_at, deleted_by) VALUES (?1, ?2, ?3, ?4)",
             params![user_id, username, now.0, deleted_by],
@@ -331,8 +308,9 @@ impl Store {
         if n == 0 {
             return Err(Error::NotFound(format!("no user with id {user_id}")));
         }
-        super::events::insert_batch_tx(&tx, events)?;
-        tx.commit().doing("committing a user deletion")
+        super::events::insert_batch_tx(&tx, &events(&open))?;
+        tx.commit().doing("committing a user deletion")?;
+        Ok(open)
     }
 
     /// A deleted account by name (the newest, if the name was reused):
@@ -378,8 +356,9 @@ mod tests {
         let alice = user(&store, "alice");
         let (bob_session, bob_device) = login(&store, bob);
         let (alice_session, alice_device) = login(&store, alice);
-        store.delete_user(alice, "alice", "cli:test", &[], Millis(3)).expect("delete");
-        assert_eq!(store.still_open(&[bob_session, alice_session]).expect("open"), vec![bob_session]);
+        assert_eq!(store.delete_user(alice, "alice", "cli:test", Millis(3), |_| Vec::new()).expect("delete"), vec![alice_session]);
+        let live: Vec<i64> = store.live_rows(&[bob_session, alice_session]).expect("rows").iter().filter(|r| !r.ended).map(|r| r.id).collect();
+        assert_eq!(live, vec![bob_session]);
         let carol = user(&store, "carol");
         assert!(carol > alice, "user id {carol} reused");
         let (session, device) = login(&store, carol);

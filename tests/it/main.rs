@@ -10,6 +10,7 @@ mod incidents;
 mod menus;
 mod mfa;
 mod playbooks;
+mod sessions;
 mod web;
 
 use harness::{detail, poll, text, Gate, Ssh, ALICE_PW, BIN, BOB_PW, DEFAULT_CONFIG};

@@ -1,11 +1,12 @@
 //! `portcullis security`: security events, incidents, two-factor
-//! authentication, webhooks and address blocks.
+//! authentication, webhooks, address blocks and sessions.
 
 mod events;
 mod incidents;
 mod ip;
 mod mfa;
 mod webhooks;
+mod sessions;
 
 use crate::core::Core;
 use clap::Subcommand;
@@ -27,6 +28,9 @@ pub(super) enum SecurityCmd {
     /// Address blocks: list, block, unblock, import.
     #[command(subcommand)]
     Ip(ip::IpCmd),
+    /// Sessions: list them, end them.
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCmd),
 }
 
 pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
@@ -36,5 +40,6 @@ pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
         SecurityCmd::Mfa(cmd) => mfa::run(core, cmd).await,
         SecurityCmd::Webhooks(cmd) => webhooks::run(core, cmd),
         SecurityCmd::Ip(cmd) => ip::run(core, cmd).await,
+        SecurityCmd::Sessions(cmd) => sessions::run(core, cmd).await,
     }
 }
