@@ -14,6 +14,10 @@ use tokio::signal::unix::{signal, SignalKind};
 
 pub const DATABASE_FILE: &str = "portcullis.db";
 
+/// How often the webhook queue is checked for deliveries queued by the CLI
+/// (deliveries queued in the daemon wake the worker at once).
+const WEBHOOK_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn database_path(settings: &Settings) -> PathBuf {
     settings.data_dir.join(DATABASE_FILE)
 }
@@ -88,6 +92,10 @@ pub fn check_all(settings: &Settings) -> (Vec<String>, Vec<String>) {
             "email"
         };
         problems.push(format!("{}: {e}", config::locate(settings, key)));
+    }
+    let webhooks: Vec<_> = settings.webhooks.values().cloned().collect();
+    for (key, e) in crate::hooks::check(&webhooks) {
+        problems.push(format!("{}: {e}", config::locate(settings, &key)));
     }
     if settings.web.cert_configured {
         for (what, p) in [("web.tls_cert", &settings.web.cert), ("web.tls_key", &settings.web.key)] {
@@ -181,10 +189,12 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     }
     let backoff = crate::mail::Backoff { base: settings.email.retry_base, max: settings.email.retry_max, max_attempts: settings.email.max_attempts };
     let mail_task = tokio::spawn(crate::mail::run_worker(mailer, core.clone(), core.mail_queued.clone(), stop_rx.clone(), settings.email.poll, backoff));
+    let hooks_task = tokio::spawn(crate::hooks::run_worker(core.clone(), core.webhook_queued.clone(), stop_rx.clone(), WEBHOOK_POLL));
     let web_task = tokio::spawn(web_future);
     let menus = crate::flow::menu::load(settings.menus.as_deref(), settings.art_dir.as_deref()).map_err(|e| anyhow::anyhow!("menus:\n  {}", e.join("\n  ")))?;
     let menus: crate::flow::menu::SharedMenus = Arc::new(std::sync::RwLock::new(Arc::new(menus)));
     let sessions_task = tokio::spawn(follow_session_ends(core.clone(), stop_rx.clone()));
+    let escalations_task = tokio::spawn(follow_escalations(core.clone(), stop_rx.clone()));
     let ssh_task = tokio::spawn(crate::ssh::serve(listener, core.clone(), ssh_config.clone(), menus.clone(), stop_rx));
     tracing::info!(ssh = %ssh_addr, web = %web_addr, config = %settings.source, "portcullis is up");
     {
@@ -205,7 +215,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     if let Err(e) = sessions_task.await {
         tracing::error!(error = %e, task = "sessions", "a task failed");
     }
-    for (name, task) in [("ssh", ssh_task), ("web", web_task), ("mail", mail_task)] {
+    for (name, task) in [("ssh", ssh_task), ("web", web_task), ("mail", mail_task), ("webhooks", hooks_task), ("escalations", escalations_task)] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, task = name, "a task failed");
         }
@@ -254,6 +264,28 @@ pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))
     .collect()
+}
+
+/// How often the open incidents are checked for escalations that are due.
+const ESCALATION_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs the playbooks' escalations (`escalate: { after }`) for incidents
+/// still open, every `ESCALATION_CHECK`, until the gate stops.
+async fn follow_escalations(core: Arc<Core>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ESCALATION_CHECK) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        match core.run_due_escalations(Millis::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "incident escalations ran"),
+            Err(e) => tracing::warn!(error = %e, "checking incidents for escalation"),
+        }
+    }
 }
 
 /// Cuts live sessions whose rows another process ended or removed (the
@@ -329,6 +361,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_webhook_ca_file_must_hold_certificates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("junk.pem"), "not a certificate\n").unwrap();
+        let text = "webhooks: {\n  a: {\n    url: \"https://h.example.org/\"\n    secret: 0123456789abcdef\n    ca_file: missing.pem\n  }\n  b: {\n    url: \"https://h.example.org/\"\n    secret: 0123456789abcdef\n    ca_file: junk.pem\n  }\n}\n";
+        let path = dir.path().join("t.hjson");
+        std::fs::write(&path, text).unwrap();
+        let settings = crate::config::load_file(&path).unwrap_or_else(|e| panic!("{e:?}"));
+        let (problems, _) = check_all(&settings);
+        let (file, folder) = (path.display().to_string(), dir.path().display().to_string());
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].starts_with(&format!("{file}:5:5: webhooks.a.ca_file: cannot read {folder}/missing.pem: ")), "{problems:#?}");
+        assert_eq!(problems[1], format!("{file}:10:5: webhooks.b.ca_file: {folder}/junk.pem: holds no usable certificate"));
+    }
+
+    #[test]
     fn restart_needed_names_what_a_reload_cannot_apply() {
         let settings = |text: &str| crate::config::load::from_text(text, "t.hjson", Path::new("/etc/portcullis")).unwrap_or_else(|e| panic!("{e:?}"));
         let base = settings("");
@@ -348,6 +395,8 @@ mod tests {
             ("blocks: {\n  first: 1h\n  max: 2d\n  never_block: [\"10.0.0.0/8\"]\n}\n", &[]),
             // Applied at once (core's caps).
             ("web: {\n  max_connections: 7\n  max_connections_per_address: 3\n  descriptor_reserve: 99\n}\n", &[]),
+            // Playbooks and webhooks are read at each incident and delivery.
+            ("playbooks: []\nwebhooks: {\n  ops: {\n    url: \"https://hooks.example.org/x\"\n    secret: 0123456789abcdef\n  }\n}\n", &[]),
         ];
         for (text, want) in cases {
             assert_eq!(restart_needed(&base, &settings(text)), *want, "{text:?}");

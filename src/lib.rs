@@ -7,6 +7,7 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod flow;
+pub mod hooks;
 pub mod mail;
 pub mod model;
 pub mod ssh;

@@ -222,6 +222,29 @@ impl IncidentSeverity {
     }
 }
 
+string_enum!(
+    /// Where an incident is: open → investigating → resolved.
+    IncidentStatus {
+        Open => "open",
+        Investigating => "investigating",
+        Resolved => "resolved",
+    }
+);
+
+string_enum!(
+    /// The kinds of entry on an incident's timeline.
+    TimelineKind {
+        Created => "created",
+        Attached => "attached",
+        Note => "note",
+        Assigned => "assigned",
+        Status => "status",
+        Action => "action",
+        Escalated => "escalated",
+        Resolved => "resolved",
+    }
+);
+
 /// Who or what an incident is about. A rule keeps at most one open
 /// incident per (type, subject); `key()` is the stored form of the subject.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

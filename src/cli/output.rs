@@ -254,6 +254,204 @@ pub fn mail_queue(list: &[crate::store::mfa::OutboxRow], json: bool) -> anyhow::
     )
 }
 
+// ---- incidents ----
+
+/// A duration for people: `850ms`, `42s`, `3m 5s`, `2h 0m 7s`, `3d 4h 0m 0s`.
+pub fn duration_ms(ms: i64) -> String {
+    if ms < 1000 {
+        return format!("{}ms", ms.max(0));
+    }
+    let s = ms / 1000;
+    let (d, h, m, s) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m {s}s"),
+        _ => format!("{d}d {h}h {m}m {s}s"),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct SubjectJson<'a> {
+    kind: &'static str,
+    key: String,
+    /// The username, address or network.
+    name: Option<&'a str>,
+    user_id: Option<i64>,
+}
+
+fn subject_json(s: &crate::model::Subject) -> SubjectJson<'_> {
+    use crate::model::Subject;
+    let (kind, name, user_id) = match s {
+        Subject::Account { user_id, username } => ("account", Some(username.as_str()), *user_id),
+        Subject::Address(a) => ("address", Some(a.as_str()), None),
+        Subject::Network(n) => ("network", Some(n.as_str()), None),
+        Subject::Gate => ("gate", None, None),
+    };
+    SubjectJson { kind, key: s.key(), name, user_id }
+}
+
+#[derive(serde::Serialize)]
+struct IncidentJson<'a> {
+    id: i64,
+    title: &'a str,
+    incident_type: &'static str,
+    severity: &'static str,
+    priority: String,
+    status: &'static str,
+    assigned_to: Option<&'a str>,
+    created_at: String,
+    resolved_at: Option<String>,
+    event_count: i64,
+    subject: SubjectJson<'a>,
+    first_event_at: String,
+    updated_at: String,
+    escalations: u32,
+    escalated_at: Option<String>,
+    mttd_ms: i64,
+    mttr_ms: Option<i64>,
+}
+
+fn incident_json(i: &crate::core::incidents::Incident) -> IncidentJson<'_> {
+    use crate::core::incidents::{mttd_ms, mttr_ms, priority_name};
+    IncidentJson {
+        id: i.id,
+        title: &i.title,
+        incident_type: i.incident_type.as_str(),
+        severity: i.severity.as_str(),
+        priority: priority_name(i.priority),
+        status: i.status.as_str(),
+        assigned_to: i.assigned_to.as_deref(),
+        created_at: i.created_at.rfc3339(),
+        resolved_at: i.resolved_at.map(|t| t.rfc3339()),
+        event_count: i.event_count,
+        subject: subject_json(&i.subject),
+        first_event_at: i.first_event_at.rfc3339(),
+        updated_at: i.updated_at.rfc3339(),
+        escalations: i.escalations,
+        escalated_at: i.escalated_at.map(|t| t.rfc3339()),
+        mttd_ms: mttd_ms(i),
+        mttr_ms: mttr_ms(i),
+    }
+}
+
+pub fn incidents(list: &[crate::core::incidents::Incident], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&list.iter().map(incident_json).collect::<Vec<_>>());
+    }
+    if list.is_empty() {
+        println!("no incidents");
+        return Ok(());
+    }
+    table(
+        &["ID", "STATUS", "SEVERITY", "PRIORITY", "TYPE", "SUBJECT", "EVENTS", "ASSIGNED", "CREATED", "TITLE"],
+        list.iter()
+            .map(|i| {
+                vec![
+                    i.id.to_string(),
+                    i.status.to_string(),
+                    i.severity.to_string(),
+                    crate::core::incidents::priority_name(i.priority),
+                    i.incident_type.to_string(),
+                    i.subject.key(),
+                    i.event_count.to_string(),
+                    i.assigned_to.clone().unwrap_or_else(|| "-".into()),
+                    i.created_at.rfc3339(),
+                    i.title.clone(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+#[derive(serde::Serialize)]
+struct TimelineJson<'a> {
+    id: i64,
+    at: String,
+    kind: &'static str,
+    actor: &'a str,
+    text: &'a str,
+    details: &'a serde_json::Value,
+}
+
+#[derive(serde::Serialize)]
+struct IncidentShowJson<'a> {
+    #[serde(flatten)]
+    incident: IncidentJson<'a>,
+    description: &'a str,
+    resolution_notes: Option<&'a str>,
+    timeline: Vec<TimelineJson<'a>>,
+    event_ids: &'a [i64],
+    evidence: &'a serde_json::Value,
+}
+
+pub fn incident(v: &crate::core::incidents::IncidentView, json: bool) -> anyhow::Result<()> {
+    let i = &v.incident;
+    if json {
+        return print_json(&IncidentShowJson {
+            incident: incident_json(i),
+            description: &i.description,
+            resolution_notes: i.resolution_notes.as_deref(),
+            timeline: v
+                .timeline
+                .iter()
+                .map(|e| TimelineJson { id: e.id, at: e.at.rfc3339(), kind: e.kind.as_str(), actor: &e.actor, text: &e.text, details: &e.details })
+                .collect(),
+            event_ids: &v.event_ids,
+            evidence: &v.evidence,
+        });
+    }
+    use crate::core::incidents::{mttd_ms, mttr_ms, priority_name, subject_text};
+    let status = match (&i.assigned_to, i.status) {
+        (Some(who), s) => format!("{s} (assigned to {who})"),
+        (None, s) => s.to_string(),
+    };
+    let mut rows = vec![
+        ("incident", format!("{}: {}", i.id, i.title)),
+        ("status", status),
+        ("type", i.incident_type.to_string()),
+        ("severity", format!("{} ({})", i.severity, priority_name(i.priority))),
+        ("subject", subject_text(&i.subject)),
+        ("events", i.event_count.to_string()),
+        ("first event", i.first_event_at.rfc3339()),
+        ("opened", i.created_at.rfc3339()),
+        ("MTTD", duration_ms(mttd_ms(i))),
+    ];
+    if let Some(at) = i.resolved_at {
+        rows.push(("resolved", at.rfc3339()));
+        rows.push(("MTTR", duration_ms(mttr_ms(i).unwrap_or(0))));
+    }
+    if i.escalations > 0 {
+        rows.push(("escalations", format!("{} (last {})", i.escalations, i.escalated_at.map(|t| t.rfc3339()).unwrap_or_default())));
+    }
+    if !i.description.is_empty() {
+        rows.push(("description", i.description.clone()));
+    }
+    if let Some(n) = &i.resolution_notes {
+        rows.push(("resolution", n.clone()));
+    }
+    let ev = &v.evidence;
+    let count = |k: &str| ev[k].as_array().map_or(0, Vec::len);
+    rows.push((
+        "evidence",
+        format!("{} event(s), {} device(s), {} session(s), {} address(es) (--json shows it)", count("events"), count("devices"), count("sessions"), count("addresses")),
+    ));
+    let shown: Vec<String> = v.event_ids.iter().take(20).map(i64::to_string).collect();
+    let more = if v.event_ids.len() > 20 { format!(" and {} more", v.event_ids.len() - 20) } else { String::new() };
+    rows.push(("linked events", if shown.is_empty() { "none".into() } else { format!("{}{more}", shown.join(", ")) }));
+    {
+        let mut out = std::io::stdout().lock();
+        for (k, val) in rows {
+            writeln!(out, "{k:<14} {}", escape_control(&val))?;
+        }
+        writeln!(out)?;
+    }
+    table(
+        &["TIME", "KIND", "ACTOR", "TEXT"],
+        v.timeline.iter().map(|e| vec![e.at.rfc3339(), e.kind.to_string(), e.actor.clone(), e.text.clone()]).collect(),
+    )
+}
+
 #[derive(serde::Serialize)]
 struct BlockJson<'a> {
     /// An address or a CIDR network.
@@ -348,4 +546,73 @@ mod tests {
         }
         assert!(json_line(&event("x\u{9b}", "d")).expect("json").contains(r#""username":"x\u009b""#));
     }
+
+    #[test]
+    fn durations_for_people() {
+        let cases = [(0, "0ms"), (850, "850ms"), (42_000, "42s"), (185_000, "3m 5s"), (7_207_000, "2h 0m 7s"), (360_000_000, "4d 4h 0m 0s"), (-5, "0ms")];
+        for (ms, want) in cases {
+            assert_eq!(duration_ms(ms), want, "{ms}");
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct WebhookJson<'a> {
+    name: &'a str,
+    /// Scheme, host and port: the path may hold a token.
+    url: String,
+    preset: &'static str,
+    timeout: String,
+    max_attempts: u32,
+}
+
+pub fn webhooks(list: &[crate::config::webhooks::WebhookSettings], json: bool) -> anyhow::Result<()> {
+    let rows: Vec<WebhookJson<'_>> = list
+        .iter()
+        .map(|w| WebhookJson { name: &w.name, url: w.url.shown(), preset: w.preset.as_str(), timeout: crate::config::playbooks::show_duration(w.timeout), max_attempts: w.max_attempts })
+        .collect();
+    if json {
+        return print_json(&rows);
+    }
+    if rows.is_empty() {
+        println!("no webhooks are configured");
+        return Ok(());
+    }
+    table(
+        &["NAME", "URL", "PRESET", "TIMEOUT", "ATTEMPTS"],
+        rows.iter().map(|w| vec![w.name.to_owned(), w.url.clone(), w.preset.to_owned(), w.timeout.clone(), w.max_attempts.to_string()]).collect(),
+    )
+}
+
+pub fn webhook_queue(list: &[crate::store::webhooks::DeliveryRow], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        println!("the queue is empty");
+        return Ok(());
+    }
+    table(
+        &["ID", "WEBHOOK", "EVENT", "INCIDENT", "QUEUED", "ATTEMPTS", "NEXT / DONE", "LAST ERROR"],
+        list.iter()
+            .map(|d| {
+                let state = match (&d.sent_at, &d.gave_up_at, &d.next_attempt_at) {
+                    (Some(t), _, _) => format!("sent {t}"),
+                    (None, Some(t), _) => format!("gave up {t}"),
+                    (None, None, Some(t)) => t.clone(),
+                    (None, None, None) => String::new(),
+                };
+                vec![
+                    d.id.to_string(),
+                    d.webhook.clone(),
+                    d.event.clone(),
+                    d.incident_id.map(|i| i.to_string()).unwrap_or_default(),
+                    d.created_at.clone(),
+                    d.attempts.to_string(),
+                    state,
+                    d.last_error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect(),
+    )
 }

@@ -27,9 +27,18 @@ pub struct Settings {
     pub web: WebSettings,
     pub email: super::schema::Email,
     pub mfa: MfaSettings,
+    /// Who is mailed when an incident opens (addresses checked).
+    pub incidents: super::schema::Incidents,
     pub blocks: BlockSettings,
     /// Required factor level per group name (lowercase).
     pub group_levels: std::collections::BTreeMap<String, u8>,
+    /// Response playbooks, in order (the built-in ones when the config
+    /// has no `playbooks` key).
+    pub playbooks: Vec<super::playbooks::Playbook>,
+    /// The file they came from, or `playbooks.hjson (built-in)`.
+    pub playbooks_source: String,
+    /// Webhooks by name.
+    pub webhooks: std::collections::BTreeMap<String, super::webhooks::WebhookSettings>,
 }
 
 #[derive(Clone)]
@@ -159,10 +168,10 @@ pub fn load_file(path: &Path) -> Result<Settings, Vec<String>> {
 pub fn from_text(text: &str, name: &str, folder: &Path) -> Result<Settings, Vec<String>> {
     let tree = super::hjson::parse(text).map_err(|e| vec![format!("{name}:{e}")])?;
     let schema: Schema = super::schema::from_tree(&tree).map_err(|errors| errors.iter().map(|e| format!("{name}:{e}")).collect::<Vec<_>>())?;
-    resolve(schema, name, text, folder)
+    resolve(schema, &tree, name, text, folder)
 }
 
-fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings, Vec<String>> {
+fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, folder: &Path) -> Result<Settings, Vec<String>> {
     let mut problems = Vec::new();
     // Semantic errors point at the key that holds the bad value.
     let at = |path: &str| -> String {
@@ -289,6 +298,11 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
             problems.push(format!("{}: {e}", at("email.smtp")));
         }
     }
+    for address in &s.incidents.notify {
+        if !plausible_email(address) {
+            problems.push(format!("{}: invalid email address {:?}: expected one like \"sysop@example.org\"", at("incidents.notify"), address));
+        }
+    }
     let b = &s.blocks;
     if b.first.is_zero() {
         problems.push(format!("{}: must be longer than 0s", at("blocks.first")));
@@ -316,6 +330,27 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
         }
         group_levels.insert(name.to_lowercase(), policy.require_level);
     }
+    let mut webhooks = std::collections::BTreeMap::new();
+    for (hook, def) in &s.webhooks {
+        if !super::webhooks::valid_name(hook) {
+            problems.push(format!("{}: invalid webhook name {:?}: use 1-32 letters, digits, '_' or '-'", at("webhooks"), crate::model::escape_control(hook)));
+            continue;
+        }
+        match super::webhooks::resolve(hook, def, folder, &at) {
+            Ok(w) => {
+                webhooks.insert(hook.clone(), w);
+            }
+            Err(e) => problems.extend(e),
+        }
+    }
+    let hook_names: std::collections::BTreeSet<String> = s.webhooks.keys().cloned().collect();
+    let playbooks = match super::playbooks::load(tree.get("playbooks"), name, folder, &hook_names) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            problems.extend(e);
+            None
+        }
+    };
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -377,6 +412,7 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
             max_lockout: s.mfa.max_lockout,
             hotp_lookahead: s.mfa.hotp_lookahead,
         },
+        incidents: s.incidents,
         blocks: BlockSettings {
             first: s.blocks.first,
             max: s.blocks.max,
@@ -387,7 +423,19 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
             never_block,
         },
         group_levels,
+        playbooks_source: playbooks.as_ref().map(|p| p.source.clone()).unwrap_or_default(),
+        playbooks: playbooks.map(|p| p.playbooks).unwrap_or_default(),
+        webhooks,
     })
+}
+
+/// One address, without a display name: `local@domain`, no spaces,
+/// controls or separators (what a mail header may carry as is).
+fn plausible_email(e: &str) -> bool {
+    e.len() <= 254
+        && e.matches('@').count() == 1
+        && e.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.starts_with('.') && !domain.ends_with('.'))
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"' | '(' | ')'))
 }
 
 /// `file:line:col: key` for a problem found after loading (by checks that
@@ -507,6 +555,12 @@ mod tests {
              "portcullis.hjson:2:3: web.max_connections_per_address: must be at least 1"),
             ("web: {\n  http2_idle_timeout: 0s\n}\n",
              "portcullis.hjson:2:3: web.http2_idle_timeout: must be longer than 0s"),
+            ("incidents: {\n  notify: [\"sysop@example.org\", \"not an address\"]\n}\n",
+             "portcullis.hjson:2:3: incidents.notify: invalid email address \"not an address\": expected one like \"sysop@example.org\""),
+            ("incidents: {\n  notify: sysop@example.org\n}\n",
+             "portcullis.hjson:2:11: incidents.notify: invalid type: string \"sysop@example.org\", expected a sequence"),
+            ("incidents: {\n  notfy: []\n}\n",
+             "portcullis.hjson:2:3: incidents.notfy: unknown field \"notfy\", expected \"notify\""),
             ("web: {\n  descriptor_reserve: -1\n}\n",
              "portcullis.hjson:2:23: web.descriptor_reserve: integer -1 is out of range for u64"),
         ];
@@ -566,7 +620,7 @@ mod tests {
             vec![
                 "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
                 "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
-                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"blocks\", \"groups\"".to_string(),
+                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"incidents\", \"blocks\", \"groups\", \"playbooks\", \"webhooks\"".to_string(),
             ]
         );
     }
@@ -598,6 +652,45 @@ mod tests {
         let s = check("web: {\n  metrics_token: token-value-0123456789\n}\nemail: {\n  smtp: \"smtp://u:hunter2pw@127.0.0.1:25\"\n}\n").unwrap_or_else(|e| panic!("{e:?}"));
         let shown = format!("{s:?}");
         assert!(!shown.contains("token-value") && !shown.contains("hunter2pw"), "{shown}");
+    }
+
+    #[test]
+    fn webhooks_and_playbooks_are_checked_with_positions() {
+        let hook = |body: &str| format!("webhooks: {{\n  ops: {{\n{body}  }}\n}}\n");
+        let cases: Vec<(String, &str)> = vec![
+            (hook("    url: \"http://hooks.example.org/x\"\n    secret: 0123456789abcdef\n"),
+             "portcullis.hjson:3:5: webhooks.ops.url: webhook url is plain http:// to hooks.example.org, which is not a loopback address: use https:// (http:// is allowed only to 127.0.0.0/8, ::1 and localhost, where nothing crosses a network)"),
+            (hook("    url: \"https://hooks.example.org/x\"\n"),
+             "portcullis.hjson:2:3: webhooks.ops: needs a secret (or secret_file): the receiver checks the HMAC signature with it"),
+            (hook("    url: \"https://hooks.example.org/x\"\n    secret: short\n"),
+             "portcullis.hjson:4:5: webhooks.ops.secret: the secret must be at least 16 characters"),
+            (hook("    url: \"https://hooks.example.org/x\"\n    secret: 0123456789abcdef\n    preset: teams\n"),
+             "portcullis.hjson:5:5: webhooks.ops.preset: unknown preset \"teams\": use \"json\" or \"slack\""),
+            (hook("    url: \"https://hooks.example.org/x\"\n    secret: 0123456789abcdef\n    timeout: 10 seconds\n"),
+             "portcullis.hjson:5:14: webhooks.ops.timeout: invalid duration \"10 seconds\": expected a number and a unit, like \"30s\", \"15m\", \"2h\" or \"7d\""),
+            (hook("    url: \"https://hooks.example.org/x\"\n    sekret: 0123456789abcdef\n"),
+             "portcullis.hjson:4:5: webhooks.ops.sekret: unknown field \"sekret\", expected one of \"url\", \"secret\", \"secret_file\", \"preset\", \"timeout\", \"retry_base\", \"retry_max\", \"max_attempts\", \"ca_file\""),
+            (hook("    url: \"https://hooks.example.org/x\"\n    secret: 0123456789abcdef\n    secret_file: ops.secret\n"),
+             "portcullis.hjson:5:5: webhooks.ops.secret_file: set secret or secret_file, not both"),
+            ("playbooks: [\n  {\n    name: p\n    when: { incident_type: \"manual\" }\n    actions: [\n      { webhook: \"ops\" }\n    ]\n  }\n]\n".to_owned(),
+             "portcullis.hjson:6:9: playbooks[0].actions[0].webhook: no webhook named \"ops\" under webhooks: (defined: none)"),
+        ];
+        for (text, want) in &cases {
+            match check(text) {
+                Ok(_) => panic!("config {text:?} should fail"),
+                Err(errors) => assert_eq!(errors.join("\n"), *want, "config {text:?}"),
+            }
+        }
+        let text = format!("{}playbooks: [\n  {{\n    name: p\n    when: {{ incident_type: \"manual\" }}\n    actions: [\n      {{ webhook: \"ops\" }}\n    ]\n  }}\n]\n", hook("    url: \"http://127.0.0.1:8080/hook\"\n    secret: 0123456789abcdef\n    preset: slack\n"));
+        let s = check(&text).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.webhooks["ops"].url.port, 8080);
+        assert_eq!(s.playbooks.len(), 1);
+        assert_eq!(s.playbooks_source, "portcullis.hjson");
+        // No `playbooks` key: the built-in ones; `playbooks: []`: none.
+        let s = check("{}").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!((s.playbooks.len(), s.playbooks_source.as_str()), (5, "playbooks.hjson (built-in)"));
+        assert!(check("playbooks: []\n").unwrap_or_else(|e| panic!("{e:?}")).playbooks.is_empty());
+        assert_eq!(check(DEFAULT_CONFIG).unwrap_or_else(|e| panic!("{e:?}")).playbooks, s.playbooks, "the shipped config keeps the defaults");
     }
 
     #[test]

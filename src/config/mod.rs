@@ -4,7 +4,9 @@
 pub mod hjson;
 pub mod load;
 pub mod menu;
+pub mod playbooks;
 pub mod schema;
 pub mod smtp;
+pub mod webhooks;
 
 pub use load::{load, load_file, locate, Settings};

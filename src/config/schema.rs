@@ -25,9 +25,16 @@ pub struct Schema {
     pub web: Web,
     pub email: Email,
     pub mfa: Mfa,
+    pub incidents: Incidents,
     pub blocks: Blocks,
     /// Policy per group: `groups: { sysops: { require_level: 2 } }`.
     pub groups: std::collections::BTreeMap<String, GroupPolicy>,
+    /// Response playbooks: an array, or the name of a file holding
+    /// `playbooks: [...]`. Unset: the built-in `config/playbooks.hjson`.
+    /// The content is read from the tree (`config::playbooks::load`).
+    pub playbooks: Option<super::playbooks::PlaybooksKey>,
+    /// Webhooks by name: `webhooks: { ops: { url, secret, preset } }`. None by default.
+    pub webhooks: std::collections::BTreeMap<String, super::webhooks::WebhookDef>,
 }
 
 impl Default for Schema {
@@ -43,8 +50,11 @@ impl Default for Schema {
             web: Web::default(),
             email: Email::default(),
             mfa: Mfa::default(),
+            incidents: Incidents::default(),
             blocks: Blocks::default(),
             groups: Default::default(),
+            playbooks: None,
+            webhooks: Default::default(),
         }
     }
 }
@@ -312,6 +322,14 @@ impl Default for Mfa {
     }
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Incidents {
+    /// Who is mailed when an incident opens. Empty (the default): every
+    /// member of the `sysops` group with an email address.
+    pub notify: Vec<String>,
+}
+
 /// Address blocks (`security ip`, and the playbooks' "block" action).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -392,4 +410,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, blocks, groups);
+sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, blocks, groups, playbooks, webhooks);

@@ -15,6 +15,8 @@ pub enum Actor {
     Cli(String),
     /// The user themself, from a session.
     User { id: i64, session: Option<i64>, ip: String },
+    /// A response playbook, by name.
+    Playbook(String),
 }
 
 impl Actor {
@@ -22,12 +24,13 @@ impl Actor {
         match self {
             Actor::Cli(who) => format!("cli:{who}"),
             Actor::User { id, .. } => format!("user:{id}"),
+            Actor::Playbook(name) => format!("playbook:{name}"),
         }
     }
     pub(crate) fn stamp(&self, e: Event) -> Event {
         let e = e.detail("actor", self.describe());
         match self {
-            Actor::Cli(_) => e,
+            Actor::Cli(_) | Actor::Playbook(_) => e,
             Actor::User { session, ip, .. } => e.session(*session).ip(Some(ip)),
         }
     }

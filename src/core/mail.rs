@@ -37,6 +37,24 @@ const TEMPLATES: &[Template] = &[
         text: include_str!("../../templates/password_reset.txt"),
         html: include_str!("../../templates/password_reset.html"),
     },
+    Template {
+        name: "incident_created",
+        subject: "Security incident #{{id}} ({{severity}}): {{title}}",
+        text: include_str!("../../templates/incident_created.txt"),
+        html: include_str!("../../templates/incident_created.html"),
+    },
+    Template {
+        name: "playbook_alert",
+        subject: "Security incident on the gate",
+        text: include_str!("../../templates/playbook_alert.txt"),
+        html: include_str!("../../templates/playbook_alert.html"),
+    },
+    Template {
+        name: "security_notice",
+        subject: "Unusual activity on your account",
+        text: include_str!("../../templates/security_notice.txt"),
+        html: include_str!("../../templates/security_notice.html"),
+    },
 ];
 
 /// A rendered mail, before sealing.
@@ -61,7 +79,8 @@ fn fill(template: &str, values: &[(&str, &str)], escape: bool) -> String {
 
 pub fn render(template: &str, values: &[(&str, &str)]) -> Option<(String, Body)> {
     let t = TEMPLATES.iter().find(|t| t.name == template)?;
-    Some((t.subject.to_owned(), Body { text: fill(t.text, values, false), html: fill(t.html, values, true) }))
+    // Subjects may hold placeholders too (never escaped: a header, not HTML).
+    Some((fill(t.subject, values, false), Body { text: fill(t.text, values, false), html: fill(t.html, values, true) }))
 }
 
 /// How long, in words, for mails.

@@ -382,27 +382,32 @@ impl Core {
     }
 
     /// Turns 2FA off. By a sysop it is a high-severity event.
-    pub async fn disable_otp(&self, user: &User, actor: &Actor, now: Millis) -> Result<bool> {
+    pub async fn disable_otp(&self, user: &User, actor: &Actor, now: Millis) -> Result<()> {
         // Nothing enabled: refuse, rather than log a high-severity
         // `mfa_disabled` that disabled nothing.
         if !self.store.otp(user.id)?.is_some_and(|r| r.enabled) {
             return Err(Error::Invalid(format!("two-factor authentication is not enabled for {}: nothing to disable", user.username)));
         }
         let severity = match actor {
-            Actor::Cli(_) => Severity::High,
+            Actor::Cli(_) | Actor::Playbook(_) => Severity::High,
             Actor::User { .. } => Severity::Medium,
         };
         let ev = actor.stamp(
             Event::new(EventType::MfaDisabled, severity, format!("two-factor authentication disabled for {}", user.username), now).user(Some(user.id), Some(&user.username)),
         );
-        let was = self.store.disable_otp(user.id, &[ev], now)?;
+        let nothing = || Error::Invalid(format!("two-factor authentication is not enabled for {}: nothing to disable", user.username));
+        if !self.store.disable_otp(user.id, &[ev], now)? {
+            // Another process disabled it between the check and the write.
+            return Err(nothing());
+        }
         let by = match actor {
             Actor::Cli(_) => "by the sysop",
+            Actor::Playbook(_) => "by a security response of the gate",
             Actor::User { .. } => "from your account menu",
         };
         let s = self.settings();
         self.mail_user(user, "mfa_disabled", &[("username", &user.username), ("issuer", &s.mfa.issuer), ("time", &now.rfc3339()), ("by", by)], now);
-        Ok(was)
+        Ok(())
     }
 
     pub fn mfa_status(&self, user: &User, now: Millis) -> Result<Status> {
@@ -600,6 +605,33 @@ mod tests {
         let status = core.mfa_status(&user, t2).expect("status");
         assert!(status.enabled);
         assert_eq!(status.backup_codes_left, 9, "the throttled attempt did not use a code");
+    }
+
+    /// Two disables that both passed the first check (two CLI processes at
+    /// once): the store's write transaction lets only one remove the factor
+    /// and record `mfa_disabled`; the other is told there is nothing left.
+    #[test]
+    fn a_second_disable_racing_the_first_records_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = core(dir.path());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let t0 = Millis(1_800_000_000_000);
+        let actor = Actor::Cli("t".into());
+        let user = rt.block_on(core.add_user("erin", Some("erin@example.org"), &Secret::new("Correct-Horse-Battery-9".into()), &[], &actor, t0)).expect("user");
+        rt.block_on(core.start_otp_enrollment(&user, Method::Totp, &actor, t0)).expect("enroll");
+        let body = core.due_mail(t0, 10).expect("mail").remove(0).body.text;
+        let token = body.lines().find(|l| l.contains("/otp/enroll/")).and_then(|l| l.trim().rsplit('/').next()).expect("token").to_owned();
+        let secret = base32_decode(&core.otp_enrollment_view(&token, t0).expect("view").secret_base32);
+        rt.block_on(core.otp_confirm(&token, &otp::hotp(Algorithm::Sha1, &secret, otp::step_of(t0.0 / 1000, 30), 6), t0)).expect("confirm");
+        let disabled = |core: &Core| core.events(&crate::store::events::EventFilter { event_type: Some(EventType::MfaDisabled), limit: 100, ..Default::default() }).expect("events").len();
+        let ev = Event::new(EventType::MfaDisabled, Severity::High, "x", t0).user(Some(user.id), Some("erin"));
+        // The loser's write, as it reaches the store after the winner's.
+        assert!(core.store.disable_otp(user.id, std::slice::from_ref(&ev), t0).expect("first"));
+        assert!(!core.store.disable_otp(user.id, std::slice::from_ref(&ev), t0).expect("second"));
+        assert_eq!(disabled(&core), 1, "only the write that removed the factor recorded its event");
+        let err = rt.block_on(core.disable_otp(&user, &actor, t0)).expect_err("nothing left");
+        assert_eq!(err.to_string(), "two-factor authentication is not enabled for erin: nothing to disable");
+        assert_eq!(disabled(&core), 1);
     }
 
     /// Many sessions racing with the same code: exactly one gets in, and

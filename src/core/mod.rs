@@ -5,13 +5,17 @@ pub mod accounts;
 pub mod admission;
 pub mod blocks;
 pub mod connections;
+pub mod incidents;
 pub mod kdf;
 pub mod login;
 pub mod mail;
 pub mod mfa;
 pub mod otp;
 pub mod password;
+pub mod playbooks;
+pub mod response;
 pub mod secrets;
+pub mod webhooks;
 
 use crate::config::Settings;
 use crate::model::{Event, Millis};
@@ -93,6 +97,8 @@ pub struct Core {
     /// Woken when a mail is queued, so the mail worker need not wait for
     /// its next poll.
     pub mail_queued: Arc<tokio::sync::Notify>,
+    /// Woken when a webhook delivery is queued (the webhook worker).
+    pub webhook_queued: Arc<tokio::sync::Notify>,
     /// Serialises one-time-code checks (see `check_login_code`).
     pub(crate) code_checks: std::sync::Mutex<()>,
     /// Live sessions of this process, so a revocation ends the connection.
@@ -119,6 +125,7 @@ impl Core {
             admission,
             keyring: Arc::new(keyring),
             mail_queued: Arc::new(tokio::sync::Notify::new()),
+            webhook_queued: Arc::new(tokio::sync::Notify::new()),
             live: Default::default(),
             code_checks: std::sync::Mutex::new(()),
             blocks: block_set,

@@ -237,17 +237,19 @@ impl Mailer {
     }
 }
 
-/// A body in 8bit, so a link stays on one line as written (quoted-printable
+/// A body in 7bit, so a link stays on one line as written (quoted-printable
 /// would fold lines over 76 characters with soft breaks, cutting a link in
 /// a `.eml` file or a mail reader that copies the raw text). lettre picks
 /// quoted-printable for any line of 76 characters or more, so the body is
 /// given to it encoded: CRLF line ends, every line within RFC 5322's 998
-/// bytes, no NUL. A body that does not fit falls back to lettre's choice.
+/// bytes, ASCII without NUL — which every relay accepts as 7bit, with or
+/// without 8BITMIME. A body that does not fit (non-ASCII text among them)
+/// falls back to lettre's choice (quoted-printable or base64).
 fn unbroken_body(text: &str) -> Body {
     let crlf = text.replace("\r\n", "\n").replace('\r', "\n").replace('\n', "\r\n");
-    let fits = !crlf.contains('\0') && crlf.split("\r\n").all(|line| line.len() <= 998);
+    let fits = crlf.is_ascii() && !crlf.contains('\0') && crlf.split("\r\n").all(|line| line.len() <= 998);
     if fits {
-        Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::EightBit)
+        Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::SevenBit)
     } else {
         Body::new(text.to_owned())
     }
@@ -934,8 +936,14 @@ mod tests {
             let raw = String::from_utf8(mailer.build(&m).unwrap().formatted()).unwrap();
             assert!(raw.lines().any(|l| l == format!("  {link}")), "the link is one line of the text part:\n{raw}");
             assert!(!raw.contains("quoted-printable") && !raw.contains("=\r\n"), "no soft line breaks:\n{raw}");
-            assert!(raw.contains("Content-Transfer-Encoding: 8bit"), "{raw}");
+            assert!(raw.contains("Content-Transfer-Encoding: 7bit") && !raw.contains("8bit"), "{raw}");
         }
+        // Non-ASCII text is never declared 8bit (a relay without 8BITMIME
+        // would have to refuse or mangle it): lettre encodes it.
+        let mut m = mail(1, "alice@example.org", false);
+        m.body.text = "Grüße, alice\n".into();
+        let raw = String::from_utf8(mailer.build(&m).unwrap().formatted()).unwrap();
+        assert!(!raw.contains("8bit") && (raw.contains("quoted-printable") || raw.contains("base64")), "{raw}");
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub struct EventFilter {
     pub limit: usize,
 }
 
-fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+pub(super) fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     let details: String = r.get(13)?;
     Ok(StoredEvent {
         id: r.get(0)?,

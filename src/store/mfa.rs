@@ -3,7 +3,7 @@
 //! hashed by `core`.
 
 use super::events::insert_batch_tx;
-use super::{Context, Error, Result, Store};
+use super::{CachedExecute, Context, Error, Result, Store};
 use crate::model::{Event, Millis};
 use rusqlite::{params, OptionalExtension, Row};
 
@@ -111,7 +111,7 @@ impl Store {
     /// counter are never written here: only `burn_*` move them, atomically.
     pub fn update_otp_throttle(&self, row: &OtpRow) -> Result<()> {
         self.conn()
-            .execute(
+            .prepare_cached_execute(
                 "UPDATE otp_secrets SET step_failures = ?2, failure_step = ?3,
                    consecutive_failures = ?4, closed_until = ?5, closures = ?6 WHERE user_id = ?1",
                 params![
@@ -132,7 +132,7 @@ impl Store {
     pub fn burn_totp_step(&self, user_id: i64, step: u64) -> Result<bool> {
         let n = self
             .conn()
-            .execute("UPDATE otp_secrets SET last_step = ?2 WHERE user_id = ?1 AND enabled = 1 AND (last_step IS NULL OR last_step < ?2)", params![user_id, step as i64])
+            .prepare_cached_execute("UPDATE otp_secrets SET last_step = ?2 WHERE user_id = ?1 AND enabled = 1 AND (last_step IS NULL OR last_step < ?2)", params![user_id, step as i64])
             .doing("burning a code step")?;
         Ok(n == 1)
     }
@@ -141,7 +141,7 @@ impl Store {
     pub fn burn_hotp_counter(&self, user_id: i64, counter: u64) -> Result<bool> {
         let n = self
             .conn()
-            .execute("UPDATE otp_secrets SET next_counter = ?2 + 1 WHERE user_id = ?1 AND enabled = 1 AND next_counter <= ?2", params![user_id, counter as i64])
+            .prepare_cached_execute("UPDATE otp_secrets SET next_counter = ?2 + 1 WHERE user_id = ?1 AND enabled = 1 AND next_counter <= ?2", params![user_id, counter as i64])
             .doing("burning a code counter")?;
         Ok(n == 1)
     }
@@ -171,10 +171,18 @@ impl Store {
     /// Disables 2FA: secret and backup codes removed, open enrollment
     /// tokens burnt, the event written, in one transaction. Returns whether
     /// anything was enabled.
+    /// Removes an enabled code factor with its backup codes and links, and
+    /// records `events`, in one transaction; false (nothing written) when
+    /// no enabled factor was there.
     pub fn disable_otp(&self, user_id: i64, events: &[Event], now: Millis) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting to disable 2FA")?;
         let was: Option<bool> = tx.query_row("SELECT enabled FROM otp_secrets WHERE user_id = ?1", [user_id], |r| r.get(0)).optional().doing("reading a code secret")?;
+        // Checked inside the write transaction: of two concurrent disables
+        // only the first removes anything and records its events.
+        if was != Some(true) {
+            return Ok(false);
+        }
         tx.execute("DELETE FROM otp_secrets WHERE user_id = ?1", [user_id]).doing("removing a code secret")?;
         tx.execute("DELETE FROM backup_codes WHERE user_id = ?1", [user_id]).doing("removing backup codes")?;
         tx.execute("UPDATE tokens SET used_at = ?2 WHERE user_id = ?1 AND purpose = 'otp_enroll' AND used_at IS NULL", params![user_id, now.0])
@@ -196,7 +204,7 @@ impl Store {
     pub fn use_backup_code(&self, user_id: i64, code_hash: &str, now: Millis) -> Result<bool> {
         let n = self
             .conn()
-            .execute("UPDATE backup_codes SET used_at = ?3 WHERE user_id = ?1 AND code_hash = ?2 AND used_at IS NULL", params![user_id, code_hash, now.0])
+            .prepare_cached_execute("UPDATE backup_codes SET used_at = ?3 WHERE user_id = ?1 AND code_hash = ?2 AND used_at IS NULL", params![user_id, code_hash, now.0])
             .doing("using a backup code")?;
         Ok(n > 0)
     }
@@ -322,7 +330,7 @@ fn outbox_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
     })
 }
 
-fn insert_outbox(tx: &rusqlite::Transaction<'_>, mail: &NewMail<'_>, now: Millis) -> Result<i64> {
+pub(super) fn insert_outbox(tx: &rusqlite::Transaction<'_>, mail: &NewMail<'_>, now: Millis) -> Result<i64> {
     tx.execute(
         "INSERT INTO outbox (recipient, subject, body_sealed, template, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
         params![mail.recipient, mail.subject, mail.body_sealed, mail.template, now.0],

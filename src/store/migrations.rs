@@ -17,6 +17,8 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0003_cli_deleted_users", sql: include_str!("../../migrations/0003_cli_deleted_users.sql") },
     Migration { name: "0004_review_retired_ids", sql: include_str!("../../migrations/0004_review_retired_ids.sql") },
     Migration { name: "0005_ip_blocks", sql: include_str!("../../migrations/0005_ip_blocks.sql") },
+    Migration { name: "0006_incidents", sql: include_str!("../../migrations/0006_incidents.sql") },
+    Migration { name: "0008_webhooks", sql: include_str!("../../migrations/0008_webhooks.sql") },
 ];
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -99,7 +101,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.db")).expect("open");
         let err = store.migrate(Some("0099_nope")).unwrap_err().to_string();
-        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks)");
+        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0008_webhooks)");
     }
 
     #[test]

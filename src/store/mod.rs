@@ -5,10 +5,12 @@
 pub mod blocks;
 pub mod devices;
 pub mod events;
+pub mod incidents;
 pub mod mfa;
 pub mod migrations;
 pub mod sessions;
 pub mod users;
+pub mod webhooks;
 pub mod writer;
 
 use rusqlite::Connection;
@@ -37,6 +39,19 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Attaches what was being attempted to a rusqlite error.
+/// `execute` through the connection's statement cache: the hot single-row
+/// writes (a code step burnt, the throttle recorded) skip re-preparing
+/// their SQL on every call.
+pub(crate) trait CachedExecute {
+    fn prepare_cached_execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+}
+
+impl CachedExecute for Connection {
+    fn prepare_cached_execute<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+}
+
 pub(crate) trait Context<T> {
     fn doing(self, what: &str) -> Result<T>;
 }

@@ -178,6 +178,16 @@ impl Store {
         Ok(())
     }
 
+    /// Raises the factor level imposed on an account to `level` (never
+    /// lowers it); returns whether it changed.
+    pub fn raise_imposed_level(&self, user_id: i64, level: u8) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute("UPDATE users SET imposed_level = ?2 WHERE id = ?1 AND imposed_level < ?2", params![user_id, level])
+            .doing("raising the required factor level")?;
+        Ok(n > 0)
+    }
+
     pub fn record_login(&self, user_id: i64, ip: &str, now: Millis) -> Result<()> {
         self.conn()
             .execute(

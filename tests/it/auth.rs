@@ -201,6 +201,84 @@ fn idle_connections_reaching_the_grace_time_penalise_their_address() {
     g.wait_events(None, "connection_refused", |ev| !ev.is_empty());
 }
 
+/// A TCP connection to the gate from the loopback address `from`.
+fn connect_from(from: &str, port: u16) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        socket.connect(format!("127.0.0.1:{port}").parse().unwrap()).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+/// Item 5's scenario: waves of 100 idle connections from 10 addresses
+/// (10 each, some silent, some stopping after their version line) used to
+/// hold the unauthenticated slots and let 3 of 10 fresh logins in. With
+/// the defaults (MaxStartups 10:30:100, 10 per address, 10 failures in
+/// 10 min), every connection that reaches the grace time counts against
+/// its address, so within a few waves all ten are held off at accept, and
+/// ten concurrent logins from a fresh address all succeed during the next
+/// wave.
+#[test]
+fn idle_waves_from_ten_addresses_leave_room_for_fresh_logins() {
+    let g = Gate::start_with(&DEFAULT_CONFIG.replace("auth_rejection_time: 50ms", "auth_rejection_time: 50ms\n  login_grace_time: 1s").replace("max_failures: 1000", "max_failures: 10"));
+    g.add_user("alice", ALICE_PW);
+    let attackers: Vec<String> = (2..=11).map(|i| format!("127.0.0.{i}")).collect();
+    let wave = |g: &Gate| -> Vec<TcpStream> {
+        let mut held = Vec::new();
+        for a in &attackers {
+            for i in 0..10 {
+                let mut c = connect_from(a, g.port);
+                if i % 2 == 1 {
+                    use std::io::Write;
+                    let _ = c.write_all(b"SSH-2.0-OpenSSH_9.2\r\n");
+                }
+                held.push(c);
+            }
+        }
+        held
+    };
+    let penalised = |g: &Gate| -> std::collections::BTreeSet<String> {
+        g.events_of(None, "ip_blocked").iter().filter(|e| detail(e, "kind") == "penalty").map(|e| s(e, "ip").to_owned()).collect()
+    };
+    // Waves until every attacking address is held off (MaxStartups drops
+    // some connections of a wave at random before they can count).
+    let until = Instant::now() + Duration::from_secs(120);
+    let mut waves = 0;
+    while penalised(&g).len() < attackers.len() {
+        assert!(Instant::now() < until, "after {waves} waves only {:?} are held off\n{}", penalised(&g), g.daemon_log());
+        let held = wave(&g);
+        std::thread::scope(|sc| {
+            for c in held {
+                sc.spawn(move || read_to_close(c, Duration::from_secs(20)));
+            }
+        });
+        waves += 1;
+        // The grace-time failures are recorded as the connections end.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(penalised(&g), attackers.iter().cloned().collect(), "{}", g.daemon_log());
+    eprintln!("all ten addresses held off after {waves} waves of 100");
+    // The next wave is turned away at accept, and ten fresh logins from
+    // 127.0.0.1 made while it is attempted all get in.
+    let before = g.events_of(Some("alice"), "login_success").len();
+    let held = wave(&g);
+    let runs: Vec<_> = std::thread::scope(|sc| {
+        let logins: Vec<_> = (0..10).map(|_| sc.spawn(|| g.ssh(&Ssh::kbd("alice", ALICE_PW).bind("127.0.0.1")))).collect();
+        logins.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = runs.iter().filter(|r| r.authenticated_exec()).count();
+    assert_eq!(ok, 10, "fresh logins during the wave: {runs:#?}\n{}", g.daemon_log());
+    for c in held {
+        let got = read_to_close(c, Duration::from_secs(10));
+        assert!(!text(&got).contains("SSH-2.0"), "a held-off address got the banner: {:?}", text(&got));
+    }
+    assert_eq!(g.events_of(Some("alice"), "login_success").len(), before + 10);
+}
+
 /// Item 13: the daemon refuses to start when a private key file is open to
 /// the group or others, naming the file.
 #[test]

@@ -248,13 +248,13 @@ fn a_second_enrollment_link_says_the_first_is_void() {
     assert!(second.contains("the enrollment link sent earlier no longer works: only this new one does"), "{second}");
     let (text2, raw) = spooled(&g, "alice@example.org", "/otp/enroll/", 1);
     assert!(text2.contains("It replaces the enrollment link mailed earlier: that one no longer works."), "{text2}");
-    // The link is on one line of the .eml as stored (8bit, no soft breaks).
+    // The link is on one line of the .eml as stored (7bit, no soft breaks).
     let line = raw.lines().find(|l| l.contains("/otp/enroll/")).unwrap_or_else(|| panic!("{raw}"));
     let link = line.trim();
     assert!(link.starts_with("https://localhost:8443/otp/enroll/"), "{raw}");
     let token = link.rsplit('/').next().unwrap();
     assert_eq!(token.len(), 43, "{raw}");
-    assert!(raw.contains("Content-Transfer-Encoding: 8bit"), "{raw}");
+    assert!(raw.contains("Content-Transfer-Encoding: 7bit"), "{raw}");
     assert!(text2.contains(link), "the decoded text holds the same link");
     let sent = g.events_of(Some("alice"), "mfa_enrollment_sent");
     assert_eq!(detail(&sent[0], "earlier_link_voided"), true, "{}", sent[0]);

@@ -6,8 +6,10 @@ mod blocks;
 mod cli;
 mod flow;
 mod harness;
+mod incidents;
 mod menus;
 mod mfa;
+mod playbooks;
 mod web;
 
 use harness::{detail, poll, text, Gate, Ssh, ALICE_PW, BIN, BOB_PW, DEFAULT_CONFIG};

@@ -1,9 +1,11 @@
-//! `portcullis security`: security events, two-factor authentication and
-//! address blocks.
+//! `portcullis security`: security events, incidents, two-factor
+//! authentication, webhooks and address blocks.
 
 mod events;
+mod incidents;
 mod ip;
 mod mfa;
+mod webhooks;
 
 use crate::core::Core;
 use clap::Subcommand;
@@ -13,9 +15,15 @@ pub(super) enum SecurityCmd {
     /// Security events, newest first (with --follow: oldest first, then new
     /// ones as they arrive).
     Events(events::EventsArgs),
+    /// Security incidents: list, show, create, assign, note, resolve.
+    #[command(subcommand)]
+    Incidents(incidents::IncidentsCmd),
     /// Two-factor authentication with one-time codes.
     #[command(subcommand)]
     Mfa(mfa::MfaCmd),
+    /// Webhooks: list them, their delivery queue, a test delivery.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCmd),
     /// Address blocks: list, block, unblock, import.
     #[command(subcommand)]
     Ip(ip::IpCmd),
@@ -24,7 +32,9 @@ pub(super) enum SecurityCmd {
 pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
     match cmd {
         SecurityCmd::Events(args) => events::run(core, args).await,
+        SecurityCmd::Incidents(cmd) => incidents::run(core, cmd),
         SecurityCmd::Mfa(cmd) => mfa::run(core, cmd).await,
+        SecurityCmd::Webhooks(cmd) => webhooks::run(core, cmd),
         SecurityCmd::Ip(cmd) => ip::run(core, cmd).await,
     }
 }

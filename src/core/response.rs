@@ -1,0 +1,111 @@
+//! The path every finding takes: detection → incident → playbooks. A
+//! finding that opens an incident runs the playbooks that match it, once;
+//! a finding that attaches to an open incident only raises its count (the
+//! response already ran). Escalations run for incidents still open.
+
+use super::playbooks::PlaybookIncident;
+use super::{Core, Result};
+use crate::core::incidents::Reported;
+use crate::model::{Finding, Millis};
+use std::time::Duration;
+
+impl Core {
+    /// Reports `f` (see `report_finding`) and, when it opened a new
+    /// incident, runs its playbooks. Playbook failures are recorded as
+    /// their `playbook_action` events and do not undo the incident.
+    pub async fn respond_to_finding(&self, f: Finding, now: Millis) -> Result<Reported> {
+        let incident = PlaybookIncident { id: 0, incident_type: f.incident_type, severity: f.severity, subject: f.subject.clone(), title: f.title.clone(), details: f.details.clone() };
+        let reported = self.report_finding(f, now)?;
+        if reported.created {
+            let incident = PlaybookIncident { id: reported.incident_id, ..incident };
+            if let Err(e) = self.run_playbooks(&incident, now).await {
+                tracing::error!(incident = reported.incident_id, error = %e, "the playbooks of a new incident failed");
+            }
+        }
+        Ok(reported)
+    }
+
+    /// Runs the escalations due now for every incident not yet resolved;
+    /// returns how many ran. (The finding's details are not kept on the
+    /// incident row, so a playbook's `when.rule` does not match here: an
+    /// escalation is chosen by type and severity.)
+    pub async fn run_due_escalations(&self, now: Millis) -> Result<usize> {
+        let open = self.unresolved_incidents_older_than(Duration::ZERO, now)?;
+        if open.is_empty() {
+            return Ok(0);
+        }
+        let list: Vec<(PlaybookIncident, Millis)> = open
+            .iter()
+            .map(|i| {
+                (
+                    PlaybookIncident { id: i.id, incident_type: i.incident_type, severity: i.severity, subject: i.subject.clone(), title: i.title.clone(), details: serde_json::json!({}) },
+                    i.created_at,
+                )
+            })
+            .collect();
+        Ok(self.run_escalations(&list, now).await?.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::accounts::Actor;
+    use crate::core::EventSink;
+    use crate::model::{EventType, IncidentSeverity, IncidentType, Secret, Subject, TimelineKind};
+    use crate::store::events::EventFilter;
+    use crate::store::Store;
+    use std::sync::Arc;
+
+    /// A brute-force finding against alice under the built-in playbooks:
+    /// the incident opens, its playbook locks the account once (on the
+    /// timeline and as an event), a second finding only attaches; a
+    /// critical incident still open after an hour is escalated once.
+    #[test]
+    fn a_finding_opens_an_incident_and_its_playbook_runs_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = crate::config::load::from_text("passwords: {\n  iterations: 1000\n}\n", "t.hjson", dir.path()).expect("settings");
+        let store = Arc::new(Store::open(&dir.path().join("t.db")).expect("open"));
+        store.migrate(None).expect("migrate");
+        let core = Core::new(store.clone(), settings, EventSink::Direct(store), crate::core::secrets::Keyring::from_key(&[5; 32]));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let t0 = Millis(1_764_072_000_000);
+        let alice = rt.block_on(core.add_user("alice", Some("alice@example.org"), &Secret::new("Correct-Horse-Battery-9".into()), &[], &Actor::Cli("t".into()), t0)).expect("user");
+        let finding = |severity, at: Millis| Finding {
+            incident_type: IncidentType::BruteForceAccount,
+            subject: Subject::Account { user_id: Some(alice.id), username: "alice".into() },
+            severity,
+            title: "5 failed logins for alice in 10m".into(),
+            description: "test".into(),
+            event_ids: vec![],
+            first_event_at: at,
+            details: serde_json::json!({ "rule": "brute_force_account" }),
+        };
+        let events = |t: EventType| core.events(&EventFilter { event_type: Some(t), limit: 100, ..Default::default() }).expect("events");
+
+        let first = rt.block_on(core.respond_to_finding(finding(IncidentSeverity::High, t0), t0)).expect("respond");
+        assert!(first.created);
+        let locked = core.find_user("alice").expect("alice");
+        assert!(locked.is_locked(t0.plus(Duration::from_secs(60))), "the built-in playbook locks for 15 minutes");
+        assert_eq!(events(EventType::AccountLocked).len(), 1);
+        let action = events(EventType::PlaybookAction);
+        assert_eq!(action.len(), 1, "{action:#?}");
+        assert_eq!((action[0].details["action"].as_str(), action[0].details["on_timeline"].as_bool()), (Some("lock"), Some(true)));
+        let view = core.show_incident(first.incident_id).expect("show");
+        assert!(view.timeline.iter().any(|e| e.kind == TimelineKind::Action && e.actor == "playbook:lock-brute-force-account"), "{:#?}", view.timeline);
+
+        let t1 = t0.plus(Duration::from_secs(120));
+        let again = rt.block_on(core.respond_to_finding(finding(IncidentSeverity::Critical, t1), t1)).expect("respond");
+        assert_eq!((again.incident_id, again.created), (first.incident_id, false));
+        assert_eq!(events(EventType::AccountLocked).len(), 1, "an attaching finding runs no playbook");
+
+        // Now critical (raised by the second finding) and open: the
+        // built-in escalation runs after an hour, once.
+        assert_eq!(rt.block_on(core.run_due_escalations(t0.plus(Duration::from_secs(1800)))).expect("early"), 0);
+        let t2 = t0.plus(Duration::from_secs(3700));
+        assert_eq!(rt.block_on(core.run_due_escalations(t2)).expect("due"), 1);
+        assert_eq!(rt.block_on(core.run_due_escalations(t2.plus(Duration::from_secs(60)))).expect("once"), 0);
+        let escalated = events(EventType::PlaybookAction).into_iter().filter(|e| e.details["playbook"] == "escalate-critical").count();
+        assert!(escalated >= 1, "the escalation is recorded");
+    }
+}
