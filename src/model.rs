@@ -755,23 +755,24 @@ impl IpNetwork {
         if t.is_empty() {
             return Err("empty address".into());
         }
-        let shown = escape_control(t);
+        // Escaped only for a message (the load at start parses 100,000).
+        let shown = || escape_control(t);
         let (addr_text, bits_text) = match t.split_once('/') {
             Some((a, b)) => (a, Some(b)),
             None => (t, None),
         };
         let Ok(addr) = addr_text.parse::<std::net::IpAddr>() else {
-            return Err(format!("invalid address {shown:?}: expected an IPv4 or IPv6 address, optionally with /BITS, like 192.0.2.7, 192.0.2.0/24 or 2001:db8::/64"));
+            return Err(format!("invalid address {shown:?}: expected an IPv4 or IPv6 address, optionally with /BITS, like 192.0.2.7, 192.0.2.0/24 or 2001:db8::/64", shown = shown()));
         };
         let Some(bits_text) = bits_text else { return Ok(IpNetwork::host(addr)) };
         let width: u8 = if addr.is_ipv4() { 32 } else { 128 };
         let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
         if bits_text.is_empty() || !bits_text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("invalid network {shown:?}: the prefix length after '/' must be a number (0-{width} for {family})"));
+            return Err(format!("invalid network {shown:?}: the prefix length after '/' must be a number (0-{width} for {family})", shown = shown()));
         }
         let bits = match bits_text.parse::<u16>() {
             Ok(b) if b <= u16::from(width) => b as u8,
-            _ => return Err(format!("invalid network {shown:?}: /{bits_text} is out of range for {family} (0-{width})")),
+            _ => return Err(format!("invalid network {shown:?}: /{bits_text} is out of range for {family} (0-{width})", shown = shown())),
         };
         // ::ffff:a.b.c.d/BITS with BITS >= 96 is the IPv4 network /(BITS-96).
         let (addr, bits) = match addr {
@@ -783,7 +784,7 @@ impl IpNetwork {
         };
         let net = IpNetwork::containing(addr, bits);
         if net.addr != addr {
-            return Err(format!("invalid network {shown:?}: host bits are set (the network is {net})"));
+            return Err(format!("invalid network {shown:?}: host bits are set (the network is {net})", shown = shown()));
         }
         Ok(net)
     }

@@ -22,6 +22,61 @@ use std::time::Duration;
 /// When a block ends: `None` until lifted.
 type Expiry = Option<Millis>;
 
+/// The set's hash: a folded multiply of the key with a per-process random
+/// seed (integer keys only; a fraction of SipHash's cost, and no one can
+/// predict which keys collide).
+#[derive(Clone, Copy)]
+struct KeyHasher(u64);
+
+const HASH_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl KeyHasher {
+    fn mix(&mut self, v: u64) {
+        let m = u128::from(self.0 ^ v) * u128::from(HASH_MULTIPLIER);
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
+}
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        let m = u128::from(self.0) * u128::from(HASH_MULTIPLIER ^ 0xFF51_AFD7_ED55_8CCD);
+        (m as u64) ^ ((m >> 64) as u64)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.mix(u64::from(n));
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.mix(n as u64);
+        self.mix((n >> 64) as u64);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Seeded(u64);
+
+impl Default for Seeded {
+    fn default() -> Seeded {
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        Seeded(*SEED.get_or_init(rand::random))
+    }
+}
+
+impl std::hash::BuildHasher for Seeded {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+type Map<K> = HashMap<K, Expiry, Seeded>;
+
 fn in_force(e: Expiry, now: Millis) -> bool {
     e.is_none_or(|t| t > now)
 }
@@ -29,8 +84,8 @@ fn in_force(e: Expiry, now: Millis) -> bool {
 #[derive(Default)]
 struct Tables {
     /// (prefix length, masked address → expiry), longest prefix first.
-    v4: Vec<(u8, HashMap<u32, Expiry>)>,
-    v6: Vec<(u8, HashMap<u128, Expiry>)>,
+    v4: Vec<(u8, Map<u32>)>,
+    v6: Vec<(u8, Map<u128>)>,
     len: usize,
 }
 
@@ -85,22 +140,22 @@ impl Tables {
     }
 }
 
-fn bucket<K>(buckets: &mut Vec<(u8, HashMap<K, Expiry>)>, bits: u8) -> &mut HashMap<K, Expiry> {
+fn bucket<K>(buckets: &mut Vec<(u8, Map<K>)>, bits: u8) -> &mut Map<K> {
     let i = match buckets.iter().position(|(b, _)| *b <= bits) {
         Some(i) if buckets[i].0 == bits => i,
         Some(i) => {
-            buckets.insert(i, (bits, HashMap::new()));
+            buckets.insert(i, (bits, Map::default()));
             i
         }
         None => {
-            buckets.push((bits, HashMap::new()));
+            buckets.push((bits, Map::default()));
             buckets.len() - 1
         }
     };
     &mut buckets[i].1
 }
 
-fn unbucket<K: std::hash::Hash + Eq>(buckets: &mut Vec<(u8, HashMap<K, Expiry>)>, bits: u8, key: &K) -> bool {
+fn unbucket<K: std::hash::Hash + Eq>(buckets: &mut Vec<(u8, Map<K>)>, bits: u8, key: &K) -> bool {
     let Some(i) = buckets.iter().position(|(b, _)| *b == bits) else { return false };
     let gone = buckets[i].1.remove(key).is_some();
     if buckets[i].1.is_empty() {
@@ -113,6 +168,9 @@ fn unbucket<K: std::hash::Hash + Eq>(buckets: &mut Vec<(u8, HashMap<K, Expiry>)>
 #[derive(Default)]
 pub struct BlockSet {
     tables: RwLock<Tables>,
+    /// `blocks.never_block`: never blocked, even by a block made before
+    /// the address was listed (looked at only when a block matches).
+    exempt: RwLock<std::sync::Arc<[IpNetwork]>>,
 }
 
 impl BlockSet {
@@ -122,7 +180,22 @@ impl BlockSet {
 
     /// Replaces every entry (a load at start, or an import seen in the feed).
     pub fn replace_all(&self, entries: impl IntoIterator<Item = (IpNetwork, Expiry)>) {
+        let entries: Vec<(IpNetwork, Expiry)> = entries.into_iter().collect();
+        // Each prefix length's table sized once (no rehash while loading).
+        let mut counts = [[0usize; 129]; 2];
+        for (net, _) in &entries {
+            counts[usize::from(net.addr().is_ipv6())][usize::from(net.bits())] += 1;
+        }
         let mut t = Tables::default();
+        for bits in (0..=128u8).rev() {
+            let (v4, v6) = (counts[0][usize::from(bits)], counts[1][usize::from(bits)]);
+            if v4 > 0 {
+                t.v4.push((bits, Map::with_capacity_and_hasher(v4, Seeded::default())));
+            }
+            if v6 > 0 {
+                t.v6.push((bits, Map::with_capacity_and_hasher(v6, Seeded::default())));
+            }
+        }
         for (net, e) in entries {
             t.insert(net, e);
         }
@@ -133,6 +206,15 @@ impl BlockSet {
         self.write().insert(net, expires)
     }
 
+    /// Sets `blocks.never_block` (at start and on reload).
+    pub fn set_exempt(&self, never_block: &[IpNetwork]) {
+        *self.exempt.write().unwrap_or_else(|p| p.into_inner()) = never_block.into();
+    }
+
+    fn exempt(&self, ip: IpAddr) -> bool {
+        self.exempt.read().unwrap_or_else(|p| p.into_inner()).iter().any(|n| n.contains(ip))
+    }
+
     pub fn remove(&self, net: &IpNetwork) -> bool {
         self.write().remove(net)
     }
@@ -140,12 +222,12 @@ impl BlockSet {
     /// The accept-time check: whether `ip` (IPv4-mapped IPv6 as IPv4) is
     /// in a block in force at `now`.
     pub fn is_blocked(&self, ip: IpAddr, now: Millis) -> bool {
-        self.read().find(ip, now).is_some()
+        self.read().find(ip, now).is_some() && !self.exempt(ip)
     }
 
     /// The block in force that holds `ip` (the longest prefix), with its end.
     pub fn matching(&self, ip: IpAddr, now: Millis) -> Option<(IpNetwork, Expiry)> {
-        self.read().find(ip, now)
+        self.read().find(ip, now).filter(|_| !self.exempt(ip))
     }
 
     /// Entries held (expired ones included until removed).
@@ -518,17 +600,13 @@ impl Core {
     /// Loads every block in force into memory (at start) and takes the
     /// change feed's position; returns how many.
     pub fn load_blocks(&self, now: Millis) -> Result<usize> {
-        let (keys, last) = self.store.active_block_keys(now)?;
-        let mut entries = Vec::with_capacity(keys.len());
-        for (text, expires) in keys {
-            match IpNetwork::parse(&text) {
-                Ok(n) => entries.push((n, expires)),
-                Err(e) => tracing::warn!(network = %crate::model::escape_control(&text), error = %e, "a stored block cannot be read; ignored"),
-            }
+        let active = self.store.active_block_keys(now)?;
+        for text in &active.unreadable {
+            tracing::warn!(network = %crate::model::escape_control(text), "a stored block cannot be read; ignored");
         }
-        let n = entries.len();
-        self.blocks.replace_all(entries);
-        *self.block_feed.lock().unwrap_or_else(|p| p.into_inner()) = last;
+        let n = active.keys.len();
+        self.blocks.replace_all(active.keys);
+        *self.block_feed.lock().unwrap_or_else(|p| p.into_inner()) = active.last_change;
         Ok(n)
     }
 
@@ -741,6 +819,11 @@ mod tests {
         assert_eq!(set.len(), 1);
         assert!(!set.is_blocked(ip("192.0.2.7"), Millis(0)));
         assert!(set.is_blocked(ip("203.0.113.9"), Millis(0)));
+        // An address put on never_block after its network was blocked gets in.
+        set.set_exempt(&[net("203.0.113.9")]);
+        assert!(!set.is_blocked(ip("203.0.113.9"), Millis(0)));
+        assert_eq!(set.matching(ip("203.0.113.9"), Millis(0)), None);
+        assert!(set.is_blocked(ip("203.0.113.10"), Millis(0)));
     }
 
     #[test]

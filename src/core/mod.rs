@@ -118,6 +118,8 @@ impl Core {
         let kdf = kdf::KdfPool::new(settings.kdf_workers, settings.kdf_queue);
         let admission = Arc::new(admission::Admission::new(admission_limits(&settings)));
         let web_connections = Arc::new(connections::WebConnections::new(web_limits(&settings)));
+        let block_set = Arc::new(blocks::BlockSet::new());
+        block_set.set_exempt(&settings.blocks.never_block);
         Core {
             web_connections,
             store,
@@ -131,7 +133,7 @@ impl Core {
             webhook_queued: Arc::new(tokio::sync::Notify::new()),
             live: Default::default(),
             code_checks: std::sync::Mutex::new(()),
-            blocks: Arc::new(blocks::BlockSet::new()),
+            blocks: block_set,
             block_feed: std::sync::Mutex::new(0),
         }
     }
@@ -146,6 +148,7 @@ impl Core {
     pub fn reload(&self, new: Settings) {
         self.admission.set_limits(admission_limits(&new));
         self.web_connections.set_limits(web_limits(&new));
+        self.blocks.set_exempt(&new.blocks.never_block);
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
     }
 

@@ -62,6 +62,14 @@ pub struct Imported {
     pub kept: usize,
 }
 
+/// The blocks in force, as the daemon loads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveBlocks {
+    pub keys: Vec<(crate::model::IpNetwork, Option<Millis>)>,
+    pub last_change: i64,
+    pub unreadable: Vec<String>,
+}
+
 /// Change rows are kept this long (a lift must outlive the penalty window
 /// replayed at start; see `lifts_since`).
 pub const CHANGES_KEPT: Duration = Duration::from_secs(30 * 86_400);
@@ -153,20 +161,31 @@ fn put(tx: &Transaction<'_>, b: &BlockRow, overlap: Overlap, record_history: boo
 }
 
 impl Store {
-    /// Every block in force at `now` as (network, expiry), and the last
-    /// change id, read in one transaction: the daemon loads these at start
-    /// and then follows the changes after that id.
-    pub fn active_block_keys(&self, now: Millis) -> Result<(Vec<(String, Option<Millis>)>, i64)> {
+    /// Every block in force at `now` as (network, expiry), the last change
+    /// id, and the stored networks that do not parse (none unless the
+    /// table was edited by hand), read in one transaction: the daemon
+    /// loads these at start and then follows the changes after that id.
+    pub fn active_block_keys(&self, now: Millis) -> Result<ActiveBlocks> {
         let mut conn = self.conn();
         let tx = conn.transaction().doing("starting to read blocks")?;
         let last: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM ip_block_changes", [], |r| r.get(0)).doing("reading the block changes")?;
-        let keys = {
+        let mut keys = Vec::new();
+        let mut unreadable = Vec::new();
+        {
             let mut st = tx.prepare("SELECT network, expires_at FROM ip_blocks WHERE expires_at IS NULL OR expires_at > ?1").doing("reading blocks")?;
-            let rows = st.query_map([now.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?.map(Millis)))).doing("reading blocks")?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().doing("reading blocks")?
-        };
+            let mut rows = st.query([now.0]).doing("reading blocks")?;
+            while let Some(r) = rows.next().doing("reading blocks")? {
+                // Parsed from the row's own bytes: no string per row.
+                let text = r.get_ref(0).and_then(|v| v.as_str().map_err(rusqlite::Error::from)).doing("reading blocks")?;
+                let expires = r.get::<_, Option<i64>>(1).doing("reading blocks")?.map(Millis);
+                match crate::model::IpNetwork::parse(text) {
+                    Ok(n) => keys.push((n, expires)),
+                    Err(_) => unreadable.push(text.to_owned()),
+                }
+            }
+        }
         tx.commit().doing("reading blocks")?;
-        Ok((keys, last))
+        Ok(ActiveBlocks { keys, last_change: last, unreadable })
     }
 
     /// The blocks in force at `now`, oldest first.
@@ -331,8 +350,11 @@ mod tests {
         // Only the first was a new offence.
         assert_eq!(s.blocks_of_since("192.0.2.7", Millis(0)).expect("count"), 1);
         s.put_block(&block("10.0.0.0/8", None), Overlap::Extend, now).expect("put");
-        let (keys, last) = s.active_block_keys(now).expect("keys");
+        let active = s.active_block_keys(now).expect("keys");
+        let keys: Vec<(String, Option<Millis>)> = active.keys.iter().map(|(n, e)| (n.to_string(), *e)).collect();
         assert_eq!(keys, vec![("192.0.2.7".to_owned(), Some(Millis(2000))), ("10.0.0.0/8".to_owned(), None)]);
+        assert!(active.unreadable.is_empty());
+        let last = active.last_change;
         let changes = s.block_changes_after(0).expect("changes");
         assert_eq!(changes.iter().map(|c| (c.network.as_str(), c.kind.as_str())).collect::<Vec<_>>(), vec![("192.0.2.7", "block"), ("192.0.2.7", "block"), ("192.0.2.7", "block"), ("10.0.0.0/8", "block")]);
         assert_eq!(last, changes[3].id);
