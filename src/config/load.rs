@@ -27,6 +27,8 @@ pub struct Settings {
     pub web: WebSettings,
     pub email: super::schema::Email,
     pub mfa: MfaSettings,
+    /// The detection rules, resolved.
+    pub detection: super::detection::DetectionSettings,
     /// Required factor level per group name (lowercase).
     pub group_levels: std::collections::BTreeMap<String, u8>,
 }
@@ -285,6 +287,7 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
         }
         group_levels.insert(name.to_lowercase(), policy.require_level);
     }
+    let detection = super::detection::resolve(s.detection, &at, &mut problems);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -346,6 +349,7 @@ fn resolve(s: Schema, name: &str, text: &str, folder: &Path) -> Result<Settings,
             max_lockout: s.mfa.max_lockout,
             hotp_lookahead: s.mfa.hotp_lookahead,
         },
+        detection,
         group_levels,
     })
 }
@@ -486,7 +490,7 @@ mod tests {
             vec![
                 "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
                 "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
-                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"groups\"".to_string(),
+                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"detection\", \"groups\"".to_string(),
             ]
         );
     }

@@ -25,6 +25,8 @@ pub struct Schema {
     pub web: Web,
     pub email: Email,
     pub mfa: Mfa,
+    /// The detection rules (`core::detect`): see `config/detection.rs`.
+    pub detection: super::detection::Detection,
     /// Policy per group: `groups: { sysops: { require_level: 2 } }`.
     pub groups: std::collections::BTreeMap<String, GroupPolicy>,
 }
@@ -42,6 +44,7 @@ impl Default for Schema {
             web: Web::default(),
             email: Email::default(),
             mfa: Mfa::default(),
+            detection: Default::default(),
             groups: Default::default(),
         }
     }
@@ -350,4 +353,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, groups);
+sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, detection, groups);

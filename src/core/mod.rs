@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admission;
 pub mod connections;
+pub mod detect;
 pub mod kdf;
 pub mod login;
 pub mod mail;
@@ -96,6 +97,11 @@ pub struct Core {
     pub(crate) code_checks: std::sync::Mutex<()>,
     /// Live sessions of this process, so a revocation ends the connection.
     pub(crate) live: std::sync::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Notify>>>,
+    /// Keyed tags of failed passwords for the spraying rule (the key lives
+    /// only in it); the daemon's detection thread takes its receiver.
+    pub spray_tags: detect::spray::Tagger,
+    /// What the detection thread has done (for `/metrics`).
+    pub detection: Arc<detect::feed::LiveStats>,
 }
 
 impl Core {
@@ -103,7 +109,10 @@ impl Core {
         let kdf = kdf::KdfPool::new(settings.kdf_workers, settings.kdf_queue);
         let admission = Arc::new(admission::Admission::new(admission_limits(&settings)));
         let web_connections = Arc::new(connections::WebConnections::new(web_limits(&settings)));
+        let spray_tags = detect::spray::Tagger::new(settings.detection.password_spraying.queue);
         Core {
+            spray_tags,
+            detection: Default::default(),
             web_connections,
             store,
             settings: RwLock::new(Arc::new(settings)),
