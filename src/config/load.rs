@@ -417,6 +417,7 @@ mod tests {
         assert_eq!(empty.data_dir, PathBuf::from("/etc/portcullis/data"));
         assert_eq!(shipped.ssh.startups, MaxStartups { start: 10, rate: 30, full: 100 });
         assert_eq!(shipped.ssh.login_grace_time, Duration::from_secs(120));
+        assert_eq!(format!("{:?}", shipped.detection), format!("{:?}", empty.detection), "the shipped detection section is the defaults");
     }
 
     #[test]

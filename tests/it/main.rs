@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod detect;
 mod flow;
 mod harness;
 mod menus;

@@ -357,3 +357,73 @@ impl Feed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::detect::spray::Tagger;
+    use crate::model::{EventType, Secret, Severity};
+    use crate::store::EventWriter;
+
+    /// The thread rebuilds from the table, then sees the writer's batches,
+    /// events another process wrote straight into the table, and password
+    /// tags paired with their events.
+    #[test]
+    fn the_feed_sees_the_rebuild_the_writer_another_process_and_tags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = Arc::new(Store::open(&path).expect("open"));
+        store.migrate(None).expect("migrate");
+        let now = Millis::now();
+        let fail = |name: &str, user: Option<i64>, ip: &str, at: Millis| {
+            Event::new(EventType::LoginFailed, Severity::Low, "x", at).user(user, Some(name)).ip(Some(ip)).detail("reason", if user.is_some() { "bad_password" } else { "unknown_user" })
+        };
+        // Before the start: four failures of alice (the rebuild keeps them
+        // and reports nothing).
+        let before: Vec<Event> = (0..4).map(|i| fail("alice", Some(1), "192.0.2.1", now.minus(Duration::from_secs(60 - i)))).collect();
+        store.insert_events(&before).expect("insert");
+        let (tx, rx) = std::sync::mpsc::sync_channel(HANDOFF_BATCHES);
+        let (writer, writer_thread) = EventWriter::start_with_feed(&path, 100, Some(tx)).expect("writer");
+        let tagger = Tagger::with_key(Some(Secret::new([1; 32])), 64);
+        let stats = Arc::new(LiveStats::default());
+        let (ftx, mut frx) = tokio::sync::mpsc::channel(100);
+        let config = FeedConfig { settings: DetectionSettings::default(), ipv6_prefix: 64, rebuild: true };
+        let thread = start(Arc::new(Store::open(&path).expect("open")), config, rx, tagger.take_receiver(), stats.clone(), ftx).expect("start");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !stats.ready.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the rebuild did not finish");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        rt.block_on(async {
+            // The fifth failure, through the writer.
+            writer.record(fail("alice", Some(1), "192.0.2.1", Millis::now())).await;
+            // A dictionary name, written by "another process".
+            store.insert_events(&[fail("oracle", None, "127.0.0.9", Millis::now())]).expect("insert");
+            // One password against five accounts: tag first, then the event.
+            for (i, name) in ["anna", "ben", "cleo", "dirk", "eva"].iter().enumerate() {
+                let at = Millis::now();
+                tagger.offer(b"Spring-2026!", at, "198.51.100.20".into(), name.to_string());
+                writer.record(fail(name, Some(10 + i as i64), "198.51.100.20", at)).await;
+            }
+            assert!(writer.flush().await);
+        });
+        let mut rules = std::collections::BTreeSet::new();
+        while !(rules.contains("brute_force_account") && rules.contains("dictionary_username") && rules.contains("password_spraying")) {
+            assert!(Instant::now() < deadline, "findings so far: {rules:?}");
+            if let Ok(Some(f)) = rt.block_on(async { tokio::time::timeout(Duration::from_millis(200), frx.recv()).await }) {
+                rules.insert(f.details["rule"].as_str().unwrap_or("").to_owned());
+            }
+        }
+        assert!(stats.ready.load(Ordering::Acquire));
+        assert_eq!(stats.rebuilt.load(Ordering::Relaxed), 4);
+        assert!(stats.read_from_store.load(Ordering::Relaxed) >= 1, "the other process's event came from the table");
+        assert_eq!(tagger.dropped(), 0);
+        thread.stop();
+        drop(writer);
+        writer_thread.join();
+        let text = stats.metrics_text(0);
+        assert!(text.contains("portcullis_detection_findings_total{rule=\"password_spraying\",incident_type=\"password_spraying\"} 1"), "{text}");
+        assert!(text.contains("portcullis_detection_ready 1"), "{text}");
+    }
+}
