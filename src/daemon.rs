@@ -396,6 +396,9 @@ mod tests {
             ("web: {\n  metrics_from_loopback: false\n  http1_idle_timeout: 9s\n  http2_idle_timeout: 9s\n  http2_max_age: 9m\n}\n", &["web.metrics_from_loopback", "web.http1_idle_timeout", "web.http2_idle_timeout", "web.http2_max_age"]),
             // Applied at once (core's caps).
             ("web: {\n  max_connections: 7\n  max_connections_per_address: 3\n  descriptor_reserve: 99\n}\n", &[]),
+            // The detector is built once, with its rules.
+            ("detection: {\n  brute_force_ip: {\n    failures: 20\n  }\n}\n", &["detection"]),
+            ("detection: {\n  enabled: false\n}\n", &["detection"]),
         ];
         for (text, want) in cases {
             assert_eq!(restart_needed(&base, &settings(text)), *want, "{text:?}");

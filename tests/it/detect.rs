@@ -154,3 +154,31 @@ fn scan_suspicious_reports_brute_force_on_an_account() {
     // The live detector saw the same.
     wait_findings(&g, "brute_force_account", 1);
 }
+
+/// One password against five accounts over real SSH: the login path tags
+/// each failed attempt, the detector pairs the tags with their events and
+/// sees the spray. Nothing of the password reaches the events or the log.
+#[test]
+fn password_spraying_over_ssh_is_seen_live() {
+    let g = Gate::start();
+    let names = ["anna", "ben", "cleo", "dirk", "eva"];
+    for n in names {
+        g.add_user(n, ALICE_PW);
+    }
+    let sprayed = "Autumn-Spray-2026!";
+    for n in names {
+        let run = g.ssh(&Ssh::kbd(n, sprayed).bind("127.0.0.5"));
+        assert_eq!(run.code, Some(255), "{run:#?}");
+    }
+    wait_findings(&g, "password_spraying", 1);
+    let log = poll(Duration::from_secs(10), "the finding in the log", || {
+        let log = g.daemon_log();
+        log.contains("detection finding: password spraying").then_some(log)
+    });
+    assert!(log.contains("address:127.0.0.5"), "{log}");
+    // It fired at the fifth account, not before.
+    assert!(log.contains("one password against 5 accounts") && !log.contains("against 4 accounts"), "{log}");
+    assert!(!log.contains(sprayed), "the password is never logged");
+    let all = g.cli_ok(&["security", "events", "200", "--json"]);
+    assert!(!all.contains(sprayed), "the password is never stored");
+}

@@ -144,7 +144,7 @@ pub fn start(
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let handle = std::thread::Builder::new().name("detection".into()).spawn(move || {
-        let mut feed = Feed { detector: Detector::new(&config.settings, config.ipv6_prefix), store, stats, findings, pending: Pending::default(), next_id: 1, quiet: false };
+        let mut feed = Feed { detector: Detector::new(&config.settings, config.ipv6_prefix), store, stats, findings, pending: Pending::default(), next_id: 1, quiet: false, now: Millis::now() };
         feed.run(&config, handoff, tags, &flag);
     })?;
     Ok(DetectionThread { stop, handle: Some(handle) })
@@ -198,6 +198,8 @@ struct Feed {
     next_id: i64,
     /// Findings are discarded (the rebuild).
     quiet: bool,
+    /// The wall clock, read once per batch or page.
+    now: Millis,
 }
 
 impl Feed {
@@ -259,13 +261,23 @@ impl Feed {
                         self.take_tags(tags.as_ref(), queue_cap);
                         self.batch(b);
                     }
+                    self.publish();
+                    // While the writer keeps handing batches over, another
+                    // process's events show up as gaps before them; the
+                    // table is asked only when it has gone quiet (asking
+                    // earlier would read what is still queued here).
+                    if last_poll.elapsed() >= POLL * 4 {
+                        self.poll();
+                        last_poll = Instant::now();
+                    }
                 }
-                Err(RecvTimeoutError::Timeout) => self.take_tags(tags.as_ref(), queue_cap),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.take_tags(tags.as_ref(), queue_cap);
+                    self.poll();
+                    self.publish();
+                    last_poll = Instant::now();
+                }
                 Err(RecvTimeoutError::Disconnected) => writer_gone = true,
-            }
-            if last_poll.elapsed() >= POLL {
-                self.poll();
-                last_poll = Instant::now();
             }
         }
     }
@@ -287,6 +299,7 @@ impl Feed {
     /// (other processes' events, dropped batches), then the batch itself.
     fn batch(&mut self, b: Committed) {
         let Some(&first) = b.ids.first() else { return };
+        self.now = Millis::now();
         if first > self.next_id {
             self.catch_up(first - 1, None);
         }
@@ -297,6 +310,13 @@ impl Feed {
             self.one(*id, e);
             self.next_id = id + 1;
         }
+    }
+
+    /// The detector's size, for `/metrics`.
+    fn publish(&self) {
+        let st = self.detector.stats();
+        self.stats.tracked.store((st.addresses + st.networks + st.accounts + st.tags) as u64, Ordering::Relaxed);
+        self.stats.evicted.store(st.evicted, Ordering::Relaxed);
     }
 
     /// Reads what other processes wrote since the last look.
@@ -319,6 +339,7 @@ impl Feed {
                 }
             };
             let full = page.len() == PAGE;
+            self.now = Millis::now();
             if !self.quiet {
                 self.stats.read_from_store.fetch_add(page.len() as u64, Ordering::Relaxed);
             }
@@ -342,10 +363,7 @@ impl Feed {
                 ev.tag = self.pending.claim(e.created_at, ip, name);
             }
         }
-        let found = self.detector.observe(&ev, Millis::now());
-        let st = self.detector.stats();
-        self.stats.tracked.store((st.addresses + st.networks + st.accounts + st.tags) as u64, Ordering::Relaxed);
-        self.stats.evicted.store(st.evicted, Ordering::Relaxed);
+        let found = self.detector.observe(&ev, self.now);
         if self.quiet {
             return;
         }
