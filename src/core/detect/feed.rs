@@ -232,7 +232,6 @@ impl Feed {
         }
         self.next_id = start_id + 1;
         self.stats.ready.store(true, Ordering::Release);
-        let mut last_poll = Instant::now();
         let queue_cap = config.settings.password_spraying.queue.max(1) * 4;
         let mut writer_gone = false;
         loop {
@@ -264,18 +263,13 @@ impl Feed {
                     self.publish();
                     // While the writer keeps handing batches over, another
                     // process's events show up as gaps before them; the
-                    // table is asked only when it has gone quiet (asking
+                    // table is asked only once it has gone quiet (asking
                     // earlier would read what is still queued here).
-                    if last_poll.elapsed() >= POLL * 4 {
-                        self.poll();
-                        last_poll = Instant::now();
-                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     self.take_tags(tags.as_ref(), queue_cap);
                     self.poll();
                     self.publish();
-                    last_poll = Instant::now();
                 }
                 Err(RecvTimeoutError::Disconnected) => writer_gone = true,
             }

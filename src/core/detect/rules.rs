@@ -446,9 +446,8 @@ impl Detector {
         // The sums are cheap and taken each time; the distinct union only
         // when they pass, and after a union that fell short, not again
         // before 32 more attempts.
-        let live: Vec<&GateSlot> = g.slots.iter().filter(|c| c.slot > slot - GATE_SLOTS as i64 && c.slot <= slot).collect();
-        let attempts: u64 = live.iter().map(|c| u64::from(c.attempts)).sum();
-        let successes: u64 = live.iter().map(|c| u64::from(c.successes)).sum();
+        let in_window = |c: &&GateSlot| c.slot > slot - GATE_SLOTS as i64 && c.slot <= slot;
+        let (attempts, successes) = g.slots.iter().filter(in_window).fold((0u64, 0u64), |(a, s), c| (a + u64::from(c.attempts), s + u64::from(c.successes)));
         if attempts < u64::from(r.attempts) || successes as f64 >= r.max_success_ratio * attempts as f64 {
             return;
         }
@@ -456,6 +455,7 @@ impl Detector {
             g.since_check -= 1;
             return;
         }
+        let live: Vec<&GateSlot> = g.slots.iter().filter(in_window).collect();
         let addrs: HashSet<u64> = live.iter().flat_map(|c| c.addrs.iter().copied()).collect();
         let names: HashSet<u64> = live.iter().flat_map(|c| c.names.iter().copied()).collect();
         if addrs.len() < r.addresses as usize || names.len() < r.accounts as usize {
