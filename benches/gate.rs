@@ -1,5 +1,5 @@
 //! The benchmark run: one command measures PERFORMANCE.md's P1, P2, P3, P4
-//! (and P5), P6, P9, P10 and P12 on this machine and prints a Markdown report.
+//! (and P5), P6, P9, P10, P11 and P12 on this machine and prints a Markdown report.
 //!
 //!     ./scripts/bench            # builds release, installs sshd if needed
 //!     cargo bench --bench gate -- [--quick] [--only P1,P3,...]
@@ -56,6 +56,9 @@ fn main() {
     }
     if opts.wants("P3") {
         p3_ingest(if opts.quick { 5 } else { 60 });
+    }
+    if opts.wants("P11") {
+        p11_detection_ingest(if opts.quick { 5 } else { 30 });
     }
     if opts.wants("P4") || opts.wants("P5") {
         p4_window_query(if opts.quick { 1_000_000 } else { 10_000_000 });
@@ -526,6 +529,91 @@ fn p3_one(mix: Mix, secs: u64) -> (f64, u64, f64, usize) {
     }
     let raw_rate = rows.len() as f64 / start.elapsed().as_secs_f64();
     (writer_rate, n, raw_rate, rows.len())
+}
+
+// ---------------------------------------------------------------- P11
+
+/// P11: event ingest through the writer with the detection thread beside
+/// it (every rule on, defaults) against the writer alone, same mixes as
+/// P3, same run. "On" is measured end to end: until the detector has seen
+/// the last event, not only until the writer committed it.
+fn p11_detection_ingest(secs: u64) {
+    println!("## P11 event ingest with detection on\n\nThe daemon's path: events through the writer (batches of up to 10,000); with detection on, each committed batch is handed to the detection thread (every rule on, default thresholds, no rebuild) and the time runs until the detector has seen the last event. Off, on, off again, {secs} s each, same mix; the ratio is on / mean of the offs.\n");
+    println!("| mix | off | on (end to end) | ratio | detector: findings, keys held, keys evicted, events read back from the table |\n|---|---|---|---|---|");
+    for mix in [Mix::Flood, Mix::Spread] {
+        let (off1, _) = p11_one(mix, secs, false);
+        let (on, st) = p11_one(mix, secs, true);
+        let (off2, _) = p11_one(mix, secs, false);
+        let off = (off1 + off2) / 2.0;
+        println!("| {mix:?} | {off1:.0} / {off2:.0} events/s | **{on:.0} events/s** | **{:.0}%** | {st} |", 100.0 * on / off);
+    }
+    println!("\n(target: on ≥ 90% of off)\n");
+}
+
+fn p11_one(mix: Mix, secs: u64, detect: bool) -> (f64, String) {
+    use portcullis::config::detection::DetectionSettings;
+    use portcullis::core::detect::feed;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = Millis::now();
+    let store = fresh_store(dir.path(), "p11.db");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+    let (tx, rx) = if detect {
+        let (tx, rx) = std::sync::mpsc::sync_channel(feed::HANDOFF_BATCHES);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let (writer, thread) = EventWriter::start_with_feed(store.path(), 10_000, tx).expect("writer");
+    let stats = Arc::new(feed::LiveStats::default());
+    let (ftx, mut frx) = tokio::sync::mpsc::channel(1024);
+    let findings = Arc::new(AtomicU64::new(0));
+    let counter = findings.clone();
+    let drain = std::thread::spawn(move || {
+        while frx.blocking_recv().is_some() {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let detection = rx.map(|rx| {
+        let config = feed::FeedConfig { settings: DetectionSettings::default(), ipv6_prefix: 64, rebuild: false };
+        feed::start(Arc::new(Store::open(store.path()).expect("open")), config, rx, None, stats.clone(), ftx.clone()).expect("detection")
+    });
+    drop(ftx);
+    while detect && !stats.ready.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let mut n = 0u64;
+    rt.block_on(async {
+        while Instant::now() < end {
+            for _ in 0..1000 {
+                writer.record(sample_event(mix, n, now)).await;
+                n += 1;
+            }
+        }
+        writer.flush().await;
+    });
+    let last = store.last_event_id().expect("last id");
+    if detect {
+        while stats.last_id.load(Ordering::Relaxed) < last {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let summary = format!(
+        "{} findings, {} keys, {} evicted, {} read back",
+        findings.load(Ordering::Relaxed),
+        stats.tracked.load(Ordering::Relaxed),
+        stats.evicted.load(Ordering::Relaxed),
+        stats.read_from_store.load(Ordering::Relaxed)
+    );
+    if let Some(d) = detection {
+        d.stop();
+    }
+    drop(writer);
+    thread.join();
+    let _ = drain.join();
+    (rate, summary)
 }
 
 // ---------------------------------------------------------------- P4/P5

@@ -149,7 +149,15 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     if orphans > 0 {
         tracing::warn!(count = orphans, "closed sessions left open by an earlier run");
     }
-    let (writer, writer_thread) = EventWriter::start_joinable(&db, settings.event_batch)?;
+    // Detection sees each committed batch from the writer, in memory.
+    let detecting = settings.detection.any_enabled();
+    let (feed_tx, feed_rx) = if detecting {
+        let (tx, rx) = std::sync::mpsc::sync_channel(crate::core::detect::feed::HANDOFF_BATCHES);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let (writer, writer_thread) = EventWriter::start_with_feed(&db, settings.event_batch, feed_tx)?;
     let host_key = crate::ssh::load_or_create_host_key(&settings.ssh.host_key)?;
     let listen = settings.ssh.listen;
     let keyring = crate::core::secrets::Keyring::load_or_create(&settings.data_dir).map_err(anyhow::Error::msg)?;
@@ -159,6 +167,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     if blocks > 0 {
         tracing::info!(count = blocks, "address blocks loaded");
     }
+    let (detection, findings_task) = start_detection(&core, &db, feed_rx)?;
     let ssh_config: crate::ssh::SharedConfig = Arc::new(std::sync::RwLock::new(Arc::new(crate::ssh::russh_config(&core, host_key.clone()))));
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding SSH listener {listen}"))?;
     let ssh_addr = listener.local_addr().context("reading the SSH listener address")?;
@@ -224,11 +233,66 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     if !writer.flush().await {
         tracing::error!("the last security events could not be written");
     }
+    // Every event is committed: the detector reads what is left, then stops.
+    if let Some(d) = detection {
+        d.stop();
+    }
+    if let Err(e) = findings_task.await {
+        tracing::error!(error = %e, task = "findings", "a task failed");
+    }
     drop(writer);
     drop(core);
     writer_thread.join();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the detection thread (when a rule is on) and the task that takes
+/// its findings. Until the incident engine is wired in, a finding is logged
+/// (warn) with its rule, type, subject and title.
+fn start_detection(
+    core: &Arc<Core>,
+    db: &Path,
+    feed: Option<std::sync::mpsc::Receiver<crate::store::writer::Committed>>,
+) -> anyhow::Result<(Option<crate::core::detect::feed::DetectionThread>, tokio::task::JoinHandle<()>)> {
+    use crate::core::detect::feed;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::model::Finding>(1024);
+    let settings = core.settings();
+    let thread = match feed {
+        Some(handoff) => {
+            // Its own connection: catch-up reads never wait on the core's.
+            let store = Arc::new(Store::open(db)?);
+            let config = feed::FeedConfig { settings: settings.detection.clone(), ipv6_prefix: settings.ssh.penalties.ipv6_prefix, rebuild: true };
+            Some(feed::start(store, config, handoff, core.spray_tags.take_receiver(), core.detection.clone(), tx).context("starting the detection thread")?)
+        }
+        None => {
+            drop(tx);
+            tracing::info!("detection is off (detection.enabled is false or every rule is off)");
+            None
+        }
+    };
+    let responder = core.clone();
+    let task = tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            tracing::warn!(
+                rule = f.details.get("rule").and_then(|v| v.as_str()).unwrap_or(""),
+                incident_type = f.incident_type.as_str(),
+                severity = f.severity.as_str(),
+                subject = %f.subject.key(),
+                events = f.event_ids.len(),
+                first_event_at = %f.first_event_at.rfc3339(),
+                "detection finding: {}",
+                f.title
+            );
+            // The incident, and for a new one its playbooks (core::response).
+            match responder.respond_to_finding(f, Millis::now()).await {
+                Ok(r) if r.created => tracing::warn!(incident = r.incident_id, "incident opened"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "a finding could not be reported as an incident"),
+            }
+        }
+    });
+    Ok((thread, task))
 }
 
 /// The keys whose change a reload cannot apply (listeners, files and
@@ -261,6 +325,8 @@ pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("email.retry_base", oe.retry_base != ne.retry_base),
         ("email.retry_max", oe.retry_max != ne.retry_max),
         ("email.max_attempts", oe.max_attempts != ne.max_attempts),
+        // The detector is built once with its rules and windows.
+        ("detection", format!("{:?}", o.detection) != format!("{:?}", n.detection)),
     ]
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))
@@ -420,6 +486,9 @@ mod tests {
             ("web: {\n  max_connections: 7\n  max_connections_per_address: 3\n  descriptor_reserve: 99\n}\n", &[]),
             // Playbooks and webhooks are read at each incident and delivery.
             ("playbooks: []\nwebhooks: {\n  ops: {\n    url: \"https://hooks.example.org/x\"\n    secret: 0123456789abcdef\n  }\n}\n", &[]),
+            // The detector is built once, with its rules.
+            ("detection: {\n  brute_force_ip: {\n    failures: 20\n  }\n}\n", &["detection"]),
+            ("detection: {\n  enabled: false\n}\n", &["detection"]),
         ];
         for (text, want) in cases {
             assert_eq!(restart_needed(&base, &settings(text)), *want, "{text:?}");

@@ -4,7 +4,7 @@
 //! controls only; C1, DEL and bidi overrides become `\uXXXX`, which is
 //! still JSON that parses back to the same strings).
 
-use crate::model::{escape_control, json_terminal_safe, Millis, SshKey, StoredEvent, User};
+use crate::model::{escape_control, json_terminal_safe, Finding, Millis, SshKey, StoredEvent, Subject, User};
 use crate::store::migrations::MigrationState;
 use std::io::Write;
 
@@ -698,4 +698,64 @@ pub fn webhook_queue(list: &[crate::store::webhooks::DeliveryRow], json: bool) -
             })
             .collect(),
     )
+}
+
+#[derive(serde::Serialize)]
+struct FindingJson<'a> {
+    incident_type: &'static str,
+    rule: &'a str,
+    severity: &'static str,
+    subject: String,
+    subject_key: String,
+    title: &'a str,
+    description: &'a str,
+    event_ids: &'a [i64],
+    first_event_at: String,
+    details: &'a serde_json::Value,
+}
+
+/// How a subject reads in a table ("account alice (#3)", an address, a
+/// network, "gate").
+fn subject_text(s: &Subject) -> String {
+    match s {
+        Subject::Account { user_id: Some(id), username } => format!("account {username} (#{id})"),
+        Subject::Account { user_id: None, username } => format!("account name {username}"),
+        Subject::Address(a) => a.clone(),
+        Subject::Network(n) => n.clone(),
+        Subject::Gate => "gate".to_owned(),
+    }
+}
+
+/// The findings of `security scan suspicious` (one per rule and subject).
+pub fn findings(list: &[Finding], events_read: u64, since: Millis, json: bool) -> anyhow::Result<()> {
+    if json {
+        let rows: Vec<FindingJson> = list
+            .iter()
+            .map(|f| FindingJson {
+                incident_type: f.incident_type.as_str(),
+                rule: f.details.get("rule").and_then(|v| v.as_str()).unwrap_or(""),
+                severity: f.severity.as_str(),
+                subject: subject_text(&f.subject),
+                subject_key: f.subject.key(),
+                title: &f.title,
+                description: &f.description,
+                event_ids: &f.event_ids,
+                first_event_at: f.first_event_at.rfc3339(),
+                details: &f.details,
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    println!("{} finding(s) in {events_read} events since {}", list.len(), since.rfc3339());
+    if list.is_empty() {
+        return Ok(());
+    }
+    table(
+        &["TYPE", "SEVERITY", "SUBJECT", "EVENTS", "FIRST EVENT", "TITLE"],
+        list.iter()
+            .map(|f| vec![f.incident_type.as_str().to_owned(), f.severity.as_str().to_owned(), subject_text(&f.subject), f.event_ids.len().to_string(), f.first_event_at.rfc3339(), f.title.clone()])
+            .collect(),
+    )?;
+    std::io::stdout().flush()?;
+    Ok(())
 }

@@ -31,6 +31,8 @@ pub struct Settings {
     pub incidents: super::schema::Incidents,
     pub blocks: BlockSettings,
     pub locks: super::schema::Locks,
+    /// The detection rules, resolved.
+    pub detection: super::detection::DetectionSettings,
     /// Required factor level per group name (lowercase).
     pub group_levels: std::collections::BTreeMap<String, u8>,
     /// Response playbooks, in order (the built-in ones when the config
@@ -358,6 +360,7 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
             None
         }
     };
+    let detection = super::detection::resolve(s.detection, &at, &mut problems);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -430,6 +433,7 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
             never_block,
         },
         locks: s.locks,
+        detection,
         group_levels,
         playbooks_source: playbooks.as_ref().map(|p| p.source.clone()).unwrap_or_default(),
         playbooks: playbooks.map(|p| p.playbooks).unwrap_or_default(),
@@ -509,6 +513,7 @@ mod tests {
         assert_eq!(empty.data_dir, PathBuf::from("/etc/portcullis/data"));
         assert_eq!(shipped.ssh.startups, MaxStartups { start: 10, rate: 30, full: 100 });
         assert_eq!(shipped.ssh.login_grace_time, Duration::from_secs(120));
+        assert_eq!(format!("{:?}", shipped.detection), format!("{:?}", empty.detection), "the shipped detection section is the defaults");
     }
 
     #[test]
@@ -634,7 +639,7 @@ mod tests {
             vec![
                 "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
                 "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
-                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"incidents\", \"blocks\", \"locks\", \"groups\", \"playbooks\", \"webhooks\"".to_string(),
+                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"incidents\", \"blocks\", \"locks\", \"detection\", \"groups\", \"playbooks\", \"webhooks\"".to_string(),
             ]
         );
     }

@@ -1,6 +1,7 @@
 //! Configuration: `schema` is the hjson format, `load` turns it into
 //! resolved settings (addresses parsed, paths absolute, rules checked).
 
+pub mod detection;
 pub mod hjson;
 pub mod load;
 pub mod menu;

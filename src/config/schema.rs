@@ -28,6 +28,8 @@ pub struct Schema {
     pub incidents: Incidents,
     pub blocks: Blocks,
     pub locks: Locks,
+    /// The detection rules (`core::detect`): see `config/detection.rs`.
+    pub detection: super::detection::Detection,
     /// Policy per group: `groups: { sysops: { require_level: 2 } }`.
     pub groups: std::collections::BTreeMap<String, GroupPolicy>,
     /// Response playbooks: an array, or the name of a file holding
@@ -54,6 +56,7 @@ impl Default for Schema {
             incidents: Incidents::default(),
             blocks: Blocks::default(),
             locks: Locks::default(),
+            detection: Default::default(),
             groups: Default::default(),
             playbooks: None,
             webhooks: Default::default(),
@@ -430,4 +433,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, blocks, locks, groups, playbooks, webhooks);
+sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, blocks, locks, detection, groups, playbooks, webhooks);

@@ -105,6 +105,7 @@ impl Core {
         }
         let name = "portcullis_unauthenticated_connections";
         out.push_str(&format!("# HELP {name} SSH connections not yet authenticated.\n# TYPE {name} gauge\n{name} {}\n", self.admission.unauthenticated()));
+        out.push_str(&self.detection.metrics_text(self.spray_tags.dropped()));
         out
     }
 

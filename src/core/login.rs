@@ -302,6 +302,14 @@ impl Core {
             },
             (Ok(()), None) => Some(Reason::UnknownUser),
         };
+        if let (Some(Reason::BadPassword | Reason::UnknownUser), Credential::Password { password, .. }) = (reason, &credential) {
+            // The spraying rule's keyed tag of this failed password, queued
+            // for the detector without waiting (and before the event, which
+            // it is paired with).
+            if self.settings().detection.password_spraying.enabled {
+                self.spray_tags.offer(password.expose().as_bytes(), now, attempt.ip.to_string(), username.chars().take(64).collect());
+            }
+        }
         let kbd = method == "keyboard-interactive";
         let user = match (reason, user) {
             (Some(r), user) => {
@@ -601,6 +609,13 @@ impl Core {
             e = e.detail("disconnected", true);
         }
         self.record(e).await;
+        if !username.is_empty() && self.settings().detection.injection.enabled {
+            let categories = super::detect::injection::classify(username);
+            if !categories.is_empty() {
+                let e = super::detect::injection::suspicious_input_event("username", username, &categories, now).user(user.map(|u| u.id), Some(&attempted)).ip(Some(&ip));
+                self.record(e).await;
+            }
+        }
         if let Some(until) = penalty {
             self.record_penalty(attempt, until, now).await;
         }

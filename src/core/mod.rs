@@ -6,6 +6,7 @@ pub mod admission;
 pub mod blocks;
 pub mod connections;
 pub mod incidents;
+pub mod detect;
 pub mod kdf;
 pub mod locks;
 pub mod login;
@@ -111,6 +112,11 @@ pub struct Core {
     pub blocks: Arc<blocks::BlockSet>,
     /// The last `ip_block_changes` id applied (see `sync_blocks`).
     pub(crate) block_feed: std::sync::Mutex<i64>,
+    /// Keyed tags of failed passwords for the spraying rule (the key lives
+    /// only in it); the daemon's detection thread takes its receiver.
+    pub spray_tags: detect::spray::Tagger,
+    /// What the detection thread has done (for `/metrics`).
+    pub detection: Arc<detect::feed::LiveStats>,
 }
 
 impl Core {
@@ -120,7 +126,10 @@ impl Core {
         let web_connections = Arc::new(connections::WebConnections::new(web_limits(&settings)));
         let block_set = Arc::new(blocks::BlockSet::new());
         block_set.set_exempt(&settings.blocks.never_block);
+        let spray_tags = detect::spray::Tagger::new(settings.detection.password_spraying.queue);
         Core {
+            spray_tags,
+            detection: Default::default(),
             web_connections,
             store,
             settings: RwLock::new(Arc::new(settings)),

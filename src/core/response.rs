@@ -15,8 +15,11 @@ impl Core {
     /// their `playbook_action` events and do not undo the incident.
     pub async fn respond_to_finding(&self, f: Finding, now: Millis) -> Result<Reported> {
         let incident = PlaybookIncident { id: 0, incident_type: f.incident_type, severity: f.severity, subject: f.subject.clone(), title: f.title.clone(), details: f.details.clone() };
+        // A rule set to "count" (the dictionary rule's other mode) opens
+        // or attaches its incident and runs no playbook.
+        let count_only = f.details.get("action").and_then(|a| a.as_str()) == Some("count");
         let reported = self.report_finding(f, now)?;
-        if reported.created {
+        if reported.created && !count_only {
             let incident = PlaybookIncident { id: reported.incident_id, ..incident };
             if let Err(e) = self.run_playbooks(&incident, now).await {
                 tracing::error!(incident = reported.incident_id, error = %e, "the playbooks of a new incident failed");

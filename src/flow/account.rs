@@ -3,7 +3,7 @@
 //! regenerate backup codes, see own sessions, devices and recent events.
 
 use super::session::{actor, esc, Session};
-use super::prompt::{read_line, Line};
+use super::prompt::{read_line, read_visible_line, Line};
 use super::welcome::{change_password_interactive, Welcome};
 use super::{crlf, Ending, Terminal};
 use crate::core::mfa::Method;
@@ -94,7 +94,7 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                             say(term, "  Turning codes off needs a login that passed the code. Log in again with your code.\n").await?;
                             continue;
                         }
-                        match read_line(term, "  Type OFF to turn one-time codes off: ", false, s.idle).await? {
+                        match read_visible_line(s, term, "  Type OFF to turn one-time codes off: ", "otp_off").await? {
                             Line::Text(t) if t.trim() == "OFF" => match s.core.disable_otp(&s.auth.user, &actor(s), now).await {
                                 Ok(_) => say(term, "  One-time codes are off for your account.\n").await?,
                                 Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
@@ -116,7 +116,7 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                     say(term, "  New backup codes need a login that passed the code.\n").await?;
                     continue;
                 }
-                match read_line(term, "  New codes replace all your backup codes; the old ones stop working.\r\n  Type YES to make new ones: ", false, s.idle).await? {
+                match read_visible_line(s, term, "  New codes replace all your backup codes; the old ones stop working.\r\n  Type YES to make new ones: ", "backup_codes").await? {
                     Line::Text(t) if t.trim() == "YES" => {}
                     Line::Text(t) if t.trim().is_empty() => {
                         say(term, "  Nothing was entered: your backup codes are unchanged.\n").await?;
@@ -157,7 +157,7 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                         text.push_str(&format!("    #{:<5} {}  from {:<15} {}  {}\n", x.id, x.started_at, esc(&x.ip), esc(&x.auth_method), state));
                     }
                     say(term, &text).await?;
-                    match read_line(term, "  End which session (number, Enter for none)? ", false, s.idle).await? {
+                    match read_visible_line(s, term, "  End which session (number, Enter for none)? ", "end_session").await? {
                         Line::Text(t) if !t.trim().is_empty() => match t.trim().trim_start_matches('#').parse::<i64>() {
                             Ok(id) if id == s.auth.session_id => say(term, "  That is this session: use Q to log off.\n").await?,
                             Ok(id) => match s.core.revoke_own_session(&s.auth.user, id, &actor(s), now).await {

@@ -17,6 +17,18 @@ pub enum Line {
 /// anyway, before any hashing).
 pub const MAX_LINE: usize = 1024;
 
+/// `read_line` for a visible answer of a logged-in user: the line is also
+/// handed to `core` (`Core::prompt_input`), which records injection-looking
+/// text as a `suspicious_input` event. `name` says which prompt. Never for
+/// hidden input (a password is never looked at, nor stored).
+pub async fn read_visible_line<T: Terminal>(s: &super::session::Session<'_>, term: &mut T, prompt: &str, name: &str) -> std::io::Result<Line> {
+    let line = read_line(term, prompt, false, s.idle).await?;
+    if let Line::Text(text) = &line {
+        s.core.prompt_input(&s.auth.user, s.auth.session_id, s.ip, name, text, crate::model::Millis::now()).await;
+    }
+    Ok(line)
+}
+
 pub async fn read_line<T: Terminal>(term: &mut T, prompt: &str, hidden: bool, idle: Duration) -> std::io::Result<Line> {
     term.write(prompt.as_bytes()).await?;
     let mut line = String::new();

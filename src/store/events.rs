@@ -2,7 +2,7 @@
 
 use super::{Context, Result, Store};
 use crate::model::{Event, EventType, Millis, StoredEvent};
-use rusqlite::{params, params_from_iter, Connection, Row};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 const INSERT: &str = "INSERT INTO security_events
     (event_type, category, severity, user_id, username, ip, device_id, session_id,
@@ -122,6 +122,67 @@ impl Store {
         let mut st = conn.prepare_cached(&sql).doing("querying security events")?;
         let rows = st.query_map(params_from_iter(args.iter()), event_from_row).doing("querying security events")?;
         rows.collect::<rusqlite::Result<_>>().doing("reading security events")
+    }
+
+    /// Events of `types` with an id in `(after_id, upto_id]` (and created at
+    /// `since` or later, when given), oldest id first, at most `limit`: the
+    /// detector's catch-up, its rebuild at start and the scan over history.
+    /// Walks the primary key; `types` come from our own enum.
+    pub fn events_by_id(&self, after_id: i64, upto_id: i64, since: Option<Millis>, types: &[EventType], limit: usize) -> Result<Vec<(i64, Event)>> {
+        let names: Vec<String> = types.iter().map(|t| format!("'{}'", t.as_str())).collect();
+        let sql = format!(
+            "SELECT id, event_type, category, severity, user_id, username, ip, device_id, session_id,
+                    description, risk_score, is_suspicious, created_at, details
+             FROM security_events
+             WHERE id > ?1 AND id <= ?2 AND created_at >= ?3 AND event_type IN ({})
+             ORDER BY id LIMIT ?4",
+            names.join(",")
+        );
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&sql).doing("reading events by id")?;
+        let rows = st
+            .query_map(params![after_id, upto_id, since.map(|t| t.0).unwrap_or(i64::MIN), limit.max(1) as i64], |r| {
+                let event_type: String = r.get(1)?;
+                let category: String = r.get(2)?;
+                let severity: String = r.get(3)?;
+                let details: String = r.get(13)?;
+                Ok((r.get::<_, i64>(0)?, event_type, category, severity, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get::<_, u8>(10)?, r.get(11)?, r.get(12)?, details))
+            })
+            .doing("reading events by id")?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, t, c, sev, user_id, username, ip, device_id, session_id, description, risk_score, is_suspicious, created_at, details) = row.doing("reading events by id")?;
+            // A type this build does not know (a newer writer): skipped.
+            let Some(event_type) = EventType::parse(&t) else { continue };
+            out.push((
+                id,
+                Event {
+                    event_type,
+                    category: crate::model::Category::parse(&c).unwrap_or(event_type.category()),
+                    severity: crate::model::Severity::parse(&sev).unwrap_or(crate::model::Severity::Info),
+                    user_id,
+                    username,
+                    ip,
+                    device_id,
+                    session_id,
+                    description,
+                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+                    risk_score,
+                    is_suspicious,
+                    created_at: Millis(created_at),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The id of the first event (by time) created at `since` or later, less
+    /// one: where a rebuild of the last window starts reading by id.
+    pub fn event_id_before(&self, since: Millis) -> Result<i64> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT id FROM security_events WHERE created_at >= ?1 ORDER BY created_at LIMIT 1").doing("finding where a window starts")?;
+        let first: Option<i64> = st.query_row([since.0], |r| r.get(0)).optional().doing("finding where a window starts")?;
+        Ok(first.map(|id| id - 1).unwrap_or(i64::MAX))
     }
 
     pub fn last_event_id(&self) -> Result<i64> {

@@ -1,6 +1,10 @@
 //! The event writer: one thread, its own connection, group commit. Callers
 //! queue events; the thread takes everything queued (up to `batch`), writes
 //! it in one transaction, and only then answers those who asked to know.
+//! With a feed (`start_with_feed`) each committed batch is then handed,
+//! with its ids, to a reader in the same process (the detector) without
+//! waiting: a full feed drops the batch, which the reader then finds in
+//! the table by id.
 
 use super::{events::insert_batch, open_connection, Result};
 use crate::model::Event;
@@ -10,6 +14,12 @@ use tokio::sync::{mpsc, oneshot};
 enum Msg {
     Event(Event, Option<oneshot::Sender<bool>>),
     Flush(oneshot::Sender<bool>),
+}
+
+/// A committed batch and the ids the table gave its events, in order.
+pub struct Committed {
+    pub ids: Vec<i64>,
+    pub events: Vec<Event>,
 }
 
 /// Cheap to clone; every clone feeds the same thread.
@@ -33,6 +43,12 @@ const QUEUE: usize = 65_536;
 
 impl EventWriter {
     pub fn start_joinable(path: &Path, batch: usize) -> Result<(EventWriter, WriterThread)> {
+        EventWriter::start_with_feed(path, batch, None)
+    }
+
+    /// `start_joinable`, handing every committed batch to `feed` (with
+    /// `try_send`: the writer never waits for its reader).
+    pub fn start_with_feed(path: &Path, batch: usize, feed: Option<std::sync::mpsc::SyncSender<Committed>>) -> Result<(EventWriter, WriterThread)> {
         let mut conn = open_connection(path)?;
         // The event indexes take inserts at many points at once (one per
         // user and address); a larger page cache keeps those pages hot.
@@ -62,7 +78,14 @@ impl EventWriter {
                         next = rx.try_recv().ok();
                     }
                     let ok = events.is_empty() || match insert_batch(&mut conn, &events) {
-                        Ok(_) => true,
+                        Ok(ids) => {
+                            if let Some(feed) = &feed {
+                                let done = std::mem::replace(&mut events, Vec::with_capacity(batch.min(1024)));
+                                // Full or gone: the reader catches up from the table.
+                                let _ = feed.try_send(Committed { ids, events: done });
+                            }
+                            true
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, count = events.len(), "security events could not be written");
                             false

@@ -34,7 +34,15 @@ passwords: {
 web: {
   listen: "127.0.0.1:0"
 }
+playbooks: []
 "#;
+
+/// `DEFAULT_CONFIG` with the built-in response playbooks on. The default
+/// turns them off, so a test that makes failures on purpose is not locked
+/// or blocked by the gate's answer to them (detection still runs).
+pub fn config_with_playbooks() -> String {
+    DEFAULT_CONFIG.replace("playbooks: []\n", "")
+}
 
 pub struct Gate {
     /// The HTTPS port from the ready line.

@@ -4,12 +4,14 @@
 mod auth;
 mod blocks;
 mod cli;
+mod detect;
 mod flow;
 mod harness;
 mod incidents;
 mod menus;
 mod mfa;
 mod playbooks;
+mod response;
 mod sessions;
 mod web;
 

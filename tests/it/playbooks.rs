@@ -199,7 +199,7 @@ fn config_check_reports_playbook_problems_in_the_included_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("portcullis.hjson");
     let playbooks = dir.path().join("responses.hjson");
-    std::fs::write(&config, format!("{DEFAULT_CONFIG}playbooks: responses.hjson\nwebhooks: {{\n  ops: {{\n    url: \"http://hooks.example.org/x\"\n    secret: {SECRET}\n  }}\n}}\n")).unwrap();
+    std::fs::write(&config, format!("{}playbooks: responses.hjson\nwebhooks: {{\n  ops: {{\n    url: \"http://hooks.example.org/x\"\n    secret: {SECRET}\n  }}\n}}\n", crate::harness::config_with_playbooks())).unwrap();
     std::fs::write(&playbooks, "playbooks: [\n  {\n    name: lock-brute-force\n    when: { incident_type: \"brute_force\" }\n    actions: [\n      { lock: \"3d\" }\n      { webhook: \"pager\" }\n      {\n        block: { ipv4_bits: 40 }\n      }\n    ]\n  }\n]\n").unwrap();
     let check = || {
         let mut c = Command::new(BIN);

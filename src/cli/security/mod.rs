@@ -7,6 +7,7 @@ mod ip;
 mod mfa;
 mod webhooks;
 mod sessions;
+mod scan;
 
 use crate::core::Core;
 use clap::Subcommand;
@@ -31,6 +32,9 @@ pub(super) enum SecurityCmd {
     /// Sessions: list them, end them.
     #[command(subcommand)]
     Sessions(sessions::SessionsCmd),
+    /// Scans: `suspicious` runs the detection rules over history.
+    #[command(subcommand)]
+    Scan(scan::ScanCmd),
 }
 
 pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
@@ -41,5 +45,6 @@ pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
         SecurityCmd::Webhooks(cmd) => webhooks::run(core, cmd),
         SecurityCmd::Ip(cmd) => ip::run(core, cmd).await,
         SecurityCmd::Sessions(cmd) => sessions::run(core, cmd).await,
+        SecurityCmd::Scan(cmd) => scan::run(core, cmd).await,
     }
 }

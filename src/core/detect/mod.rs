@@ -1,0 +1,345 @@
+//! Detection: a pure state machine (`Detector`) that sees the security
+//! events one by one, in id order, with the time passed in, and answers
+//! with `Finding`s for the incident engine. The same machine runs live
+//! beside the event writer (`feed`) and over history (`scan`).
+//!
+//! Rules (`rules.rs`; thresholds and windows in `detection: { ... }`):
+//! brute force on an account (also from many addresses), from an address,
+//! slow brute force from an address or a network (tiers of days),
+//! credential stuffing from one address and spread over many, password
+//! spraying (by keyed tags of the attempts, `spray.rs`), dictionary
+//! usernames (`dictionary.rs`), username enumeration, injection-looking
+//! input (`injection.rs`) and account takeover.
+//!
+//! **Firing.** A rule fires once per (rule, subject) when its count reaches
+//! the threshold within the window, then again only each time the count
+//! doubles (5, 10, 20, ... failures), so an incident's count rises while
+//! the findings stay few (at most log2 of the events); after a window
+//! without events for the subject it may fire afresh.
+//!
+//! **Memory bound.** State lives in three maps — per address
+//! (`AddressKey`), per network (/24, /48) and per account — plus one per
+//! password tag and a fixed gate-wide structure. Each map holds at most
+//! `detection.max_tracked` keys (default 50,000): entries untouched for
+//! the map's longest window are swept every minute, and a new key at a
+//! full map first drops the stale ones, then the oldest eighth (counted
+//! in `evicted`). Within a key every sliding window holds at most 16 ×
+//! its threshold attempts (at most 1,024); day-long tiers are 24 buckets
+//! each; the distinct names and addresses are counted over those attempts
+//! only. So memory is O(max_tracked × (the rules' caps)), whatever the
+//! traffic: a botnet of a million addresses fills the address map, whose
+//! oldest entries then give way, while its networks keep counting in the
+//! smaller network map (slow tiers and enumeration aggregate per network).
+
+pub mod dictionary;
+pub mod feed;
+pub mod injection;
+mod rules;
+pub mod scan;
+pub mod spray;
+mod windows;
+
+use crate::config::detection::DetectionSettings;
+use crate::core::admission::AddressKey;
+use crate::model::{escape_control, Event, EventType, Finding, IncidentSeverity, IncidentType, Millis, StoredEvent, Subject};
+use spray::PasswordTag;
+use std::net::IpAddr;
+use windows::BoundedMap;
+
+/// What the detector needs of one event.
+#[derive(Clone, Debug)]
+pub struct DetectEvent {
+    pub id: i64,
+    pub at: Millis,
+    pub kind: Kind,
+    pub user_id: Option<i64>,
+    /// As attempted or recorded (attacker-supplied for failures).
+    pub username: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub session_id: Option<i64>,
+    /// The keyed hash of the attempted password (failed password attempts
+    /// seen live only; never stored).
+    pub tag: Option<PasswordTag>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    /// A failed first factor or code that counts against an address and an
+    /// account (not a refusal of a held-off address, a busy server, a
+    /// correct password for a locked account, an unmet factor).
+    Failure { unknown_user: bool },
+    /// A login that passed every required factor.
+    Success,
+    /// The first login of an account from this client.
+    NewDevice,
+    /// A password, email, 2FA or SSH key change of the account, not made
+    /// by the sysop ("password", "email", "2fa", "ssh_key").
+    Change(&'static str),
+    /// A `suspicious_input` event of kind `injection`.
+    Injection { source: String, categories: Vec<String>, text: String },
+}
+
+/// The `login_failed` reasons that are not an attempt at a credential.
+const NOT_ATTEMPTS: &[&str] = &["address_penalized", "server_busy", "event_log_unavailable", "login_grace_time_exceeded", "locked", "second_factor_not_enrolled", "hardware_key_required"];
+
+/// The event types the detector reads (the store filters on them).
+pub const EVENT_TYPES: &[EventType] = &[
+    EventType::LoginFailed,
+    EventType::LoginSuccess,
+    EventType::OtpFailed,
+    EventType::OtpReplay,
+    EventType::DeviceNew,
+    EventType::PasswordChanged,
+    EventType::UserUpdated,
+    EventType::MfaEnabled,
+    EventType::MfaDisabled,
+    EventType::SshKeyAdded,
+    EventType::WebauthnRegistered,
+    EventType::WebauthnRemoved,
+    EventType::SuspiciousInput,
+];
+
+fn detail<'a>(details: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    details.get(key).and_then(|v| v.as_str())
+}
+
+fn kind_of(t: EventType, details: &serde_json::Value, user_id: Option<i64>) -> Option<Kind> {
+    let by_sysop = || detail(details, "actor").is_some_and(|a| a.starts_with("cli:"));
+    match t {
+        EventType::LoginFailed => {
+            let reason = detail(details, "reason").unwrap_or("");
+            if NOT_ATTEMPTS.contains(&reason) {
+                return None;
+            }
+            Some(Kind::Failure { unknown_user: reason == "unknown_user" && user_id.is_none() })
+        }
+        EventType::OtpFailed if detail(details, "stage") != Some("enrollment") && user_id.is_some() => Some(Kind::Failure { unknown_user: false }),
+        EventType::OtpReplay if details.get("after_enrollment").is_none() && user_id.is_some() => Some(Kind::Failure { unknown_user: false }),
+        EventType::LoginSuccess if user_id.is_some() => Some(Kind::Success),
+        EventType::DeviceNew if user_id.is_some() => Some(Kind::NewDevice),
+        EventType::PasswordChanged if !by_sysop() => Some(Kind::Change("password")),
+        EventType::UserUpdated if detail(details, "field") == Some("email") && !by_sysop() => Some(Kind::Change("email")),
+        EventType::MfaEnabled | EventType::MfaDisabled | EventType::WebauthnRegistered | EventType::WebauthnRemoved if !by_sysop() => Some(Kind::Change("2fa")),
+        EventType::SshKeyAdded if !by_sysop() => Some(Kind::Change("ssh_key")),
+        EventType::SuspiciousInput if detail(details, "kind") == Some("injection") => Some(Kind::Injection {
+            source: detail(details, "source").unwrap_or("input").to_owned(),
+            categories: details.get("categories").and_then(|v| v.as_array()).map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect()).unwrap_or_default(),
+            text: detail(details, "text").unwrap_or("").to_owned(),
+        }),
+        _ => None,
+    }
+}
+
+impl DetectEvent {
+    /// The detector's view of an event (with its id), or `None` for an
+    /// event no rule looks at.
+    pub fn from_event(id: i64, e: &Event) -> Option<DetectEvent> {
+        let kind = kind_of(e.event_type, &e.details, e.user_id)?;
+        Some(DetectEvent {
+            id,
+            at: e.created_at,
+            kind,
+            user_id: e.user_id,
+            username: e.username.clone(),
+            ip: e.ip.as_deref().and_then(|s| s.parse().ok()),
+            session_id: e.session_id,
+            tag: None,
+        })
+    }
+
+    /// The same from an event read back for display.
+    pub fn from_stored(e: &StoredEvent) -> Option<DetectEvent> {
+        let t = EventType::parse(&e.event_type)?;
+        let kind = kind_of(t, &e.details, e.user_id)?;
+        Some(DetectEvent {
+            id: e.id,
+            at: Millis::parse_rfc3339(&e.created_at)?,
+            kind,
+            user_id: e.user_id,
+            username: e.username.clone(),
+            ip: e.ip.as_deref().and_then(|s| s.parse().ok()),
+            session_id: e.session_id,
+            tag: None,
+        })
+    }
+
+    pub fn with_tag(mut self, tag: Option<PasswordTag>) -> DetectEvent {
+        self.tag = tag;
+        self
+    }
+}
+
+/// A network as the slow tiers and enumeration count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum NetKey {
+    V4(u32, u8),
+    V6(u128, u8),
+}
+
+impl NetKey {
+    fn of(ip: IpAddr, v4: u8, v6: u8) -> NetKey {
+        match ip {
+            IpAddr::V4(a) => NetKey::V4(mask32(u32::from(a), v4), v4),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(m) => NetKey::V4(mask32(u32::from(m), v4), v4),
+                None => NetKey::V6(mask128(u128::from(a), v6), v6),
+            },
+        }
+    }
+}
+
+fn mask32(v: u32, bits: u8) -> u32 {
+    if bits == 0 { 0 } else { v & (u32::MAX << (32 - u32::from(bits.min(32)))) }
+}
+
+fn mask128(v: u128, bits: u8) -> u128 {
+    if bits == 0 { 0 } else { v & (u128::MAX << (128 - u32::from(bits.min(128)))) }
+}
+
+impl std::fmt::Display for NetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetKey::V4(v, p) => write!(f, "{}/{p}", std::net::Ipv4Addr::from(*v)),
+            NetKey::V6(v, p) => write!(f, "{}/{p}", std::net::Ipv6Addr::from(*v)),
+        }
+    }
+}
+
+/// What the detector holds, for metrics and the memory bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DetectorStats {
+    pub events: u64,
+    pub findings: u64,
+    pub addresses: usize,
+    pub networks: usize,
+    pub accounts: usize,
+    pub tags: usize,
+    /// Keys dropped to keep the maps under `max_tracked`.
+    pub evicted: u64,
+}
+
+/// The detection state machine. Feed it every event in id order with
+/// `observe`; it never does I/O and never reads the clock.
+pub struct Detector {
+    pub(crate) s: DetectionSettings,
+    pub(crate) ipv6_prefix: u8,
+    pub(crate) dictionary: dictionary::Dictionary,
+    pub(crate) addresses: BoundedMap<AddressKey, rules::AddressState>,
+    pub(crate) networks: BoundedMap<NetKey, rules::NetworkState>,
+    pub(crate) accounts: BoundedMap<i64, rules::AccountState>,
+    pub(crate) sprays: BoundedMap<PasswordTag, rules::SprayState>,
+    pub(crate) gate: rules::GateState,
+    events: u64,
+    findings: u64,
+    last_sweep: Millis,
+}
+
+const SWEEP_EVERY_MS: i64 = 60_000;
+
+impl Detector {
+    /// `ipv6_prefix` groups IPv6 addresses as admission and blocks do
+    /// (`ssh.penalties.ipv6_prefix`).
+    pub fn new(settings: &DetectionSettings, ipv6_prefix: u8) -> Detector {
+        let s = settings.clone();
+        let ms = |d: std::time::Duration| d.as_millis().min(i64::MAX as u128) as i64;
+        let longest = ms(s.longest_window()).max(1);
+        let address_horizon = [
+            s.brute_force_ip.window,
+            s.credential_stuffing.window,
+            s.dictionary_usernames.window,
+            s.username_enumeration.window,
+            s.injection.window,
+        ]
+        .into_iter()
+        .chain(s.slow_brute_force.tiers.iter().map(|t| t.window))
+        .map(ms)
+        .max()
+        .unwrap_or(longest);
+        let network_horizon = s.slow_brute_force.tiers.iter().map(|t| ms(t.window)).chain([ms(s.username_enumeration.window)]).max().unwrap_or(longest);
+        let cap = s.max_tracked;
+        Detector {
+            dictionary: dictionary::Dictionary::new(&s.dictionary_usernames.usernames),
+            addresses: BoundedMap::new(cap, address_horizon),
+            networks: BoundedMap::new(cap, network_horizon),
+            // Accounts keep the addresses they logged in from for as long
+            // as the longest window (account takeover's "never seen").
+            accounts: BoundedMap::new(cap, longest),
+            sprays: BoundedMap::new(cap, ms(s.password_spraying.window)),
+            gate: rules::GateState::default(),
+            ipv6_prefix,
+            s,
+            events: 0,
+            findings: 0,
+            last_sweep: Millis(i64::MIN),
+        }
+    }
+
+    /// Looks at one event; returns what it made fire (usually nothing).
+    /// `now` is the wall clock (stale state is swept against it), the
+    /// windows run on the events' own times.
+    pub fn observe(&mut self, ev: &DetectEvent, now: Millis) -> Vec<Finding> {
+        self.events += 1;
+        if now.0 >= self.last_sweep.0.saturating_add(SWEEP_EVERY_MS) {
+            self.sweep(now);
+        }
+        let mut out = Vec::new();
+        self.apply(ev, &mut out);
+        self.findings += out.len() as u64;
+        out
+    }
+
+    /// `observe` for an event as the writer has it.
+    pub fn observe_event(&mut self, id: i64, e: &Event, now: Millis) -> Vec<Finding> {
+        match DetectEvent::from_event(id, e) {
+            Some(ev) => self.observe(&ev, now),
+            None => {
+                self.events += 1;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Drops the state untouched for longer than its window.
+    pub fn sweep(&mut self, now: Millis) {
+        self.last_sweep = now;
+        self.addresses.sweep(now);
+        self.networks.sweep(now);
+        self.accounts.sweep(now);
+        self.sprays.sweep(now);
+    }
+
+    pub fn stats(&self) -> DetectorStats {
+        DetectorStats {
+            events: self.events,
+            findings: self.findings,
+            addresses: self.addresses.len(),
+            networks: self.networks.len(),
+            accounts: self.accounts.len(),
+            tags: self.sprays.len(),
+            evicted: self.addresses.evicted + self.networks.evicted + self.accounts.evicted + self.sprays.evicted,
+        }
+    }
+
+    pub(crate) fn address_key(&self, ip: IpAddr) -> AddressKey {
+        AddressKey::with_prefix(ip, self.ipv6_prefix)
+    }
+
+    pub(crate) fn network_key(&self, ip: IpAddr) -> NetKey {
+        NetKey::of(ip, self.s.ipv4_network, self.s.ipv6_network)
+    }
+}
+
+/// A username as the rules compare it (lower-cased), and as titles show it
+/// (escaped, cut to 64 characters).
+pub(crate) fn shown(name: &str) -> String {
+    escape_control(&name.chars().take(64).collect::<String>())
+}
+
+/// Builds a finding; `title` and `description` must already be escaped.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finding(incident_type: IncidentType, subject: Subject, severity: IncidentSeverity, title: String, description: String, event_ids: Vec<i64>, first_event_at: Millis, details: serde_json::Value) -> Finding {
+    Finding { incident_type, subject, severity, title, description, event_ids, first_event_at, details }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,570 @@
+//! The rules, as steps of the `Detector` on one event. Each keeps its
+//! state in the bounded structures of `windows.rs` and fires through
+//! `windows::crossing` (once at the threshold, then on each doubling).
+
+use super::windows::{crossing, Attempt, AttemptWindow, Buckets, Emit, Fired};
+use super::{finding, shown, DetectEvent, Detector, Kind};
+use crate::core::admission::AddressKey;
+use crate::model::{Finding, IncidentSeverity, IncidentType, Millis, Subject};
+use serde_json::json;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+/// Event ids a finding carries at most.
+const IDS: usize = 50;
+
+/// A deterministic 64-bit hash (the same in every process, so a rebuild
+/// and a scan count distinct names and addresses alike).
+fn h<T: Hash + ?Sized>(t: &T) -> u64 {
+    let mut s = std::collections::hash_map::DefaultHasher::new();
+    t.hash(&mut s);
+    s.finish()
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// "10m", "24h", "7d", as the config writes windows.
+pub(crate) fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match () {
+        _ if d.subsec_millis() != 0 || s == 0 => format!("{}ms", d.as_millis()),
+        _ if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        _ if s % 3600 == 0 => format!("{}h", s / 3600),
+        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
+/// Sliding windows keep at most this many attempts per key.
+fn cap_for(threshold: u32) -> usize {
+    (threshold as usize).saturating_mul(16).clamp(16, 1024)
+}
+
+#[derive(Default)]
+pub(crate) struct AddressState {
+    brute_force: AttemptWindow,
+    stuffing: AttemptWindow,
+    unknown_names: AttemptWindow,
+    dictionary: AttemptWindow,
+    injection: AttemptWindow,
+    slow: Vec<Buckets>,
+}
+
+#[derive(Default)]
+pub(crate) struct NetworkState {
+    unknown_names: AttemptWindow,
+    slow: Vec<Buckets>,
+}
+
+#[derive(Default)]
+pub(crate) struct AccountState {
+    brute_force: AttemptWindow,
+    injection: AttemptWindow,
+    /// Recent failures against the account (time, event id).
+    failures: VecDeque<(Millis, i64)>,
+    /// Addresses of its successful logins, newest last (at most 32).
+    known: Vec<(AddressKey, Millis)>,
+    /// Sessions whose login came from a new device (at most 8).
+    new_devices: VecDeque<(i64, Millis)>,
+    /// The last risky login: a success from a new device and address
+    /// right after failures.
+    risky: Option<Risky>,
+}
+
+#[derive(Clone)]
+struct Risky {
+    at: Millis,
+    id: i64,
+    address: Option<AddressKey>,
+    changes: u32,
+}
+
+#[derive(Default)]
+pub(crate) struct SprayState {
+    attempts: AttemptWindow,
+    first_address: Option<AddressKey>,
+    one_address: bool,
+}
+
+/// Distributed stuffing: the gate's attempts in 12 slots of its window.
+const GATE_SLOTS: usize = 12;
+
+#[derive(Default, Clone)]
+struct GateSlot {
+    slot: i64,
+    attempts: u32,
+    successes: u32,
+    first: i64,
+    addrs: HashSet<u64>,
+    names: HashSet<u64>,
+    ids: Vec<i64>,
+}
+
+#[derive(Default)]
+pub(crate) struct GateState {
+    slots: Vec<GateSlot>,
+    since_check: u32,
+    fired: Option<Fired>,
+}
+
+impl Detector {
+    pub(super) fn apply(&mut self, ev: &DetectEvent, out: &mut Vec<Finding>) {
+        match &ev.kind {
+            Kind::Failure { unknown_user } => self.failure(ev, *unknown_user, out),
+            Kind::Success => self.success(ev, out),
+            Kind::NewDevice => self.new_device(ev),
+            Kind::Change(what) => self.change(ev, what, out),
+            Kind::Injection { source, categories, text } => self.injection(ev, source, categories, text, out),
+        }
+    }
+
+    fn failure(&mut self, ev: &DetectEvent, unknown_user: bool, out: &mut Vec<Finding>) {
+        let name = ev.username.as_deref().unwrap_or("").to_lowercase();
+        let name_h = h(name.as_str());
+        let address = ev.ip.map(|ip| self.address_key(ip));
+        let network = ev.ip.map(|ip| self.network_key(ip));
+        let addr_h = address.map(|a| h(&a)).unwrap_or(0);
+        let attempt = Attempt { at: ev.at, id: ev.id, name: name_h, addr: addr_h, failed: true };
+        let shown_name = shown(ev.username.as_deref().unwrap_or(""));
+
+        if let Some(key) = address {
+            let s = &self.s;
+            let in_dictionary = unknown_user && s.dictionary_usernames.enabled && self.dictionary.contains(&name);
+            let st = self.addresses.touch(key, ev.at);
+            let subject = || Subject::Address(key.to_string());
+            if s.brute_force_ip.enabled {
+                let r = &s.brute_force_ip;
+                st.brute_force.push(attempt, ms(r.window), cap_for(r.failures));
+                let n = st.brute_force.len() as u64;
+                let emit = crossing(&mut st.brute_force.fired, n, u64::from(r.failures), ev.at, ms(r.window));
+                if emit != Emit::No {
+                    out.push(finding(
+                        IncidentType::BruteForceIp,
+                        subject(),
+                        IncidentSeverity::Medium,
+                        format!("brute force from {key}: {n} failed logins in {}", span(r.window)),
+                        format!("{n} failed login attempts from {key} within {} ({} usernames); the threshold is {}", span(r.window), st.brute_force.distinct_names(), r.failures),
+                        st.brute_force.ids(IDS),
+                        st.brute_force.first_at(),
+                        json!({ "rule": "brute_force_ip", "threshold": r.failures, "window": span(r.window), "failures": n, "usernames": st.brute_force.distinct_names(), "update": emit == Emit::Update }),
+                    ));
+                }
+            }
+            if s.credential_stuffing.enabled {
+                let r = &s.credential_stuffing;
+                st.stuffing.push(attempt, ms(r.window), 256);
+                stuffing_check(st, r, key, ev.at, out);
+            }
+            if unknown_user && s.username_enumeration.enabled {
+                let r = &s.username_enumeration;
+                st.unknown_names.push(attempt, ms(r.window), cap_for(r.usernames));
+                let n = st.unknown_names.distinct_names() as u64;
+                let emit = crossing(&mut st.unknown_names.fired, n, u64::from(r.usernames), ev.at, ms(r.window));
+                if emit != Emit::No {
+                    out.push(enumeration_finding(subject(), &key.to_string(), &st.unknown_names, n, r, emit));
+                }
+            }
+            if in_dictionary {
+                let r = &s.dictionary_usernames;
+                st.dictionary.push(attempt, ms(r.window), 64);
+                let n = st.dictionary.len() as u64;
+                let emit = crossing(&mut st.dictionary.fired, n, 1, ev.at, ms(r.window));
+                if emit != Emit::No {
+                    let action = s.dictionary_action.as_str();
+                    out.push(finding(
+                        IncidentType::BruteForceIp,
+                        subject(),
+                        IncidentSeverity::Medium,
+                        format!("dictionary username \"{shown_name}\" tried from {key}"),
+                        format!(
+                            "{key} tried the username \"{shown_name}\", which attackers' dictionaries list and which is not an account here ({n} such attempts within {}); action: {action}",
+                            span(r.window)
+                        ),
+                        st.dictionary.ids(IDS),
+                        st.dictionary.first_at(),
+                        json!({ "rule": "dictionary_username", "action": action, "username": shown_name, "attempts": n, "usernames": st.dictionary.distinct_names(), "window": span(r.window), "update": emit == Emit::Update }),
+                    ));
+                }
+            }
+            if s.slow_brute_force.enabled {
+                slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, subject(), &key.to_string(), "address", out);
+            }
+        }
+        if let Some(net) = network {
+            let s = &self.s;
+            let st = self.networks.touch(net, ev.at);
+            let subject = || Subject::Network(net.to_string());
+            if s.slow_brute_force.enabled {
+                slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, subject(), &net.to_string(), "network", out);
+            }
+            if unknown_user && s.username_enumeration.enabled {
+                let r = &s.username_enumeration;
+                st.unknown_names.push(attempt, ms(r.window), cap_for(r.usernames));
+                let n = st.unknown_names.distinct_names() as u64;
+                let emit = crossing(&mut st.unknown_names.fired, n, u64::from(r.usernames), ev.at, ms(r.window));
+                if emit != Emit::No {
+                    out.push(enumeration_finding(subject(), &net.to_string(), &st.unknown_names, n, r, emit));
+                }
+            }
+        }
+        if let Some(user_id) = ev.user_id {
+            let s = &self.s;
+            let st = self.accounts.touch(user_id, ev.at);
+            if s.brute_force_account.enabled {
+                let r = &s.brute_force_account;
+                st.brute_force.push(attempt, ms(r.window), cap_for(r.failures));
+                let n = st.brute_force.len() as u64;
+                let emit = crossing(&mut st.brute_force.fired, n, u64::from(r.failures), ev.at, ms(r.window));
+                if emit != Emit::No {
+                    let addresses = st.brute_force.distinct_addrs();
+                    // Every attempt from another address: the form that
+                    // per-address counting (fail2ban) never sees.
+                    let distributed = addresses as u64 >= u64::from(r.failures).min(n) && addresses > 1;
+                    out.push(finding(
+                        IncidentType::BruteForceAccount,
+                        Subject::Account { user_id: Some(user_id), username: ev.username.clone().unwrap_or_default() },
+                        if distributed { IncidentSeverity::High } else { IncidentSeverity::Medium },
+                        format!("brute force on account {shown_name}: {n} failures in {}{}", span(r.window), if distributed { format!(" from {addresses} addresses") } else { String::new() }),
+                        format!("{n} failed attempts against {shown_name} from {addresses} address(es) within {}; the threshold is {}", span(r.window), r.failures),
+                        st.brute_force.ids(IDS),
+                        st.brute_force.first_at(),
+                        json!({ "rule": "brute_force_account", "threshold": r.failures, "window": span(r.window), "failures": n, "addresses": addresses, "distributed": distributed, "update": emit == Emit::Update }),
+                    ));
+                }
+            }
+            if s.account_takeover.enabled {
+                let within = ms(s.account_takeover.failures_within);
+                st.failures.push_back((ev.at, ev.id));
+                while st.failures.front().is_some_and(|(t, _)| t.0 < ev.at.0 - within) || st.failures.len() > 64 {
+                    st.failures.pop_front();
+                }
+            }
+        }
+        if let Some(tag) = ev.tag {
+            if self.s.password_spraying.enabled {
+                let r = &self.s.password_spraying;
+                let st = self.sprays.touch(tag, ev.at);
+                if st.attempts.len() == 0 {
+                    st.first_address = address;
+                    st.one_address = true;
+                } else if st.first_address != address {
+                    st.one_address = false;
+                }
+                st.attempts.push(attempt, ms(r.window), cap_for(r.accounts));
+                let n = st.attempts.distinct_names() as u64;
+                let emit = crossing(&mut st.attempts.fired, n, u64::from(r.accounts), ev.at, ms(r.window));
+                if emit != Emit::No {
+                    let addresses = st.attempts.distinct_addrs();
+                    let subject = match (st.one_address, st.first_address) {
+                        (true, Some(a)) => Subject::Address(a.to_string()),
+                        _ => Subject::Gate,
+                    };
+                    let from = match &subject {
+                        Subject::Address(a) => format!("from {a}"),
+                        _ => format!("from {addresses} addresses"),
+                    };
+                    out.push(finding(
+                        IncidentType::PasswordSpraying,
+                        subject,
+                        IncidentSeverity::High,
+                        format!("password spraying {from}: one password against {n} accounts in {}", span(r.window)),
+                        format!("the same password was tried against {n} accounts within {} {from}; the threshold is {}", span(r.window), r.accounts),
+                        st.attempts.ids(IDS),
+                        st.attempts.first_at(),
+                        json!({ "rule": "password_spraying", "threshold": r.accounts, "window": span(r.window), "accounts": n, "attempts": st.attempts.len(), "addresses": addresses, "update": emit == Emit::Update }),
+                    ));
+                }
+            }
+        }
+        if self.s.distributed_stuffing.enabled {
+            self.gate_attempt(ev, name_h, addr_h, false, out);
+        }
+    }
+
+    fn success(&mut self, ev: &DetectEvent, out: &mut Vec<Finding>) {
+        let name_h = h(ev.username.as_deref().unwrap_or("").to_lowercase().as_str());
+        let address = ev.ip.map(|ip| self.address_key(ip));
+        let addr_h = address.map(|a| h(&a)).unwrap_or(0);
+        if let Some(key) = address {
+            if self.s.credential_stuffing.enabled {
+                let r = &self.s.credential_stuffing;
+                let st = self.addresses.touch(key, ev.at);
+                st.stuffing.push(Attempt { at: ev.at, id: ev.id, name: name_h, addr: addr_h, failed: false }, ms(r.window), 256);
+            }
+        }
+        if self.s.distributed_stuffing.enabled {
+            self.gate_attempt(ev, name_h, addr_h, true, out);
+        }
+        let Some(user_id) = ev.user_id else { return };
+        let r = self.s.account_takeover.clone();
+        if !r.enabled {
+            return;
+        }
+        let st = self.accounts.touch(user_id, ev.at);
+        let new_device = ev.session_id.is_some_and(|s| st.new_devices.iter().any(|(id, _)| *id == s));
+        let new_address = address.is_some_and(|a| !st.known.iter().any(|(k, _)| *k == a));
+        let within = ms(r.failures_within);
+        let recent: Vec<(Millis, i64)> = st.failures.iter().filter(|(t, _)| t.0 >= ev.at.0 - within && *t <= ev.at).copied().collect();
+        if new_device && new_address && recent.len() as u32 >= r.failures {
+            let name = shown(ev.username.as_deref().unwrap_or(""));
+            let from = address.map(|a| a.to_string()).unwrap_or_default();
+            let mut ids: Vec<i64> = recent.iter().map(|(_, id)| *id).collect();
+            ids.push(ev.id);
+            let skip = ids.len().saturating_sub(IDS);
+            out.push(finding(
+                IncidentType::AccountTakeover,
+                Subject::Account { user_id: Some(user_id), username: ev.username.clone().unwrap_or_default() },
+                IncidentSeverity::High,
+                format!("possible takeover of {name}: login from a new device and address {from} after {} failures", recent.len()),
+                format!(
+                    "{name} logged in from a device and an address ({from}) never seen for the account, right after {} failed attempts within {}",
+                    recent.len(),
+                    span(r.failures_within)
+                ),
+                ids.split_off(skip),
+                recent.first().map(|(t, _)| *t).unwrap_or(ev.at),
+                json!({ "rule": "account_takeover", "form": "login", "failures": recent.len(), "threshold": r.failures, "failures_within": span(r.failures_within), "address": from, "session_id": ev.session_id, "update": false }),
+            ));
+            st.risky = Some(Risky { at: ev.at, id: ev.id, address, changes: 0 });
+        }
+        if let Some(a) = address {
+            st.known.retain(|(k, _)| *k != a);
+            st.known.push((a, ev.at));
+            if st.known.len() > 32 {
+                st.known.remove(0);
+            }
+        }
+    }
+
+    fn new_device(&mut self, ev: &DetectEvent) {
+        let (Some(user_id), Some(session)) = (ev.user_id, ev.session_id) else { return };
+        if !self.s.account_takeover.enabled {
+            return;
+        }
+        let st = self.accounts.touch(user_id, ev.at);
+        st.new_devices.push_back((session, ev.at));
+        while st.new_devices.len() > 8 {
+            st.new_devices.pop_front();
+        }
+    }
+
+    fn change(&mut self, ev: &DetectEvent, what: &str, out: &mut Vec<Finding>) {
+        let Some(user_id) = ev.user_id else { return };
+        let r = self.s.account_takeover.clone();
+        if !r.enabled {
+            return;
+        }
+        let Some(st) = self.accounts.get_mut(&user_id) else { return };
+        let Some(risky) = st.risky.as_mut() else { return };
+        if ev.at.0 - risky.at.0 > ms(r.change_within) || ev.at < risky.at || risky.changes >= 8 {
+            return;
+        }
+        risky.changes += 1;
+        let name = shown(ev.username.as_deref().unwrap_or(""));
+        let from = risky.address.map(|a| a.to_string()).unwrap_or_default();
+        out.push(finding(
+            IncidentType::AccountTakeover,
+            Subject::Account { user_id: Some(user_id), username: ev.username.clone().unwrap_or_default() },
+            IncidentSeverity::Critical,
+            format!("possible takeover of {name}: {what} changed soon after a risky login"),
+            format!("the {what} of {name} was changed {} after a login from a new device and address ({from}) that followed failed attempts", span(Duration::from_secs(((ev.at.0 - risky.at.0).max(0) / 1000) as u64))),
+            vec![risky.id, ev.id],
+            risky.at,
+            json!({ "rule": "account_takeover", "form": "change", "change": what, "change_within": span(r.change_within), "address": from, "update": true }),
+        ));
+    }
+
+    fn injection(&mut self, ev: &DetectEvent, source: &str, categories: &[String], text: &str, out: &mut Vec<Finding>) {
+        if !self.s.injection.enabled {
+            return;
+        }
+        let r = self.s.injection.clone();
+        let attempt = Attempt { at: ev.at, id: ev.id, name: h(text), addr: 0, failed: true };
+        let (window, subject, who) = match (ev.ip, ev.user_id) {
+            (Some(ip), _) => {
+                let key = self.address_key(ip);
+                (&mut self.addresses.touch(key, ev.at).injection, Subject::Address(key.to_string()), key.to_string())
+            }
+            (None, Some(id)) => {
+                let name = ev.username.clone().unwrap_or_default();
+                let who = shown(&name);
+                (&mut self.accounts.touch(id, ev.at).injection, Subject::Account { user_id: Some(id), username: name }, who)
+            }
+            (None, None) => return,
+        };
+        window.push(attempt, ms(r.window), 64);
+        let n = window.len() as u64;
+        let emit = crossing(&mut window.fired, n, 1, ev.at, ms(r.window));
+        if emit == Emit::No {
+            return;
+        }
+        // The text was escaped when the event was made; escape again for
+        // safety (an event written by another version).
+        let text = shown(text);
+        let kinds = categories.join(", ");
+        out.push(finding(
+            IncidentType::InjectionAttempt,
+            subject,
+            IncidentSeverity::Medium,
+            format!("injection-looking input ({kinds}) from {who}"),
+            format!("{who} typed input that looks like {kinds} injection in {}: \"{text}\" ({n} such inputs within {})", shown(source), span(r.window)),
+            window.ids(IDS),
+            window.first_at(),
+            json!({ "rule": "injection_attempt", "source": shown(source), "categories": categories, "text": text, "inputs": n, "window": span(r.window), "update": emit == Emit::Update }),
+        ));
+    }
+
+    fn gate_attempt(&mut self, ev: &DetectEvent, name_h: u64, addr_h: u64, success: bool, out: &mut Vec<Finding>) {
+        let r = &self.s.distributed_stuffing;
+        let window = ms(r.window);
+        let width = (window / GATE_SLOTS as i64).max(1);
+        let slot = ev.at.0.div_euclid(width);
+        let g = &mut self.gate;
+        if g.slots.is_empty() {
+            g.slots = vec![GateSlot { slot: i64::MIN, ..Default::default() }; GATE_SLOTS];
+        }
+        let i = slot.rem_euclid(GATE_SLOTS as i64) as usize;
+        let cell = &mut g.slots[i];
+        if cell.slot != slot {
+            *cell = GateSlot { slot, first: ev.at.0, ..Default::default() };
+        }
+        cell.attempts += 1;
+        if success {
+            cell.successes += 1;
+        } else if cell.ids.len() < 8 {
+            cell.ids.push(ev.id);
+        }
+        if cell.addrs.len() < r.addresses as usize {
+            cell.addrs.insert(addr_h);
+        }
+        if cell.names.len() < r.accounts as usize {
+            cell.names.insert(name_h);
+        }
+        // The sums are cheap and taken each time; the distinct union only
+        // when they pass, and after a union that fell short, not again
+        // before 32 more attempts.
+        let in_window = |c: &&GateSlot| c.slot > slot - GATE_SLOTS as i64 && c.slot <= slot;
+        let (attempts, successes) = g.slots.iter().filter(in_window).fold((0u64, 0u64), |(a, s), c| (a + u64::from(c.attempts), s + u64::from(c.successes)));
+        if attempts < u64::from(r.attempts) || successes as f64 >= r.max_success_ratio * attempts as f64 {
+            return;
+        }
+        if g.since_check > 0 {
+            g.since_check -= 1;
+            return;
+        }
+        let live: Vec<&GateSlot> = g.slots.iter().filter(in_window).collect();
+        let addrs: HashSet<u64> = live.iter().flat_map(|c| c.addrs.iter().copied()).collect();
+        let names: HashSet<u64> = live.iter().flat_map(|c| c.names.iter().copied()).collect();
+        if addrs.len() < r.addresses as usize || names.len() < r.accounts as usize {
+            g.since_check = 32;
+            return;
+        }
+        // Fired or not, the next union waits 32 attempts (an update may
+        // come that much late).
+        g.since_check = 32;
+        let emit = crossing(&mut g.fired, attempts, u64::from(r.attempts), ev.at, window);
+        if emit == Emit::No {
+            return;
+        }
+        let mut ids: Vec<i64> = live.iter().flat_map(|c| c.ids.iter().copied()).collect();
+        ids.sort_unstable();
+        let skip = ids.len().saturating_sub(IDS);
+        let first = live.iter().map(|c| c.first).min().unwrap_or(ev.at.0);
+        let rate = successes as f64 / attempts as f64;
+        out.push(finding(
+            IncidentType::CredentialStuffing,
+            Subject::Gate,
+            IncidentSeverity::High,
+            format!("distributed credential stuffing: {attempts} attempts from {}+ addresses against {}+ accounts in {}, {:.1}% successful", addrs.len(), names.len(), span(r.window), rate * 100.0),
+            format!(
+                "{attempts} login attempts from at least {} addresses against at least {} accounts within {}, {successes} successful ({:.1}%, below {:.1}%)",
+                addrs.len(),
+                names.len(),
+                span(r.window),
+                rate * 100.0,
+                r.max_success_ratio * 100.0
+            ),
+            ids.split_off(skip),
+            Millis(first),
+            json!({ "rule": "distributed_stuffing", "attempts": attempts, "successes": successes, "addresses": addrs.len(), "accounts": names.len(), "window": span(r.window), "max_success_ratio": r.max_success_ratio, "update": emit == Emit::Update }),
+        ));
+    }
+}
+
+fn stuffing_check(st: &mut AddressState, r: &crate::config::detection::CredentialStuffing, key: AddressKey, at: Millis, out: &mut Vec<Finding>) {
+    let w = &mut st.stuffing;
+    let names = w.distinct_names() as u64;
+    let ratio = w.failures() as f64 / w.len().max(1) as f64;
+    if ratio < r.failure_ratio {
+        return;
+    }
+    let emit = crossing(&mut w.fired, names, u64::from(r.usernames), at, ms(r.window));
+    if emit == Emit::No {
+        return;
+    }
+    out.push(finding(
+        IncidentType::CredentialStuffing,
+        Subject::Address(key.to_string()),
+        IncidentSeverity::High,
+        format!("credential stuffing from {key}: {names} usernames in {}, {:.0}% failed", span(r.window), ratio * 100.0),
+        format!("{key} tried {names} usernames within {} ({} attempts, {} failed); the thresholds are {} usernames and {:.0}% failures", span(r.window), w.len(), w.failures(), r.usernames, r.failure_ratio * 100.0),
+        w.failed_ids(IDS),
+        w.first_failure_at(),
+        json!({ "rule": "credential_stuffing", "usernames": names, "attempts": w.len(), "failures": w.failures(), "failure_ratio": ratio, "threshold": r.usernames, "min_failure_ratio": r.failure_ratio, "window": span(r.window), "update": emit == Emit::Update }),
+    ));
+}
+
+fn enumeration_finding(subject: Subject, who: &str, w: &AttemptWindow, n: u64, r: &crate::config::detection::UsernameEnumeration, emit: Emit) -> Finding {
+    let scope = if matches!(subject, Subject::Network(_)) { "network" } else { "address" };
+    finding(
+        IncidentType::UsernameEnumeration,
+        subject,
+        IncidentSeverity::Medium,
+        format!("username enumeration from {who}: {n} unknown usernames in {}", span(r.window)),
+        format!("{who} tried {n} usernames that are not accounts here within {} ({} attempts); the threshold is {}", span(r.window), w.len(), r.usernames),
+        w.ids(IDS),
+        w.first_at(),
+        json!({ "rule": "username_enumeration", "scope": scope, "usernames": n, "attempts": w.len(), "threshold": r.usernames, "window": span(r.window), "update": emit == Emit::Update }),
+    )
+}
+
+fn slow_tiers(state: &mut Vec<Buckets>, tiers: &[crate::config::detection::Tier], ev: &DetectEvent, subject: Subject, who: &str, scope: &str, out: &mut Vec<Finding>) {
+    if state.len() != tiers.len() {
+        state.resize_with(tiers.len(), Buckets::default);
+    }
+    for (b, t) in state.iter_mut().zip(tiers) {
+        let w = ms(t.window);
+        b.add(ev.at, ev.id, w);
+        let (n, first) = b.count(ev.at, w);
+        let emit = crossing(&mut b.fired, n, u64::from(t.failures), ev.at, w);
+        if emit == Emit::No {
+            continue;
+        }
+        out.push(finding(
+            IncidentType::BruteForceIp,
+            subject.clone(),
+            IncidentSeverity::Medium,
+            format!("slow brute force from {scope} {who}: {n} failed logins in {}", span(t.window)),
+            format!("{n} failed login attempts from the {scope} {who} within {}; the tier's threshold is {}", span(t.window), t.failures),
+            b.ids(),
+            first,
+            json!({ "rule": "slow_brute_force", "scope": scope, "threshold": t.failures, "window": span(t.window), "failures": n, "update": emit == Emit::Update }),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod span_tests {
+    #[test]
+    fn spans_read_like_the_config() {
+        use std::time::Duration;
+        let cases = [(600, "10m"), (86_400, "1d"), (7 * 86_400, "7d"), (3600, "1h"), (90, "90s"), (5400, "90m")];
+        for (secs, want) in cases {
+            assert_eq!(super::span(Duration::from_secs(secs)), want);
+        }
+        assert_eq!(super::span(Duration::from_millis(250)), "250ms");
+    }
+}

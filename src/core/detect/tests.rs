@@ -1,0 +1,604 @@
+//! The rules as tables: each fires at its threshold and not one below,
+//! windows expire, the distributed forms, sprays by tag, dictionary hits,
+//! injection and account takeover; a day of ordinary traffic fires
+//! nothing; a replay from the table finds what the live run found; the
+//! memory stays bounded.
+
+use super::spray::PasswordTag;
+use super::*;
+use crate::config::detection::{DetectionSettings, DictionaryAction};
+use crate::model::{Event, EventType, Severity};
+
+const T0: i64 = 1_800_000_000_000;
+const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+
+/// Builds a script of events with increasing ids.
+struct Script {
+    next: i64,
+    events: Vec<DetectEvent>,
+}
+
+impl Script {
+    fn new() -> Script {
+        Script { next: 1, events: Vec::new() }
+    }
+    fn push(&mut self, at: i64, kind: Kind, user: Option<(i64, &str)>, name: Option<&str>, ip: &str) -> i64 {
+        let id = self.next;
+        self.next += 1;
+        self.events.push(DetectEvent {
+            id,
+            at: Millis(T0 + at),
+            kind,
+            user_id: user.map(|u| u.0),
+            username: name.or(user.map(|u| u.1)).map(str::to_owned),
+            ip: if ip.is_empty() { None } else { Some(ip.parse().expect("ip")) },
+            session_id: None,
+            tag: None,
+        });
+        id
+    }
+    /// A failed password of an existing account.
+    fn fail(&mut self, at: i64, user: (i64, &str), ip: &str) -> i64 {
+        self.push(at, Kind::Failure { unknown_user: false }, Some(user), None, ip)
+    }
+    /// A failed attempt with a name that is not an account.
+    fn unknown(&mut self, at: i64, name: &str, ip: &str) -> i64 {
+        self.push(at, Kind::Failure { unknown_user: true }, None, Some(name), ip)
+    }
+    fn success(&mut self, at: i64, user: (i64, &str), ip: &str, session: i64) -> i64 {
+        let id = self.push(at, Kind::Success, Some(user), None, ip);
+        self.events.last_mut().expect("pushed").session_id = Some(session);
+        id
+    }
+    fn new_device(&mut self, at: i64, user: (i64, &str), ip: &str, session: i64) -> i64 {
+        let id = self.push(at, Kind::NewDevice, Some(user), None, ip);
+        self.events.last_mut().expect("pushed").session_id = Some(session);
+        id
+    }
+    fn tagged(&mut self, tag: u8) {
+        self.events.last_mut().expect("pushed").tag = Some(PasswordTag([tag; 16]));
+    }
+}
+
+fn run(settings: &DetectionSettings, events: &[DetectEvent]) -> Vec<Finding> {
+    let mut d = Detector::new(settings, 64);
+    events.iter().flat_map(|e| d.observe(e, e.at)).collect()
+}
+
+/// (rule, subject key, update) of each finding.
+fn shape(found: &[Finding]) -> Vec<(String, String, bool)> {
+    found
+        .iter()
+        .map(|f| (f.details["rule"].as_str().unwrap_or("").to_owned(), f.subject.key(), f.details["update"].as_bool().unwrap_or(false)))
+        .collect()
+}
+
+fn first(rule: &str, subject: &str) -> (String, String, bool) {
+    (rule.to_owned(), subject.to_owned(), false)
+}
+
+fn update(rule: &str, subject: &str) -> (String, String, bool) {
+    (rule.to_owned(), subject.to_owned(), true)
+}
+
+/// Every rule off but the ones `f` turns on.
+fn only(f: impl FnOnce(&mut DetectionSettings)) -> DetectionSettings {
+    let mut s = DetectionSettings::all_off();
+    f(&mut s);
+    s
+}
+
+const ALICE: (i64, &str) = (1, "alice");
+
+#[test]
+fn brute_force_on_an_account_fires_at_five_in_ten_minutes() {
+    let s = only(|s| s.brute_force_account.enabled = true);
+    // Four failures: nothing. The fifth within 10 minutes: a finding.
+    let mut sc = Script::new();
+    for i in 0..4 {
+        sc.fail(i * MIN, ALICE, "192.0.2.1");
+    }
+    assert!(run(&s, &sc.events).is_empty());
+    sc.fail(9 * MIN, ALICE, "192.0.2.1");
+    let found = run(&s, &sc.events);
+    assert_eq!(shape(&found), vec![first("brute_force_account", "account:1")]);
+    let f = &found[0];
+    assert_eq!(f.incident_type, IncidentType::BruteForceAccount);
+    assert_eq!(f.event_ids, vec![1, 2, 3, 4, 5]);
+    assert_eq!(f.first_event_at, Millis(T0));
+    assert_eq!(f.severity, IncidentSeverity::Medium);
+    assert_eq!(f.details["failures"], 5);
+    assert_eq!(f.details["distributed"], false);
+    assert_eq!(f.title, "brute force on account alice: 5 failures in 10m");
+    // The same five with the first 11 minutes before the last: the window
+    // holds four, nothing fires.
+    let mut sc = Script::new();
+    sc.fail(0, ALICE, "192.0.2.1");
+    for i in 0..4 {
+        sc.fail(8 * MIN + i * MIN, ALICE, "192.0.2.1");
+    }
+    assert!(run(&s, &sc.events).is_empty(), "{:?}", shape(&run(&s, &sc.events)));
+    // It keeps counting: updates at 10 and 20, not in between.
+    let mut sc = Script::new();
+    for i in 0..20 {
+        sc.fail(i * 10_000, ALICE, "192.0.2.1");
+    }
+    assert_eq!(shape(&run(&s, &sc.events)), vec![first("brute_force_account", "account:1"), update("brute_force_account", "account:1"), update("brute_force_account", "account:1")]);
+}
+
+#[test]
+fn brute_force_on_an_account_from_a_different_address_each_time() {
+    // All rules on: no address fails more than once, so per-address rules
+    // stay quiet; the account rule sees the distributed form.
+    let s = DetectionSettings::default();
+    let mut sc = Script::new();
+    for i in 0..5 {
+        sc.fail(i * MIN, ALICE, &format!("198.51.{i}.7"));
+    }
+    let found = run(&s, &sc.events);
+    assert_eq!(shape(&found), vec![first("brute_force_account", "account:1")]);
+    assert_eq!(found[0].severity, IncidentSeverity::High);
+    assert_eq!(found[0].details["distributed"], true);
+    assert_eq!(found[0].details["addresses"], 5);
+    assert_eq!(found[0].title, "brute force on account alice: 5 failures in 10m from 5 addresses");
+}
+
+#[test]
+fn brute_force_from_an_address_fires_at_ten_in_ten_minutes() {
+    let s = only(|s| s.brute_force_ip.enabled = true);
+    let mut sc = Script::new();
+    for i in 0..9 {
+        sc.fail(i * MIN, (i + 1, "u"), "203.0.113.5");
+    }
+    assert!(run(&s, &sc.events).is_empty());
+    sc.fail(9 * MIN + 59_000, (10, "u"), "203.0.113.5");
+    let found = run(&s, &sc.events);
+    assert_eq!(shape(&found), vec![first("brute_force_ip", "address:203.0.113.5")]);
+    assert_eq!(found[0].incident_type, IncidentType::BruteForceIp);
+    assert_eq!(found[0].event_ids.len(), 10);
+    // Ten spread over 11 minutes: nothing.
+    let mut sc = Script::new();
+    for i in 0..10 {
+        sc.fail(i * 70_000, ALICE, "203.0.113.5");
+    }
+    assert!(run(&s, &sc.events).is_empty());
+    // IPv6: the hosts of one /64 are one address.
+    let mut sc = Script::new();
+    for i in 0..10 {
+        sc.fail(i * 1000, ALICE, &format!("2001:db8:1:2::{:x}", i + 1));
+    }
+    assert_eq!(shape(&run(&s, &sc.events)), vec![first("brute_force_ip", "address:2001:db8:1:2::/64")]);
+}
+
+#[test]
+fn slow_brute_force_tiers_per_address_and_per_network() {
+    let s = only(|s| s.slow_brute_force.enabled = true);
+    // 29 failures 45 minutes apart (~22 h): nothing; the 30th: the 24 h
+    // tier, for the address and its /24.
+    let mut sc = Script::new();
+    for i in 0..29 {
+        sc.fail(i * 45 * MIN, ALICE, "203.0.113.9");
+    }
+    assert!(run(&s, &sc.events).is_empty());
+    sc.fail(29 * 45 * MIN, ALICE, "203.0.113.9");
+    let found = run(&s, &sc.events);
+    assert_eq!(shape(&found), vec![first("slow_brute_force", "address:203.0.113.9"), first("slow_brute_force", "network:203.0.113.0/24")]);
+    assert_eq!(found[0].details["window"], "1d");
+    // Thirty addresses of one /24, one failure each: only the network.
+    let mut sc = Script::new();
+    for i in 0..30 {
+        sc.fail(i * 40 * MIN, ALICE, &format!("203.0.113.{}", i + 1));
+    }
+    assert_eq!(shape(&run(&s, &sc.events)), vec![first("slow_brute_force", "network:203.0.113.0/24")]);
+    // The 7-day tier: 100 failures 90 minutes apart (~6 days) from one
+    // address; 90 minutes apart is 16 a day, under the daily tier.
+    let mut sc = Script::new();
+    for i in 0..99 {
+        sc.fail(i * 90 * MIN, ALICE, "198.51.100.4");
+    }
+    assert!(run(&s, &sc.events).is_empty());
+    sc.fail(99 * 90 * MIN, ALICE, "198.51.100.4");
+    let found = run(&s, &sc.events);
+    assert_eq!(shape(&found), vec![first("slow_brute_force", "address:198.51.100.4"), first("slow_brute_force", "network:198.51.100.0/24")]);
+    assert_eq!(found[0].details["window"], "7d");
+    // IPv6 networks are /48.
+    let mut sc = Script::new();
+    for i in 0..30 {
+        sc.fail(i * 40 * MIN, ALICE, &format!("2001:db8:5:{:x}::1", i + 1));
+    }
+    assert_eq!(shape(&run(&s, &sc.events)), vec![first("slow_brute_force", "network:2001:db8:5::/48")]);
+}
+
+#[test]
+fn credential_stuffing_from_one_address() {
+    let s = only(|s| s.credential_stuffing.enabled = true);
+    let users = [(1, "alice"), (2, "bob"), (3, "carol"), (4, "dave"), (5, "erin"), (6, "frank")];
+    // Four usernames, all failing: nothing; the fifth: a finding.
+    let mut sc = Script::new();
+    for (i, u) in users[..4].iter().enumerate() {
+        sc.fail(i as i64 * MIN, *u, "192.0.2.50");
+    }
+    assert!(run(&s, &sc.events).is_empty());
+    sc.fail(5 * MIN, users[4], "192.0.2.50");
+    let found = run(&s, &sc.events);
+    assert_eq!(shape(&found), vec![first("credential_stuffing", "address:192.0.2.50")]);
+    assert_eq!(found[0].incident_type, IncidentType::CredentialStuffing);
+    // Five usernames but two of seven attempts succeed (71% failures):
+    // under 80%, nothing.
+    let mut sc = Script::new();
+    sc.success(0, users[5], "192.0.2.50", 100);
+    sc.success(MIN, users[5], "192.0.2.50", 101);
+    for (i, u) in users[..5].iter().enumerate() {
+        sc.fail((2 + i as i64) * MIN, *u, "192.0.2.50");
+    }
+    assert!(run(&s, &sc.events).is_empty(), "{:?}", shape(&run(&s, &sc.events)));
+    // The same names with unknown users count too (stuffing uses lists).
+    let mut sc = Script::new();
+    for (i, n) in ["anna", "ben", "cleo", "dirk", "eva"].iter().enumerate() {
+        sc.unknown(i as i64 * 1000, n, "192.0.2.51");
+    }
+    assert_eq!(shape(&run(&s, &sc.events)), vec![first("credential_stuffing", "address:192.0.2.51")]);
+}
+
+#[test]
+fn distributed_credential_stuffing_over_the_gate() {
+    let s = only(|s| s.distributed_stuffing.enabled = true);
+    let fail = |sc: &mut Script, at: i64, account: i64, address: i64| {
+        let name = format!("u{account}");
+        sc.fail(at, (account, &name), &format!("198.51.100.{address}"));
+    };
+    // 99 attempts from 33 addresses against 33 accounts within an hour:
+    // nothing; the 100th: a gate-wide finding.
+    let mut sc = Script::new();
+    for i in 0..99 {
+        fail(&mut sc, i * 30_000, i % 33 + 1, i % 33 + 1);
+    }
+    assert!(run(&s, &sc.events).is_empty());
+    fail(&mut sc, 99 * 30_000, 7, 7);
+    let found = run(&s, &sc.events);
+    assert_eq!(shape(&found), vec![first("distributed_stuffing", "gate")]);
+    assert_eq!(found[0].subject, Subject::Gate);
+    assert_eq!(found[0].details["attempts"], 100);
+    // With six successes among the hundred (6%, not under 5%): nothing.
+    let mut sc = Script::new();
+    for i in 0..94 {
+        fail(&mut sc, i * 30_000, i % 33 + 1, i % 33 + 1);
+    }
+    for i in 0..6 {
+        sc.success(94 * 30_000 + i * 1000, (i + 1, "u"), &format!("198.51.100.{}", i + 1), i);
+    }
+    assert!(run(&s, &sc.events).is_empty());
+    // A hundred and more from only five addresses: not distributed.
+    let mut sc = Script::new();
+    for i in 0..130 {
+        fail(&mut sc, i * 20_000, i % 33 + 1, i % 5 + 1);
+    }
+    assert!(run(&s, &sc.events).is_empty());
+}
+
+#[test]
+fn password_spraying_by_tag() {
+    let s = only(|s| s.password_spraying.enabled = true);
+    let names = ["alice", "bob", "carol", "dave", "erin"];
+    // One tag against four accounts: nothing; the fifth: from one address.
+    let mut sc = Script::new();
+    for (i, n) in names.iter().enumerate() {
+        sc.fail(i as i64 * MIN, (i as i64 + 1, n), "192.0.2.77");
+        sc.tagged(9);
+    }
+    let found = run(&s, &sc.events[..4]);
+    assert!(found.is_empty());
+    let found = run(&s, &sc.events);
+    assert_eq!(shape(&found), vec![first("password_spraying", "address:192.0.2.77")]);
+    assert_eq!(found[0].incident_type, IncidentType::PasswordSpraying);
+    assert!(!format!("{:?}", found[0]).contains("tag"), "no tag in the finding");
+    // From five addresses: the gate.
+    let mut sc = Script::new();
+    for (i, n) in names.iter().enumerate() {
+        sc.unknown(i as i64 * MIN, n, &format!("203.0.113.{}", i + 1));
+        sc.tagged(9);
+    }
+    assert_eq!(shape(&run(&s, &sc.events)), vec![first("password_spraying", "gate")]);
+    // Five different passwords: nothing; no tags (history): nothing.
+    let mut sc = Script::new();
+    for (i, n) in names.iter().enumerate() {
+        sc.fail(i as i64 * MIN, (i as i64 + 1, n), "192.0.2.77");
+        sc.tagged(i as u8);
+    }
+    for (i, n) in names.iter().enumerate() {
+        sc.fail(10 * MIN + i as i64 * MIN, (i as i64 + 1, n), "192.0.2.77");
+    }
+    assert!(run(&s, &sc.events).is_empty());
+    // One password against one account many times is not a spray.
+    let mut sc = Script::new();
+    for i in 0..20 {
+        sc.fail(i * 1000, ALICE, "192.0.2.77");
+        sc.tagged(1);
+    }
+    assert!(run(&s, &sc.events).is_empty());
+}
+
+#[test]
+fn dictionary_usernames_fire_at_once_unless_the_account_exists() {
+    let s = only(|s| s.dictionary_usernames.enabled = true);
+    let mut sc = Script::new();
+    sc.unknown(0, "Admin", "127.0.0.2");
+    let found = run(&s, &sc.events);
+    assert_eq!(shape(&found), vec![first("dictionary_username", "address:127.0.0.2")]);
+    let f = &found[0];
+    assert_eq!(f.incident_type, IncidentType::BruteForceIp);
+    assert_eq!(f.details["action"], "block");
+    assert_eq!(f.details["username"], "Admin");
+    assert_eq!(f.event_ids, vec![1]);
+    // An account named admin exists here: never a hit.
+    let mut sc = Script::new();
+    sc.fail(0, (7, "admin"), "127.0.0.2");
+    assert!(run(&s, &sc.events).is_empty());
+    // A name not in the list: nothing.
+    let mut sc = Script::new();
+    sc.unknown(0, "alicee", "127.0.0.2");
+    assert!(run(&s, &sc.events).is_empty());
+    // Later hits attach (doubling), other addresses fire on their own.
+    let mut sc = Script::new();
+    for n in ["root", "oracle", "postgres", "pi"] {
+        sc.unknown(0, n, "127.0.0.2");
+    }
+    sc.unknown(0, "ubuntu", "127.0.0.3");
+    assert_eq!(
+        shape(&run(&s, &sc.events)),
+        vec![first("dictionary_username", "address:127.0.0.2"), update("dictionary_username", "address:127.0.0.2"), update("dictionary_username", "address:127.0.0.2"), first("dictionary_username", "address:127.0.0.3")]
+    );
+    // Count mode and the sysop's own names.
+    let s = only(|s| {
+        s.dictionary_usernames.enabled = true;
+        s.dictionary_action = DictionaryAction::Count;
+        s.dictionary_usernames.usernames = vec!["minecraft-admin".into()];
+    });
+    let mut sc = Script::new();
+    sc.unknown(0, "Minecraft-Admin", "127.0.0.2");
+    let found = run(&s, &sc.events);
+    assert_eq!(shape(&found), vec![first("dictionary_username", "address:127.0.0.2")]);
+    assert_eq!(found[0].details["action"], "count");
+}
+
+#[test]
+fn username_enumeration_per_address_and_network() {
+    let s = only(|s| s.username_enumeration.enabled = true);
+    let mut sc = Script::new();
+    for i in 0..9 {
+        sc.unknown(i * MIN, &format!("name{i}"), "192.0.2.9");
+    }
+    // The same unknown name again and again is one name.
+    for _ in 0..5 {
+        sc.unknown(10 * MIN, "name0", "192.0.2.9");
+    }
+    assert!(run(&s, &sc.events).is_empty());
+    sc.unknown(20 * MIN, "name9", "192.0.2.9");
+    assert_eq!(shape(&run(&s, &sc.events)), vec![first("username_enumeration", "address:192.0.2.9"), first("username_enumeration", "network:192.0.2.0/24")]);
+    // Ten addresses of a /24, one name each: the network.
+    let mut sc = Script::new();
+    for i in 0..10 {
+        sc.unknown(i * MIN, &format!("name{i}"), &format!("192.0.2.{}", i + 1));
+    }
+    assert_eq!(shape(&run(&s, &sc.events)), vec![first("username_enumeration", "network:192.0.2.0/24")]);
+    // Existing accounts are not unknown names.
+    let mut sc = Script::new();
+    for i in 0..12 {
+        sc.fail(i * MIN, (i + 1, "someone"), "192.0.2.9");
+    }
+    assert!(run(&s, &sc.events).is_empty());
+}
+
+#[test]
+fn injection_inputs_become_findings() {
+    let s = only(|s| s.injection.enabled = true);
+    let mut sc = Script::new();
+    let kind = Kind::Injection { source: "username".into(), categories: vec!["sql".into()], text: "x';DROP TABLE users;--".into() };
+    sc.push(0, kind.clone(), None, Some("x';DROP TABLE users;--"), "127.0.0.2");
+    let found = run(&s, &sc.events);
+    assert_eq!(shape(&found), vec![first("injection_attempt", "address:127.0.0.2")]);
+    assert_eq!(found[0].incident_type, IncidentType::InjectionAttempt);
+    assert_eq!(found[0].title, "injection-looking input (sql) from 127.0.0.2");
+    assert_eq!(found[0].details["text"], "x';DROP TABLE users;--");
+    // Text with escapes stays escaped in the finding.
+    let mut sc = Script::new();
+    let kind = Kind::Injection { source: "prompt:end_session".into(), categories: vec!["terminal_escape".into()], text: "a\u{1b}[2J".into() };
+    sc.push(0, kind, Some(ALICE), None, "");
+    let found = run(&s, &sc.events);
+    assert_eq!(shape(&found), vec![first("injection_attempt", "account:1")]);
+    assert!(!found[0].description.contains('\u{1b}') && found[0].description.contains("a\\x1b[2J"), "{}", found[0].description);
+}
+
+#[test]
+fn account_takeover_after_failures_and_a_change_soon_after() {
+    let s = only(|s| s.account_takeover.enabled = true);
+    let attack = |failures: i64, known_before: bool, new_device: bool| {
+        let mut sc = Script::new();
+        if known_before {
+            sc.success(0, ALICE, "203.0.113.66", 1);
+        }
+        for i in 0..failures {
+            sc.fail(10 * MIN + i * MIN, ALICE, "203.0.113.66");
+        }
+        if new_device {
+            sc.new_device(20 * MIN, ALICE, "203.0.113.66", 9);
+        }
+        sc.success(20 * MIN, ALICE, "203.0.113.66", 9);
+        sc
+    };
+    // A known address or device, or too few failures: nothing.
+    assert!(run(&s, &attack(2, false, true).events).is_empty());
+    assert!(run(&s, &attack(3, true, true).events).is_empty());
+    assert!(run(&s, &attack(3, false, false).events).is_empty());
+    // New device, new address, after three failures: high.
+    let sc = attack(3, false, true);
+    let found = run(&s, &sc.events);
+    assert_eq!(shape(&found), vec![first("account_takeover", "account:1")]);
+    assert_eq!(found[0].severity, IncidentSeverity::High);
+    assert_eq!(found[0].event_ids, vec![1, 2, 3, 5]);
+    assert_eq!(found[0].details["form"], "login");
+    // Then the email changes 10 minutes later: critical. Two hours later: nothing.
+    let mut soon = attack(3, false, true);
+    soon.push(30 * MIN, Kind::Change("email"), Some(ALICE), None, "203.0.113.66");
+    let found = run(&s, &soon.events);
+    assert_eq!(shape(&found), vec![first("account_takeover", "account:1"), update("account_takeover", "account:1")]);
+    assert_eq!(found[1].severity, IncidentSeverity::Critical);
+    assert_eq!(found[1].details["change"], "email");
+    let mut late = attack(3, false, true);
+    late.push(20 * MIN + 2 * HOUR, Kind::Change("password"), Some(ALICE), None, "203.0.113.66");
+    assert_eq!(run(&s, &late.events).len(), 1);
+    // A change without a risky login before it: nothing.
+    let mut plain = Script::new();
+    plain.success(0, ALICE, "192.0.2.1", 1);
+    plain.push(MIN, Kind::Change("password"), Some(ALICE), None, "192.0.2.1");
+    assert!(run(&s, &plain.events).is_empty());
+}
+
+/// Which stored events the detector reads, and as what.
+#[test]
+fn events_map_to_what_the_rules_read() {
+    let ev = |t: EventType, user: Option<i64>, details: serde_json::Value| {
+        let mut e = Event::new(t, Severity::Low, "x", Millis(T0)).user(user, Some("alice")).ip(Some("192.0.2.1"));
+        e.details = details;
+        DetectEvent::from_event(1, &e).map(|d| d.kind)
+    };
+    use serde_json::json;
+    let cases: Vec<(Option<Kind>, Option<Kind>)> = vec![
+        (ev(EventType::LoginFailed, Some(1), json!({"reason": "bad_password"})), Some(Kind::Failure { unknown_user: false })),
+        (ev(EventType::LoginFailed, None, json!({"reason": "unknown_user"})), Some(Kind::Failure { unknown_user: true })),
+        // A held-off address is not looked up: no user_id, but no finding either.
+        (ev(EventType::LoginFailed, None, json!({"reason": "address_penalized"})), None),
+        (ev(EventType::LoginFailed, None, json!({"reason": "server_busy"})), None),
+        (ev(EventType::LoginFailed, Some(1), json!({"reason": "locked"})), None),
+        (ev(EventType::LoginFailed, None, json!({"reason": "login_grace_time_exceeded"})), None),
+        (ev(EventType::OtpFailed, Some(1), json!({"reason": "wrong_code"})), Some(Kind::Failure { unknown_user: false })),
+        (ev(EventType::OtpFailed, Some(1), json!({"stage": "enrollment"})), None),
+        (ev(EventType::OtpReplay, Some(1), json!({"after_enrollment": true})), None),
+        (ev(EventType::LoginSuccess, Some(1), json!({})), Some(Kind::Success)),
+        (ev(EventType::DeviceNew, Some(1), json!({})), Some(Kind::NewDevice)),
+        (ev(EventType::PasswordChanged, Some(1), json!({"actor": "user:1"})), Some(Kind::Change("password"))),
+        (ev(EventType::PasswordChanged, Some(1), json!({"actor": "cli:root"})), None),
+        (ev(EventType::UserUpdated, Some(1), json!({"field": "email", "actor": "user:1"})), Some(Kind::Change("email"))),
+        (ev(EventType::UserUpdated, Some(1), json!({"group": "sysops"})), None),
+        (ev(EventType::MfaDisabled, Some(1), json!({"actor": "user:1"})), Some(Kind::Change("2fa"))),
+        (ev(EventType::SshKeyAdded, Some(1), json!({"actor": "cli:root"})), None),
+        (ev(EventType::SuspiciousInput, None, json!({"kind": "injection", "source": "username", "categories": ["sql"], "text": "x'--"})), Some(Kind::Injection { source: "username".into(), categories: vec!["sql".into()], text: "x'--".into() })),
+        (ev(EventType::SuspiciousInput, None, json!({"kind": "other"})), None),
+        (ev(EventType::SessionStarted, Some(1), json!({})), None),
+    ];
+    for (i, (got, want)) in cases.into_iter().enumerate() {
+        assert_eq!(got, want, "case {i}");
+    }
+}
+
+/// A day of ordinary traffic: 60 users log in from their own addresses
+/// (a dozen behind one office address), a few times a day, and some
+/// mistype their password once or twice first. No rule fires.
+#[test]
+fn a_day_of_normal_logins_with_typos_fires_nothing() {
+    let s = DetectionSettings::default();
+    let mut sc = Script::new();
+    let mut session = 0;
+    let mut typos = 0;
+    let users: Vec<(i64, String, String)> = (0..60)
+        .map(|i| {
+            let ip = if i < 12 { "192.0.2.10".to_owned() } else { format!("10.{}.{}.{}", i % 7, i / 7, i + 20) };
+            (i as i64 + 1, format!("user{i}"), ip)
+        })
+        .collect();
+    let mut events: Vec<(i64, usize, u8)> = Vec::new(); // (time, user index, failures before)
+    for (u, _) in users.iter().enumerate() {
+        let logins = 3 + (u % 4);
+        for k in 0..logins {
+            let t = (k as i64 * 4 * HOUR) + (u as i64 * 7 * MIN) % (3 * HOUR);
+            let fails = match (u * 7 + k * 13) % 20 {
+                0 => 2,
+                1 | 2 => 1,
+                _ => 0,
+            };
+            events.push((t, u, fails as u8));
+        }
+    }
+    events.sort();
+    for (t, u, fails) in events {
+        let (id, name, ip) = &users[u];
+        let user = (*id, name.as_str());
+        for f in 0..fails {
+            sc.fail(t + f as i64 * 20_000, user, ip);
+            typos += 1;
+        }
+        session += 1;
+        if t < 4 * HOUR {
+            // Each user's first login of the day comes from a new client.
+            sc.new_device(t + 60_000, user, ip, session);
+        }
+        sc.success(t + 60_000, user, ip, session);
+    }
+    assert!(typos > 20, "the day has typos: {typos}");
+    let found = run(&s, &sc.events);
+    assert!(found.is_empty(), "{:#?}", shape(&found));
+}
+
+/// The rules read the same from the table (the rebuild at start and the
+/// scan read it by id) as from the writer's batches live.
+#[test]
+fn replay_from_the_table_finds_what_the_live_run_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = crate::store::Store::open(&dir.path().join("t.db")).expect("open");
+    store.migrate(None).expect("migrate");
+    let base = |t: EventType, at: i64| Event::new(t, Severity::Low, "x", Millis(T0 + at));
+    let mut events = Vec::new();
+    for i in 0..12 {
+        events.push(base(EventType::LoginFailed, i * 1000).user(Some(1), Some("alice")).ip(Some("203.0.113.5")).detail("reason", "bad_password"));
+    }
+    for (i, n) in ["root", "oracle", "test", "x';drop table users;--"].iter().enumerate() {
+        events.push(base(EventType::LoginFailed, 20_000 + i as i64).user(None, Some(n)).ip(Some("127.0.0.2")).detail("reason", "unknown_user"));
+    }
+    let cats = injection::classify("x';drop table users;--");
+    events.push(injection::suspicious_input_event("username", "x';drop table users;--", &cats, Millis(T0 + 20_004)).user(None, Some("x';drop table users;--")).ip(Some("127.0.0.2")));
+    for i in 0..6 {
+        events.push(base(EventType::LoginFailed, 30_000 + i).user(Some(i + 2), Some(&format!("u{i}"))).ip(Some("198.51.100.3")).detail("reason", "bad_password"));
+    }
+    events.push(base(EventType::SessionStarted, 40_000).user(Some(1), Some("alice")));
+    events.push(base(EventType::LoginFailed, 40_001).ip(Some("198.51.100.3")).detail("reason", "address_penalized"));
+    let ids = store.insert_events(&events).expect("insert");
+    let s = DetectionSettings::default();
+    let mut live = Detector::new(&s, 64);
+    let live_found: Vec<Finding> = ids.iter().zip(&events).flat_map(|(id, e)| live.observe_event(*id, e, e.created_at)).collect();
+    let mut replay = Detector::new(&s, 64);
+    let rows = store.events_by_id(0, i64::MAX, Some(Millis(T0)), EVENT_TYPES, 1000).expect("read");
+    let replay_found: Vec<Finding> = rows.iter().flat_map(|(id, e)| replay.observe_event(*id, e, e.created_at)).collect();
+    let key = |f: &Finding| (f.incident_type, f.subject.key(), f.event_ids.clone(), f.details.to_string(), f.title.clone());
+    assert!(live_found.len() >= 5, "{:?}", shape(&live_found));
+    assert_eq!(live_found.iter().map(key).collect::<Vec<_>>(), replay_found.iter().map(key).collect::<Vec<_>>());
+    let rules: std::collections::BTreeSet<String> = shape(&live_found).into_iter().map(|(r, _, _)| r).collect();
+    for r in ["brute_force_account", "brute_force_ip", "dictionary_username", "injection_attempt", "credential_stuffing"] {
+        assert!(rules.contains(r), "{r} in {rules:?}");
+    }
+    // The stored view (security events --json) converts the same way.
+    let stored = store.events(&crate::store::events::EventFilter { after_id: Some(0), limit: 1000, ..Default::default() }).expect("events");
+    let mut third = Detector::new(&s, 64);
+    let stored_found: Vec<Finding> = stored.iter().filter_map(DetectEvent::from_stored).flat_map(|e| third.observe(&e, e.at)).collect();
+    assert_eq!(live_found.iter().map(key).collect::<Vec<_>>(), stored_found.iter().map(key).collect::<Vec<_>>());
+}
+
+/// A million-address botnet cannot grow the state past `max_tracked` keys
+/// per map; networks keep counting.
+#[test]
+fn memory_stays_bounded_under_a_botnet() {
+    let mut s = DetectionSettings::default();
+    s.max_tracked = 1000;
+    let mut d = Detector::new(&s, 64);
+    let mut findings = 0;
+    for i in 0..50_000u32 {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i * 7);
+        let ev = DetectEvent { id: i64::from(i) + 1, at: Millis(T0 + i64::from(i) * 10), kind: Kind::Failure { unknown_user: true }, user_id: None, username: Some(format!("n{}", i % 5000)), ip: Some(ip.into()), session_id: None, tag: Some(PasswordTag([(i % 251) as u8; 16])) };
+        findings += d.observe(&ev, ev.at).len();
+    }
+    let st = d.stats();
+    assert!(st.addresses <= 1000 && st.networks <= 1000 && st.accounts <= 1000 && st.tags <= 1000, "{st:?}");
+    assert!(st.evicted > 0, "{st:?}");
+    assert_eq!(st.events, 50_000);
+    assert!(findings > 0, "the networks and the gate still see it");
+}
