@@ -4,7 +4,7 @@
 //! banner; brute force on an account rule-locks it, and its owner still
 //! gets in from the address of an earlier full login.
 
-use crate::harness::{config_with_playbooks, detail, poll, text, Gate, Ssh, ALICE_PW};
+use crate::harness::{config_with_playbooks, detail, poll, text, Gate, Ssh, ALICE_PW, DEFAULT_CONFIG};
 use serde_json::Value;
 use std::io::Read;
 use std::time::Duration;
@@ -79,4 +79,52 @@ fn brute_force_on_an_account_locks_it_but_not_its_owner_at_home() {
     assert!(home.authenticated_exec(), "{home:#?}\n{}", g.daemon_log());
     // One incident for the account, however many findings followed.
     assert_eq!(incidents(&g).iter().filter(|i| i["incident_type"] == "brute_force_account").count(), 1);
+}
+
+/// Ten wrong passwords from one address: a brute_force_ip incident whose
+/// built-in playbook blocks the address before the banner, while a user
+/// from another address logs in.
+#[test]
+fn brute_force_from_one_address_blocks_it() {
+    let g = Gate::start_with(&config_with_playbooks());
+    g.add_user("alice", ALICE_PW);
+    g.add_user("bob", ALICE_PW);
+    g.add_user("carol", ALICE_PW);
+    for i in 0..10 {
+        let who = if i % 2 == 0 { "alice" } else { "bob" };
+        let run = g.ssh(&Ssh::kbd(who, "Wrong-Horse-Battery-0").bind("127.0.0.2"));
+        assert!(!run.authenticated_exec(), "{run:#?}");
+    }
+    let incident = wait_incident(&g, "brute_force_ip");
+    assert_eq!(incident["subject"]["key"], "address:127.0.0.2", "{incident:#}");
+    poll(Duration::from_secs(10), "127.0.0.2 dropped before the banner", || banner_from(&g, "127.0.0.2").is_empty().then_some(()));
+    let list: Vec<Value> = serde_json::from_str(&g.cli_ok(&["security", "ip", "list", "--json"])).unwrap();
+    assert!(list.iter().any(|b| b["address"] == "127.0.0.2" && b["incident_id"] == incident["id"] && b["source"] == "rule"), "{list:#?}");
+    // Alice and bob took five failures each: their accounts are under a
+    // rule lock too (neither has a known address yet). Carol, from
+    // another address, is untouched.
+    let ok = g.ssh(&Ssh::kbd("carol", ALICE_PW).bind("127.0.0.3"));
+    assert!(ok.authenticated_exec(), "a legitimate user from another address: {ok:#?}");
+    assert!(!g.ssh(&Ssh::kbd("bob", ALICE_PW).bind("127.0.0.3")).authenticated_exec(), "bob is rule-locked");
+}
+
+/// A dry-run playbook on live traffic records what it would have done and
+/// does nothing: the address keeps its banner.
+#[test]
+fn a_dry_run_playbook_records_and_does_nothing() {
+    let config = DEFAULT_CONFIG.replace(
+        "playbooks: []\n",
+        "playbooks: [\n  {\n    name: try-blocking\n    when: { incident_type: \"brute_force_ip\" }\n    dry_run: true\n    actions: [\n      { block: true }\n    ]\n  }\n]\n",
+    );
+    let g = Gate::start_with(&config);
+    g.add_user("alice", ALICE_PW);
+    let run = g.ssh(&Ssh::kbd("oracle", "oracle").bind("127.0.0.2"));
+    assert!(!run.authenticated_exec(), "{run:#?}");
+    wait_incident(&g, "brute_force_ip");
+    let actions = g.wait_events(None, "playbook_action", |ev| !ev.is_empty());
+    assert_eq!(actions.len(), 1, "{actions:#?}");
+    let a = &actions[0];
+    assert_eq!((detail(a, "playbook"), detail(a, "action"), detail(a, "dry_run"), detail(a, "outcome")), (&"try-blocking".into(), &"block".into(), &true.into(), &"dry_run".into()), "{a:#}");
+    assert!(g.events_of(None, "ip_blocked").is_empty(), "nothing blocked");
+    assert!(text(&banner_from(&g, "127.0.0.2")).starts_with("SSH-2.0-"), "127.0.0.2 still gets the banner");
 }
