@@ -567,22 +567,15 @@ fn no_such(id: i64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::EventSink;
     use crate::store::devices::SeenDevice;
     use crate::store::sessions::NewSession;
     use crate::store::users::NewUser;
-    use crate::store::Store;
-    use std::sync::Arc;
 
     const T0: Millis = Millis(1_800_000_000_000);
     const MIN: Duration = Duration::from_secs(60);
 
     fn core_with(dir: &std::path::Path, extra: &str) -> Core {
-        let text = format!("passwords: {{\n  iterations: 1000\n}}\n{extra}");
-        let settings = crate::config::load::from_text(&text, "t.hjson", dir).expect("settings");
-        let store = Arc::new(Store::open(&dir.join("t.db")).expect("open"));
-        store.migrate(None).expect("migrate");
-        Core::new(store.clone(), settings, EventSink::Direct(store), crate::core::secrets::Keyring::from_key(&[5; 32]))
+        crate::core::test_core(dir, extra)
     }
 
     fn user(core: &Core, name: &str, email: Option<&str>, groups: &[&str]) -> i64 {

@@ -198,20 +198,13 @@ impl Core {
 mod tests {
     use super::*;
     use crate::core::login::{Attempt, Credential, Outcome};
-    use crate::core::EventSink;
     use crate::model::Secret;
-    use crate::store::Store;
-    use std::sync::Arc;
 
     const PASSWORD: &str = "Correct-Horse-Battery-9";
     const DAY: Duration = Duration::from_secs(86_400);
 
     fn core(dir: &std::path::Path, extra: &str) -> Core {
-        let text = format!("passwords: {{\n  iterations: 1000\n}}\nkdf: {{\n  workers: 2\n  queue: 32\n}}\n{extra}");
-        let settings = crate::config::load::from_text(&text, "t.hjson", dir).expect("settings");
-        let store = Arc::new(Store::open(&dir.join("t.db")).expect("open"));
-        store.migrate(None).expect("migrate");
-        Core::new(store.clone(), settings, EventSink::Direct(store), crate::core::secrets::Keyring::from_key(&[3; 32]))
+        crate::core::test_core(dir, &format!("kdf: {{\n  workers: 2\n  queue: 32\n}}\n{extra}"))
     }
 
     fn rt() -> tokio::runtime::Runtime {

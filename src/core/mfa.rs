@@ -531,16 +531,11 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::EventSink;
     use crate::model::Secret;
-    use crate::store::Store;
     use std::sync::Arc;
 
     fn core(dir: &std::path::Path) -> Core {
-        let settings = crate::config::load::from_text("passwords: {\n  iterations: 1000\n}\n", "t.hjson", dir).expect("settings");
-        let store = Arc::new(Store::open(&dir.join("t.db")).expect("open"));
-        store.migrate(None).expect("migrate");
-        Core::new(store.clone(), settings, EventSink::Direct(store), crate::core::secrets::Keyring::from_key(&[3; 32]))
+        crate::core::test_core(dir, "")
     }
 
     fn base32_decode(s: &str) -> Vec<u8> {

@@ -199,3 +199,15 @@ fn admission_limits(s: &Settings) -> admission::Limits {
         never_penalised: s.blocks.never_block.clone().into(),
     }
 }
+
+/// A `Core` for tests: the config text given (what a test changes; the
+/// tests' low hashing cost goes first), a fresh migrated store `t.db` in
+/// `dir`, events written directly, a fixed key.
+#[cfg(test)]
+pub(crate) fn test_core(dir: &std::path::Path, config: &str) -> Core {
+    let text = format!("passwords: {{\n  iterations: 1000\n}}\n{config}");
+    let settings = crate::config::load::from_text(&text, "t.hjson", dir).expect("settings");
+    let store = Arc::new(Store::open(&dir.join("t.db")).expect("open"));
+    store.migrate(None).expect("migrate");
+    Core::new(store.clone(), settings, EventSink::Direct(store), secrets::Keyring::from_key(&[3; 32]))
+}

@@ -505,11 +505,8 @@ impl Core {
 mod tests {
     use super::*;
     use crate::config::playbooks::When;
-    use crate::core::EventSink;
     use crate::model::Secret;
     use crate::store::events::EventFilter;
-    use crate::store::Store;
-    use std::sync::Arc;
     use std::time::Duration;
     use IncidentSeverity::*;
     use IncidentType::*;
@@ -574,11 +571,8 @@ mod tests {
 
     fn fixture(playbooks: &str) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
-        let text = format!("passwords: {{\n  iterations: 1000\n}}\nkdf: {{\n  workers: 1\n}}\nwebhooks: {{\n  ops: {{\n    url: \"http://127.0.0.1:9/hook\"\n    secret: whsec-0123456789abcdef\n  }}\n}}\n{playbooks}");
-        let settings = crate::config::load::from_text(&text, "t.hjson", dir.path()).unwrap_or_else(|e| panic!("{e:#?}"));
-        let store = Arc::new(Store::open(&dir.path().join("t.db")).expect("open"));
-        store.migrate(None).expect("migrate");
-        let core = Core::new(store.clone(), settings, EventSink::Direct(store), crate::core::secrets::Keyring::from_key(&[4; 32]));
+        let text = format!("kdf: {{\n  workers: 1\n}}\nwebhooks: {{\n  ops: {{\n    url: \"http://127.0.0.1:9/hook\"\n    secret: whsec-0123456789abcdef\n  }}\n}}\n{playbooks}");
+        let core = crate::core::test_core(dir.path(), &text);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
         Fixture { core, rt, _dir: dir }
     }

@@ -54,11 +54,8 @@ impl Core {
 mod tests {
     use super::*;
     use crate::core::accounts::Actor;
-    use crate::core::EventSink;
     use crate::model::{EventType, IncidentSeverity, IncidentType, Secret, Subject, TimelineKind};
     use crate::store::events::EventFilter;
-    use crate::store::Store;
-    use std::sync::Arc;
 
     /// A brute-force finding against alice under the built-in playbooks:
     /// the incident opens, its playbook locks the account once (on the
@@ -67,10 +64,7 @@ mod tests {
     #[test]
     fn a_finding_opens_an_incident_and_its_playbook_runs_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let settings = crate::config::load::from_text("passwords: {\n  iterations: 1000\n}\n", "t.hjson", dir.path()).expect("settings");
-        let store = Arc::new(Store::open(&dir.path().join("t.db")).expect("open"));
-        store.migrate(None).expect("migrate");
-        let core = Core::new(store.clone(), settings, EventSink::Direct(store), crate::core::secrets::Keyring::from_key(&[5; 32]));
+        let core = crate::core::test_core(dir.path(), "");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
         let t0 = Millis(1_764_072_000_000);
         let alice = rt.block_on(core.add_user("alice", Some("alice@example.org"), &Secret::new("Correct-Horse-Battery-9".into()), &[], &Actor::Cli("t".into()), t0)).expect("user");
