@@ -3,7 +3,7 @@
 //! again at login, idle connections penalised at the grace time, key file
 //! permissions, the offered ciphers and MACs, and what SIGHUP applies.
 
-use crate::harness::{detail, poll, run, text, totp_at, unix_now, Gate, Ssh, ALICE_PW, BIN, DEFAULT_CONFIG};
+use crate::harness::{connect_from, detail, poll, run, text, totp_at, unix_now, Gate, Ssh, ALICE_PW, BIN, DEFAULT_CONFIG};
 use crate::mfa::{enable, enroll_totp_spool, next_totp, open_page, spool_config, spooled_link};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
@@ -199,19 +199,6 @@ fn idle_connections_reaching_the_grace_time_penalise_their_address() {
     assert!(!run.authenticated_exec(), "{run:#?}");
     assert!(g.events_of(Some("alice"), "login_success").is_empty());
     g.wait_events(None, "connection_refused", |ev| !ev.is_empty());
-}
-
-/// A TCP connection to the gate from the loopback address `from`.
-fn connect_from(from: &str, port: u16) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let stream = rt.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
-        socket.connect(format!("127.0.0.1:{port}").parse().unwrap()).await.unwrap()
-    });
-    let stream = stream.into_std().unwrap();
-    stream.set_nonblocking(false).unwrap();
-    stream
 }
 
 /// Item 5's scenario: waves of 100 idle connections from 10 addresses

@@ -1001,3 +1001,16 @@ impl Gate {
         Gate { cli_config: path.clone(), config: path, log, dir, child: None, port: 0, web_port: 0, ssh_runs: Arc::new(AtomicUsize::new(0)) }
     }
 }
+
+/// A TCP connection to the gate from the loopback address `from`.
+pub fn connect_from(from: &str, port: u16) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        socket.connect(format!("127.0.0.1:{port}").parse().unwrap()).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}

@@ -4,7 +4,7 @@
 //! banner; brute force on an account rule-locks it, and its owner still
 //! gets in from the address of an earlier full login.
 
-use crate::harness::{config_with_playbooks, detail, poll, text, Gate, Ssh, ALICE_PW, DEFAULT_CONFIG};
+use crate::harness::{config_with_playbooks, connect_from, detail, poll, text, Gate, Ssh, ALICE_PW, DEFAULT_CONFIG};
 use serde_json::Value;
 use std::io::Read;
 use std::time::Duration;
@@ -19,14 +19,7 @@ fn wait_incident(g: &Gate, incident_type: &str) -> Value {
 
 /// What a connection from `from` receives before the gate closes it.
 fn banner_from(g: &Gate, from: &str) -> Vec<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let stream = rt.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
-        socket.connect(format!("127.0.0.1:{}", g.port).parse().unwrap()).await.unwrap()
-    });
-    let mut s = stream.into_std().unwrap();
-    s.set_nonblocking(false).unwrap();
+    let mut s = connect_from(from, g.port);
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut got = vec![0u8; 256];
     let n = s.read(&mut got).unwrap_or(0);
