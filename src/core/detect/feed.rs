@@ -38,7 +38,7 @@ pub const POLL: Duration = Duration::from_millis(250);
 /// Rows read from the table at a time.
 const PAGE: usize = 10_000;
 /// Batches the writer may have handed over and not yet been looked at.
-pub const HANDOFF_BATCHES: usize = 64;
+pub const HANDOFF_BATCHES: usize = 256;
 /// How long a tag waits for its event.
 const TAG_TTL: Duration = Duration::from_secs(30);
 
