@@ -434,7 +434,7 @@ fn p11_one(mix: Mix, secs: u64, detect: bool) -> (f64, String) {
     let store = fresh_store(dir.path(), "p11.db");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
     let (tx, rx) = if detect {
-        let (tx, rx) = std::sync::mpsc::sync_channel(feed::HANDOFF_BATCHES);
+        let (tx, rx) = portcullis::store::writer::feed(feed::HANDOFF_EVENTS);
         (Some(tx), Some(rx))
     } else {
         (None, None)
