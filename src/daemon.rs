@@ -152,7 +152,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     // Detection sees each committed batch from the writer, in memory.
     let detecting = settings.detection.any_enabled();
     let (feed_tx, feed_rx) = if detecting {
-        let (tx, rx) = std::sync::mpsc::sync_channel(crate::core::detect::feed::HANDOFF_BATCHES);
+        let (tx, rx) = crate::store::writer::feed(crate::core::detect::feed::HANDOFF_EVENTS);
         (Some(tx), Some(rx))
     } else {
         (None, None)
@@ -253,7 +253,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
 fn start_detection(
     core: &Arc<Core>,
     db: &Path,
-    feed: Option<std::sync::mpsc::Receiver<crate::store::writer::Committed>>,
+    feed: Option<crate::store::writer::FeedReceiver>,
 ) -> anyhow::Result<(Option<crate::core::detect::feed::DetectionThread>, tokio::task::JoinHandle<()>)> {
     use crate::core::detect::feed;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::model::Finding>(1024);

@@ -3,7 +3,7 @@
 //! it in one transaction, and only then answers those who asked to know.
 //! With a feed (`start_with_feed`) each committed batch is then handed,
 //! with its ids, to a reader in the same process (the detector) without
-//! waiting: a full feed drops the batch, which the reader then finds in
+//! waiting: a full feed (`feed(max_events)`) drops the batch, which the reader then finds in
 //! the table by id.
 
 use super::{events::insert_batch, open_connection, Result};
@@ -20,6 +20,55 @@ enum Msg {
 pub struct Committed {
     pub ids: Vec<i64>,
     pub events: Vec<Event>,
+}
+
+/// The writer's side of a feed: batches go out without waiting, and only
+/// while fewer than `max_events` events are handed over and not yet taken
+/// (a bound on the memory a slow reader can hold).
+pub struct FeedSender {
+    tx: std::sync::mpsc::SyncSender<Committed>,
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    max_events: usize,
+}
+
+/// The reader's side: `recv_timeout` and `try_recv` as a channel's.
+pub struct FeedReceiver {
+    rx: std::sync::mpsc::Receiver<Committed>,
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A feed holding at most `max_events` events (in at most 4,096 batches).
+pub fn feed(max_events: usize) -> (FeedSender, FeedReceiver) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+    let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (FeedSender { tx, queued: queued.clone(), max_events }, FeedReceiver { rx, queued })
+}
+
+impl FeedSender {
+    fn offer(&self, c: Committed) {
+        use std::sync::atomic::Ordering;
+        let n = c.events.len();
+        if self.queued.load(Ordering::Acquire) + n > self.max_events {
+            return; // the reader finds it in the table
+        }
+        self.queued.fetch_add(n, Ordering::AcqRel);
+        if self.tx.try_send(c).is_err() {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+}
+
+impl FeedReceiver {
+    fn taken(&self, c: Committed) -> Committed {
+        self.queued.fetch_sub(c.events.len(), std::sync::atomic::Ordering::AcqRel);
+        c
+    }
+    pub fn recv_timeout(&self, d: std::time::Duration) -> std::result::Result<Committed, std::sync::mpsc::RecvTimeoutError> {
+        self.rx.recv_timeout(d).map(|c| self.taken(c))
+    }
+    pub fn try_recv(&self) -> std::result::Result<Committed, std::sync::mpsc::TryRecvError> {
+        self.rx.try_recv().map(|c| self.taken(c))
+    }
 }
 
 /// Cheap to clone; every clone feeds the same thread.
@@ -48,7 +97,7 @@ impl EventWriter {
 
     /// `start_joinable`, handing every committed batch to `feed` (with
     /// `try_send`: the writer never waits for its reader).
-    pub fn start_with_feed(path: &Path, batch: usize, feed: Option<std::sync::mpsc::SyncSender<Committed>>) -> Result<(EventWriter, WriterThread)> {
+    pub fn start_with_feed(path: &Path, batch: usize, feed: Option<FeedSender>) -> Result<(EventWriter, WriterThread)> {
         let mut conn = open_connection(path)?;
         // The event indexes take inserts at many points at once (one per
         // user and address); a larger page cache keeps those pages hot.
@@ -82,7 +131,7 @@ impl EventWriter {
                             if let Some(feed) = &feed {
                                 let done = std::mem::replace(&mut events, Vec::with_capacity(batch.min(1024)));
                                 // Full or gone: the reader catches up from the table.
-                                let _ = feed.try_send(Committed { ids, events: done });
+                                feed.offer(Committed { ids, events: done });
                             }
                             true
                         }

@@ -25,7 +25,7 @@ use super::spray::{PasswordTag, TagMessage};
 use super::{DetectEvent, Detector, Kind, EVENT_TYPES};
 use crate::config::detection::DetectionSettings;
 use crate::model::{Event, Finding, Millis};
-use crate::store::writer::Committed;
+use crate::store::writer::{Committed, FeedReceiver};
 use crate::store::Store;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -37,8 +37,10 @@ use std::time::{Duration, Instant};
 pub const POLL: Duration = Duration::from_millis(250);
 /// Rows read from the table at a time.
 const PAGE: usize = 10_000;
-/// Batches the writer may have handed over and not yet been looked at.
-pub const HANDOFF_BATCHES: usize = 64;
+/// Events the writer may have handed over and the thread not yet taken
+/// (`store::writer::feed`): beyond them batches are read back from the
+/// table instead, so a slow detector holds at most this many in memory.
+pub const HANDOFF_EVENTS: usize = 100_000;
 /// How long a tag waits for its event.
 const TAG_TTL: Duration = Duration::from_secs(30);
 
@@ -136,7 +138,7 @@ impl Drop for DetectionThread {
 pub fn start(
     store: Arc<Store>,
     config: FeedConfig,
-    handoff: Receiver<Committed>,
+    handoff: FeedReceiver,
     tags: Option<Receiver<TagMessage>>,
     stats: Arc<LiveStats>,
     findings: tokio::sync::mpsc::Sender<Finding>,
@@ -203,7 +205,7 @@ struct Feed {
 }
 
 impl Feed {
-    fn run(&mut self, config: &FeedConfig, handoff: Receiver<Committed>, tags: Option<Receiver<TagMessage>>, stop: &AtomicBool) {
+    fn run(&mut self, config: &FeedConfig, handoff: FeedReceiver, tags: Option<Receiver<TagMessage>>, stop: &AtomicBool) {
         let start_id = match self.store.last_event_id() {
             Ok(id) => id,
             Err(e) => {
@@ -394,7 +396,7 @@ mod tests {
         // and reports nothing).
         let before: Vec<Event> = (0..4).map(|i| fail("alice", Some(1), "192.0.2.1", now.minus(Duration::from_secs(60 - i)))).collect();
         store.insert_events(&before).expect("insert");
-        let (tx, rx) = std::sync::mpsc::sync_channel(HANDOFF_BATCHES);
+        let (tx, rx) = crate::store::writer::feed(HANDOFF_EVENTS);
         let (writer, writer_thread) = EventWriter::start_with_feed(&path, 100, Some(tx)).expect("writer");
         let tagger = Tagger::with_key(Some(Secret::new([1; 32])), 64);
         let stats = Arc::new(LiveStats::default());

@@ -2,7 +2,7 @@
 //! state in the bounded structures of `windows.rs` and fires through
 //! `windows::crossing` (once at the threshold, then on each doubling).
 
-use super::windows::{crossing, Attempt, AttemptWindow, Buckets, Emit, Fired};
+use super::windows::{crossing, Attempt, AttemptWindow, Buckets, Emit, Fired, ADDRS, NAMES};
 use super::{finding, shown, DetectEvent, Detector, Kind};
 use crate::core::admission::AddressKey;
 use crate::model::{Finding, IncidentSeverity, IncidentType, Millis, Subject};
@@ -137,7 +137,7 @@ impl Detector {
             let subject = || Subject::Address(key.to_string());
             if s.brute_force_ip.enabled {
                 let r = &s.brute_force_ip;
-                st.brute_force.push(attempt, ms(r.window), cap_for(r.failures));
+                st.brute_force.push(attempt, ms(r.window), cap_for(r.failures), 0);
                 let n = st.brute_force.len() as u64;
                 let emit = crossing(&mut st.brute_force.fired, n, u64::from(r.failures), ev.at, ms(r.window));
                 if emit != Emit::No {
@@ -146,21 +146,21 @@ impl Detector {
                         subject(),
                         IncidentSeverity::Medium,
                         format!("brute force from {key}: {n} failed logins in {}", span(r.window)),
-                        format!("{n} failed login attempts from {key} within {} ({} usernames); the threshold is {}", span(r.window), st.brute_force.distinct_names(), r.failures),
+                        format!("{n} failed login attempts from {key} within {}; the threshold is {}", span(r.window), r.failures),
                         st.brute_force.ids(IDS),
                         st.brute_force.first_at(),
-                        json!({ "rule": "brute_force_ip", "threshold": r.failures, "window": span(r.window), "failures": n, "usernames": st.brute_force.distinct_names(), "update": emit == Emit::Update }),
+                        json!({ "rule": "brute_force_ip", "threshold": r.failures, "window": span(r.window), "failures": n, "update": emit == Emit::Update }),
                     ));
                 }
             }
             if s.credential_stuffing.enabled {
                 let r = &s.credential_stuffing;
-                st.stuffing.push(attempt, ms(r.window), 256);
+                st.stuffing.push(attempt, ms(r.window), 256, NAMES);
                 stuffing_check(st, r, key, ev.at, out);
             }
             if unknown_user && s.username_enumeration.enabled {
                 let r = &s.username_enumeration;
-                st.unknown_names.push(attempt, ms(r.window), cap_for(r.usernames));
+                st.unknown_names.push(attempt, ms(r.window), cap_for(r.usernames), NAMES);
                 let n = st.unknown_names.distinct_names() as u64;
                 let emit = crossing(&mut st.unknown_names.fired, n, u64::from(r.usernames), ev.at, ms(r.window));
                 if emit != Emit::No {
@@ -169,7 +169,7 @@ impl Detector {
             }
             if in_dictionary {
                 let r = &s.dictionary_usernames;
-                st.dictionary.push(attempt, ms(r.window), 64);
+                st.dictionary.push(attempt, ms(r.window), 64, NAMES);
                 let n = st.dictionary.len() as u64;
                 let emit = crossing(&mut st.dictionary.fired, n, 1, ev.at, ms(r.window));
                 if emit != Emit::No {
@@ -202,7 +202,7 @@ impl Detector {
             }
             if unknown_user && s.username_enumeration.enabled {
                 let r = &s.username_enumeration;
-                st.unknown_names.push(attempt, ms(r.window), cap_for(r.usernames));
+                st.unknown_names.push(attempt, ms(r.window), cap_for(r.usernames), NAMES);
                 let n = st.unknown_names.distinct_names() as u64;
                 let emit = crossing(&mut st.unknown_names.fired, n, u64::from(r.usernames), ev.at, ms(r.window));
                 if emit != Emit::No {
@@ -215,7 +215,7 @@ impl Detector {
             let st = self.accounts.touch(user_id, ev.at);
             if s.brute_force_account.enabled {
                 let r = &s.brute_force_account;
-                st.brute_force.push(attempt, ms(r.window), cap_for(r.failures));
+                st.brute_force.push(attempt, ms(r.window), cap_for(r.failures), ADDRS);
                 let n = st.brute_force.len() as u64;
                 let emit = crossing(&mut st.brute_force.fired, n, u64::from(r.failures), ev.at, ms(r.window));
                 if emit != Emit::No {
@@ -253,7 +253,7 @@ impl Detector {
                 } else if st.first_address != address {
                     st.one_address = false;
                 }
-                st.attempts.push(attempt, ms(r.window), cap_for(r.accounts));
+                st.attempts.push(attempt, ms(r.window), cap_for(r.accounts), NAMES | ADDRS);
                 let n = st.attempts.distinct_names() as u64;
                 let emit = crossing(&mut st.attempts.fired, n, u64::from(r.accounts), ev.at, ms(r.window));
                 if emit != Emit::No {
@@ -292,7 +292,7 @@ impl Detector {
             if self.s.credential_stuffing.enabled {
                 let r = &self.s.credential_stuffing;
                 let st = self.addresses.touch(key, ev.at);
-                st.stuffing.push(Attempt { at: ev.at, id: ev.id, name: name_h, addr: addr_h, failed: false }, ms(r.window), 256);
+                st.stuffing.push(Attempt { at: ev.at, id: ev.id, name: name_h, addr: addr_h, failed: false }, ms(r.window), 256, NAMES);
             }
         }
         if self.s.distributed_stuffing.enabled {
@@ -395,7 +395,7 @@ impl Detector {
             }
             (None, None) => return,
         };
-        window.push(attempt, ms(r.window), 64);
+        window.push(attempt, ms(r.window), 64, 0);
         let n = window.len() as u64;
         let emit = crossing(&mut window.fired, n, 1, ev.at, ms(r.window));
         if emit == Emit::No {

@@ -91,16 +91,28 @@ pub(crate) struct AttemptWindow {
     items: VecDeque<Attempt>,
     names: HashMap<u64, u32>,
     addrs: HashMap<u64, u32>,
+    track: u8,
     failures: u32,
     pub fired: Option<Fired>,
 }
 
+/// What an `AttemptWindow` counts distinct values of (a rule that needs
+/// neither pays for neither).
+pub(crate) const NAMES: u8 = 1;
+pub(crate) const ADDRS: u8 = 2;
+
 impl AttemptWindow {
-    pub fn push(&mut self, a: Attempt, window_ms: i64, cap: usize) {
+    /// `track`: `NAMES`, `ADDRS`, both or 0; the same on every push.
+    pub fn push(&mut self, a: Attempt, window_ms: i64, cap: usize, track: u8) {
+        self.track = track;
         self.expire(Millis(a.at.0.saturating_sub(window_ms)));
         self.items.push_back(a);
-        *self.names.entry(a.name).or_insert(0) += 1;
-        *self.addrs.entry(a.addr).or_insert(0) += 1;
+        if track & NAMES != 0 {
+            *self.names.entry(a.name).or_insert(0) += 1;
+        }
+        if track & ADDRS != 0 {
+            *self.addrs.entry(a.addr).or_insert(0) += 1;
+        }
         if a.failed {
             self.failures += 1;
         }
@@ -118,7 +130,10 @@ impl AttemptWindow {
 
     fn pop(&mut self) {
         let Some(a) = self.items.pop_front() else { return };
-        for (map, key) in [(&mut self.names, a.name), (&mut self.addrs, a.addr)] {
+        for (map, key, on) in [(&mut self.names, a.name, self.track & NAMES != 0), (&mut self.addrs, a.addr, self.track & ADDRS != 0)] {
+            if !on {
+                continue;
+            }
             if let Some(n) = map.get_mut(&key) {
                 *n -= 1;
                 if *n == 0 {
@@ -172,14 +187,17 @@ pub(crate) struct Buckets {
     slot: [i64; SLOTS],
     count: [u32; SLOTS],
     first: [i64; SLOTS],
-    /// A few of the newest event ids, for the finding.
-    ids: VecDeque<i64>,
+    /// The newest event ids, for the finding (a ring, no allocation).
+    ids: [i64; IDS_KEPT],
+    ids_seen: usize,
     pub fired: Option<Fired>,
 }
 
+const IDS_KEPT: usize = 16;
+
 impl Default for Buckets {
     fn default() -> Self {
-        Buckets { slot: [i64::MIN; SLOTS], count: [0; SLOTS], first: [0; SLOTS], ids: VecDeque::new(), fired: None }
+        Buckets { slot: [i64::MIN; SLOTS], count: [0; SLOTS], first: [0; SLOTS], ids: [0; IDS_KEPT], ids_seen: 0, fired: None }
     }
 }
 
@@ -195,10 +213,8 @@ impl Buckets {
         }
         self.count[i] = self.count[i].saturating_add(1);
         self.first[i] = self.first[i].min(at.0);
-        self.ids.push_back(id);
-        if self.ids.len() > 20 {
-            self.ids.pop_front();
-        }
+        self.ids[self.ids_seen % IDS_KEPT] = id;
+        self.ids_seen += 1;
     }
 
     /// The count within the window ending at `at`, and the first event's time.
@@ -216,8 +232,10 @@ impl Buckets {
         (total, Millis(if first == i64::MAX { at.0 } else { first }))
     }
 
+    /// The newest ids, oldest first.
     pub fn ids(&self) -> Vec<i64> {
-        self.ids.iter().copied().collect()
+        let n = self.ids_seen.min(IDS_KEPT);
+        (self.ids_seen - n..self.ids_seen).map(|i| self.ids[i % IDS_KEPT]).collect()
     }
 }
 
@@ -314,18 +332,18 @@ mod tests {
     fn attempt_window_counts_as_attempts_come_and_go() {
         let mut w = AttemptWindow::default();
         let a = |at: i64, name: u64, addr: u64, failed: bool| Attempt { at: Millis(at), id: at, name, addr, failed };
-        w.push(a(0, 1, 1, true), 100, 4);
-        w.push(a(10, 2, 1, false), 100, 4);
-        w.push(a(20, 2, 2, true), 100, 4);
+        w.push(a(0, 1, 1, true), 100, 4, NAMES | ADDRS);
+        w.push(a(10, 2, 1, false), 100, 4, NAMES | ADDRS);
+        w.push(a(20, 2, 2, true), 100, 4, NAMES | ADDRS);
         assert_eq!((w.len(), w.failures(), w.distinct_names(), w.distinct_addrs()), (3, 2, 2, 2));
         // 0 drops out of the window.
-        w.push(a(105, 3, 3, true), 100, 4);
+        w.push(a(105, 3, 3, true), 100, 4, NAMES | ADDRS);
         assert_eq!((w.len(), w.failures(), w.distinct_names(), w.distinct_addrs()), (3, 2, 2, 3));
         assert_eq!(w.ids(10), vec![10, 20, 105]);
         assert_eq!(w.failed_ids(10), vec![20, 105]);
         // The cap drops the oldest.
         for t in 106..110 {
-            w.push(a(t, 9, 9, true), 100, 4);
+            w.push(a(t, 9, 9, true), 100, 4, NAMES | ADDRS);
         }
         assert_eq!(w.len(), 4);
         assert_eq!(w.first_at(), Millis(106));
