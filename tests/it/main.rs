@@ -13,6 +13,7 @@ mod mfa;
 mod playbooks;
 mod response;
 mod sessions;
+mod takeover;
 mod web;
 
 use harness::{detail, poll, text, Gate, Ssh, ALICE_PW, BIN, BOB_PW, DEFAULT_CONFIG};
