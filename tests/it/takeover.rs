@@ -3,8 +3,9 @@
 //! her three times (under brute force's five) and then logs in with her
 //! password from a client the gate has never seen: russh's, with its own
 //! version string, so a new device. The built-in `account-takeover`
-//! playbook cuts both live sessions with a message, makes the next login
-//! change the password, and mails alice. A password change the newcomer
+//! playbook locks the account (the intruder, who knows the password, is
+//! kept out; alice still gets in from home), cuts both live sessions with
+//! a message, makes the next login change the password, and mails alice. A password change the newcomer
 //! makes right after such a login raises the incident to critical; the
 //! owner obeying the forced reset from home does not.
 
@@ -242,14 +243,14 @@ fn a_takeover_cuts_both_sessions_forces_a_reset_and_tells_the_owner() {
     assert_eq!(evidence["rule"]["form"], "login", "{evidence:#}");
 
     // The playbook's actions: events and timeline entries.
-    let actions = g.wait_events(Some("alice"), "playbook_action", |ev| ev.len() >= 3);
+    let actions = g.wait_events(Some("alice"), "playbook_action", |ev| ev.len() >= 4);
     let mut got: Vec<(String, String, String)> = actions
         .iter()
         .map(|a| (detail(a, "playbook").as_str().unwrap().to_owned(), detail(a, "action").as_str().unwrap().to_owned(), detail(a, "outcome").as_str().unwrap().to_owned()))
         .collect();
     got.sort();
     let pb = |a: &str| ("account-takeover".to_owned(), a.to_owned(), "done".to_owned());
-    assert_eq!(got, [pb("force_password_reset"), pb("notify"), pb("revoke_sessions")], "{actions:#?}");
+    assert_eq!(got, [pb("force_password_reset"), pb("lock"), pb("notify"), pb("revoke_sessions")], "{actions:#?}");
     assert!(actions.iter().all(|a| detail(a, "incident_id") == n && detail(a, "dry_run") == false), "{actions:#?}");
     let revoke = actions.iter().find(|a| detail(a, "action") == "revoke_sessions").unwrap();
     assert_eq!(detail(revoke, "result"), "2 session(s) of alice ended", "{revoke:#}");
@@ -262,7 +263,7 @@ fn a_takeover_cuts_both_sessions_forces_a_reset_and_tells_the_owner() {
         .map(|e| e["details"]["action"].as_str().unwrap().to_owned())
         .collect();
     on_timeline.sort();
-    assert_eq!(on_timeline, ["force_password_reset", "notify", "revoke_sessions"], "{shown:#}");
+    assert_eq!(on_timeline, ["force_password_reset", "lock", "notify", "revoke_sessions"], "{shown:#}");
 
     // Both live sessions are cut, with the reason.
     let why = format!("Your session was ended: playbook account-takeover: incident #{n} (account_takeover)");
@@ -289,7 +290,17 @@ fn a_takeover_cuts_both_sessions_forces_a_reset_and_tells_the_owner() {
     assert!(mail.to.contains("alice@example.org"), "{mail:#?}");
     assert_eq!(mail.subject, "Unusual activity on your account");
     assert!(mail.text.contains(incident["title"].as_str().unwrap()), "{mail:#?}");
-    assert!(mail.text.contains("- revoke_sessions: done\n- force_password_reset: done"), "{mail:#?}");
+    assert!(mail.text.contains("- lock: done\n- revoke_sessions: done\n- force_password_reset: done"), "{mail:#?}");
+
+    // The intruder still knows the password, but the lock keeps them out:
+    // their own login made 127.0.0.7 a "known" address of alice's, after
+    // the attack began, so it does not open the lock.
+    let refused = Intruder::login(g.port, "alice", ALICE_PW).err().expect("the intruder is locked out");
+    assert!(refused.starts_with("refused"), "{refused}");
+    let locked = g.wait_events(Some("alice"), "login_failed", |ev| ev.iter().any(|e| detail(e, "reason") == "locked"));
+    let locked = locked.iter().find(|e| detail(e, "reason") == "locked").unwrap();
+    assert_eq!((locked["ip"].as_str(), detail(locked, "lock")["known_address"].as_str()), (Some(ATTACKER), Some("since_attack")), "{locked:#}");
+    assert_eq!(detail(locked, "lock")["incident_id"], n, "{locked:#}");
 
     // 4. The forced reset holds: the next login must change the password,
     // and giving up logs off with the flag still set.
@@ -319,6 +330,10 @@ fn a_takeover_cuts_both_sessions_forces_a_reset_and_tells_the_owner() {
     let (code, screen) = next.finish();
     assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&screen));
     assert_eq!(user(&g, "alice")["must_reset_password"], false);
+    // She got past the lock from her address known before the attack.
+    let home_logins = g.events_of(Some("alice"), "login_success");
+    let last = home_logins.iter().filter(|e| e["ip"] == "127.0.0.1").max_by_key(|e| id(e)).unwrap();
+    assert_eq!(detail(last, "lock")["admitted"], "known_address", "{last:#}");
     let changed = g.wait_events(Some("alice"), "password_changed", |ev| !ev.is_empty());
     assert_eq!(changed[0]["ip"], "127.0.0.1", "{:#}", changed[0]);
     // The attacker's password is worth nothing now.
