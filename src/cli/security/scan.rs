@@ -68,9 +68,9 @@ impl Bar {
 impl Progress for Bar {
     fn start(&self, kind: ScanKind, total: u64) {
         if let Some(b) = &self.0 {
-            b.set_length(total);
-            b.set_position(0);
             b.set_message(kind.as_str());
+            b.set_position(0);
+            b.set_length(total);
         }
     }
     fn advance(&self, steps: u64) {
