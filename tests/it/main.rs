@@ -12,6 +12,7 @@ mod menus;
 mod mfa;
 mod playbooks;
 mod response;
+mod scans;
 mod sessions;
 mod takeover;
 mod web;
