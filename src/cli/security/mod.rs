@@ -1,6 +1,7 @@
 //! `portcullis security`: security events, incidents, two-factor
-//! authentication, webhooks, address blocks and sessions.
+//! authentication, webhooks, address blocks, sessions and devices.
 
+mod devices;
 mod events;
 mod incidents;
 mod ip;
@@ -32,6 +33,9 @@ pub(super) enum SecurityCmd {
     /// Sessions: list them, end them.
     #[command(subcommand)]
     Sessions(sessions::SessionsCmd),
+    /// Devices: list a user's, trust, untrust, remove.
+    #[command(subcommand)]
+    Devices(devices::DevicesCmd),
     /// Scans: `suspicious` runs the detection rules over history.
     #[command(subcommand)]
     Scan(scan::ScanCmd),
@@ -46,5 +50,6 @@ pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
         SecurityCmd::Ip(cmd) => ip::run(core, cmd).await,
         SecurityCmd::Sessions(cmd) => sessions::run(core, cmd).await,
         SecurityCmd::Scan(cmd) => scan::run(core, cmd).await,
+        SecurityCmd::Devices(cmd) => devices::run(core, cmd).await,
     }
 }
