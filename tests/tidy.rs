@@ -17,6 +17,7 @@ const CRATE_HOMES: &[(&str, &[&str])] = &[
     ("hmac", &["src/core/"]),
     ("aes_gcm", &["src/core/secrets.rs"]),
     ("sha1", &["src/core/otp.rs"]),
+    ("md5", &["src/core/devices.rs"]),
     ("lettre", &["src/mail/"]),
     ("url", &["src/config/smtp.rs"]),
     ("axum", &["src/web/"]),

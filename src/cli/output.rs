@@ -855,3 +855,82 @@ pub fn scan_report(r: &crate::core::scans::ScanReport, json: bool) -> anyhow::Re
     std::io::stdout().flush()?;
     Ok(())
 }
+
+#[derive(serde::Serialize)]
+struct DeviceJson<'a> {
+    id: i64,
+    device_name: &'a str,
+    device_type: &'a str,
+    is_trusted: bool,
+    risk_score: u8,
+    last_seen_at: &'a str,
+    first_seen_at: &'a str,
+    user_id: i64,
+    username: &'a str,
+    last_ip: &'a str,
+    /// The addresses it was seen at, the most recent first (bounded).
+    addresses: Vec<&'a str>,
+    login_count: i64,
+    failure_count: i64,
+    client_version: &'a str,
+    hassh: Option<&'a str>,
+    hassh_algorithms: Option<&'a str>,
+    key_fingerprint: Option<&'a str>,
+    trusted_at: Option<&'a str>,
+    trusted_by: Option<&'a str>,
+}
+
+/// An account's devices, each with the addresses it was seen at.
+pub fn devices(list: &[(crate::store::devices::DeviceRow, Vec<crate::store::devices::DeviceAddress>)], json: bool) -> anyhow::Result<()> {
+    if json {
+        let rows: Vec<DeviceJson<'_>> = list
+            .iter()
+            .map(|(d, addresses)| DeviceJson {
+                id: d.id,
+                device_name: &d.device_name,
+                device_type: &d.device_type,
+                is_trusted: d.is_trusted,
+                risk_score: d.risk_score,
+                last_seen_at: &d.last_seen_at,
+                first_seen_at: &d.first_seen_at,
+                user_id: d.user_id,
+                username: &d.username,
+                last_ip: &d.last_ip,
+                addresses: addresses.iter().map(|a| a.ip.as_str()).collect(),
+                login_count: d.login_count,
+                failure_count: d.failure_count,
+                client_version: &d.client_version,
+                hassh: d.hassh.as_deref(),
+                hassh_algorithms: d.hassh_algorithms.as_deref(),
+                key_fingerprint: d.key_fingerprint.as_deref(),
+                trusted_at: d.trusted_at.as_deref(),
+                trusted_by: d.trusted_by.as_deref(),
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    if list.is_empty() {
+        println!("no devices");
+        return Ok(());
+    }
+    table(
+        &["ID", "TRUSTED", "TYPE", "LOGINS", "FAILURES", "RISK", "LAST SEEN", "LAST IP", "ADDRESSES", "HASSH", "NAME"],
+        list.iter()
+            .map(|(d, addresses)| {
+                vec![
+                    d.id.to_string(),
+                    if d.is_trusted { "yes".into() } else { "no".into() },
+                    d.device_type.clone(),
+                    d.login_count.to_string(),
+                    d.failure_count.to_string(),
+                    d.risk_score.to_string(),
+                    d.last_seen_at.clone(),
+                    d.last_ip.clone(),
+                    addresses.len().to_string(),
+                    d.hassh.clone().unwrap_or_else(|| "unknown".into()),
+                    d.device_name.clone(),
+                ]
+            })
+            .collect(),
+    )
+}

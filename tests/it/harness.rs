@@ -94,11 +94,13 @@ pub struct Ssh<'a> {
     pub identity: Option<&'a Path>,
     /// Remote command; `None` asks for an interactive session.
     pub command: Option<&'a str>,
+    /// More `-o` options (e.g. "Ciphers=aes256-gcm@openssh.com").
+    pub options: &'a [&'a str],
 }
 
 impl<'a> Ssh<'a> {
     pub fn kbd(user: &'a str, password: &'a str) -> Ssh<'a> {
-        Ssh { user, password, code: None, method: "keyboard-interactive", prompts: 1, bind: None, identity: None, command: Some("true") }
+        Ssh { user, password, code: None, method: "keyboard-interactive", prompts: 1, bind: None, identity: None, command: Some("true"), options: &[] }
     }
     /// Answers the second-factor prompt with `code`.
     pub fn code(mut self, code: &'a str) -> Self {
@@ -124,6 +126,11 @@ impl<'a> Ssh<'a> {
     }
     pub fn interactive(mut self) -> Self {
         self.command = None;
+        self
+    }
+    /// More `-o` options for the client.
+    pub fn options(mut self, options: &'a [&'a str]) -> Self {
+        self.options = options;
         self
     }
 }
@@ -495,6 +502,9 @@ impl Client {
             None => {
                 cmd.arg("-o").arg("PubkeyAuthentication=no");
             }
+        }
+        for opt in o.options {
+            cmd.arg("-o").arg(opt);
         }
         if let Some(b) = o.bind {
             cmd.arg("-b").arg(b);

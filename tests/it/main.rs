@@ -5,6 +5,7 @@ mod auth;
 mod blocks;
 mod cli;
 mod detect;
+mod devices;
 mod flow;
 mod harness;
 mod incidents;
