@@ -387,6 +387,8 @@ struct IncidentJson<'a> {
     resolved_at: Option<String>,
     event_count: i64,
     subject: SubjectJson<'a>,
+    /// The detection rule that opened it; null when opened by hand.
+    rule: Option<&'a str>,
     first_event_at: String,
     updated_at: String,
     escalations: u32,
@@ -409,6 +411,7 @@ fn incident_json(i: &crate::core::incidents::Incident) -> IncidentJson<'_> {
         resolved_at: i.resolved_at.map(|t| t.rfc3339()),
         event_count: i.event_count,
         subject: subject_json(&i.subject),
+        rule: i.rule.as_deref(),
         first_event_at: i.first_event_at.rfc3339(),
         updated_at: i.updated_at.rfc3339(),
         escalations: i.escalations,
@@ -500,6 +503,9 @@ pub fn incident(v: &crate::core::incidents::IncidentView, json: bool) -> anyhow:
         ("opened", i.created_at.rfc3339()),
         ("MTTD", duration_ms(mttd_ms(i))),
     ];
+    if let Some(rule) = &i.rule {
+        rows.insert(3, ("rule", rule.clone()));
+    }
     if let Some(at) = i.resolved_at {
         rows.push(("resolved", at.rfc3339()));
         rows.push(("MTTR", duration_ms(mttr_ms(i).unwrap_or(0))));
