@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admission;
 pub mod blocks;
 pub mod connections;
+pub mod drain;
 pub mod incidents;
 pub mod detect;
 pub mod kdf;
