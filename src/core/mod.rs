@@ -6,6 +6,7 @@ pub mod admission;
 pub mod blocks;
 pub mod connections;
 pub mod devices;
+pub mod drain;
 pub mod incidents;
 pub mod detect;
 pub mod kdf;
