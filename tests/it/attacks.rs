@@ -61,6 +61,14 @@ fn wait_block(g: &Gate, address: &str) -> Value {
     poll(WAIT, &format!("a block of {address}"), || blocks(g).into_iter().find(|b| b["address"] == address))
 }
 
+/// The address's first offence: every `ip_blocked` of it (one per rule
+/// that fired on the same attempts) is for the first step, 30 minutes.
+fn assert_first_offence(g: &Gate, address: &str) {
+    let blocked: Vec<Value> = g.events_of(None, "ip_blocked").into_iter().filter(|e| detail(e, "network") == address).collect();
+    assert!(!blocked.is_empty());
+    assert!(blocked.iter().all(|e| detail(e, "duration") == "30m" && detail(e, "repeat") == 0 && detail(e, "source") == "rule"), "{blocked:#?}");
+}
+
 /// What a connection from `from` receives before the gate closes it.
 fn banner_from(g: &Gate, from: &str) -> Vec<u8> {
     let mut s = connect_from(from, g.port);
@@ -154,6 +162,7 @@ fn credential_stuffing_from_one_address_is_blocked() {
     assert_eq!((&block["source"], &block["incident_id"]), (&"rule".into(), &incident["id"]), "{block:#}");
     assert!(block["expires_at"].is_string(), "a rule block ends: {block:#}");
     assert_on_timeline(&g, &incident, "block-attacking-address", "block");
+    assert_first_offence(&g, "127.0.0.2");
     wait_dropped_before_banner(&g, "127.0.0.2");
     // The rest of the list never reaches a password check.
     assert!(!attacker("eva", "Eva1990").authenticated_exec());
@@ -276,6 +285,7 @@ fn username_enumeration_from_one_address_is_blocked() {
     let block = wait_block(&g, "127.0.0.2");
     assert_eq!(block["source"], "rule", "{block:#}");
     assert_on_timeline(&g, &incident, "block-attacking-address", "block");
+    assert_first_offence(&g, "127.0.0.2");
     wait_dropped_before_banner(&g, "127.0.0.2");
     // Gwen's address, in the same /24, is not blocked.
     assert!(text(&banner_from(&g, "127.0.0.3")).starts_with("SSH-2.0-"), "{:#?}", blocks(&g));
@@ -312,6 +322,7 @@ fn password_spraying_from_one_address_is_blocked() {
     let block = wait_block(&g, "127.0.0.2");
     assert_eq!(block["source"], "rule", "{block:#}");
     assert_on_timeline(&g, &incident, "block-attacking-address", "block");
+    assert_first_offence(&g, "127.0.0.2");
     wait_dropped_before_banner(&g, "127.0.0.2");
     assert!(g.ssh(&Ssh::kbd("gwen", GWEN_PW).bind("127.0.0.3")).authenticated_exec(), "gwen while 127.0.0.2 is blocked");
     assert!(locked_users(&g).is_empty(), "one failure per account locks nobody");
