@@ -1030,3 +1030,26 @@ pub fn connect_from(from: &str, port: u16) -> std::net::TcpStream {
     stream.set_nonblocking(false).unwrap();
     stream
 }
+
+impl Client {
+    /// `ssh` (non-interactive) answering the password prompts with
+    /// `answers` in turn, as a person retypes after a typo; the code
+    /// prompt that follows a refused password gets an empty answer (the
+    /// Enter key of someone who has no code). As many password prompts as
+    /// answers are allowed.
+    pub fn ssh_typing(&self, o: &Ssh, answers: &[&str]) -> SshRun {
+        let o = o.clone().prompts(answers.len().max(1) as u32);
+        let askdir = self.askpass(o.password, o.code);
+        let d = askdir.display();
+        std::fs::write(askdir.join("answers"), answers.iter().map(|a| format!("{a}\n")).collect::<String>()).unwrap();
+        std::fs::write(
+            askdir.join("askpass.sh"),
+            format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{d}/prompts'\ncase \"$1\" in\n  *'Verification code'*) echo ;;\n  *) n=$(grep -vc 'Verification code' '{d}/prompts'); sed -n \"${{n}}p\" '{d}/answers' ;;\nesac\n"
+            ),
+        )
+        .unwrap();
+        let out = run(self.ssh_command(&o, &askdir, false), None);
+        SshRun { code: out.status.code(), stdout: text(&out.stdout), stderr: text(&out.stderr), prompts: Client::prompts(&askdir) }
+    }
+}

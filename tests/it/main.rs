@@ -1,6 +1,7 @@
 //! Integration tests: the real daemon, the real OpenSSH client, the real CLI.
 //! Each test has its own temporary folder and daemon on a free port.
 
+mod attacks;
 mod auth;
 mod blocks;
 mod cli;

@@ -57,6 +57,31 @@ pub(crate) struct AddressState {
 pub(crate) struct NetworkState {
     unknown_names: AttemptWindow,
     slow: Vec<Buckets>,
+    /// Which addresses failed lately: a network's rules fire only when
+    /// more than one of its addresses is in the window. One address alone
+    /// is its own rules' business; the network's finding would have its
+    /// playbook block every neighbour of the /24 (or /48) for it.
+    addresses: RecentAddresses,
+}
+
+/// The two most recent distinct addresses seen, each with when it was
+/// last seen: enough to tell whether two addresses or more acted since a
+/// time (if any two did, the two seen last did).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct RecentAddresses([Option<(u64, Millis)>; 2]);
+
+impl RecentAddresses {
+    fn see(&mut self, addr: u64, at: Millis) {
+        match self.0[0] {
+            Some((a, t)) if a == addr => self.0[0] = Some((a, t.max(at))),
+            newest => self.0 = [Some((addr, at)), newest],
+        }
+    }
+
+    /// Whether two addresses or more were seen since `cutoff`.
+    fn several_since(&self, cutoff: Millis) -> bool {
+        self.0.iter().all(|e| e.is_some_and(|(_, t)| t >= cutoff))
+    }
 }
 
 #[derive(Default)]
@@ -156,7 +181,11 @@ impl Detector {
                     ));
                 }
             }
-            if s.credential_stuffing.enabled {
+            // Stuffing tries credentials against accounts that exist here;
+            // names that are not accounts are username enumeration's (and
+            // the dictionary's), which would otherwise never fire from one
+            // address: stuffing's 5 names come before enumeration's 10.
+            if s.credential_stuffing.enabled && !unknown_user {
                 let r = &s.credential_stuffing;
                 st.stuffing.push(attempt, ms(r.window), 256, NAMES);
                 stuffing_check(st, r, key, ev.at, out);
@@ -193,21 +222,23 @@ impl Detector {
                 }
             }
             if s.slow_brute_force.enabled {
-                slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, subject(), &key.to_string(), "address", out);
+                slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, subject(), &key.to_string(), "address", None, out);
             }
         }
         if let Some(net) = network {
             let s = &self.s;
             let st = self.networks.touch(net, ev.at);
+            st.addresses.see(addr_h, ev.at);
             let subject = || Subject::Network(net.to_string());
             if s.slow_brute_force.enabled {
-                slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, subject(), &net.to_string(), "network", out);
+                slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, subject(), &net.to_string(), "network", Some(&st.addresses), out);
             }
             if unknown_user && s.username_enumeration.enabled {
                 let r = &s.username_enumeration;
                 st.unknown_names.push(attempt, ms(r.window), cap_for(r.usernames), NAMES);
                 let n = st.unknown_names.distinct_names() as u64;
-                let emit = crossing(&mut st.unknown_names.fired, n, u64::from(r.usernames), ev.at, ms(r.window));
+                let spread = st.addresses.several_since(Millis(ev.at.0.saturating_sub(ms(r.window))));
+                let emit = if spread { crossing(&mut st.unknown_names.fired, n, u64::from(r.usernames), ev.at, ms(r.window)) } else { Emit::No };
                 if emit != Emit::No {
                     out.push(enumeration_finding(subject(), &net.to_string(), &st.unknown_names, n, r, emit));
                 }
@@ -542,7 +573,10 @@ fn enumeration_finding(subject: Subject, who: &str, w: &AttemptWindow, n: u64, r
     )
 }
 
-fn slow_tiers(state: &mut Vec<Buckets>, tiers: &[crate::config::detection::Tier], ev: &DetectEvent, subject: Subject, who: &str, scope: &str, out: &mut Vec<Finding>) {
+/// `spread`: for a network, its recent addresses (a tier fires only when
+/// two or more of them failed within the tier's window).
+#[allow(clippy::too_many_arguments)]
+fn slow_tiers(state: &mut Vec<Buckets>, tiers: &[crate::config::detection::Tier], ev: &DetectEvent, subject: Subject, who: &str, scope: &str, spread: Option<&RecentAddresses>, out: &mut Vec<Finding>) {
     if state.len() != tiers.len() {
         state.resize_with(tiers.len(), Buckets::default);
     }
@@ -550,6 +584,9 @@ fn slow_tiers(state: &mut Vec<Buckets>, tiers: &[crate::config::detection::Tier]
         let w = ms(t.window);
         b.add(ev.at, ev.id, w);
         let (n, first) = b.count(ev.at, w);
+        if spread.is_some_and(|r| !r.several_since(Millis(ev.at.0.saturating_sub(w)))) {
+            continue;
+        }
         let emit = crossing(&mut b.fired, n, u64::from(t.failures), ev.at, w);
         if emit == Emit::No {
             continue;
