@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0006_incidents", sql: include_str!("../../migrations/0006_incidents.sql") },
     Migration { name: "0007_locks", sql: include_str!("../../migrations/0007_locks.sql") },
     Migration { name: "0008_webhooks", sql: include_str!("../../migrations/0008_webhooks.sql") },
+    Migration { name: "0013_metrics_daily", sql: include_str!("../../migrations/0013_metrics_daily.sql") },
 ];
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -102,7 +103,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.db")).expect("open");
         let err = store.migrate(Some("0099_nope")).unwrap_err().to_string();
-        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks)");
+        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0013_metrics_daily)");
     }
 
     #[test]

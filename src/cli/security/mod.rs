@@ -4,6 +4,7 @@
 mod events;
 mod incidents;
 mod ip;
+mod metrics;
 mod mfa;
 mod webhooks;
 mod sessions;
@@ -35,6 +36,9 @@ pub(super) enum SecurityCmd {
     /// Scans: `suspicious` runs the detection rules over history.
     #[command(subcommand)]
     Scan(scan::ScanCmd),
+    /// Daily security metrics: logins, failures, attacking addresses, MFA
+    /// adoption, events by severity, incidents, MTTD/MTTR, blocks.
+    Metrics(metrics::MetricsArgs),
 }
 
 pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
@@ -46,5 +50,6 @@ pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
         SecurityCmd::Ip(cmd) => ip::run(core, cmd).await,
         SecurityCmd::Sessions(cmd) => sessions::run(core, cmd).await,
         SecurityCmd::Scan(cmd) => scan::run(core, cmd).await,
+        SecurityCmd::Metrics(args) => metrics::run(core, args),
     }
 }
