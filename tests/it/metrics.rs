@@ -109,8 +109,18 @@ fn login_counters(samples: &[Value]) -> BTreeMap<(String, String), u64> {
         .collect()
 }
 
+/// Fails loudly (never skips) when Debian's `prometheus` package is missing.
+fn require(tool: &str) {
+    match Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(s) if s.success() => {}
+        other => panic!("`{tool} --version` failed ({other:?}): install Debian's `prometheus` package (scripts/test does); this test does not skip"),
+    }
+}
+
 #[test]
 fn prometheus_scrapes_the_gate_and_contrib_uses_only_real_metrics() {
+    require("prometheus");
+    require("promtool");
     // promtool (from the same package) accepts the shipped rules.
     let out = crate::harness::run(
         {
@@ -131,6 +141,10 @@ fn prometheus_scrapes_the_gate_and_contrib_uses_only_real_metrics() {
     let dashboard_count = used.len();
     used.extend(metric_names(&std::fs::read_to_string(contrib(RULES)).expect("rules")));
     assert!(dashboard_count >= 10 && used.len() >= 12, "{used:?}");
+    assert_eq!(metric_names("sum(rate(portcullis_a_total[5m])) / portcullis_b2{x=\"portcullis\"}"), BTreeSet::from(["portcullis_a_total".to_owned(), "portcullis_b2".to_owned()]));
+    for name in ["portcullis_login_attempts_total", "portcullis_open_incidents", "portcullis_mail_queue", "portcullis_event_writer_lag_seconds_bucket", "portcullis_kdf_queue_depth"] {
+        assert!(used.contains(name), "{name} is not used by contrib/: {used:?}");
+    }
 
     let config = DEFAULT_CONFIG.replace("web: {\n", &format!("web: {{\n  metrics_from_loopback: false\n  metrics_token: {TOKEN}\n"));
     let g = Gate::start_with(&config);
