@@ -27,6 +27,7 @@ const CRATE_HOMES: &[(&str, &[&str])] = &[
     ("rustls", &["src/web/", "src/hooks/"]),
     ("rcgen", &["src/web/"]),
     ("qrcode", &["src/web/"]),
+    ("prometheus_client", &["src/core/metrics.rs", "src/core/kdf.rs"]),
 ];
 
 /// Front ends must not name each other; inner layers must not name them.

@@ -318,6 +318,114 @@ pub fn mail_queue(list: &[crate::store::mfa::OutboxRow], json: bool) -> anyhow::
     })
 }
 
+// ---- daily metrics ----
+
+#[derive(serde::Serialize)]
+struct RollupJson<'a> {
+    day: &'a str,
+    logins: i64,
+    failures: i64,
+    attacking_addresses: i64,
+    users: i64,
+    users_mfa: i64,
+    mfa_adoption_percent: Option<f64>,
+    events_by_severity: std::collections::BTreeMap<&'static str, i64>,
+    incidents_opened: i64,
+    incidents_resolved: i64,
+    mttd_ms: Option<i64>,
+    mttr_ms: Option<i64>,
+    blocked_addresses: i64,
+    /// False for today (still running) or a day computed before it ended.
+    is_final: bool,
+    computed_at: String,
+}
+
+/// Bars for a series, one character a value: ' ' for 0, `▁`..`█` scaled to
+/// the largest, `·` where there is no value (no MTTR on a day without a
+/// resolved incident). Plain characters: no colour, no control bytes.
+pub fn spark_bars(values: &[Option<f64>]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values.iter().flatten().fold(0.0_f64, |m, v| m.max(*v));
+    values
+        .iter()
+        .map(|v| match v {
+            None => '·',
+            Some(v) if *v <= 0.0 || max <= 0.0 => ' ',
+            Some(v) => BARS[(((v / max) * 8.0).ceil() as usize).clamp(1, 8) - 1],
+        })
+        .collect()
+}
+
+pub fn daily_metrics(list: &[crate::core::rollups::DailyRollup], json: bool, chart: bool) -> anyhow::Result<()> {
+    if json {
+        let rows: Vec<RollupJson<'_>> = list
+            .iter()
+            .map(|r| RollupJson {
+                day: &r.day,
+                logins: r.logins,
+                failures: r.failures,
+                attacking_addresses: r.attacking_addresses,
+                users: r.users,
+                users_mfa: r.users_mfa,
+                mfa_adoption_percent: r.mfa_adoption_percent().map(|p| (p * 10.0).round() / 10.0),
+                events_by_severity: [("info", r.events_info), ("low", r.events_low), ("medium", r.events_medium), ("high", r.events_high), ("critical", r.events_critical)].into_iter().collect(),
+                incidents_opened: r.incidents_opened,
+                incidents_resolved: r.incidents_resolved,
+                mttd_ms: r.mttd_ms,
+                mttr_ms: r.mttr_ms,
+                blocked_addresses: r.blocked_addresses,
+                is_final: r.is_final(),
+                computed_at: r.computed_at.rfc3339(),
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    let dash = || "-".to_owned();
+    table(
+        &["DAY", "LOGINS", "FAILED", "ATTACKERS", "MFA", "EVENTS I/L/M/H/C", "INC OPEN", "INC RESOLVED", "MTTD", "MTTR", "BLOCKED"],
+        list.iter()
+            .map(|r| {
+                vec![
+                    if r.is_final() { r.day.clone() } else { format!("{}*", r.day) },
+                    r.logins.to_string(),
+                    r.failures.to_string(),
+                    r.attacking_addresses.to_string(),
+                    r.mfa_adoption_percent().map(|p| format!("{p:.0}% ({}/{})", r.users_mfa, r.users)).unwrap_or_else(dash),
+                    format!("{}/{}/{}/{}/{}", r.events_info, r.events_low, r.events_medium, r.events_high, r.events_critical),
+                    r.incidents_opened.to_string(),
+                    r.incidents_resolved.to_string(),
+                    r.mttd_ms.map(duration_ms).unwrap_or_else(dash),
+                    r.mttr_ms.map(duration_ms).unwrap_or_else(dash),
+                    r.blocked_addresses.to_string(),
+                ]
+            })
+            .collect(),
+    )?;
+    let mut out = std::io::stdout().lock();
+    if list.iter().any(|r| !r.is_final()) {
+        writeln!(out, "* still running or computed before the day ended")?;
+    }
+    if chart && !list.is_empty() {
+        let first = list.first().map(|r| r.day.as_str()).unwrap_or("");
+        let last = list.last().map(|r| r.day.as_str()).unwrap_or("");
+        writeln!(out, "\ndaily, {first} .. {last} (one column a day)")?;
+        let series: [(&str, Vec<Option<f64>>, fn(f64) -> String); 6] = [
+            ("logins", list.iter().map(|r| Some(r.logins as f64)).collect(), |v| format!("{v}")),
+            ("failed", list.iter().map(|r| Some(r.failures as f64)).collect(), |v| format!("{v}")),
+            ("attackers", list.iter().map(|r| Some(r.attacking_addresses as f64)).collect(), |v| format!("{v}")),
+            ("incidents", list.iter().map(|r| Some(r.incidents_opened as f64)).collect(), |v| format!("{v}")),
+            ("blocked", list.iter().map(|r| Some(r.blocked_addresses as f64)).collect(), |v| format!("{v}")),
+            ("mttr", list.iter().map(|r| r.mttr_ms.map(|m| m as f64)).collect(), |v| duration_ms(v as i64)),
+        ];
+        for (name, values, show) in series {
+            let max = values.iter().flatten().fold(0.0_f64, |m, v| m.max(*v));
+            let max = if values.iter().any(Option::is_some) { show(max) } else { "-".to_owned() };
+            writeln!(out, "{name:<10} |{}| max {max}", spark_bars(&values))?;
+        }
+    }
+    Ok(())
+}
+
 // ---- incidents ----
 
 /// A duration for people: `850ms`, `42s`, `3m 5s`, `2h 0m 7s`, `3d 4h 0m 0s`.
@@ -550,6 +658,21 @@ pub fn blocks(list: &[crate::store::blocks::BlockRow], json: bool) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spark_bars_scale_to_the_largest_and_mark_gaps() {
+        for (values, want) in [
+            (vec![Some(0.0), Some(1.0), Some(4.0), Some(8.0)], " ▁▄█"),
+            (vec![Some(0.0), Some(0.0)], "  "),
+            (vec![None, Some(3.0), None], "·█·"),
+            (vec![Some(1.0), Some(1000.0)], "▁█"),
+            (vec![], ""),
+        ] {
+            assert_eq!(spark_bars(&values), want, "{values:?}");
+        }
+        // Only block characters, spaces and the dot: nothing a terminal interprets.
+        assert!(!spark_bars(&[Some(1.0), None, Some(2.0)]).chars().any(crate::model::is_terminal_unsafe));
+    }
 
     fn event(username: &str, description: &str) -> StoredEvent {
         StoredEvent {

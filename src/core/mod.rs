@@ -13,12 +13,14 @@ pub mod kdf;
 pub mod locks;
 pub mod login;
 pub mod mail;
+pub mod metrics;
 pub mod mfa;
 pub mod otp;
 pub mod password;
 pub mod playbooks;
 pub mod response;
 pub mod scans;
+pub mod rollups;
 pub mod secrets;
 pub mod webhooks;
 pub mod sessions;
@@ -120,6 +122,9 @@ pub struct Core {
     pub spray_tags: detect::spray::Tagger,
     /// What the detection thread has done (for `/metrics`).
     pub detection: Arc<detect::feed::LiveStats>,
+    /// Live counters and histograms for `/metrics` (the daemon feeds the
+    /// event writer's batches to it).
+    pub metrics: metrics::Metrics,
 }
 
 impl Core {
@@ -133,6 +138,7 @@ impl Core {
         Core {
             spray_tags,
             detection: Default::default(),
+            metrics: Default::default(),
             web_connections,
             store,
             settings: RwLock::new(Arc::new(settings)),

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0009_incidents_rule", sql: include_str!("../../migrations/0009_incidents_rule.sql") },
     Migration { name: "0010_devices", sql: include_str!("../../migrations/0010_devices.sql") },
     Migration { name: "0012_scans", sql: include_str!("../../migrations/0012_scans.sql") },
+    Migration { name: "0013_metrics_daily", sql: include_str!("../../migrations/0013_metrics_daily.sql") },
 ];
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -105,7 +106,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.db")).expect("open");
         let err = store.migrate(Some("0099_nope")).unwrap_err().to_string();
-        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0009_incidents_rule, 0010_devices, 0012_scans)");
+        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0009_incidents_rule, 0010_devices, 0012_scans, 0013_metrics_daily)");
     }
 
     /// 0009 on a database that already holds incidents: the old rows stay

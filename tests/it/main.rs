@@ -11,6 +11,7 @@ mod flow;
 mod harness;
 mod incidents;
 mod menus;
+mod metrics;
 mod mfa;
 mod playbooks;
 mod response;

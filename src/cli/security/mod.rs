@@ -5,6 +5,7 @@ mod devices;
 mod events;
 mod incidents;
 mod ip;
+mod metrics;
 mod mfa;
 mod webhooks;
 mod sessions;
@@ -38,6 +39,9 @@ pub(super) enum SecurityCmd {
     /// Devices: list a user's, trust, untrust, remove.
     #[command(subcommand)]
     Devices(devices::DevicesCmd),
+    /// Daily security metrics: logins, failures, attacking addresses, MFA
+    /// adoption, events by severity, incidents, MTTD/MTTR, blocks.
+    Metrics(metrics::MetricsArgs),
 }
 
 pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
@@ -50,5 +54,6 @@ pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
         SecurityCmd::Sessions(cmd) => sessions::run(core, cmd).await,
         SecurityCmd::Scan(args) => scan::run(core, args).await,
         SecurityCmd::Devices(cmd) => devices::run(core, cmd).await,
+        SecurityCmd::Metrics(args) => metrics::run(core, args),
     }
 }
