@@ -191,6 +191,7 @@ impl Core {
         use std::sync::atomic::Ordering;
         gauge(&mut r, "detection_ready", "1 once the detector has rebuilt its windows and sees events live", i64::from(d.ready.load(Ordering::Acquire)));
         counter(&mut r, "detection_events", "Events the detector has looked at", d.events.load(Ordering::Relaxed));
+        gauge(&mut r, "detection_seen_upto", "Every event with an id up to this one has been through the detector", d.seen_upto.load(Ordering::Acquire).max(0));
         gauge(&mut r, "detection_tracked_keys", "Addresses, networks, accounts and password tags the detector holds state for", d.tracked.load(Ordering::Relaxed) as i64);
         counter(&mut r, "detection_evicted", "Keys dropped to keep the detector's memory bounded", d.evicted.load(Ordering::Relaxed));
         counter(&mut r, "detection_tags_dropped", "Password tags dropped because the detector's queue was full", self.spray_tags.dropped());

@@ -58,6 +58,10 @@ pub struct LiveStats {
     pub read_from_store: AtomicU64,
     /// The highest event id seen.
     pub last_id: AtomicI64,
+    /// Every event with an id up to this one has been looked at (or, read
+    /// from the table, skipped as a type no rule reads): what a caller
+    /// waits on to know that detection has caught up with the table.
+    pub seen_upto: AtomicI64,
     /// Tags whose event never came (or came first).
     pub tags_unmatched: AtomicU64,
     /// Keys the detector holds now, and how many it had to drop.
@@ -213,6 +217,7 @@ impl Feed {
             self.quiet = false;
         }
         self.next_id = start_id + 1;
+        self.stats.seen_upto.store(start_id, Ordering::Release);
         self.stats.ready.store(true, Ordering::Release);
         let queue_cap = config.settings.password_spraying.queue.max(1) * 4;
         let mut writer_gone = false;
@@ -286,6 +291,7 @@ impl Feed {
             self.one(*id, e);
             self.next_id = id + 1;
         }
+        self.stats.seen_upto.store(self.next_id - 1, Ordering::Release);
     }
 
     /// The detector's size, for `/metrics`.
@@ -326,6 +332,9 @@ impl Feed {
             if !full {
                 // The rest of the range holds nothing the rules read.
                 self.next_id = upto + 1;
+            }
+            if !self.quiet {
+                self.stats.seen_upto.store(self.next_id - 1, Ordering::Release);
             }
         }
     }
@@ -414,6 +423,7 @@ mod tests {
         assert!(stats.read_from_store.load(Ordering::Relaxed) >= 1, "the other process's event came from the table");
         assert_eq!(tagger.dropped(), 0);
         thread.stop();
+        assert_eq!(stats.seen_upto.load(Ordering::Acquire), store.last_event_id().expect("last id"), "every event was looked at");
         drop(writer);
         writer_thread.join();
         // What `/metrics` shows as portcullis_detection_findings_total.

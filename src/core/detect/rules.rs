@@ -2,7 +2,7 @@
 //! state in the bounded structures of `windows.rs` and fires through
 //! `windows::crossing` (once at the threshold, then on each doubling).
 
-use super::windows::{crossing, Attempt, AttemptWindow, Buckets, Emit, Fired, ADDRS, NAMES};
+use super::windows::{crossing, Attempt, AttemptWindow, Buckets, Emit, Fired, Window, ADDRS, NAMES};
 use super::{finding, shown, DetectEvent, Detector, Kind};
 use crate::core::admission::AddressKey;
 use crate::model::{Finding, IncidentSeverity, IncidentType, Millis, Subject};
@@ -45,17 +45,17 @@ fn cap_for(threshold: u32) -> usize {
 
 #[derive(Default)]
 pub(crate) struct AddressState {
-    brute_force: AttemptWindow,
-    stuffing: AttemptWindow,
-    unknown_names: AttemptWindow,
-    dictionary: AttemptWindow,
-    injection: AttemptWindow,
+    brute_force: Window,
+    stuffing: Window,
+    unknown_names: Window,
+    dictionary: Window,
+    injection: Window,
     slow: Vec<Buckets>,
 }
 
 #[derive(Default)]
 pub(crate) struct NetworkState {
-    unknown_names: AttemptWindow,
+    unknown_names: Window,
     slow: Vec<Buckets>,
     /// Which addresses failed lately: a network's rules fire only when
     /// more than one of its addresses is in the window. One address alone
@@ -86,8 +86,8 @@ impl RecentAddresses {
 
 #[derive(Default)]
 pub(crate) struct AccountState {
-    brute_force: AttemptWindow,
-    injection: AttemptWindow,
+    brute_force: Window,
+    injection: Window,
     /// Recent failures against the account (time, event id).
     failures: VecDeque<(Millis, i64)>,
     /// Addresses of its successful logins, newest last (at most 32).
@@ -112,7 +112,7 @@ struct Risky {
 
 #[derive(Default)]
 pub(crate) struct SprayState {
-    attempts: AttemptWindow,
+    attempts: Window,
     first_address: Option<AddressKey>,
     one_address: bool,
 }
@@ -271,10 +271,10 @@ impl Detector {
             }
             if s.account_takeover.enabled {
                 let within = ms(s.account_takeover.failures_within);
-                st.failures.push_back((ev.at, ev.id));
-                while st.failures.front().is_some_and(|(t, _)| t.0 < ev.at.0 - within) || st.failures.len() > 64 {
+                while st.failures.front().is_some_and(|(t, _)| t.0 < ev.at.0 - within) || st.failures.len() >= 64 {
                     st.failures.pop_front();
                 }
+                st.failures.push_back((ev.at, ev.id));
             }
         }
         if let Some(tag) = ev.tag {
@@ -578,6 +578,7 @@ fn enumeration_finding(subject: Subject, who: &str, w: &AttemptWindow, n: u64, r
 #[allow(clippy::too_many_arguments)]
 fn slow_tiers(state: &mut Vec<Buckets>, tiers: &[crate::config::detection::Tier], ev: &DetectEvent, subject: Subject, who: &str, scope: &str, spread: Option<&RecentAddresses>, out: &mut Vec<Finding>) {
     if state.len() != tiers.len() {
+        state.reserve_exact(tiers.len().saturating_sub(state.len()));
         state.resize_with(tiers.len(), Buckets::default);
     }
     for (b, t) in state.iter_mut().zip(tiers) {
@@ -614,5 +615,39 @@ mod span_tests {
             assert_eq!(super::span(Duration::from_secs(secs)), want);
         }
         assert_eq!(super::span(Duration::from_millis(250)), "250ms");
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::super::{DetectEvent, Detector, Kind};
+    use crate::config::detection::DetectionSettings;
+    use crate::model::Millis;
+
+    /// What one address of a botnet (one failed password against an
+    /// existing account) leaves behind: the two windows its rules wrote,
+    /// one slot per slow tier, and small fixed parts, so that
+    /// `max_tracked` addresses and networks fit P13's memory target.
+    #[test]
+    fn a_botnet_address_keeps_only_what_its_rules_wrote() {
+        assert!(std::mem::size_of::<super::AddressState>() <= 64, "{}", std::mem::size_of::<super::AddressState>());
+        assert!(std::mem::size_of::<super::NetworkState>() <= 32, "{}", std::mem::size_of::<super::NetworkState>());
+        let mut d = Detector::new(&DetectionSettings::default(), 64);
+        let ip: std::net::IpAddr = "203.0.113.9".parse().expect("ip");
+        let ev = DetectEvent { id: 1, at: Millis(1_800_000_000_000), kind: Kind::Failure { unknown_user: false }, user_id: Some(7), username: Some("anna".into()), ip: Some(ip), session_id: None, tag: None };
+        assert!(d.observe(&ev, ev.at).is_empty());
+        let key = d.address_key(ip);
+        let a = d.addresses.get(&key).expect("the address is tracked");
+        // (window, made, should be)
+        let windows = [("brute_force", a.brute_force.is_made(), true), ("stuffing", a.stuffing.is_made(), true), ("unknown_names", a.unknown_names.is_made(), false), ("dictionary", a.dictionary.is_made(), false), ("injection", a.injection.is_made(), false)];
+        for (name, made, want) in windows {
+            assert_eq!(made, want, "{name}");
+        }
+        assert_eq!(a.slow.len(), 2);
+        assert_eq!(a.slow.capacity(), 2);
+        assert_eq!((a.brute_force.len(), a.stuffing.len(), a.stuffing.distinct_names()), (1, 1, 1));
+        let n = d.networks.get(&d.network_key(ip)).expect("the network is tracked");
+        assert!(!n.unknown_names.is_made());
+        assert_eq!(n.slow.len(), 2);
     }
 }
