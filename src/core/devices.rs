@@ -282,19 +282,7 @@ impl Core {
                     .detail("sessions_ended", ended.len()),
             )];
             for s in ended {
-                let e = Event::new(EventType::SessionRevoked, Severity::Medium, format!("session {} of {} revoked: {REMOVED_REASON}", s.id, d.username), now)
-                    .user(Some(s.user_id), Some(&d.username))
-                    .device(Some(d.id))
-                    .detail("reason", REMOVED_REASON)
-                    .detail("cause", "device_removed")
-                    .detail("session_ip", s.ip.clone());
-                let mut e = actor.stamp(e);
-                if let Some(by) = e.session_id.replace(s.id) {
-                    e = e.detail("by_session", by);
-                }
-                if e.ip.is_none() {
-                    e.ip = Some(s.ip.clone());
-                }
+                let e = self.revoked_event(s, &d.username, REMOVED_REASON, actor, None, now).device(Some(d.id)).detail("cause", "device_removed");
                 events.push(e);
             }
             events

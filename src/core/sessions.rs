@@ -96,7 +96,7 @@ impl Core {
     /// A `session_revoked` event for `s`: the cause (actor, reason,
     /// incident) in its details. The event is about the revoked session;
     /// a session that asked is in the details as `by_session`.
-    fn revoked_event(&self, s: &EndedSession, username: &str, reason: &str, actor: &Actor, incident_id: Option<i64>, now: Millis) -> Event {
+    pub(super) fn revoked_event(&self, s: &EndedSession, username: &str, reason: &str, actor: &Actor, incident_id: Option<i64>, now: Millis) -> Event {
         let e = Event::new(EventType::SessionRevoked, Severity::Medium, format!("session {} of {username} revoked: {reason}", s.id), now)
             .user(Some(s.user_id), Some(username))
             .detail("reason", reason)

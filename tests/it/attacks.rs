@@ -7,10 +7,9 @@
 //! from another address gets in. And the other way round: a crowd of
 //! ordinary users with ordinary typos opens no incident at all.
 
-use crate::harness::{config_with_playbooks, connect_from, detail, poll, text, Gate, Ssh};
+use crate::harness::{config_with_playbooks, banner_from, detail, poll, text, Gate, Ssh};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::time::Duration;
 
 /// Waits for the detector and the playbooks: generous, the machine is
@@ -69,15 +68,6 @@ fn assert_first_offence(g: &Gate, address: &str) {
     assert!(blocked.iter().all(|e| detail(e, "duration") == "30m" && detail(e, "repeat") == 0 && detail(e, "source") == "rule"), "{blocked:#?}");
 }
 
-/// What a connection from `from` receives before the gate closes it.
-fn banner_from(g: &Gate, from: &str) -> Vec<u8> {
-    let mut s = connect_from(from, g.port);
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut got = vec![0u8; 256];
-    let n = s.read(&mut got).unwrap_or(0);
-    got.truncate(n);
-    got
-}
 
 fn wait_dropped_before_banner(g: &Gate, from: &str) {
     poll(WAIT, &format!("{from} dropped before the banner"), || banner_from(g, from).is_empty().then_some(()));

@@ -1053,3 +1053,15 @@ impl Client {
         SshRun { code: out.status.code(), stdout: text(&out.stdout), stderr: text(&out.stderr), prompts: Client::prompts(&askdir) }
     }
 }
+
+/// What a connection from `from` receives before the gate closes it (an
+/// SSH banner, or nothing when the address is dropped at accept).
+pub fn banner_from(g: &Gate, from: &str) -> Vec<u8> {
+    use std::io::Read;
+    let mut s = connect_from(from, g.port);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = vec![0u8; 256];
+    let n = s.read(&mut got).unwrap_or(0);
+    got.truncate(n);
+    got
+}

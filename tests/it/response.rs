@@ -4,9 +4,8 @@
 //! banner; brute force on an account rule-locks it, and its owner still
 //! gets in from the address of an earlier full login.
 
-use crate::harness::{config_with_playbooks, connect_from, detail, poll, text, Gate, Ssh, ALICE_PW, DEFAULT_CONFIG};
+use crate::harness::{config_with_playbooks, banner_from, detail, poll, text, Gate, Ssh, ALICE_PW, DEFAULT_CONFIG};
 use serde_json::Value;
-use std::io::Read;
 use std::time::Duration;
 
 fn incidents(g: &Gate) -> Vec<Value> {
@@ -17,15 +16,6 @@ fn wait_incident(g: &Gate, incident_type: &str) -> Value {
     poll(Duration::from_secs(30), &format!("a {incident_type} incident"), || incidents(g).into_iter().find(|i| i["incident_type"] == incident_type))
 }
 
-/// What a connection from `from` receives before the gate closes it.
-fn banner_from(g: &Gate, from: &str) -> Vec<u8> {
-    let mut s = connect_from(from, g.port);
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut got = vec![0u8; 256];
-    let n = s.read(&mut got).unwrap_or(0);
-    got.truncate(n);
-    got
-}
 
 #[test]
 fn a_dictionary_username_gets_its_address_blocked_before_the_banner() {
