@@ -3,6 +3,7 @@
 
 mod auth;
 mod blocks;
+mod chain;
 mod cli;
 mod detect;
 mod flow;
