@@ -359,6 +359,10 @@ async fn follow_escalations(core: Arc<Core>, mut stop: tokio::sync::watch::Recei
 const CHANGE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Expired blocks are looked for every this many polls (once a second).
 const BLOCK_EXPIRY_TICKS: u64 = 5;
+/// Live sessions' rows are refreshed every this many polls
+/// (`core::scans::SESSION_REFRESH`), so `security scan sessions` closes
+/// only rows no daemon serves.
+const SESSION_REFRESH_TICKS: u64 = crate::core::scans::SESSION_REFRESH.as_millis() as u64 / CHANGE_POLL.as_millis() as u64;
 
 /// Follows changes other processes make to the database (the CLI revoking
 /// a session, locking or deleting an account): every `CHANGE_POLL` it reads
@@ -389,6 +393,11 @@ async fn follow_changes(core: Arc<Core>, mut watch: crate::store::locks::ChangeW
                 Ok(c) if c.sessions_cut > 0 => tracing::info!(count = c.sessions_cut, "sessions ended by another process were cut"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "catching up with changes made by another process"),
+            }
+        }
+        if ticks % SESSION_REFRESH_TICKS == 0 {
+            if let Err(e) = core.refresh_live_sessions(Millis::now()) {
+                tracing::warn!(error = %e, "refreshing live sessions");
             }
         }
         // Blocks, unblocks and penalty lifts made by the CLI when something

@@ -9,6 +9,7 @@ const CRATE_HOMES: &[(&str, &[&str])] = &[
     ("russh", &["src/ssh/"]),
     ("rusqlite", &["src/store/"]),
     ("clap", &["src/cli/"]),
+    ("indicatif", &["src/cli/"]),
     ("tracing_subscriber", &["src/cli/"]),
     ("libc", &["src/cli/", "src/flow/door.rs", "src/daemon.rs", "src/ssh/quickack.rs"]),
     ("pbkdf2", &["src/core/password.rs"]),

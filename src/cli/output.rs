@@ -787,36 +787,132 @@ fn subject_text(s: &Subject) -> String {
     }
 }
 
-/// The findings of `security scan suspicious` (one per rule and subject).
-pub fn findings(list: &[Finding], events_read: u64, since: Millis, json: bool) -> anyhow::Result<()> {
+fn finding_json(f: &Finding) -> FindingJson<'_> {
+    FindingJson {
+        incident_type: f.incident_type.as_str(),
+        rule: f.details.get("rule").and_then(|v| v.as_str()).unwrap_or(""),
+        severity: f.severity.as_str(),
+        subject: subject_text(&f.subject),
+        subject_key: f.subject.key(),
+        title: &f.title,
+        description: &f.description,
+        event_ids: &f.event_ids,
+        first_event_at: f.first_event_at.rfc3339(),
+        details: &f.details,
+    }
+}
+
+#[derive(serde::Serialize)]
+struct SuspiciousJson<'a> {
+    since: String,
+    events_read: u64,
+    findings: Vec<FindingJson<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ScanJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    passwords: Option<&'a crate::core::scans::PasswordScan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mfa: Option<&'a crate::core::scans::MfaScan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sessions: Option<&'a crate::core::scans::SessionScan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suspicious: Option<SuspiciousJson<'a>>,
+    incidents: crate::core::scans::IncidentCounts,
+}
+
+/// The report of `security scan`: a section per kind run (counts, then
+/// the findings), then the incidents; `--json`: one object with a key per
+/// kind and `incidents`.
+pub fn scan_report(r: &crate::core::scans::ScanReport, json: bool) -> anyhow::Result<()> {
     if json {
-        let rows: Vec<FindingJson> = list
-            .iter()
-            .map(|f| FindingJson {
-                incident_type: f.incident_type.as_str(),
-                rule: f.details.get("rule").and_then(|v| v.as_str()).unwrap_or(""),
-                severity: f.severity.as_str(),
-                subject: subject_text(&f.subject),
-                subject_key: f.subject.key(),
-                title: &f.title,
-                description: &f.description,
-                event_ids: &f.event_ids,
-                first_event_at: f.first_event_at.rfc3339(),
-                details: &f.details,
-            })
-            .collect();
-        return print_json(&rows);
+        return print_json(&ScanJson {
+            passwords: r.passwords.as_ref(),
+            mfa: r.mfa.as_ref(),
+            sessions: r.sessions.as_ref(),
+            suspicious: r.suspicious.as_ref().map(|s| SuspiciousJson { since: s.since.rfc3339(), events_read: s.events_read, findings: r.suspicious_summary.iter().map(finding_json).collect() }),
+            incidents: r.incidents,
+        });
     }
-    println!("{} finding(s) in {events_read} events since {}", list.len(), since.rfc3339());
-    if list.is_empty() {
-        return Ok(());
+    let mut first = true;
+    let mut gap = || {
+        if !std::mem::take(&mut first) {
+            println!();
+        }
+    };
+    if let Some(p) = &r.passwords {
+        gap();
+        println!("passwords: {} finding(s) in {} account(s)", p.findings.len(), p.accounts);
+        if !p.findings.is_empty() {
+            table(
+                &["USER", "FINDING", "DETAIL"],
+                p.findings
+                    .iter()
+                    .map(|f| {
+                        let detail = match f.finding {
+                            "hash_below_iterations" => format!("{} iterations, the policy asks {}", f.iterations.unwrap_or(0), f.required_iterations.unwrap_or(0)),
+                            "password_old" => format!("{} days old, the limit is {}", f.age_days.unwrap_or(0), f.max_age_days.unwrap_or(0)),
+                            "password_weak" => format!("{} (at the login of {})", f.reasons.as_deref().unwrap_or(&[]).join(", "), f.checked_at.as_deref().unwrap_or("?")),
+                            "hash_unreadable" => "the stored hash cannot be read".to_owned(),
+                            _ => String::new(),
+                        };
+                        vec![f.username.clone(), f.finding.to_owned(), detail]
+                    })
+                    .collect(),
+            )?;
+        }
     }
-    table(
-        &["TYPE", "SEVERITY", "SUBJECT", "EVENTS", "FIRST EVENT", "TITLE"],
-        list.iter()
-            .map(|f| vec![f.incident_type.as_str().to_owned(), f.severity.as_str().to_owned(), subject_text(&f.subject), f.event_ids.len().to_string(), f.first_event_at.rfc3339(), f.title.clone()])
-            .collect(),
-    )?;
+    if let Some(m) = &r.mfa {
+        gap();
+        println!("mfa: {} finding(s) in {} account(s)", m.findings.len(), m.accounts);
+        if !m.findings.is_empty() {
+            table(
+                &["USER", "FINDING", "SYSOP", "LEVEL", "REQUIRED", "INCIDENT"],
+                m.findings
+                    .iter()
+                    .map(|f| {
+                        vec![
+                            f.username.clone(),
+                            f.finding.to_owned(),
+                            if f.sysop { "yes" } else { "no" }.to_owned(),
+                            f.level.to_string(),
+                            f.required_level.to_string(),
+                            f.incident_id.map(|i| format!("#{i}")).unwrap_or_else(|| "-".to_owned()),
+                        ]
+                    })
+                    .collect(),
+            )?;
+        }
+    }
+    if let Some(s) = &r.sessions {
+        gap();
+        println!("sessions: {} expired session(s) closed, {} still open (of {} open; expired after {} s without a sign of life)", s.closed, s.still_open, s.open, s.stale_after_seconds);
+        if !s.findings.is_empty() {
+            table(
+                &["SESSION", "USER", "IP", "STARTED", "LAST SIGN OF LIFE"],
+                s.findings.iter().map(|f| vec![f.session_id.to_string(), f.username.clone(), f.ip.clone(), f.started_at.clone(), f.ended_at.clone()]).collect(),
+            )?;
+        }
+    }
+    if let Some(s) = &r.suspicious {
+        gap();
+        let list = &r.suspicious_summary;
+        println!("suspicious: {} finding(s) in {} events since {}", list.len(), s.events_read, s.since.rfc3339());
+        if !list.is_empty() {
+            table(
+                &["TYPE", "SEVERITY", "SUBJECT", "EVENTS", "FIRST EVENT", "TITLE"],
+                list.iter()
+                    .map(|f| vec![f.incident_type.as_str().to_owned(), f.severity.as_str().to_owned(), subject_text(&f.subject), f.event_ids.len().to_string(), f.first_event_at.rfc3339(), f.title.clone()])
+                    .collect(),
+            )?;
+        }
+    }
+    let i = r.incidents;
+    if i.opened + i.attached > 0 {
+        gap();
+        println!("incidents: {} opened, {} already open (see `security incidents list`)", i.opened, i.attached);
+    }
     std::io::stdout().flush()?;
     Ok(())
 }

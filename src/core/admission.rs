@@ -204,10 +204,17 @@ impl Admission {
 
     /// Called right after TCP accept. `roll` is a uniform random number in
     /// 0..100 for MaxStartups' random early drop.
+    ///
+    /// The early drop falls only on addresses that already hold an
+    /// unauthenticated connection: OpenSSH drops newcomers at random, so
+    /// one address filling `start` slots gets everyone else refused 30%
+    /// of the time; here a first connection from an address holding none
+    /// is refused only at `full`.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Millis, roll: u32) -> Result<Ticket, Refusal> {
         let limits = self.limits();
         let key = AddressKey::with_prefix(ip, limits.penalties.ipv6_prefix);
         let mut st = lock(&self.state);
+        let mut holding = 0;
         if let Some(a) = st.addresses.get(&key) {
             if let Some(until) = a.held_until.filter(|t| *t > now) {
                 return Err(Refusal::Penalized(until));
@@ -215,13 +222,14 @@ impl Admission {
             if a.unauthenticated >= limits.per_address {
                 return Err(Refusal::PerAddress);
             }
+            holding = a.unauthenticated;
         }
         let m = limits.startups;
         let n = st.unauthenticated;
         if n >= m.full {
             return Err(Refusal::Startups);
         }
-        if n >= m.start {
+        if n >= m.start && holding > 0 {
             let span = (m.full - m.start).max(1);
             let p = m.rate + (100 - m.rate) * (n - m.start) / span;
             if roll < p {
@@ -379,18 +387,57 @@ mod tests {
         let now = Millis(0);
         let t1 = a.admit(ip("127.0.0.1"), now, 0).expect("first");
         let _t2 = a.admit(ip("127.0.0.2"), now, 0).expect("second");
-        // 2 of start=2: rate 50% → roll 49 dropped, roll 50 admitted.
-        assert_eq!(a.admit(ip("127.0.0.3"), now, 49).err(), Some(Refusal::Startups));
-        let _t3 = a.admit(ip("127.0.0.3"), now, 50).expect("third");
+        // 2 of start=2: rate 50% → roll 49 dropped, roll 50 admitted, for
+        // an address that already holds a slot.
+        assert_eq!(a.admit(ip("127.0.0.2"), now, 49).err(), Some(Refusal::Startups));
+        let _t3 = a.admit(ip("127.0.0.2"), now, 50).expect("third");
         // 3: probability 75%.
-        assert_eq!(a.admit(ip("127.0.0.4"), now, 74).err(), Some(Refusal::Startups));
-        let _t4 = a.admit(ip("127.0.0.4"), now, 99).expect("fourth");
+        assert_eq!(a.admit(ip("127.0.0.1"), now, 74).err(), Some(Refusal::Startups));
+        let _t4 = a.admit(ip("127.0.0.1"), now, 75).expect("fourth");
+        // Full: refused whoever asks, whatever the roll.
         assert_eq!(a.admit(ip("127.0.0.5"), now, 99).err(), Some(Refusal::Startups));
         drop(t1);
         assert_eq!(a.unauthenticated(), 3);
         let mut t5 = a.admit(ip("127.0.0.5"), now, 99).expect("after release");
         t5.authenticated();
         assert_eq!(a.unauthenticated(), 3);
+    }
+
+    #[test]
+    fn the_early_drop_spares_addresses_holding_no_slot() {
+        let mut l = limits();
+        l.startups = MaxStartups { start: 2, rate: 30, full: 6 };
+        l.per_address = 10;
+        let a = Arc::new(Admission::new(l));
+        let now = Millis(0);
+        let flood: Vec<Ticket> = (0..2).map(|_| a.admit(ip("127.0.0.2"), now, 99).expect("flood")).collect();
+        // (address, roll, admitted?): .2 holds two slots, .1 and .3 none
+        // until their first is admitted.
+        let table = [
+            ("127.0.0.2", 0, false),
+            ("127.0.0.2", 29, false),
+            ("127.0.0.1", 0, true),
+            ("127.0.0.3", 0, true),
+            ("127.0.0.1", 0, false),
+        ];
+        let mut kept = Vec::new();
+        for (addr, roll, admitted) in table {
+            match a.admit(ip(addr), now, roll) {
+                Ok(t) => {
+                    assert!(admitted, "{addr} roll {roll} admitted");
+                    kept.push(t);
+                }
+                Err(r) => {
+                    assert!(!admitted, "{addr} roll {roll} refused");
+                    assert_eq!(r, Refusal::Startups);
+                }
+            }
+        }
+        // At full even a fresh address is refused.
+        kept.push(a.admit(ip("127.0.0.4"), now, 0).expect("fifth"));
+        kept.push(a.admit(ip("127.0.0.5"), now, 0).expect("sixth"));
+        assert_eq!(a.admit(ip("127.0.0.6"), now, 99).err(), Some(Refusal::Startups));
+        drop((flood, kept));
     }
 
     #[test]

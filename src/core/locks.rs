@@ -164,15 +164,29 @@ impl Core {
         // full login still lets them in (they pass every factor as usual).
         // Hook: a trusted device (SPEC §9, a later issue) will admit the
         // owner here too.
+        //
+        // Only an address known before the attack began counts: after a
+        // takeover the intruder's own login made their address "known",
+        // and it must not open the lock the takeover's playbook set.
+        let attack_began = match user.lock_incident_id {
+            Some(id) => self.store.incident(id)?.map(|i| i.first_event_at),
+            None => None,
+        };
         let days = self.settings().locks.known_address_days;
         let key = address_key(ip);
         match self.store.known_address(user.id, &key)? {
-            Some(last) if last >= now.minus(Duration::from_secs(u64::from(days) * 86_400)) => {
+            Some((first, last)) if attack_began.is_some_and(|t| first >= t) => {
+                details["known_address"] = "since_attack".into();
+                details["first_full_login_at"] = first.rfc3339().into();
+                details["last_full_login_at"] = last.rfc3339().into();
+                Ok(LockVerdict::Refused(details))
+            }
+            Some((_, last)) if last >= now.minus(Duration::from_secs(u64::from(days) * 86_400)) => {
                 details["admitted"] = "known_address".into();
                 details["last_full_login_at"] = last.rfc3339().into();
                 Ok(LockVerdict::Admitted(details))
             }
-            Some(last) => {
+            Some((_, last)) => {
                 details["known_address"] = "expired".into();
                 details["last_full_login_at"] = last.rfc3339().into();
                 details["known_address_days"] = days.into();
@@ -325,6 +339,52 @@ mod tests {
         assert_eq!(failed[0].details["reason"], "wrong_code", "{failed:?}");
         let t = later.plus(Duration::from_secs(30));
         assert!(matches!(login(&core, &rt, "192.0.2.1", Some(&code(t)), t), Outcome::Accepted(_)));
+    }
+
+    /// A lock set for an incident admits only addresses known before the
+    /// attack's first event: the intruder's own login after a takeover
+    /// made their address known, and it must not open the lock.
+    #[test]
+    fn an_address_first_known_during_the_attack_does_not_open_the_lock() {
+        use crate::model::{Finding, IncidentSeverity, IncidentType, Subject};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = core(dir.path(), "");
+        let rt = rt();
+        let t0 = Millis(1_800_000_000_000);
+        let sysop = Actor::Cli("root".into());
+        let alice = rt.block_on(core.add_user("alice", None, &Secret::new(PASSWORD.into()), &[], &sysop, t0)).expect("user");
+        let minute = Duration::from_secs(60);
+        // Home before the attack; the attack's first failure at t0+10m;
+        // the intruder's full login at t0+12m.
+        assert!(matches!(login(&core, &rt, "192.0.2.1", None, t0.plus(minute)), Outcome::Accepted(_)));
+        let attack = t0.plus(10 * minute);
+        assert!(matches!(login(&core, &rt, "198.51.100.7", None, t0.plus(12 * minute)), Outcome::Accepted(_)));
+        let finding = Finding {
+            incident_type: IncidentType::AccountTakeover,
+            subject: Subject::Account { user_id: Some(alice.id), username: "alice".into() },
+            severity: IncidentSeverity::High,
+            title: "possible takeover of alice".into(),
+            description: "test".into(),
+            event_ids: vec![],
+            first_event_at: attack,
+            details: serde_json::json!({ "rule": "account_takeover" }),
+        };
+        let now = t0.plus(13 * minute);
+        let incident = core.report_finding(finding, now).expect("incident").incident_id;
+        rt.block_on(core.lock_account_by_rule(&alice, DAY, "takeover", Some(incident), now)).expect("lock");
+        // (address, admitted, why refused)
+        let cases: &[(&str, bool, Option<&str>)] = &[("198.51.100.7", false, Some("since_attack")), ("192.0.2.1", true, None)];
+        for (ip, admitted, why) in cases {
+            match login(&core, &rt, ip, None, now.plus(minute)) {
+                Outcome::Accepted(_) => assert!(admitted, "{ip} was admitted"),
+                other => {
+                    assert!(!admitted, "{ip}: {other:?}");
+                    let e = last_failure(&core);
+                    assert_eq!(e.details["lock"]["known_address"].as_str(), *why, "{ip}: {e:?}");
+                    assert_eq!(e.details["lock"]["incident_id"], incident, "{e:?}");
+                }
+            }
+        }
     }
 
     /// Rule locks are bounded by `locks.max_duration`; a longer lock in

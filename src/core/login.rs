@@ -273,7 +273,7 @@ impl Core {
             None
         };
         let verdict = match credential {
-            Credential::Password { password, .. } => self.check_password(user.as_ref(), password, attempt.ip).await,
+            Credential::Password { password, .. } => self.check_password(user.as_ref(), password, attempt.ip, now).await,
             Credential::PublicKey { fingerprint, .. } => {
                 attempt.key_fingerprint = Some(fingerprint.to_owned());
                 self.check_key(user.as_ref(), fingerprint, now)
@@ -497,8 +497,9 @@ impl Core {
     }
 
     /// Verifies a password (or spends the same time on a dummy hash for an
-    /// unknown user). Upgrades the stored hash when its cost is below policy.
-    async fn check_password(&self, user: Option<&User>, password: &Secret<String>, ip: IpAddr) -> Result<(), Reason> {
+    /// unknown user). Upgrades the stored hash when its cost is below policy,
+    /// and judges a right password against the policy, beside the answer.
+    async fn check_password(&self, user: Option<&User>, password: &Secret<String>, ip: IpAddr, now: Millis) -> Result<(), Reason> {
         if password.expose().len() > password::MAX_INPUT_BYTES {
             return Err(Reason::InputTooLarge);
         }
@@ -517,6 +518,9 @@ impl Core {
         self.kdf_runs.add(ip);
         match (verdict, user, stored) {
             (Verify::Match { iterations: had }, Some(u), Some(old)) => {
+                // Weak against today's policy? Only the verdict is kept
+                // (for `security scan passwords`), found beside the answer.
+                self.judge_password_beside(u, password, now);
                 if had != iterations {
                     // Upgraded beside the login, not before its answer: a
                     // right password must not answer later than a wrong one
@@ -899,5 +903,53 @@ mod tests {
         let refused = events.iter().filter(|e| e.details.get("reason").and_then(|v| v.as_str()) == Some("address_penalized") && e.details.get("stage").and_then(|v| v.as_str()) == Some("password_change")).count();
         assert_eq!(refused, 2, "{events:#?}");
         assert_eq!(core.admission.turns_held(), 0);
+    }
+
+    /// A right password is judged against today's policy beside the
+    /// login's answer (no hash more than the check's): only the verdict,
+    /// its rules' codes and when are stored — never the password.
+    #[test]
+    fn a_right_password_is_judged_beside_the_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = core(dir.path(), "");
+        let rt = rt();
+        let t0 = Millis(1_800_000_000_000);
+        // Set before today's policy (stored directly, as an old account).
+        let weak_pw = "password1234";
+        let hash = password::hash(weak_pw, 1000);
+        core.store.create_user(&crate::store::users::NewUser { username: "weak", email: Some("weak@example.org"), password_hash: &hash, groups: &[], now: t0 }).expect("user");
+        rt.block_on(core.add_user("strong", None, &Secret::new(PASSWORD.into()), &[], &Actor::Cli("t".into()), t0)).expect("user");
+        let verdict = |name: &str| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let a = core.store.scan_accounts(0, 10).expect("read").into_iter().find(|a| a.username == name).expect("account");
+                if a.password_checked_at.is_some() {
+                    return a;
+                }
+                assert!(std::time::Instant::now() < deadline, "no verdict for {name}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        let (spent, outcome) = work(&core, &rt, "192.0.2.30", "weak", weak_pw, t0);
+        assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
+        assert_eq!(spent, 1000, "the judgement runs no hash");
+        let a = verdict("weak");
+        let policy = password::Policy { history: 0, ..password::Policy::default() };
+        let expected: Vec<String> = policy.check(weak_pw, &password::Context { username: "weak", email: Some("weak@example.org"), history: &[] }).expect_err("weak").iter().map(|v| v.code().to_owned()).collect();
+        assert!(expected.contains(&"common".to_owned()), "{expected:?}");
+        assert_eq!((a.password_weak, a.weak_reasons, a.password_checked_at), (Some(true), expected, Some(t0)));
+        let (_, outcome) = work(&core, &rt, "192.0.2.30", "strong", PASSWORD, t0);
+        assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
+        let a = verdict("strong");
+        assert_eq!((a.password_weak, a.weak_reasons.len()), (Some(false), 0));
+        // A wrong password is not judged.
+        work(&core, &rt, "192.0.2.31", "weak", "password12345", t0.plus(std::time::Duration::from_secs(5)));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(verdict("weak").password_checked_at, Some(t0));
+        // Nothing of the password reaches the files.
+        for entry in std::fs::read_dir(dir.path()).expect("dir") {
+            let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
+            assert!(!bytes.windows(weak_pw.len()).any(|w| w == weak_pw.as_bytes()), "the password was stored");
+        }
     }
 }

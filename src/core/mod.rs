@@ -16,6 +16,7 @@ pub mod otp;
 pub mod password;
 pub mod playbooks;
 pub mod response;
+pub mod scans;
 pub mod secrets;
 pub mod webhooks;
 pub mod sessions;

@@ -420,6 +420,28 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
+impl Violation {
+    /// A stable code for the rule, for stored verdicts and `--json`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Violation::TooShort { .. } => "too_short",
+            Violation::TooLong { .. } => "too_long",
+            Violation::InputTooLarge => "input_too_large",
+            Violation::Common => "common",
+            Violation::ContainsUsername => "contains_username",
+            Violation::ContainsEmail => "contains_email",
+            Violation::TooWeak { .. } => "too_weak",
+            Violation::Reused { .. } => "reused",
+        }
+    }
+}
+
+/// The iteration count a stored PHC string was hashed with, or `None`
+/// when [`verify`] would call it malformed.
+pub fn iterations_of(phc: &str) -> Option<u32> {
+    parse_phc(phc).map(|p| p.iterations)
+}
+
 /// Joins violations into one message: `"password rejected: rule1; rule2"`.
 pub fn describe(violations: &[Violation]) -> String {
     let rules: Vec<String> = violations.iter().map(ToString::to_string).collect();

@@ -143,15 +143,14 @@ impl Store {
         Ok(())
     }
 
-    /// When `user_id` last completed a full login from `ip_key`.
-    pub fn known_address(&self, user_id: i64, ip_key: &str) -> Result<Option<Millis>> {
+    /// When `user_id` first and last completed a full login from `ip_key`.
+    pub fn known_address(&self, user_id: i64, ip_key: &str) -> Result<Option<(Millis, Millis)>> {
         self.conn()
-            .prepare_cached("SELECT last_full_login_at FROM known_addresses WHERE user_id = ?1 AND ip_key = ?2")
+            .prepare_cached("SELECT first_full_login_at, last_full_login_at FROM known_addresses WHERE user_id = ?1 AND ip_key = ?2")
             .doing("reading a known address")?
-            .query_row(params![user_id, ip_key], |r| r.get::<_, i64>(0))
+            .query_row(params![user_id, ip_key], |r| Ok((Millis(r.get(0)?), Millis(r.get(1)?))))
             .optional()
             .doing("reading a known address")
-            .map(|t| t.map(Millis))
     }
 
     /// The rows of the sessions `ids` with their account's lock, in one

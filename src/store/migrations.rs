@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0007_locks", sql: include_str!("../../migrations/0007_locks.sql") },
     Migration { name: "0008_webhooks", sql: include_str!("../../migrations/0008_webhooks.sql") },
     Migration { name: "0011_event_chain", sql: include_str!("../../migrations/0011_event_chain.sql") },
+    Migration { name: "0012_scans", sql: include_str!("../../migrations/0012_scans.sql") },
 ];
 
 /// A step in Rust that runs after a migration's SQL, in its transaction
@@ -117,7 +118,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.db")).expect("open");
         let err = store.migrate(Some("0099_nope")).unwrap_err().to_string();
-        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0011_event_chain)");
+        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0011_event_chain, 0012_scans)");
     }
 
     #[test]

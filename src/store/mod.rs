@@ -10,6 +10,7 @@ pub mod incidents;
 pub mod locks;
 pub mod mfa;
 pub mod migrations;
+pub mod scans;
 pub mod sessions;
 pub mod users;
 pub mod webhooks;

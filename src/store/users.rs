@@ -136,7 +136,12 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting a password change")?;
         let n = tx
-            .execute("UPDATE users SET password_hash = ?2, password_changed_at = ?3, must_reset_password = 0 WHERE id = ?1", params![user_id, hash, now.0])
+            .execute(
+                // A new password has no verdict yet (its next login gives one).
+                "UPDATE users SET password_hash = ?2, password_changed_at = ?3, must_reset_password = 0,
+                        password_weak = NULL, password_weak_reasons = NULL, password_checked_at = NULL WHERE id = ?1",
+                params![user_id, hash, now.0],
+            )
             .doing("changing a password")?;
         if n == 0 {
             return Err(Error::NotFound(format!("no user with id {user_id}")));

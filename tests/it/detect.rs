@@ -118,9 +118,12 @@ fn scan_json(g: &Gate, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["security", "scan", "suspicious", "--json"];
     all.extend_from_slice(args);
     let out = g.cli_ok(&all);
-    match serde_json::from_str(&out) {
-        Ok(Value::Array(v)) => v,
-        other => panic!("scan: not a JSON array: {other:?}\n{out}"),
+    match serde_json::from_str::<Value>(&out) {
+        Ok(mut v) => match v["suspicious"]["findings"].take() {
+            Value::Array(v) => v,
+            other => panic!("scan: no suspicious findings: {other:?}\n{out}"),
+        },
+        other => panic!("scan: not JSON: {other:?}\n{out}"),
     }
 }
 

@@ -930,6 +930,12 @@ impl PtySsh {
         }
     }
 
+    /// Gives the session `d` from now (instead of `DEADLINE` from its
+    /// start) before `expect` and `finish` give up.
+    pub fn within(&mut self, d: Duration) {
+        self.until = Instant::now() + d;
+    }
+
     /// Keeps reading the screen for `d`.
     pub fn settle(&mut self, d: Duration) {
         let until = Instant::now() + d;

@@ -13,7 +13,9 @@ mod menus;
 mod mfa;
 mod playbooks;
 mod response;
+mod scans;
 mod sessions;
+mod takeover;
 mod web;
 
 use harness::{detail, poll, text, Gate, Ssh, ALICE_PW, BIN, BOB_PW, DEFAULT_CONFIG};

@@ -32,9 +32,8 @@ pub(super) enum SecurityCmd {
     /// Sessions: list them, end them.
     #[command(subcommand)]
     Sessions(sessions::SessionsCmd),
-    /// Scans: `suspicious` runs the detection rules over history.
-    #[command(subcommand)]
-    Scan(scan::ScanCmd),
+    /// Scans: passwords, mfa, sessions, suspicious (all four by default).
+    Scan(scan::ScanArgs),
 }
 
 pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
@@ -45,6 +44,6 @@ pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
         SecurityCmd::Webhooks(cmd) => webhooks::run(core, cmd),
         SecurityCmd::Ip(cmd) => ip::run(core, cmd).await,
         SecurityCmd::Sessions(cmd) => sessions::run(core, cmd).await,
-        SecurityCmd::Scan(cmd) => scan::run(core, cmd).await,
+        SecurityCmd::Scan(args) => scan::run(core, args).await,
     }
 }

@@ -80,6 +80,9 @@ struct Risky {
     id: i64,
     address: Option<AddressKey>,
     changes: u32,
+    /// The addresses the account had logged in from before it (the
+    /// owner's): a change made from one of them is not the newcomer's.
+    owner_addresses: Vec<AddressKey>,
 }
 
 #[derive(Default)]
@@ -328,7 +331,8 @@ impl Detector {
                 recent.first().map(|(t, _)| *t).unwrap_or(ev.at),
                 json!({ "rule": "account_takeover", "form": "login", "failures": recent.len(), "threshold": r.failures, "failures_within": span(r.failures_within), "address": from, "session_id": ev.session_id, "update": false }),
             ));
-            st.risky = Some(Risky { at: ev.at, id: ev.id, address, changes: 0 });
+            let owner_addresses = st.known.iter().map(|(k, _)| *k).collect();
+            st.risky = Some(Risky { at: ev.at, id: ev.id, address, changes: 0, owner_addresses });
         }
         if let Some(a) = address {
             st.known.retain(|(k, _)| *k != a);
@@ -357,9 +361,16 @@ impl Detector {
         if !r.enabled {
             return;
         }
+        let address = ev.ip.map(|ip| self.address_key(ip));
         let Some(st) = self.accounts.get_mut(&user_id) else { return };
         let Some(risky) = st.risky.as_mut() else { return };
         if ev.at.0 - risky.at.0 > ms(r.change_within) || ev.at < risky.at || risky.changes >= 8 {
+            return;
+        }
+        // The owner, from an address of theirs known before the risky
+        // login (as when they obey the forced password reset a takeover
+        // playbook asked for), is not taking the account over.
+        if address.is_some_and(|a| risky.owner_addresses.contains(&a)) {
             return;
         }
         risky.changes += 1;

@@ -68,15 +68,36 @@ impl Core {
     /// Findings are returned, not acted on.
     pub async fn scan_suspicious(&self, since: Option<Millis>, now: Millis) -> Result<SuspiciousScan> {
         let settings = self.settings();
+        let scan = self.run_suspicious_scan(since, now, &crate::core::scans::NoProgress)?;
+        let counts = scan.counts();
+        let total: u64 = counts.values().sum();
+        let e = Event::new(EventType::ScanCompleted, if total > 0 { Severity::Medium } else { Severity::Info }, format!("suspicious-activity scan: {total} finding(s) in {} events", scan.events_read), now)
+            .detail("scan", "suspicious")
+            .detail("since", scan.since.rfc3339())
+            .detail("events_read", scan.events_read)
+            .detail("findings", total)
+            .detail("by_type", serde_json::to_value(&counts).unwrap_or_default())
+            .detail("rules_enabled", settings.detection.any_enabled())
+            .detail("password_spraying", "not scanned: password tags live only in the daemon's memory");
+        self.events.record(e).await;
+        Ok(scan)
+    }
+
+    /// The rules over the events since `since` (default: the longest
+    /// window), recording nothing; `progress` counts event ids.
+    pub fn run_suspicious_scan(&self, since: Option<Millis>, now: Millis, progress: &dyn crate::core::scans::Progress) -> Result<SuspiciousScan> {
+        let settings = self.settings();
         let since = since.unwrap_or_else(|| now.minus(settings.detection.longest_window()));
         let mut detector = Detector::new(&settings.detection, settings.ssh.penalties.ipv6_prefix);
         let upto = self.store.last_event_id()?;
         let mut after = self.store.event_id_before(since)?.min(upto);
         let mut scan = SuspiciousScan { since, events_read: 0, findings: Vec::new() };
+        progress.start(crate::core::scans::ScanKind::Suspicious, (upto - after).max(0) as u64);
         if settings.detection.any_enabled() {
             loop {
                 let page = self.store.events_by_id(after, upto, Some(since), EVENT_TYPES, 10_000)?;
                 let full = page.len() == 10_000;
+                let before = after;
                 for (id, e) in &page {
                     after = *id;
                     scan.events_read += 1;
@@ -85,22 +106,13 @@ impl Core {
                         scan.findings.extend(detector.observe(&ev, ev.at));
                     }
                 }
+                progress.advance(if full { (after - before).max(0) as u64 } else { (upto - before).max(0) as u64 });
                 if !full {
                     break;
                 }
             }
         }
-        let counts = scan.counts();
-        let total: u64 = counts.values().sum();
-        let e = Event::new(EventType::ScanCompleted, if total > 0 { Severity::Medium } else { Severity::Info }, format!("suspicious-activity scan: {total} finding(s) in {} events", scan.events_read), now)
-            .detail("scan", "suspicious")
-            .detail("since", since.rfc3339())
-            .detail("events_read", scan.events_read)
-            .detail("findings", total)
-            .detail("by_type", serde_json::to_value(&counts).unwrap_or_default())
-            .detail("rules_enabled", settings.detection.any_enabled())
-            .detail("password_spraying", "not scanned: password tags live only in the daemon's memory");
-        self.events.record(e).await;
+        progress.finish(crate::core::scans::ScanKind::Suspicious);
         Ok(scan)
     }
 }

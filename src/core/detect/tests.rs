@@ -602,3 +602,43 @@ fn memory_stays_bounded_under_a_botnet() {
     assert_eq!(st.events, 50_000);
     assert!(findings > 0, "the networks and the gate still see it");
 }
+
+/// After a risky login, a change made from an address the owner had
+/// logged in from before it (the owner obeying the forced reset of a
+/// takeover playbook) fires nothing; one from the newcomer's address, or
+/// from any address the account had not used before the risky login, is
+/// critical as before.
+#[test]
+fn account_takeover_changes_from_the_owners_earlier_addresses_are_the_owners() {
+    let s = only(|s| s.account_takeover.enabled = true);
+    let attack = || {
+        let mut sc = Script::new();
+        sc.success(0, ALICE, "192.0.2.1", 1);
+        for i in 0..3 {
+            sc.fail(10 * MIN + i * MIN, ALICE, "203.0.113.66");
+        }
+        sc.new_device(20 * MIN, ALICE, "203.0.113.66", 9);
+        sc.success(20 * MIN, ALICE, "203.0.113.66", 9);
+        sc
+    };
+    // (address of the change, whether it is a takeover's change)
+    let cases = [("192.0.2.1", false), ("203.0.113.66", true), ("198.51.100.9", true), ("", true)];
+    for (ip, fires) in cases {
+        let mut sc = attack();
+        sc.push(25 * MIN, Kind::Change("password"), Some(ALICE), None, ip);
+        let found = run(&s, &sc.events);
+        let want = if fires { vec![first("account_takeover", "account:1"), update("account_takeover", "account:1")] } else { vec![first("account_takeover", "account:1")] };
+        assert_eq!(shape(&found), want, "a change from {ip:?}");
+        if fires {
+            assert_eq!(found[1].severity, IncidentSeverity::Critical, "{ip:?}");
+        }
+    }
+    // The owner's change does not use up the newcomer's: a later change
+    // from the newcomer's address still fires.
+    let mut sc = attack();
+    sc.push(25 * MIN, Kind::Change("password"), Some(ALICE), None, "192.0.2.1");
+    sc.push(26 * MIN, Kind::Change("email"), Some(ALICE), None, "203.0.113.66");
+    let found = run(&s, &sc.events);
+    assert_eq!(shape(&found), vec![first("account_takeover", "account:1"), update("account_takeover", "account:1")]);
+    assert_eq!(found[1].details["change"], "email");
+}
