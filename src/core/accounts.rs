@@ -75,8 +75,9 @@ impl Core {
 
     /// `security events verify`: the whole hash chain of the event log,
     /// in id order, up to its first break.
-    pub fn verify_event_chain(&self) -> Result<crate::store::chain::ChainReport> {
-        Ok(self.store.verify_event_chain()?)
+    /// `progress(rows checked, rows in the chain)` now and then.
+    pub fn verify_event_chain(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<crate::store::chain::ChainReport> {
+        Ok(self.store.verify_event_chain_with(progress)?)
     }
 
     /// The chain's head (newest event id and hash). Not called yet: the

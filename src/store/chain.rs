@@ -92,6 +92,9 @@ pub const CHAINED_COLUMNS: [&str; 14] = [
 /// Rows per transaction when trimming (each a short write lock).
 const TRIM_BATCH: i64 = 1000;
 
+/// Rows checked between two calls of `verify_event_chain_with`'s progress.
+const PROGRESS_STEP: u64 = 1 << 16;
+
 /// Rows read per step when hashing the rows that predate the chain.
 const MIGRATE_BATCH: i64 = 10_000;
 
@@ -316,6 +319,90 @@ pub struct ChainReport {
     pub problem: Option<ChainBreak>,
 }
 
+/// Rows handed from the reading to the hashing stage at a time.
+const VERIFY_CHUNK: usize = 4096;
+
+/// Chunks queued between the two stages.
+const VERIFY_QUEUE: usize = 4;
+
+/// Rows read and encoded, for the hashing stage: their canonical bytes
+/// back to back, and for each its id, where its bytes end and its hash.
+struct Chunk {
+    bytes: Vec<u8>,
+    rows: Vec<(i64, usize, Hash)>,
+}
+
+impl Chunk {
+    fn new() -> Chunk {
+        Chunk { bytes: Vec::with_capacity(VERIFY_CHUNK * 320), rows: Vec::with_capacity(VERIFY_CHUNK) }
+    }
+}
+
+/// The reading stage: rows in id order into chunks, until the end or the
+/// first break the ids or a missing hash show (returned; every row before
+/// it was sent). Stops early when the hasher stopped (a mismatch).
+fn read_chunks(tx: &rusqlite::Transaction<'_>, first_id: i64, out: std::sync::mpsc::SyncSender<Chunk>, total: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<Option<ChainBreak>> {
+    let mut st = tx.prepare(&select_rows("ORDER BY id")).doing("reading the event chain")?;
+    let mut rows = st.query([]).doing("reading the event chain")?;
+    let hash_at = CHAINED_COLUMNS.len();
+    let mut expect = first_id;
+    let mut read = 0u64;
+    let mut chunk = Chunk::new();
+    let mut problem = None;
+    while let Some(r) = rows.next().doing("reading the event chain")? {
+        let id: i64 = r.get(0).doing("reading the event chain")?;
+        if id < first_id {
+            problem = Some(ChainBreak::BeforeStart { id, first_id });
+            break;
+        }
+        if id > expect {
+            problem = Some(ChainBreak::Missing { from: expect, to: id - 1 });
+            break;
+        }
+        let Some(stored) = as_hash(r.get_ref(hash_at).doing("reading the event chain")?) else {
+            problem = Some(ChainBreak::NoHash { id });
+            break;
+        };
+        for i in 0..hash_at {
+            put_value(&mut chunk.bytes, r.get_ref(i).doing("reading the event chain")?);
+        }
+        chunk.rows.push((id, chunk.bytes.len(), stored));
+        expect = id + 1;
+        read += 1;
+        if read % PROGRESS_STEP == 0 {
+            progress(read, total);
+        }
+        if chunk.rows.len() == VERIFY_CHUNK && out.send(std::mem::replace(&mut chunk, Chunk::new())).is_err() {
+            return Ok(None); // the hasher found a mismatch before here
+        }
+    }
+    if !chunk.rows.is_empty() {
+        let _ = out.send(chunk);
+    }
+    Ok(problem)
+}
+
+/// The hashing stage: each row's hash against `SHA-256(previous stored
+/// hash || its bytes)`, from the anchor's `hash_before`; stops at the first
+/// mismatch.
+fn hash_chunks(chunks: std::sync::mpsc::Receiver<Chunk>, first_id: i64, before: Hash) -> ChainReport {
+    let mut report = ChainReport { verified: 0, first_id, last_id: None, last_hash: before, problem: None };
+    for chunk in chunks {
+        let mut start = 0;
+        for &(id, end, stored) in &chunk.rows {
+            if chain_hash(&report.last_hash, &chunk.bytes[start..end]) != stored {
+                report.problem = Some(ChainBreak::Mismatch { id });
+                return report;
+            }
+            start = end;
+            report.last_hash = stored;
+            report.last_id = Some(id);
+            report.verified += 1;
+        }
+    }
+    report
+}
+
 impl Store {
     /// The head of the event chain now: the newest event's id and hash.
     /// The hook for the export stream, which is to write it every N
@@ -325,48 +412,42 @@ impl Store {
     }
 
     /// Walks the whole chain in id order on a connection of its own, in one
-    /// read transaction (a snapshot: writers go on meanwhile), one row in
-    /// memory at a time; stops at the first break.
+    /// read transaction (a snapshot: writers go on meanwhile); stops at the
+    /// first break. Two stages: this thread reads the rows, checks their ids
+    /// and encodes them, a second thread hashes (reading is most of the
+    /// cost, hashing a fifth); at most `VERIFY_QUEUE` chunks of
+    /// `VERIFY_CHUNK` rows are in memory between them.
     pub fn verify_event_chain(&self) -> Result<ChainReport> {
+        self.verify_event_chain_with(&mut |_, _| {})
+    }
+
+    /// `verify_event_chain`, calling `progress(rows read, rows in the
+    /// chain)` at the start and every `PROGRESS_STEP` rows (the count is
+    /// the head's id less the chain's first: ids have no gap).
+    pub fn verify_event_chain_with(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<ChainReport> {
         let mut conn = open_connection(self.path())?;
         let tx = conn.transaction().doing("starting to verify the event chain")?;
         let Some((first_id, before)) = anchor(&tx)? else {
             return Ok(ChainReport { verified: 0, first_id: 1, last_id: None, last_hash: GENESIS, problem: Some(ChainBreak::NoAnchor) });
         };
-        let mut report = ChainReport { verified: 0, first_id, last_id: None, last_hash: before, problem: None };
-        let mut st = tx.prepare(&select_rows("ORDER BY id")).doing("reading the event chain")?;
-        let mut rows = st.query([]).doing("reading the event chain")?;
-        let mut expect = first_id;
-        let mut buf = Vec::with_capacity(512);
-        let hash_at = CHAINED_COLUMNS.len();
-        while let Some(r) = rows.next().doing("reading the event chain")? {
-            let id: i64 = r.get(0).doing("reading the event chain")?;
-            if id < first_id {
-                report.problem = Some(ChainBreak::BeforeStart { id, first_id });
-                break;
+        let total = u64::try_from(head(&tx)?.id - first_id + 1).unwrap_or(0);
+        progress(0, total);
+        let (chunks, to_hash) = std::sync::mpsc::sync_channel::<Chunk>(VERIFY_QUEUE);
+        std::thread::scope(|scope| {
+            let hasher = std::thread::Builder::new()
+                .name("chain-verify".into())
+                .spawn_scoped(scope, move || hash_chunks(to_hash, first_id, before))
+                .map_err(|e| super::Error::Conflict(format!("starting to verify the event chain: {e}")))?;
+            // The first break the ids or a missing hash show (the hasher
+            // has every row before it).
+            let read = read_chunks(&tx, first_id, chunks, total, progress);
+            let mut report = hasher.join().map_err(|_| super::Error::Conflict("verifying the event chain: the hashing thread failed".into()))?;
+            let structural = read?;
+            if report.problem.is_none() {
+                report.problem = structural;
             }
-            if id > expect {
-                report.problem = Some(ChainBreak::Missing { from: expect, to: id - 1 });
-                break;
-            }
-            let Some(stored) = as_hash(r.get_ref(hash_at).doing("reading the event chain")?) else {
-                report.problem = Some(ChainBreak::NoHash { id });
-                break;
-            };
-            buf.clear();
-            for i in 0..hash_at {
-                put_value(&mut buf, r.get_ref(i).doing("reading the event chain")?);
-            }
-            if chain_hash(&report.last_hash, &buf) != stored {
-                report.problem = Some(ChainBreak::Mismatch { id });
-                break;
-            }
-            report.last_hash = stored;
-            report.last_id = Some(id);
-            report.verified += 1;
-            expect = id + 1;
-        }
-        Ok(report)
+            Ok(report)
+        })
     }
 
     /// Deletes the events with an id below `before_id` from the start of

@@ -51,7 +51,24 @@ pub(in crate::cli) struct VerifyArgs {
 
 pub(super) async fn run(core: Core, args: EventsArgs) -> anyhow::Result<i32> {
     if let Some(EventsCmd::Verify(v)) = args.command {
-        let report = core.verify_event_chain()?;
+        // A bar on stderr when it is a terminal (10M events take seconds).
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            if let Ok(style) = indicatif::ProgressStyle::with_template("verifying [{bar:40}] {pos}/{len} events") {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        });
+        let report = core.verify_event_chain(&mut |done, total| {
+            if let Some(b) = &bar {
+                b.set_length(total);
+                b.set_position(done);
+            }
+        });
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        let report = report?;
         output::event_chain(&report, v.json)?;
         return Ok(if report.problem.is_none() { 0 } else { 1 });
     }

@@ -126,6 +126,9 @@ fn a_batch_forms_one_chain_continued_by_the_next() {
     let r = verified(&store);
     assert_eq!((r.verified, r.first_id, r.last_id), (503, 1, Some(503)));
     assert_eq!(store.event_chain_head().expect("head"), ChainHead { id: 503, hash: r.last_hash });
+    let mut calls = Vec::new();
+    store.verify_event_chain_with(&mut |done, total| calls.push((done, total))).expect("verify");
+    assert_eq!(calls, vec![(0, 503)]);
     // The hashes differ row to row (no constant slipped in).
     let distinct: i64 = store.conn().query_row("SELECT COUNT(DISTINCT hash) FROM security_events", [], |r| r.get(0)).expect("count");
     assert_eq!(distinct, 503);
@@ -322,4 +325,45 @@ fn the_migration_chains_existing_rows() {
     assert_eq!(verified(&store).verified, 25_002);
     sql(&store, "UPDATE security_events SET details = '{\"i\":0}' WHERE id = 12345");
     assert_eq!(store.verify_event_chain().expect("verify").problem, Some(ChainBreak::Mismatch { id: 12345 }));
+}
+
+/// Over several of verify's chunks: the first break in id order is named,
+/// whichever of its two stages sees it.
+#[test]
+fn the_first_break_is_named_across_chunks() {
+    let n = 3 * VERIFY_CHUNK as i64 + 10;
+    let cases = [
+        ("mismatch in a late chunk", vec![format!("UPDATE security_events SET risk_score = 1 WHERE id = {}", n - 3)], ChainBreak::Mismatch { id: n - 3 }),
+        ("missing in a late chunk", vec![format!("DELETE FROM security_events WHERE id = {}", 2 * VERIFY_CHUNK + 1)], ChainBreak::Missing { from: 2 * VERIFY_CHUNK as i64 + 1, to: 2 * VERIFY_CHUNK as i64 + 1 }),
+        (
+            "a mismatch before a deletion",
+            vec!["UPDATE security_events SET ip = '::2' WHERE id = 100".to_owned(), format!("DELETE FROM security_events WHERE id = {}", n - 1)],
+            ChainBreak::Mismatch { id: 100 },
+        ),
+        (
+            "a deletion before a mismatch",
+            vec!["DELETE FROM security_events WHERE id = 100".to_owned(), format!("UPDATE security_events SET ip = '::2' WHERE id = {}", n - 1)],
+            ChainBreak::Missing { from: 100, to: 100 },
+        ),
+        (
+            "no hash before a mismatch at a chunk's end",
+            vec![format!("UPDATE security_events SET hash = NULL WHERE id = {}", VERIFY_CHUNK + 1), format!("UPDATE security_events SET ip = '::2' WHERE id = {}", VERIFY_CHUNK)],
+            ChainBreak::Mismatch { id: VERIFY_CHUNK as i64 },
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let original = fresh(dir.path());
+    original.insert_events(&sample(n as usize, 1000)).expect("insert");
+    assert_eq!(verified(&original).verified, n as u64);
+    for (i, (what, changes, want)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("case{i}.db"));
+        sql(&original, &format!("VACUUM INTO '{}'", path.display()));
+        let store = Store::open(&path).expect("open copy");
+        for c in &changes {
+            sql(&store, c);
+        }
+        let r = store.verify_event_chain().expect("verify");
+        let before = want.id().expect("an id") - 1;
+        assert_eq!((r.problem, r.verified, r.last_id), (Some(want), before as u64, Some(before)), "{what}");
+    }
 }
