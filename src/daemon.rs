@@ -162,6 +162,10 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let listen = settings.ssh.listen;
     let keyring = crate::core::secrets::Keyring::load_or_create(&settings.data_dir).map_err(anyhow::Error::msg)?;
     let core = Arc::new(Core::new(store, settings, EventSink::Writer(writer.clone()), keyring));
+    {
+        let metrics = core.metrics.clone();
+        writer.observe(Box::new(move |events, now| metrics.batch_committed(events, now)));
+    }
     core.rebuild_windows(Millis::now())?;
     let blocks = core.load_blocks(Millis::now()).context("loading address blocks")?;
     if blocks > 0 {
@@ -205,6 +209,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let watch = crate::store::locks::ChangeWatch::open(&db).context("opening the change watcher's connection")?;
     let changes_task = tokio::spawn(follow_changes(core.clone(), watch, stop_rx.clone()));
     let escalations_task = tokio::spawn(follow_escalations(core.clone(), stop_rx.clone()));
+    let rollups_task = tokio::spawn(follow_rollups(core.clone(), stop_rx.clone()));
     let ssh_task = tokio::spawn(crate::ssh::serve(listener, core.clone(), ssh_config.clone(), menus.clone(), stop_rx));
     tracing::info!(ssh = %ssh_addr, web = %web_addr, config = %settings.source, "portcullis is up");
     {
@@ -225,7 +230,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     if let Err(e) = changes_task.await {
         tracing::error!(error = %e, task = "changes", "a task failed");
     }
-    for (name, task) in [("ssh", ssh_task), ("web", web_task), ("mail", mail_task), ("webhooks", hooks_task), ("escalations", escalations_task)] {
+    for (name, task) in [("ssh", ssh_task), ("web", web_task), ("mail", mail_task), ("webhooks", hooks_task), ("escalations", escalations_task), ("rollups", rollups_task)] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, task = name, "a task failed");
         }
@@ -351,6 +356,33 @@ async fn follow_escalations(core: Arc<Core>, mut stop: tokio::sync::watch::Recei
             Ok(0) => {}
             Ok(n) => tracing::info!(count = n, "incident escalations ran"),
             Err(e) => tracing::warn!(error = %e, "checking incidents for escalation"),
+        }
+    }
+}
+
+/// The daily metrics rollups: at start the finished days not yet rolled
+/// up (`rollups::BACKFILL_DAYS` back at most), then a minute after each
+/// UTC midnight the day that ended (on a blocking thread: it reads a day
+/// of events).
+async fn follow_rollups(core: Arc<Core>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use crate::core::rollups;
+    loop {
+        let c = core.clone();
+        match tokio::task::spawn_blocking(move || c.rollup_missing_days(Millis::now(), rollups::BACKFILL_DAYS)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(days = n, "daily metrics rolled up"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "rolling up daily metrics"),
+            Err(e) => tracing::warn!(error = %e, "rolling up daily metrics"),
+        }
+        let now = Millis::now();
+        let next = rollups::day_start(now).0 + rollups::DAY_MS + 60_000;
+        let wait = std::time::Duration::from_millis((next - now.0).max(1_000) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
         }
     }
 }

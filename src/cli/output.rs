@@ -54,6 +54,37 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One thing as `name  value` lines, names padded to `width`, values
+/// escaped.
+fn fields(rows: Vec<(&str, String)>, width: usize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for (k, v) in rows {
+        writeln!(out, "{k:<width$} {}", escape_control(&v))?;
+    }
+    Ok(())
+}
+
+/// A listing: with `--json` the array of each item's `to_json`; otherwise
+/// `empty` when there is no item (`None`: the headers alone), else the
+/// table of each item's `row`.
+fn listing<'a, T, J: serde::Serialize>(
+    list: &'a [T],
+    json: bool,
+    to_json: impl Fn(&'a T) -> J,
+    empty: Option<&str>,
+    headers: &[&str],
+    row: impl Fn(&'a T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(&list.iter().map(to_json).collect::<Vec<_>>());
+    }
+    if let (true, Some(text)) = (list.is_empty(), empty) {
+        println!("{text}");
+        return Ok(());
+    }
+    table(headers, list.iter().map(row).collect())
+}
+
 #[derive(serde::Serialize)]
 struct UserJson<'a> {
     id: i64,
@@ -94,25 +125,17 @@ fn user_json(u: &User, now: Millis) -> UserJson<'_> {
 }
 
 pub fn users(list: &[User], json: bool, now: Millis) -> anyhow::Result<()> {
-    if json {
-        return print_json(&list.iter().map(|u| user_json(u, now)).collect::<Vec<_>>());
-    }
-    table(
-        &["ID", "USERNAME", "EMAIL", "GROUPS", "LOCKED", "LOGINS", "LAST LOGIN"],
-        list.iter()
-            .map(|u| {
-                vec![
-                    u.id.to_string(),
-                    u.username.clone(),
-                    u.email.clone().unwrap_or_default(),
-                    u.groups.join(","),
-                    if u.is_locked(now) { "yes".into() } else { "no".into() },
-                    u.login_count.to_string(),
-                    u.last_login_at.map(|t| t.rfc3339()).unwrap_or_else(|| "never".into()),
-                ]
-            })
-            .collect(),
-    )
+    listing(list, json, |u| user_json(u, now), None, &["ID", "USERNAME", "EMAIL", "GROUPS", "LOCKED", "LOGINS", "LAST LOGIN"], |u| {
+        vec![
+            u.id.to_string(),
+            u.username.clone(),
+            u.email.clone().unwrap_or_default(),
+            u.groups.join(","),
+            if u.is_locked(now) { "yes".into() } else { "no".into() },
+            u.login_count.to_string(),
+            u.last_login_at.map(|t| t.rfc3339()).unwrap_or_else(|| "never".into()),
+        ]
+    })
 }
 
 pub fn user(u: &User, json: bool, now: Millis) -> anyhow::Result<()> {
@@ -145,32 +168,20 @@ pub fn user(u: &User, json: bool, now: Millis) -> anyhow::Result<()> {
         }),
         ("created", j.created_at),
     ];
-    let mut out = std::io::stdout().lock();
-    for (k, v) in rows {
-        writeln!(out, "{k:<20} {}", escape_control(&v))?;
-    }
-    Ok(())
+    fields(rows, 20)
 }
 
 pub fn keys(list: &[SshKey], json: bool) -> anyhow::Result<()> {
-    if json {
-        return print_json(&list);
-    }
-    table(
-        &["ID", "TYPE", "FINGERPRINT", "ADDED", "LAST USED", "COMMENT"],
-        list.iter()
-            .map(|k| {
-                vec![
-                    k.id.to_string(),
-                    k.algorithm.clone(),
-                    k.fingerprint.clone(),
-                    k.created_at.clone(),
-                    k.last_used_at.clone().unwrap_or_else(|| "never".into()),
-                    k.comment.clone(),
-                ]
-            })
-            .collect(),
-    )
+    listing(list, json, |k| k, None, &["ID", "TYPE", "FINGERPRINT", "ADDED", "LAST USED", "COMMENT"], |k| {
+        vec![
+            k.id.to_string(),
+            k.algorithm.clone(),
+            k.fingerprint.clone(),
+            k.created_at.clone(),
+            k.last_used_at.clone().unwrap_or_else(|| "never".into()),
+            k.comment.clone(),
+        ]
+    })
 }
 
 /// `as_array`: one JSON array; otherwise (follow mode) one object per line.
@@ -287,69 +298,51 @@ struct SessionJson<'a> {
     end_reason: Option<&'a str>,
 }
 
+fn session_json(s: &crate::store::sessions::SessionRow) -> SessionJson<'_> {
+    SessionJson {
+        id: s.id,
+        user: &s.username,
+        user_id: s.user_id,
+        protocol: &s.protocol,
+        ip: &s.ip,
+        device_id: s.device_id,
+        client_version: &s.client_version,
+        auth_method: &s.auth_method,
+        factors: s.factors,
+        started_at: &s.started_at,
+        last_activity_at: &s.last_activity_at,
+        ended_at: s.ended_at.as_deref(),
+        end_reason: s.end_reason.as_deref(),
+    }
+}
+
 /// `all`: the list holds ended sessions too (the table shows their end).
 pub fn sessions(list: &[crate::store::sessions::SessionRow], json: bool, all: bool) -> anyhow::Result<()> {
-    if json {
-        let rows: Vec<SessionJson<'_>> = list
-            .iter()
-            .map(|s| SessionJson {
-                id: s.id,
-                user: &s.username,
-                user_id: s.user_id,
-                protocol: &s.protocol,
-                ip: &s.ip,
-                device_id: s.device_id,
-                client_version: &s.client_version,
-                auth_method: &s.auth_method,
-                factors: s.factors,
-                started_at: &s.started_at,
-                last_activity_at: &s.last_activity_at,
-                ended_at: s.ended_at.as_deref(),
-                end_reason: s.end_reason.as_deref(),
-            })
-            .collect();
-        return print_json(&rows);
-    }
-    if list.is_empty() {
-        println!("{}", if all { "no sessions" } else { "no open sessions" });
-        return Ok(());
-    }
     let mut headers = vec!["ID", "USER", "PROTOCOL", "IP", "DEVICE", "FACTORS", "STARTED", "LAST ACTIVITY"];
     if all {
         headers.extend(["ENDED", "END REASON"]);
     }
-    table(
-        &headers,
-        list.iter()
-            .map(|s| {
-                let mut row = vec![
-                    s.id.to_string(),
-                    s.username.clone(),
-                    s.protocol.clone(),
-                    s.ip.clone(),
-                    s.device_id.map(|d| d.to_string()).unwrap_or_default(),
-                    s.factors.to_string(),
-                    s.started_at.clone(),
-                    s.last_activity_at.clone(),
-                ];
-                if all {
-                    row.push(s.ended_at.clone().unwrap_or_else(|| "open".into()));
-                    row.push(s.end_reason.clone().unwrap_or_default());
-                }
-                row
-            })
-            .collect(),
-    )
+    listing(list, json, session_json, Some(if all { "no sessions" } else { "no open sessions" }), &headers, |s| {
+        let mut row = vec![
+            s.id.to_string(),
+            s.username.clone(),
+            s.protocol.clone(),
+            s.ip.clone(),
+            s.device_id.map(|d| d.to_string()).unwrap_or_default(),
+            s.factors.to_string(),
+            s.started_at.clone(),
+            s.last_activity_at.clone(),
+        ];
+        if all {
+            row.push(s.ended_at.clone().unwrap_or_else(|| "open".into()));
+            row.push(s.end_reason.clone().unwrap_or_default());
+        }
+        row
+    })
 }
 
 pub fn migrations(list: &[MigrationState], json: bool) -> anyhow::Result<()> {
-    if json {
-        return print_json(&list);
-    }
-    table(
-        &["MIGRATION", "APPLIED"],
-        list.iter().map(|m| vec![m.name.clone(), m.applied_at.clone().unwrap_or_else(|| "pending".into())]).collect(),
-    )
+    listing(list, json, |m| m, None, &["MIGRATION", "APPLIED"], |m| vec![m.name.clone(), m.applied_at.clone().unwrap_or_else(|| "pending".into())])
 }
 
 pub fn mfa_status(s: &crate::core::mfa::Status, json: bool) -> anyhow::Result<()> {
@@ -373,29 +366,125 @@ pub fn mfa_status(s: &crate::core::mfa::Status, json: bool) -> anyhow::Result<()
 }
 
 pub fn mail_queue(list: &[crate::store::mfa::OutboxRow], json: bool) -> anyhow::Result<()> {
+    listing(list, json, |m| m, Some("the queue is empty"), &["ID", "TO", "TEMPLATE", "QUEUED", "ATTEMPTS", "NEXT / SENT", "LAST ERROR"], |m| {
+        vec![
+            m.id.to_string(),
+            m.recipient.clone(),
+            m.template.clone(),
+            m.created_at.clone(),
+            m.attempts.to_string(),
+            m.sent_at.clone().map(|t| format!("sent {t}")).unwrap_or_else(|| m.next_attempt_at.clone()),
+            m.last_error.clone().unwrap_or_default(),
+        ]
+    })
+}
+
+// ---- daily metrics ----
+
+#[derive(serde::Serialize)]
+struct RollupJson<'a> {
+    day: &'a str,
+    logins: i64,
+    failures: i64,
+    attacking_addresses: i64,
+    users: i64,
+    users_mfa: i64,
+    mfa_adoption_percent: Option<f64>,
+    events_by_severity: std::collections::BTreeMap<&'static str, i64>,
+    incidents_opened: i64,
+    incidents_resolved: i64,
+    mttd_ms: Option<i64>,
+    mttr_ms: Option<i64>,
+    blocked_addresses: i64,
+    /// False for today (still running) or a day computed before it ended.
+    is_final: bool,
+    computed_at: String,
+}
+
+/// Bars for a series, one character a value: ' ' for 0, `▁`..`█` scaled to
+/// the largest, `·` where there is no value (no MTTR on a day without a
+/// resolved incident). Plain characters: no colour, no control bytes.
+pub fn spark_bars(values: &[Option<f64>]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values.iter().flatten().fold(0.0_f64, |m, v| m.max(*v));
+    values
+        .iter()
+        .map(|v| match v {
+            None => '·',
+            Some(v) if *v <= 0.0 || max <= 0.0 => ' ',
+            Some(v) => BARS[(((v / max) * 8.0).ceil() as usize).clamp(1, 8) - 1],
+        })
+        .collect()
+}
+
+pub fn daily_metrics(list: &[crate::core::rollups::DailyRollup], json: bool, chart: bool) -> anyhow::Result<()> {
     if json {
-        return print_json(&list);
+        let rows: Vec<RollupJson<'_>> = list
+            .iter()
+            .map(|r| RollupJson {
+                day: &r.day,
+                logins: r.logins,
+                failures: r.failures,
+                attacking_addresses: r.attacking_addresses,
+                users: r.users,
+                users_mfa: r.users_mfa,
+                mfa_adoption_percent: r.mfa_adoption_percent().map(|p| (p * 10.0).round() / 10.0),
+                events_by_severity: [("info", r.events_info), ("low", r.events_low), ("medium", r.events_medium), ("high", r.events_high), ("critical", r.events_critical)].into_iter().collect(),
+                incidents_opened: r.incidents_opened,
+                incidents_resolved: r.incidents_resolved,
+                mttd_ms: r.mttd_ms,
+                mttr_ms: r.mttr_ms,
+                blocked_addresses: r.blocked_addresses,
+                is_final: r.is_final(),
+                computed_at: r.computed_at.rfc3339(),
+            })
+            .collect();
+        return print_json(&rows);
     }
-    if list.is_empty() {
-        println!("the queue is empty");
-        return Ok(());
-    }
+    let dash = || "-".to_owned();
     table(
-        &["ID", "TO", "TEMPLATE", "QUEUED", "ATTEMPTS", "NEXT / SENT", "LAST ERROR"],
+        &["DAY", "LOGINS", "FAILED", "ATTACKERS", "MFA", "EVENTS I/L/M/H/C", "INC OPEN", "INC RESOLVED", "MTTD", "MTTR", "BLOCKED"],
         list.iter()
-            .map(|m| {
+            .map(|r| {
                 vec![
-                    m.id.to_string(),
-                    m.recipient.clone(),
-                    m.template.clone(),
-                    m.created_at.clone(),
-                    m.attempts.to_string(),
-                    m.sent_at.clone().map(|t| format!("sent {t}")).unwrap_or_else(|| m.next_attempt_at.clone()),
-                    m.last_error.clone().unwrap_or_default(),
+                    if r.is_final() { r.day.clone() } else { format!("{}*", r.day) },
+                    r.logins.to_string(),
+                    r.failures.to_string(),
+                    r.attacking_addresses.to_string(),
+                    r.mfa_adoption_percent().map(|p| format!("{p:.0}% ({}/{})", r.users_mfa, r.users)).unwrap_or_else(dash),
+                    format!("{}/{}/{}/{}/{}", r.events_info, r.events_low, r.events_medium, r.events_high, r.events_critical),
+                    r.incidents_opened.to_string(),
+                    r.incidents_resolved.to_string(),
+                    r.mttd_ms.map(duration_ms).unwrap_or_else(dash),
+                    r.mttr_ms.map(duration_ms).unwrap_or_else(dash),
+                    r.blocked_addresses.to_string(),
                 ]
             })
             .collect(),
-    )
+    )?;
+    let mut out = std::io::stdout().lock();
+    if list.iter().any(|r| !r.is_final()) {
+        writeln!(out, "* still running or computed before the day ended")?;
+    }
+    if chart && !list.is_empty() {
+        let first = list.first().map(|r| r.day.as_str()).unwrap_or("");
+        let last = list.last().map(|r| r.day.as_str()).unwrap_or("");
+        writeln!(out, "\ndaily, {first} .. {last} (one column a day)")?;
+        let series: [(&str, Vec<Option<f64>>, fn(f64) -> String); 6] = [
+            ("logins", list.iter().map(|r| Some(r.logins as f64)).collect(), |v| format!("{v}")),
+            ("failed", list.iter().map(|r| Some(r.failures as f64)).collect(), |v| format!("{v}")),
+            ("attackers", list.iter().map(|r| Some(r.attacking_addresses as f64)).collect(), |v| format!("{v}")),
+            ("incidents", list.iter().map(|r| Some(r.incidents_opened as f64)).collect(), |v| format!("{v}")),
+            ("blocked", list.iter().map(|r| Some(r.blocked_addresses as f64)).collect(), |v| format!("{v}")),
+            ("mttr", list.iter().map(|r| r.mttr_ms.map(|m| m as f64)).collect(), |v| duration_ms(v as i64)),
+        ];
+        for (name, values, show) in series {
+            let max = values.iter().flatten().fold(0.0_f64, |m, v| m.max(*v));
+            let max = if values.iter().any(Option::is_some) { show(max) } else { "-".to_owned() };
+            writeln!(out, "{name:<10} |{}| max {max}", spark_bars(&values))?;
+        }
+    }
+    Ok(())
 }
 
 // ---- incidents ----
@@ -448,6 +537,8 @@ struct IncidentJson<'a> {
     resolved_at: Option<String>,
     event_count: i64,
     subject: SubjectJson<'a>,
+    /// The detection rule that opened it; null when opened by hand.
+    rule: Option<&'a str>,
     first_event_at: String,
     updated_at: String,
     escalations: u32,
@@ -470,6 +561,7 @@ fn incident_json(i: &crate::core::incidents::Incident) -> IncidentJson<'_> {
         resolved_at: i.resolved_at.map(|t| t.rfc3339()),
         event_count: i.event_count,
         subject: subject_json(&i.subject),
+        rule: i.rule.as_deref(),
         first_event_at: i.first_event_at.rfc3339(),
         updated_at: i.updated_at.rfc3339(),
         escalations: i.escalations,
@@ -480,32 +572,21 @@ fn incident_json(i: &crate::core::incidents::Incident) -> IncidentJson<'_> {
 }
 
 pub fn incidents(list: &[crate::core::incidents::Incident], json: bool) -> anyhow::Result<()> {
-    if json {
-        return print_json(&list.iter().map(incident_json).collect::<Vec<_>>());
-    }
-    if list.is_empty() {
-        println!("no incidents");
-        return Ok(());
-    }
-    table(
-        &["ID", "STATUS", "SEVERITY", "PRIORITY", "TYPE", "SUBJECT", "EVENTS", "ASSIGNED", "CREATED", "TITLE"],
-        list.iter()
-            .map(|i| {
-                vec![
-                    i.id.to_string(),
-                    i.status.to_string(),
-                    i.severity.to_string(),
-                    crate::core::incidents::priority_name(i.priority),
-                    i.incident_type.to_string(),
-                    i.subject.key(),
-                    i.event_count.to_string(),
-                    i.assigned_to.clone().unwrap_or_else(|| "-".into()),
-                    i.created_at.rfc3339(),
-                    i.title.clone(),
-                ]
-            })
-            .collect(),
-    )
+    let headers = ["ID", "STATUS", "SEVERITY", "PRIORITY", "TYPE", "SUBJECT", "EVENTS", "ASSIGNED", "CREATED", "TITLE"];
+    listing(list, json, incident_json, Some("no incidents"), &headers, |i| {
+        vec![
+            i.id.to_string(),
+            i.status.to_string(),
+            i.severity.to_string(),
+            crate::core::incidents::priority_name(i.priority),
+            i.incident_type.to_string(),
+            i.subject.key(),
+            i.event_count.to_string(),
+            i.assigned_to.clone().unwrap_or_else(|| "-".into()),
+            i.created_at.rfc3339(),
+            i.title.clone(),
+        ]
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -561,6 +642,9 @@ pub fn incident(v: &crate::core::incidents::IncidentView, json: bool) -> anyhow:
         ("opened", i.created_at.rfc3339()),
         ("MTTD", duration_ms(mttd_ms(i))),
     ];
+    if let Some(rule) = &i.rule {
+        rows.insert(3, ("rule", rule.clone()));
+    }
     if let Some(at) = i.resolved_at {
         rows.push(("resolved", at.rfc3339()));
         rows.push(("MTTR", duration_ms(mttr_ms(i).unwrap_or(0))));
@@ -583,13 +667,8 @@ pub fn incident(v: &crate::core::incidents::IncidentView, json: bool) -> anyhow:
     let shown: Vec<String> = v.event_ids.iter().take(20).map(i64::to_string).collect();
     let more = if v.event_ids.len() > 20 { format!(" and {} more", v.event_ids.len() - 20) } else { String::new() };
     rows.push(("linked events", if shown.is_empty() { "none".into() } else { format!("{}{more}", shown.join(", ")) }));
-    {
-        let mut out = std::io::stdout().lock();
-        for (k, val) in rows {
-            writeln!(out, "{k:<14} {}", escape_control(&val))?;
-        }
-        writeln!(out)?;
-    }
+    fields(rows, 14)?;
+    println!();
     table(
         &["TIME", "KIND", "ACTOR", "TEXT"],
         v.timeline.iter().map(|e| vec![e.at.rfc3339(), e.kind.to_string(), e.actor.clone(), e.text.clone()]).collect(),
@@ -610,48 +689,51 @@ struct BlockJson<'a> {
     repeat: u32,
 }
 
+fn block_json(b: &crate::store::blocks::BlockRow) -> BlockJson<'_> {
+    BlockJson {
+        address: &b.network,
+        reason: &b.reason,
+        created_at: b.created_at.rfc3339(),
+        expires_at: b.expires_at.map(|t| t.rfc3339()),
+        incident_id: b.incident_id,
+        source: &b.source,
+        created_by: &b.created_by,
+        repeat: b.repeat,
+    }
+}
+
 pub fn blocks(list: &[crate::store::blocks::BlockRow], json: bool) -> anyhow::Result<()> {
-    if json {
-        let rows: Vec<BlockJson<'_>> = list
-            .iter()
-            .map(|b| BlockJson {
-                address: &b.network,
-                reason: &b.reason,
-                created_at: b.created_at.rfc3339(),
-                expires_at: b.expires_at.map(|t| t.rfc3339()),
-                incident_id: b.incident_id,
-                source: &b.source,
-                created_by: &b.created_by,
-                repeat: b.repeat,
-            })
-            .collect();
-        return print_json(&rows);
-    }
-    if list.is_empty() {
-        println!("no address is blocked");
-        return Ok(());
-    }
-    table(
-        &["ADDRESS", "SOURCE", "CREATED", "EXPIRES", "INCIDENT", "BY", "REASON"],
-        list.iter()
-            .map(|b| {
-                vec![
-                    b.network.clone(),
-                    b.source.clone(),
-                    b.created_at.rfc3339(),
-                    b.expires_at.map(|t| t.rfc3339()).unwrap_or_else(|| "when unblocked".into()),
-                    b.incident_id.map(|i| i.to_string()).unwrap_or_default(),
-                    b.created_by.clone(),
-                    b.reason.clone(),
-                ]
-            })
-            .collect(),
-    )
+    listing(list, json, block_json, Some("no address is blocked"), &["ADDRESS", "SOURCE", "CREATED", "EXPIRES", "INCIDENT", "BY", "REASON"], |b| {
+        vec![
+            b.network.clone(),
+            b.source.clone(),
+            b.created_at.rfc3339(),
+            b.expires_at.map(|t| t.rfc3339()).unwrap_or_else(|| "when unblocked".into()),
+            b.incident_id.map(|i| i.to_string()).unwrap_or_default(),
+            b.created_by.clone(),
+            b.reason.clone(),
+        ]
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spark_bars_scale_to_the_largest_and_mark_gaps() {
+        for (values, want) in [
+            (vec![Some(0.0), Some(1.0), Some(4.0), Some(8.0)], " ▁▄█"),
+            (vec![Some(0.0), Some(0.0)], "  "),
+            (vec![None, Some(3.0), None], "·█·"),
+            (vec![Some(1.0), Some(1000.0)], "▁█"),
+            (vec![], ""),
+        ] {
+            assert_eq!(spark_bars(&values), want, "{values:?}");
+        }
+        // Only block characters, spaces and the dot: nothing a terminal interprets.
+        assert!(!spark_bars(&[Some(1.0), None, Some(2.0)]).chars().any(crate::model::is_terminal_unsafe));
+    }
 
     fn event(username: &str, description: &str) -> StoredEvent {
         StoredEvent {
@@ -715,50 +797,31 @@ pub fn webhooks(list: &[crate::config::webhooks::WebhookSettings], json: bool) -
         .iter()
         .map(|w| WebhookJson { name: &w.name, url: w.url.shown(), preset: w.preset.as_str(), timeout: crate::config::playbooks::show_duration(w.timeout), max_attempts: w.max_attempts })
         .collect();
-    if json {
-        return print_json(&rows);
-    }
-    if rows.is_empty() {
-        println!("no webhooks are configured");
-        return Ok(());
-    }
-    table(
-        &["NAME", "URL", "PRESET", "TIMEOUT", "ATTEMPTS"],
-        rows.iter().map(|w| vec![w.name.to_owned(), w.url.clone(), w.preset.to_owned(), w.timeout.clone(), w.max_attempts.to_string()]).collect(),
-    )
+    listing(&rows, json, |w| w, Some("no webhooks are configured"), &["NAME", "URL", "PRESET", "TIMEOUT", "ATTEMPTS"], |w| {
+        vec![w.name.to_owned(), w.url.clone(), w.preset.to_owned(), w.timeout.clone(), w.max_attempts.to_string()]
+    })
 }
 
 pub fn webhook_queue(list: &[crate::store::webhooks::DeliveryRow], json: bool) -> anyhow::Result<()> {
-    if json {
-        return print_json(&list);
-    }
-    if list.is_empty() {
-        println!("the queue is empty");
-        return Ok(());
-    }
-    table(
-        &["ID", "WEBHOOK", "EVENT", "INCIDENT", "QUEUED", "ATTEMPTS", "NEXT / DONE", "LAST ERROR"],
-        list.iter()
-            .map(|d| {
-                let state = match (&d.sent_at, &d.gave_up_at, &d.next_attempt_at) {
-                    (Some(t), _, _) => format!("sent {t}"),
-                    (None, Some(t), _) => format!("gave up {t}"),
-                    (None, None, Some(t)) => t.clone(),
-                    (None, None, None) => String::new(),
-                };
-                vec![
-                    d.id.to_string(),
-                    d.webhook.clone(),
-                    d.event.clone(),
-                    d.incident_id.map(|i| i.to_string()).unwrap_or_default(),
-                    d.created_at.clone(),
-                    d.attempts.to_string(),
-                    state,
-                    d.last_error.clone().unwrap_or_default(),
-                ]
-            })
-            .collect(),
-    )
+    let headers = ["ID", "WEBHOOK", "EVENT", "INCIDENT", "QUEUED", "ATTEMPTS", "NEXT / DONE", "LAST ERROR"];
+    listing(list, json, |d| d, Some("the queue is empty"), &headers, |d| {
+        let state = match (&d.sent_at, &d.gave_up_at, &d.next_attempt_at) {
+            (Some(t), _, _) => format!("sent {t}"),
+            (None, Some(t), _) => format!("gave up {t}"),
+            (None, None, Some(t)) => t.clone(),
+            (None, None, None) => String::new(),
+        };
+        vec![
+            d.id.to_string(),
+            d.webhook.clone(),
+            d.event.clone(),
+            d.incident_id.map(|i| i.to_string()).unwrap_or_default(),
+            d.created_at.clone(),
+            d.attempts.to_string(),
+            state,
+            d.last_error.clone().unwrap_or_default(),
+        ]
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -915,4 +978,83 @@ pub fn scan_report(r: &crate::core::scans::ScanReport, json: bool) -> anyhow::Re
     }
     std::io::stdout().flush()?;
     Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct DeviceJson<'a> {
+    id: i64,
+    device_name: &'a str,
+    device_type: &'a str,
+    is_trusted: bool,
+    risk_score: u8,
+    last_seen_at: &'a str,
+    first_seen_at: &'a str,
+    user_id: i64,
+    username: &'a str,
+    last_ip: &'a str,
+    /// The addresses it was seen at, the most recent first (bounded).
+    addresses: Vec<&'a str>,
+    login_count: i64,
+    failure_count: i64,
+    client_version: &'a str,
+    hassh: Option<&'a str>,
+    hassh_algorithms: Option<&'a str>,
+    key_fingerprint: Option<&'a str>,
+    trusted_at: Option<&'a str>,
+    trusted_by: Option<&'a str>,
+}
+
+/// An account's devices, each with the addresses it was seen at.
+pub fn devices(list: &[(crate::store::devices::DeviceRow, Vec<crate::store::devices::DeviceAddress>)], json: bool) -> anyhow::Result<()> {
+    if json {
+        let rows: Vec<DeviceJson<'_>> = list
+            .iter()
+            .map(|(d, addresses)| DeviceJson {
+                id: d.id,
+                device_name: &d.device_name,
+                device_type: &d.device_type,
+                is_trusted: d.is_trusted,
+                risk_score: d.risk_score,
+                last_seen_at: &d.last_seen_at,
+                first_seen_at: &d.first_seen_at,
+                user_id: d.user_id,
+                username: &d.username,
+                last_ip: &d.last_ip,
+                addresses: addresses.iter().map(|a| a.ip.as_str()).collect(),
+                login_count: d.login_count,
+                failure_count: d.failure_count,
+                client_version: &d.client_version,
+                hassh: d.hassh.as_deref(),
+                hassh_algorithms: d.hassh_algorithms.as_deref(),
+                key_fingerprint: d.key_fingerprint.as_deref(),
+                trusted_at: d.trusted_at.as_deref(),
+                trusted_by: d.trusted_by.as_deref(),
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    if list.is_empty() {
+        println!("no devices");
+        return Ok(());
+    }
+    table(
+        &["ID", "TRUSTED", "TYPE", "LOGINS", "FAILURES", "RISK", "LAST SEEN", "LAST IP", "ADDRESSES", "HASSH", "NAME"],
+        list.iter()
+            .map(|(d, addresses)| {
+                vec![
+                    d.id.to_string(),
+                    if d.is_trusted { "yes".into() } else { "no".into() },
+                    d.device_type.clone(),
+                    d.login_count.to_string(),
+                    d.failure_count.to_string(),
+                    d.risk_score.to_string(),
+                    d.last_seen_at.clone(),
+                    d.last_ip.clone(),
+                    addresses.len().to_string(),
+                    d.hassh.clone().unwrap_or_else(|| "unknown".into()),
+                    d.device_name.clone(),
+                ]
+            })
+            .collect(),
+    )
 }

@@ -94,7 +94,8 @@ impl Default for BruteForceIp {
     }
 }
 
-/// Failures from one address or one network over hours and days.
+/// Failures from one address or one network over hours and days (a
+/// network's tier needs two of its addresses or more in the window).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SlowBruteForce {
@@ -119,7 +120,8 @@ pub struct Tier {
     pub window: Duration,
 }
 
-/// One address trying many usernames, nearly all failing.
+/// One address trying many accounts, nearly all failing. Only names that
+/// are accounts here count: the others are username enumeration's.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CredentialStuffing {
@@ -199,7 +201,8 @@ impl Default for DictionaryUsernames {
     }
 }
 
-/// Many usernames that are not accounts, from one address or network.
+/// Many usernames that are not accounts, from one address or from two or
+/// more addresses of one network.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UsernameEnumeration {

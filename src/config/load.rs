@@ -99,17 +99,8 @@ pub struct MfaSettings {
 }
 
 /// `blocks`: how long blocks made without a duration last, and what is
-/// never blocked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlockSettings {
-    pub first: Duration,
-    pub max: Duration,
-    pub repeat_window: Duration,
-    pub recidive_after: u32,
-    pub recidive_window: Duration,
-    pub recidive: Duration,
-    pub never_block: Vec<crate::model::IpNetwork>,
-}
+/// never blocked (the schema's section with `never_block` parsed).
+pub type BlockSettings = super::schema::Blocks<crate::model::IpNetwork>;
 
 #[derive(Debug, Clone)]
 pub struct SshSettings {
@@ -423,15 +414,7 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
             hotp_lookahead: s.mfa.hotp_lookahead,
         },
         incidents: s.incidents,
-        blocks: BlockSettings {
-            first: s.blocks.first,
-            max: s.blocks.max,
-            repeat_window: s.blocks.repeat_window,
-            recidive_after: s.blocks.recidive_after,
-            recidive_window: s.blocks.recidive_window,
-            recidive: s.blocks.recidive,
-            never_block,
-        },
+        blocks: s.blocks.with_never_block(never_block),
         locks: s.locks,
         detection,
         group_levels,

@@ -613,7 +613,7 @@ mod tests {
         assert_eq!(first.when.incident_types, [IncidentType::BruteForceAccount]);
         assert_eq!(first.actions, [Action::Lock { duration: Duration::from_secs(900) }]);
         assert_eq!(loaded.playbooks[1].actions, [Action::Block { duration: None, ipv4_bits: None, ipv6_bits: None }]);
-        assert_eq!(loaded.playbooks[2].actions, [Action::RevokeSessions, Action::ForcePasswordReset, Action::Notify(vec![NotifyTarget::User])]);
+        assert_eq!(loaded.playbooks[2].actions, [Action::Lock { duration: Duration::from_secs(86_400) }, Action::RevokeSessions, Action::ForcePasswordReset, Action::Notify(vec![NotifyTarget::User])]);
         let last = &loaded.playbooks[4];
         assert_eq!(last.when.severity_at_least, Some(IncidentSeverity::Critical));
         assert_eq!(last.actions, [Action::Escalate(Escalation { after: Duration::from_secs(3600), raise_severity: false, notify: vec![NotifyTarget::Sysops], webhook: None })]);

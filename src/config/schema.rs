@@ -336,9 +336,11 @@ pub struct Incidents {
 }
 
 /// Address blocks (`security ip`, and the playbooks' "block" action).
-#[derive(Debug, Clone, Deserialize)]
+/// `N` is what a `never_block` entry is: the text here, the parsed
+/// network once `load` resolved it (`load::BlockSettings`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Blocks {
+pub struct Blocks<N = String> {
     /// A block made without a duration (by a rule) lasts this long the
     /// first time...
     #[serde(deserialize_with = "duration")]
@@ -358,10 +360,18 @@ pub struct Blocks {
     pub recidive: Duration,
     /// Addresses and networks never blocked and never held off by the
     /// admission penalties (loopback is not in it unless listed).
-    pub never_block: Vec<String>,
+    pub never_block: Vec<N>,
 }
 
-impl Default for Blocks {
+impl<N> Blocks<N> {
+    /// The same settings with `never_block` replaced (resolved).
+    pub fn with_never_block<M>(self, never_block: Vec<M>) -> Blocks<M> {
+        let Blocks { first, max, repeat_window, recidive_after, recidive_window, recidive, never_block: _ } = self;
+        Blocks { first, max, repeat_window, recidive_after, recidive_window, recidive, never_block }
+    }
+}
+
+impl<N> Default for Blocks<N> {
     fn default() -> Self {
         Blocks {
             first: Duration::from_secs(1800),

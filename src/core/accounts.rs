@@ -90,38 +90,6 @@ impl Core {
         Ok(self.store.devices_of(user_id)?)
     }
 
-    /// Prometheus text for `/metrics`.
-    pub fn metrics_text(&self) -> String {
-        let mut out = String::new();
-        match self.store.gauges() {
-            Ok(g) => {
-                for (name, help, value) in [
-                    ("portcullis_users", "Accounts.", g.users),
-                    ("portcullis_users_mfa_enabled", "Accounts with one-time codes enabled.", g.mfa_enabled),
-                    ("portcullis_sessions_open", "Sessions not yet ended.", g.sessions_open),
-                    ("portcullis_mail_pending", "Mails waiting in the outbox.", g.mail_pending),
-                    ("portcullis_security_events", "Security events stored.", g.events),
-                ] {
-                    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "reading metrics"),
-        }
-        let name = "portcullis_kdf_runs_by_address";
-        out.push_str(&format!("# HELP {name} First-factor password hashes run per address since start (the 10 busiest; IPv6 per /64).\n# TYPE {name} counter\n"));
-        let (top, other) = self.kdf_runs.top(10);
-        for (address, runs) in top {
-            out.push_str(&format!("{name}{{address=\"{address}\"}} {runs}\n"));
-        }
-        if other > 0 {
-            out.push_str(&format!("{name}{{address=\"other\"}} {other}\n"));
-        }
-        let name = "portcullis_unauthenticated_connections";
-        out.push_str(&format!("# HELP {name} SSH connections not yet authenticated.\n# TYPE {name} gauge\n{name} {}\n", self.admission.unauthenticated()));
-        out.push_str(&self.detection.metrics_text(self.spray_tags.dropped()));
-        out
-    }
-
     pub fn health(&self) -> Result<()> {
         self.store.gauges()?;
         Ok(())

@@ -430,10 +430,20 @@ impl Core {
         }
         let b = &settings.blocks;
         let key = network.to_string();
-        let earlier = self.store.blocks_of_since(&key, now.minus(b.repeat_window))?;
+        // A block asked for while one is in force (another rule that fired
+        // on the same attempts, or attempts still in flight) is the same
+        // offence as the block in force, not a repeat of it: it counts the
+        // blocks before that one, so two rules firing together block for
+        // the first step, not the second.
+        let in_force = self.store.active_block(&key, now)?;
+        let earlier = match &in_force {
+            Some(active) => active.repeat,
+            None => self.store.blocks_of_since(&key, now.minus(b.repeat_window))?,
+        };
         let (duration, recidivist) = match req.duration {
             BlockFor::Grown => {
                 let recent = self.store.blocks_of_since(&key, now.minus(b.recidive_window))?;
+                let recent = if in_force.is_some() { recent.saturating_sub(1) } else { recent };
                 let (d, r) = grown_duration(b, earlier, recent);
                 (Some(d), r)
             }
@@ -938,6 +948,29 @@ mod tests {
         assert_eq!(restarted.load_blocks(later).expect("load"), 1);
         assert!(restarted.is_blocked(ip("2001:db8:1:2:ffff::1"), later));
         assert!(!restarted.is_blocked(ip("2001:db8:1:2:ffff::1"), later.plus(Duration::from_secs(3600))));
+    }
+
+    /// Two rules that fire on the same attempts (stuffing and spraying on
+    /// the fifth account) block once for the first step: the second block
+    /// is the same offence, it only moves the end; the next offence, after
+    /// expiry, is the second step.
+    #[test]
+    fn a_second_rule_on_the_same_attempts_is_not_a_repeat() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = core(dir.path(), "");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let actor = Actor::Cli("t".into());
+        let t0 = Millis(1_800_000_000_000);
+        let sec = |s: i64| Millis(t0.0 + s * 1000);
+        // (second of the block, its end in seconds, repeat, change)
+        let steps: &[(i64, i64, u32, BlockChange)] = &[(0, 1800, 0, BlockChange::New), (1, 1801, 0, BlockChange::Changed), (1801, 1801 + 3600, 1, BlockChange::New)];
+        for (i, (at, end, repeat, change)) in steps.iter().enumerate() {
+            let b = blocked(rt.block_on(core.block_address(&rule("192.0.2.9"), &actor, sec(*at))).expect("block"));
+            assert_eq!((b.expires_at, b.repeat, b.change), (Some(sec(*end)), *repeat, *change), "block {i}");
+        }
+        let made = core.store.events(&crate::store::events::EventFilter { event_type: Some(EventType::IpBlocked), limit: 10, ..Default::default() }).expect("events");
+        let shown: Vec<(String, u64)> = made.iter().rev().map(|e| (e.details["duration"].as_str().unwrap_or("").to_owned(), e.details["repeat"].as_u64().unwrap_or(99))).collect();
+        assert_eq!(shown, [("30m".to_owned(), 0), ("30m".to_owned(), 0), ("1h".to_owned(), 1)]);
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub const MAX_TITLE: usize = 200;
 pub const MAX_TEXT: usize = 4000;
 /// Longest assignee name.
 pub const MAX_ASSIGNEE: usize = 64;
+/// Longest rule name kept on an incident (the config's rule names are no
+/// longer).
+pub const MAX_RULE: usize = 64;
 /// Event ids taken from one finding (the newest).
 pub const MAX_FINDING_EVENTS: usize = 1000;
 /// Events linked to one incident; later ones are counted, not linked.
@@ -144,6 +147,14 @@ pub fn subject_text(s: &Subject) -> String {
     }
 }
 
+/// The rule a finding names (`details.rule`), as its incident keeps it:
+/// a playbook's `when.rule` is matched against it when the incident opens
+/// and at every escalation. A name no playbook could give (empty, longer
+/// than `MAX_RULE`, not a string) is not kept.
+pub fn finding_rule(details: &Value) -> Option<&str> {
+    details.get("rule").and_then(Value::as_str).filter(|r| !r.is_empty() && r.chars().count() <= MAX_RULE)
+}
+
 /// At most `max` characters; a cut is marked with `…`.
 fn bounded(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -193,7 +204,10 @@ struct Opening<'a> {
     first_event_at: Millis,
     event_ids: &'a [i64],
     evidence: Value,
+    /// The finding's details.
     rule: Value,
+    /// The finding's rule name (`finding_rule`); `None` by hand.
+    rule_name: Option<&'a str>,
     /// Who opened it, for the timeline and the event.
     actor: String,
     dedup: bool,
@@ -241,6 +255,7 @@ impl Core {
                 event_ids: &ids,
                 evidence,
                 rule: details.clone(),
+                rule_name: finding_rule(&f.details),
                 actor: DETECTION_ACTOR.to_owned(),
                 dedup: true,
             };
@@ -268,6 +283,7 @@ impl Core {
             event_ids: &[],
             evidence: json!({ "captured_at": now.rfc3339(), "events": [] }),
             rule: json!({}),
+            rule_name: None,
             actor: actor.describe(),
             dedup: false,
         };
@@ -309,6 +325,7 @@ impl Core {
             severity: o.severity,
             priority,
             subject: o.subject,
+            rule: o.rule_name,
             description: &o.description,
             first_event_at: o.first_event_at,
             evidence: &o.evidence,
@@ -634,6 +651,7 @@ mod tests {
         assert_eq!(mttd_ms(&i), 90_000);
         assert_eq!(mttr_ms(&i), None);
         assert_eq!((i.priority, i.status, i.event_count), (2, IncidentStatus::Open, 5));
+        assert_eq!(i.rule.as_deref(), Some("brute_force_account"), "the finding's rule is kept");
 
         let resolved_at = opened_at.plus(Duration::from_secs(3600 + 5));
         let i = core.resolve_incident(r.incident_id, "password changed, address blocked", &actor(), resolved_at).expect("resolve");
@@ -939,6 +957,7 @@ mod tests {
         let i = &c.incident;
         assert_eq!((i.title.as_str(), i.incident_type, i.subject.clone(), i.priority, i.event_count), ("odd logins", IncidentType::Manual, Subject::Gate, 4, 0));
         assert_eq!(mttd_ms(i), 0);
+        assert_eq!(i.rule, None, "opened by hand: no rule");
         assert!(c.notified.is_empty(), "no sysop has an address");
         // Manual incidents do not collide with each other.
         let other = core.create_incident("another", IncidentSeverity::High, "", &actor(), T0).expect("create");

@@ -13,6 +13,12 @@ pub struct KdfPool {
     /// PBKDF2 iterations run through this pool (what the hash functions
     /// report having done), so tests and metrics can see the work.
     spent: Arc<AtomicU64>,
+    workers: usize,
+    queue: usize,
+    /// Seconds each hash took on its worker (`portcullis_kdf_duration_seconds`).
+    pub duration: prometheus_client::metrics::histogram::Histogram,
+    /// Requests refused because the pool and its queue were full.
+    pub refused: prometheus_client::metrics::counter::Counter,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -20,7 +26,16 @@ pub struct Busy;
 
 impl KdfPool {
     pub fn new(workers: usize, queue: usize) -> KdfPool {
-        KdfPool { admitted: Arc::new(Semaphore::new(workers.max(1) + queue)), running: Arc::new(Semaphore::new(workers.max(1))), spent: Arc::new(AtomicU64::new(0)) }
+        KdfPool {
+            admitted: Arc::new(Semaphore::new(workers.max(1) + queue)),
+            running: Arc::new(Semaphore::new(workers.max(1))),
+            spent: Arc::new(AtomicU64::new(0)),
+            workers: workers.max(1),
+            queue,
+            // 1 ms to about 8 s: a debug build's hash takes seconds.
+            duration: prometheus_client::metrics::histogram::Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 14)),
+            refused: Default::default(),
+        }
     }
 
     /// Runs `work`, which returns its result and the KDF iterations it ran;
@@ -39,9 +54,32 @@ impl KdfPool {
     /// Runs `work` on a blocking thread when a worker is free; `Busy` when
     /// the pool and its queue are full.
     pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, Busy> {
-        let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| Busy)?;
+        let Ok(_admitted) = self.admitted.clone().try_acquire_owned() else {
+            self.refused.inc();
+            return Err(Busy);
+        };
         let _running = self.running.clone().acquire_owned().await.map_err(|_| Busy)?;
-        tokio::task::spawn_blocking(work).await.map_err(|_| Busy)
+        let duration = self.duration.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let value = work();
+            duration.observe(started.elapsed().as_secs_f64());
+            value
+        })
+        .await
+        .map_err(|_| Busy)
+    }
+
+    /// Requests admitted and waiting for a worker (`portcullis_kdf_queue_depth`).
+    pub fn queue_depth(&self) -> usize {
+        let running = self.workers - self.running.available_permits().min(self.workers);
+        self.in_flight_now().saturating_sub(running)
+    }
+
+    fn in_flight_now(&self) -> usize {
+        // `admitted` started with workers + queue permits.
+        let capacity = self.workers + self.queue;
+        capacity - self.admitted.available_permits().min(capacity)
     }
 
     /// Hash requests admitted and not yet finished.

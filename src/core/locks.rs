@@ -2,12 +2,14 @@
 //! account's sessions; a rule's lock (a playbook) is bounded by
 //! `locks.max_duration` and never locks the owner out for good: from an
 //! address where they completed a full login (every required factor) in
-//! the last `locks.known_address_days` days they still get in, with every
-//! factor. `user unlock` lifts either kind. Each change is an event with
-//! its cause (source, reason, until, incident, actor).
+//! the last `locks.known_address_days` days, or from a device they trust
+//! that logged in with its key, they still get in, with every factor.
+//! `user unlock` lifts either kind. Each change is an event with its cause
+//! (source, reason, until, incident, actor).
 
 use super::accounts::Actor;
 use super::admission::AddressKey;
+use super::devices::DeviceIdentity;
 use super::{Core, Error, Result};
 use crate::model::{Event, EventType, LockSource, Millis, Severity, User, FOREVER};
 use crate::store::locks::NewLock;
@@ -35,8 +37,8 @@ pub(crate) enum LockVerdict {
     NotLocked,
     /// Refused; the details say why (for the event).
     Refused(serde_json::Value),
-    /// A rule lock, and the owner's known address: on with every factor;
-    /// the details go on the login's events.
+    /// A rule lock, and the owner's known address or trusted device: on
+    /// with every factor; the details go on the login's events.
     Admitted(serde_json::Value),
 }
 
@@ -146,8 +148,8 @@ impl Core {
     }
 
     /// What the lock of `user` (read at the start of this login) means for
-    /// a login from `ip` whose first factor was right.
-    pub(crate) fn lock_verdict(&self, user: &User, ip: IpAddr, now: Millis) -> Result<LockVerdict> {
+    /// a login from `ip` and `device` whose first factor was right.
+    pub(crate) fn lock_verdict(&self, user: &User, ip: IpAddr, device: &DeviceIdentity<'_>, now: Millis) -> Result<LockVerdict> {
         if !user.is_locked(now) {
             return Ok(LockVerdict::NotLocked);
         }
@@ -161,13 +163,14 @@ impl Core {
             return Ok(LockVerdict::Refused(details));
         }
         // A rule's lock never shuts the owner out: the address of a recent
-        // full login still lets them in (they pass every factor as usual).
-        // Hook: a trusted device (SPEC §9, a later issue) will admit the
-        // owner here too.
+        // full login still lets them in (they pass every factor as usual),
+        // and so does a device they trust (SPEC §10).
         //
-        // Only an address known before the attack began counts: after a
-        // takeover the intruder's own login made their address "known",
-        // and it must not open the lock the takeover's playbook set.
+        // Only an address known, or a device trusted, before the attack
+        // began counts: after a takeover the intruder's own login made
+        // their address "known" (and from the account menu they could
+        // trust their device), and that must not open the lock the
+        // takeover's playbook set.
         let attack_began = match user.lock_incident_id {
             Some(id) => self.store.incident(id)?.map(|i| i.first_event_at),
             None => None,
@@ -179,21 +182,46 @@ impl Core {
                 details["known_address"] = "since_attack".into();
                 details["first_full_login_at"] = first.rfc3339().into();
                 details["last_full_login_at"] = last.rfc3339().into();
-                Ok(LockVerdict::Refused(details))
             }
             Some((_, last)) if last >= now.minus(Duration::from_secs(u64::from(days) * 86_400)) => {
                 details["admitted"] = "known_address".into();
                 details["last_full_login_at"] = last.rfc3339().into();
-                Ok(LockVerdict::Admitted(details))
+                return Ok(LockVerdict::Admitted(details));
             }
             Some((_, last)) => {
                 details["known_address"] = "expired".into();
                 details["last_full_login_at"] = last.rfc3339().into();
                 details["known_address_days"] = days.into();
-                Ok(LockVerdict::Refused(details))
             }
             None => {
                 details["known_address"] = false.into();
+            }
+        }
+        // A trusted device counts only with its key: the version string
+        // and the KEXINIT (HASSH) are public and anyone's client can send
+        // the same ones, so without a key a "trusted" identity would open
+        // the lock to whoever guesses the password with a common client
+        // (the very attack the lock answers). The key's signature is proof
+        // that the client holds it.
+        match self.trusted_device(user, device)? {
+            Some(d) if attack_began.is_some_and(|t| d.trusted_at.as_deref().and_then(Millis::parse_rfc3339).is_none_or(|at| at >= t)) => {
+                details["trusted_device"] = "since_attack".into();
+                details["device_id"] = d.id.into();
+                Ok(LockVerdict::Refused(details))
+            }
+            Some(d) if device.key_fingerprint.is_some() => {
+                details["admitted"] = "trusted_device".into();
+                details["device_id"] = d.id.into();
+                details["device_name"] = d.device_name.into();
+                Ok(LockVerdict::Admitted(details))
+            }
+            Some(d) => {
+                details["trusted_device"] = "without_key".into();
+                details["device_id"] = d.id.into();
+                Ok(LockVerdict::Refused(details))
+            }
+            None => {
+                details["trusted_device"] = false.into();
                 Ok(LockVerdict::Refused(details))
             }
         }
@@ -309,6 +337,110 @@ mod tests {
         assert!(rt.block_on(core.unlock_user(&alice, &sysop, now)).expect("unlock"));
         assert!(!rt.block_on(core.unlock_user(&alice, &sysop, now)).expect("unlock"), "nothing left to lift");
         assert!(matches!(login(&core, &rt, "192.0.2.2", None, now), Outcome::Accepted(_)));
+    }
+
+    /// Issue 9 point 3: a rule lock admits the owner from a device they
+    /// trust that logs in with its key, from an address never used
+    /// before, and still with every factor. Not from a trusted device
+    /// without a key (its version string and HASSH are anyone's to send),
+    /// not from an untrusted device (another client configuration of the
+    /// same key), not once the device is untrusted or removed; a sysop's
+    /// lock admits nobody.
+    #[test]
+    fn a_rule_lock_admits_the_owner_from_a_trusted_device_with_its_key() {
+        use crate::core::devices::Hassh;
+        const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILH55DvruBb/62oLBYjcIrqz93wAN8vOurcc0JKrebtm alice-laptop";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = core(dir.path(), "");
+        let rt = rt();
+        let t0 = Millis(1_800_000_000_000);
+        let sysop = Actor::Cli("root".into());
+        let alice = rt.block_on(core.add_user("alice", Some("alice@example.org"), &Secret::new(PASSWORD.into()), &[], &sysop, t0)).expect("user");
+        let key = rt.block_on(core.add_ssh_key(&alice, KEY, &sysop, t0)).expect("key");
+        assert_eq!(key.fingerprint, "SHA256:dGLi+F6Q1mG0vtDBfi/5fHls++j/R1iqB8xvRIDdSCk");
+        let laptop = Hassh::of(b"curve25519-sha256", b"chacha20-poly1305@openssh.com", b"hmac-sha2-256-etm@openssh.com", b"none");
+        let other_config = Hassh::of(b"curve25519-sha256", b"aes256-gcm@openssh.com", b"hmac-sha2-256-etm@openssh.com", b"none");
+        // One login step (and the code, when asked), from a client whose offer is `hassh`.
+        let login = |ip: &str, hassh: &Hassh, with_key: bool, code: Option<&str>, now: Millis| {
+            let mut attempt = Attempt::new(ip.parse().expect("ip"), "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10".into(), "ssh", now);
+            attempt.hassh = Some(hassh.clone());
+            let pw = Secret::new(PASSWORD.to_owned());
+            let credential = if with_key {
+                Credential::PublicKey { username: "alice", fingerprint: &key.fingerprint }
+            } else {
+                Credential::Password { username: "alice", password: &pw, method: "keyboard-interactive" }
+            };
+            match (rt.block_on(core.submit(&mut attempt, credential, now)), code) {
+                (Outcome::Need(_), Some(c)) => rt.block_on(core.submit(&mut attempt, Credential::Code { code: &Secret::new(c.to_owned()) }, now)),
+                (other, _) => other,
+            }
+        };
+        let device = |o: Outcome| match o {
+            Outcome::Accepted(a) => a.device_id,
+            other => panic!("not logged in: {other:?}"),
+        };
+        let with_key = device(login("192.0.2.1", &laptop, true, None, t0));
+        let with_password = device(login("192.0.2.1", &laptop, false, None, t0));
+        let other = device(login("192.0.2.1", &other_config, true, None, t0));
+        assert!(with_key != with_password && with_key != other && with_password != other, "three devices");
+        for id in [with_key, with_password] {
+            let c = rt.block_on(core.set_device_trusted(id, true, None, &sysop, t0)).expect("trust");
+            assert!(c.changed && c.device.is_trusted);
+        }
+        let now = t0.plus(DAY);
+        rt.block_on(core.lock_account_by_rule(&alice, Duration::from_secs(3600), "brute force", Some(3), now)).expect("lock");
+
+        let refusal = || last_failure(&core).details["lock"].clone();
+        // The trusted device with its key, from an address never seen: in.
+        assert!(matches!(login("203.0.113.9", &laptop, true, None, now), Outcome::Accepted(_)));
+        let success = core.events(&crate::store::events::EventFilter { event_type: Some(EventType::LoginSuccess), limit: 1, ..Default::default() }).expect("events");
+        let lock = &success[0].details["lock"];
+        assert_eq!((lock["admitted"].as_str(), lock["device_id"].as_i64(), lock["known_address"].as_bool()), (Some("trusted_device"), Some(with_key), Some(false)), "{success:?}");
+        assert_eq!(success[0].device_id, Some(with_key));
+        // (Each check below comes from an address of its own: a full login
+        // makes its address known, which opens the lock by itself.)
+        // The trusted device without a key: refused, saying why.
+        assert!(!matches!(login("203.0.113.20", &laptop, false, None, now), Outcome::Accepted(_)));
+        let lock = refusal();
+        assert_eq!((lock["trusted_device"].as_str(), lock["device_id"].as_i64()), (Some("without_key"), Some(with_password)), "{lock}");
+        // The same key from a client configured otherwise: another device, not trusted.
+        assert!(!matches!(login("203.0.113.21", &other_config, true, None, now), Outcome::Accepted(_)));
+        assert_eq!(refusal()["trusted_device"], false);
+
+        // Still every factor: with a code enrolled, the trusted device needs it.
+        rt.block_on(core.start_otp_enrollment(&alice, crate::core::mfa::Method::Totp, &sysop, now)).expect("enroll");
+        let mail = core.due_mail(now, 10).expect("mail");
+        let link = mail.iter().find_map(|m| m.body.text.lines().find(|l| l.contains("/otp/enroll/")).map(str::to_owned)).expect("link");
+        let token = link.trim().rsplit('/').next().expect("token").to_owned();
+        let secret = crate::core::otp::base32_decode(&core.otp_enrollment_view(&token, now).expect("view").secret_base32).expect("base32");
+        let code = |t: Millis| crate::core::otp::hotp(crate::model::OtpAlgorithm::Sha1, &secret, crate::core::otp::step_of(t.0 / 1000, 30), 6);
+        rt.block_on(core.otp_confirm(&token, &code(now), now)).expect("confirm");
+        let later = now.plus(Duration::from_secs(60));
+        let wrong = if code(later) == "000000" { "111111" } else { "000000" };
+        assert!(matches!(login("203.0.113.30", &laptop, true, Some(wrong), later), Outcome::Rejected(_)));
+        let failed = core.events(&crate::store::events::EventFilter { event_type: Some(EventType::OtpFailed), limit: 1, ..Default::default() }).expect("events");
+        assert_eq!(failed[0].details["reason"], "wrong_code", "{failed:?}");
+        assert!(matches!(login("203.0.113.31", &laptop, true, Some(&code(later)), later), Outcome::Accepted(_)));
+
+        // Untrusted, it no longer opens the lock; removed, neither.
+        let t = later.plus(Duration::from_secs(60));
+        let c = rt.block_on(core.set_device_trusted(with_key, false, None, &sysop, t)).expect("untrust");
+        assert!(c.changed && !c.device.is_trusted);
+        assert!(!matches!(login("203.0.113.40", &laptop, true, Some(&code(t)), t), Outcome::Accepted(_)));
+        assert_eq!(refusal()["trusted_device"], false);
+        rt.block_on(core.set_device_trusted(with_key, true, None, &sysop, t)).expect("trust again");
+        rt.block_on(core.remove_device(with_key, None, &sysop, t)).expect("remove");
+        let t = t.plus(Duration::from_secs(60));
+        assert!(!matches!(login("203.0.113.41", &laptop, true, Some(&code(t)), t), Outcome::Accepted(_)));
+        assert_eq!(refusal()["trusted_device"], false);
+        // A sysop's lock: no device opens it.
+        rt.block_on(core.unlock_user(&alice, &sysop, t)).expect("unlock");
+        let device = device(login("192.0.2.1", &laptop, true, Some(&code(t)), t));
+        rt.block_on(core.set_device_trusted(device, true, None, &sysop, t)).expect("trust");
+        rt.block_on(core.lock_user(&alice, FOREVER, "investigating", &sysop, t)).expect("lock");
+        let t = t.plus(Duration::from_secs(60));
+        assert!(!matches!(login("192.0.2.1", &laptop, true, Some(&code(t)), t), Outcome::Accepted(_)));
+        assert_eq!(refusal()["source"], "sysop");
     }
 
     /// Under a rule lock the owner still needs every factor: a right

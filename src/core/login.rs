@@ -5,13 +5,13 @@
 //! a success are committed before `Accepted` is returned.
 
 use super::admission::Refusal;
+use super::devices::{DeviceIdentity, Hassh};
 use super::password::{self, Verify};
 use super::mfa::CodeVerdict;
 use super::Core;
 use crate::model::{valid_username, Event, EventType, Millis, Secret, Severity, User};
-use crate::store::devices::SeenDevice;
+use crate::store::devices::{Identity, SeenDevice};
 use crate::store::sessions::NewSession;
-use sha2::Digest;
 use std::net::IpAddr;
 
 /// What one connection has done so far.
@@ -19,6 +19,8 @@ pub struct Attempt {
     pub ip: IpAddr,
     /// The client's SSH version string (attacker-supplied).
     pub client_version: String,
+    /// The HASSH of the client's first KEXINIT (`None`: not read).
+    pub hassh: Option<Hassh>,
     pub protocol: &'static str,
     pub connected_at: Millis,
     pub failures: u32,
@@ -203,7 +205,12 @@ enum SecondFactor {
 
 impl Attempt {
     pub fn new(ip: IpAddr, client_version: String, protocol: &'static str, connected_at: Millis) -> Attempt {
-        Attempt { ip, client_version, protocol, connected_at, failures: 0, key_fingerprint: None, pending: None, lock: None }
+        Attempt { ip, client_version, hassh: None, protocol, connected_at, failures: 0, key_fingerprint: None, pending: None, lock: None }
+    }
+
+    /// The device this attempt comes from, as far as it is known now.
+    pub fn device(&self) -> DeviceIdentity<'_> {
+        DeviceIdentity { client_version: &self.client_version, hassh: self.hassh.as_ref(), key_fingerprint: self.key_fingerprint.as_deref() }
     }
 
     /// Whether the next answer expected is a code.
@@ -285,7 +292,7 @@ impl Core {
             (Err(reason), _) => Some(reason),
             // Only a right first factor learns about the lock: the time to
             // the answer is the same either way.
-            (Ok(()), Some(u)) => match self.lock_verdict(u, attempt.ip, now) {
+            (Ok(()), Some(u)) => match self.lock_verdict(u, attempt.ip, &attempt.device(), now) {
                 Ok(super::locks::LockVerdict::NotLocked) => None,
                 Ok(super::locks::LockVerdict::Admitted(details)) => {
                     attempt.lock = Some(details);
@@ -605,8 +612,23 @@ impl Core {
         if let Some(fp) = &attempt.key_fingerprint {
             e = e.detail("key_fingerprint", fp.clone());
         }
+        if let Some(h) = &attempt.hassh {
+            e = e.detail("hassh", h.hash.clone());
+        }
         if let Some(lock) = attempt.lock.take() {
             e = e.detail("lock", lock);
+        }
+        // A known account's device counts the failure (failures never
+        // make devices: an attacker cannot fill the table). Beside the
+        // answer, not before it: a write only for existing accounts must
+        // not tell them apart by time.
+        if let (Some(u), true) = (user, reason.counts_as_failure()) {
+            let (store, user_id, fingerprint) = (self.store.clone(), u.id, attempt.device().fingerprint());
+            tokio::spawn(async move {
+                if let Err(err) = store.count_device_failure(user_id, &fingerprint) {
+                    tracing::warn!(error = %err, "counting a device failure");
+                }
+            });
         }
         let out_of_tries = attempt.failures >= max;
         if out_of_tries {
@@ -652,7 +674,10 @@ impl Core {
             }
         };
         let ip = attempt.ip.to_string();
-        let fingerprint = hex(&sha2::Sha256::digest(attempt.client_version.as_bytes())[..16]);
+        let identity = attempt.device();
+        let fingerprint = identity.fingerprint();
+        let legacy = identity.legacy_fingerprint();
+        let device_name = identity.name();
         // A plain-password login of an account that needs a code: in with
         // one factor, the code still to come in the terminal. Only then is
         // it a login (event, device and account counts).
@@ -660,7 +685,7 @@ impl Core {
         let device = SeenDevice {
             user_id: user.id,
             fingerprint: &fingerprint,
-            device_name: &attempt.client_version,
+            device_name: &device_name,
             device_type: attempt.protocol,
             client_version: &attempt.client_version,
             ip: &ip,
@@ -668,10 +693,16 @@ impl Core {
             pending: code_pending,
             now,
         };
-        let started = self.store.see_device(&device).and_then(|(device_id, new)| {
+        let who = Identity {
+            hassh: attempt.hassh.as_ref().map(|h| h.hash.as_str()),
+            hassh_algorithms: attempt.hassh.as_ref().map(|h| h.algorithms.as_str()),
+            key_fingerprint: attempt.key_fingerprint.as_deref(),
+            legacy_fingerprint: Some(&legacy),
+        };
+        let started = self.store.see_device_as(&device, &who).and_then(|seen| {
             let session_id = self.store.start_session(&NewSession {
                 user_id: user.id,
-                device_id: Some(device_id),
+                device_id: Some(seen.id),
                 protocol: attempt.protocol,
                 ip: &ip,
                 client_version: &attempt.client_version,
@@ -680,15 +711,16 @@ impl Core {
                 connected_at: attempt.connected_at,
                 now,
             })?;
-            Ok((device_id, new, session_id))
+            Ok((seen, session_id))
         });
-        let (device_id, new_device, session_id) = match started {
+        let (seen, session_id) = match started {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(error = %e, "starting a session");
                 return self.fail(attempt, &user.username, method, Reason::Busy, Some(&user), now, None).await;
             }
         };
+        let (device_id, new_device) = (seen.id, seen.new);
         let mut events = Vec::new();
         for e in &mut extra {
             e.device_id = Some(device_id);
@@ -702,9 +734,17 @@ impl Core {
                 .device(Some(device_id))
                 .session(Some(session_id))
                 .detail("client_version", attempt.client_version.clone())
+                .detail("hassh", attempt.hassh.as_ref().map(|h| h.hash.clone()))
         };
         if new_device {
-            events.push(base(EventType::DeviceNew, Severity::Info, format!("first login of {} from this client", user.username)).detail("fingerprint", fingerprint.clone()));
+            events.push(
+                base(EventType::DeviceNew, Severity::Info, format!("first login of {} from this device: {device_name}", user.username))
+                    .detail("fingerprint", fingerprint.clone())
+                    .detail("device_name", device_name.clone())
+                    .detail("device_type", attempt.protocol)
+                    .detail("key_fingerprint", attempt.key_fingerprint.clone())
+                    .detail("first_of_account", seen.first_of_account),
+            );
         }
         if code_pending {
             // The first factor is its own step: the session starts, the
@@ -733,6 +773,11 @@ impl Core {
         if !self.events.record_committed(events).await {
             let _ = self.store.end_session(session_id, "event log unavailable", now);
             return self.fail(attempt, &user.username, method, Reason::EventLogUnavailable, Some(&user), now, None).await;
+        }
+        // A new device of an account that has logged in before: its owner
+        // is told (the account's first device is not news).
+        if new_device && !seen.first_of_account {
+            self.notify_new_device(&user, device_id, &device_name, &ip, code_pending, now);
         }
         let previous_login = user.last_login_at.zip(user.last_login_ip.clone());
         // The last login and the count move once every factor has passed;
@@ -764,10 +809,6 @@ impl Core {
 /// The details of a replay of the code that had just confirmed enrollment.
 fn enrollment_replay(e: Event) -> Event {
     e.detail("after_enrollment", true)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -50,6 +50,12 @@ const TEMPLATES: &[Template] = &[
         html: include_str!("../../templates/playbook_alert.html"),
     },
     Template {
+        name: "device_new",
+        subject: "Sign-in to your account from a new device",
+        text: include_str!("../../templates/device_new.txt"),
+        html: include_str!("../../templates/device_new.html"),
+    },
+    Template {
         name: "security_notice",
         subject: "Unusual activity on your account",
         text: include_str!("../../templates/security_notice.txt"),

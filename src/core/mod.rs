@@ -5,18 +5,22 @@ pub mod accounts;
 pub mod admission;
 pub mod blocks;
 pub mod connections;
+pub mod devices;
+pub mod drain;
 pub mod incidents;
 pub mod detect;
 pub mod kdf;
 pub mod locks;
 pub mod login;
 pub mod mail;
+pub mod metrics;
 pub mod mfa;
 pub mod otp;
 pub mod password;
 pub mod playbooks;
 pub mod response;
 pub mod scans;
+pub mod rollups;
 pub mod secrets;
 pub mod webhooks;
 pub mod sessions;
@@ -118,6 +122,9 @@ pub struct Core {
     pub spray_tags: detect::spray::Tagger,
     /// What the detection thread has done (for `/metrics`).
     pub detection: Arc<detect::feed::LiveStats>,
+    /// Live counters and histograms for `/metrics` (the daemon feeds the
+    /// event writer's batches to it).
+    pub metrics: metrics::Metrics,
 }
 
 impl Core {
@@ -131,6 +138,7 @@ impl Core {
         Core {
             spray_tags,
             detection: Default::default(),
+            metrics: Default::default(),
             web_connections,
             store,
             settings: RwLock::new(Arc::new(settings)),

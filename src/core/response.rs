@@ -5,7 +5,7 @@
 
 use super::playbooks::PlaybookIncident;
 use super::{Core, Result};
-use crate::core::incidents::Reported;
+use crate::core::incidents::{Incident, Reported};
 use crate::model::{Finding, Millis};
 use std::time::Duration;
 
@@ -29,25 +29,26 @@ impl Core {
     }
 
     /// Runs the escalations due now for every incident not yet resolved;
-    /// returns how many ran. (The finding's details are not kept on the
-    /// incident row, so a playbook's `when.rule` does not match here: an
-    /// escalation is chosen by type and severity.)
+    /// returns how many ran. Playbooks match as when the incident opened:
+    /// by its type, its severity now, and the rule kept on it.
     pub async fn run_due_escalations(&self, now: Millis) -> Result<usize> {
         let open = self.unresolved_incidents_older_than(Duration::ZERO, now)?;
         if open.is_empty() {
             return Ok(0);
         }
-        let list: Vec<(PlaybookIncident, Millis)> = open
-            .iter()
-            .map(|i| {
-                (
-                    PlaybookIncident { id: i.id, incident_type: i.incident_type, severity: i.severity, subject: i.subject.clone(), title: i.title.clone(), details: serde_json::json!({}) },
-                    i.created_at,
-                )
-            })
-            .collect();
+        let list: Vec<(PlaybookIncident, Millis)> = open.iter().map(|i| (playbook_incident(i), i.created_at)).collect();
         Ok(self.run_escalations(&list, now).await?.len())
     }
+}
+
+/// A stored incident as the playbooks see it: of the finding's details only
+/// the rule is kept, and it is all a playbook's `when` reads of them.
+fn playbook_incident(i: &Incident) -> PlaybookIncident {
+    let details = match &i.rule {
+        Some(rule) => serde_json::json!({ "rule": rule }),
+        None => serde_json::json!({}),
+    };
+    PlaybookIncident { id: i.id, incident_type: i.incident_type, severity: i.severity, subject: i.subject.clone(), title: i.title.clone(), details }
 }
 
 #[cfg(test)]
@@ -104,5 +105,49 @@ mod tests {
         assert_eq!(rt.block_on(core.run_due_escalations(t2.plus(Duration::from_secs(60)))).expect("once"), 0);
         let escalated = events(EventType::PlaybookAction).into_iter().filter(|e| e.details["playbook"] == "escalate-critical").count();
         assert!(escalated >= 1, "the escalation is recorded");
+    }
+
+    /// A playbook whose `when` names a rule escalates the incidents that
+    /// rule opened (the rule is kept on the incident), and not those of
+    /// another rule with the same incident type; nothing before it is due.
+    #[test]
+    fn a_when_rule_playbook_escalates_only_its_rules_incidents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = "playbooks: [\n  {\n    name: slow-escalate\n    when: { rule: \"slow_brute_force\" }\n    actions: [\n      {\n        escalate: { after: \"1h\", raise_severity: true }\n      }\n    ]\n  }\n]\n";
+        let core = crate::core::test_core(dir.path(), config);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let t0 = Millis(1_764_072_000_000);
+        let finding = |rule: &str, ip: &str| Finding {
+            incident_type: IncidentType::BruteForceIp,
+            subject: Subject::Address(ip.into()),
+            severity: IncidentSeverity::Medium,
+            title: format!("{rule} from {ip}"),
+            description: "test".into(),
+            event_ids: vec![],
+            first_event_at: t0,
+            details: serde_json::json!({ "rule": rule, "threshold": 30 }),
+        };
+        let slow = rt.block_on(core.respond_to_finding(finding("slow_brute_force", "192.0.2.7"), t0)).expect("respond");
+        let fast = rt.block_on(core.respond_to_finding(finding("brute_force_ip", "192.0.2.8"), t0)).expect("respond");
+        assert!(slow.created && fast.created);
+        let incident = |id| core.incident(id).expect("read").expect("incident");
+        assert_eq!(incident(slow.incident_id).rule.as_deref(), Some("slow_brute_force"));
+        assert_eq!(incident(fast.incident_id).rule.as_deref(), Some("brute_force_ip"));
+
+        assert_eq!(rt.block_on(core.run_due_escalations(t0.plus(Duration::from_secs(3599)))).expect("early"), 0);
+        assert_eq!(rt.block_on(core.run_due_escalations(t0.plus(Duration::from_secs(3600)))).expect("due"), 1);
+        let (slow_now, fast_now) = (incident(slow.incident_id), incident(fast.incident_id));
+        assert_eq!((slow_now.severity, slow_now.escalations), (IncidentSeverity::High, 1));
+        assert_eq!((fast_now.severity, fast_now.escalations), (IncidentSeverity::Medium, 0));
+        let escalated: Vec<i64> = core
+            .show_incident(slow.incident_id)
+            .expect("show")
+            .timeline
+            .iter()
+            .filter(|e| e.kind == TimelineKind::Escalated && e.actor == "playbook:slow-escalate")
+            .map(|e| e.incident_id)
+            .collect();
+        assert_eq!(escalated, [slow.incident_id]);
+        assert!(core.show_incident(fast.incident_id).expect("show").timeline.iter().all(|e| e.kind != TimelineKind::Escalated && e.kind != TimelineKind::Action));
     }
 }

@@ -1,6 +1,7 @@
 //! The account menu: change the password, enable or disable one-time codes
 //! (by emailed link; disabling needs a session that passed the code),
-//! regenerate backup codes, see own sessions, devices and recent events.
+//! regenerate backup codes, see own sessions, devices (and trust, untrust
+//! or remove one) and recent events.
 
 use super::session::{actor, esc, Session};
 use super::prompt::{read_line, read_visible_line, Line};
@@ -178,10 +179,41 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
             'D' => match s.core.devices_of(s.auth.user.id) {
                 Ok(list) => {
                     let mut text = String::from("  Devices you have logged in from:\n");
-                    for d in list {
-                        text.push_str(&format!("    #{:<4} {}  last {} from {}  ({} logins)\n", d.id, esc(&d.device_name), d.last_seen_at, esc(&d.last_ip), d.login_count));
+                    for d in &list {
+                        let mark = match (d.is_trusted, d.id == s.auth.device_id) {
+                            (true, true) => "  [trusted, this device]",
+                            (true, false) => "  [trusted]",
+                            (false, true) => "  [this device]",
+                            (false, false) => "",
+                        };
+                        text.push_str(&format!("    #{:<4} {}{mark}\n          last {} from {}  ({} logins, {} failures)\n", d.id, esc(&d.device_name), d.last_seen_at, esc(&d.last_ip), d.login_count, d.failure_count));
                     }
                     say(term, &text).await?;
+                    if list.is_empty() {
+                        continue;
+                    }
+                    match read_visible_line(s, term, "  T and a number trusts a device, U stops trusting it, R removes it (Enter for none): ", "device_action").await? {
+                        Line::Text(t) if !t.trim().is_empty() => match device_action(t.trim()) {
+                            Some((_, id)) if !list.iter().any(|d| d.id == id) => say(term, &format!("  #{id} is not one of your devices.\n")).await?,
+                            Some(('R', id)) if id == s.auth.device_id => say(term, "  That is the device of this session: log off first, then remove it from another one.\n").await?,
+                            Some(('R', id)) => match s.core.remove_device(id, Some(&s.auth.user), &actor(s), now).await {
+                                Ok(r) => say(term, &format!("  Device #{id} has been removed ({} session(s) ended).\n", r.sessions_ended)).await?,
+                                Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
+                            },
+                            Some((key, id)) => match s.core.set_device_trusted(id, key == 'T', Some(&s.auth.user), &actor(s), now).await {
+                                Ok(c) if key == 'T' && !c.changed => say(term, &format!("  Device #{id} was already trusted.\n")).await?,
+                                Ok(_) if key == 'T' => say(term, &format!("  Device #{id} is trusted now.\n")).await?,
+                                Ok(c) if !c.changed => say(term, &format!("  Device #{id} was not trusted.\n")).await?,
+                                Ok(_) => say(term, &format!("  Device #{id} is no longer trusted.\n")).await?,
+                                Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
+                            },
+                            None => say(term, "  Type T, U or R and a device number, e.g. T12.\n").await?,
+                        },
+                        Line::Idle => return Ok(Some(Ending::IdleTimeout)),
+                        Line::Closed => return Ok(Some(Ending::Disconnected)),
+                        Line::Cancelled => say(term, "  Cancelled: your devices are unchanged.\n").await?,
+                        Line::Text(_) => say(term, "  Your devices are unchanged.\n").await?,
+                    }
                 }
                 Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
             },
@@ -200,6 +232,17 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
             _ => return Ok(None),
         }
     }
+}
+
+/// "T12", "u 12", "R#12" → the action and the device id.
+fn device_action(text: &str) -> Option<(char, i64)> {
+    let mut chars = text.chars();
+    let key = chars.next()?.to_ascii_uppercase();
+    if !"TUR".contains(key) {
+        return None;
+    }
+    let id = chars.as_str().trim().trim_start_matches('#').parse::<i64>().ok()?;
+    Some((key, id))
 }
 
 async fn say<T: Terminal>(term: &mut T, text: &str) -> std::io::Result<()> {

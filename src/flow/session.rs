@@ -94,8 +94,17 @@ impl AcsContext for Session<'_> {
             _ => None,
         }
     }
+    /// Read at each check, so a trust given or taken from the account
+    /// menu counts at once; a device removed (or unreadable) is untrusted.
     fn device_trusted(&self) -> bool {
-        false // device trust arrives with the devices issue
+        match self.core.device(self.auth.device_id) {
+            Ok(Some(d)) => d.is_trusted && d.user_id == self.auth.user.id,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading this session's device for DT");
+                false
+            }
+        }
     }
     fn risk_score(&self) -> u8 {
         0 // risk scoring arrives with the devices issue

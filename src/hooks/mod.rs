@@ -11,12 +11,11 @@
 //! the URL's path (a Slack-style URL carries its token there).
 
 use crate::core::webhooks::{signature, OutgoingWebhook, Retry, DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-use crate::core::Core;
+use crate::core::{drain, Core};
 use crate::config::webhooks::WebhookSettings;
 use crate::model::Millis;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -271,7 +270,7 @@ fn parse_status(buf: &[u8]) -> Head {
 /// (oldest first), each marked sent or failed with its next attempt (core
 /// decides the backoff and when to give up). A failure of one delivery
 /// does not stop the others.
-pub async fn run_worker(core: Arc<Core>, wake: Arc<tokio::sync::Notify>, mut shutdown: tokio::sync::watch::Receiver<bool>, poll: Duration) {
+pub async fn run_worker(core: Arc<Core>, wake: Arc<tokio::sync::Notify>, shutdown: tokio::sync::watch::Receiver<bool>, poll: Duration) {
     let client = Client::new();
     if let Err(e) = &client.tls {
         if core.webhooks().iter().any(|w| w.url.https) {
@@ -279,57 +278,41 @@ pub async fn run_worker(core: Arc<Core>, wake: Arc<tokio::sync::Notify>, mut shu
         }
     }
     tracing::info!(webhooks = core.webhooks().len(), "webhook worker started");
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        run_round(&client, &core, &shutdown).await;
-        if *shutdown.borrow() {
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(poll) => {}
-            _ = wake.notified() => {}
-            changed = shutdown.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-            }
-        }
-    }
+    let queue = Deliveries { client, core };
+    drain::run(&queue, drain::Limits { batch: BATCH, max_per_round: MAX_PER_ROUND }, &wake, shutdown, poll).await;
     tracing::info!("webhook worker stopped");
 }
 
-async fn run_round(client: &Client, core: &Arc<Core>, shutdown: &tokio::sync::watch::Receiver<bool>) {
-    let mut seen = HashSet::new();
-    loop {
-        let c = Arc::clone(core);
-        let due = match tokio::task::spawn_blocking(move || c.due_webhooks(Millis::now(), BATCH)).await {
-            Ok(Ok(d)) => d,
+/// The delivery queue as the worker drains it.
+struct Deliveries {
+    client: Client,
+    core: Arc<Core>,
+}
+
+impl drain::Queue for Deliveries {
+    type Item = OutgoingWebhook;
+
+    fn id(d: &OutgoingWebhook) -> i64 {
+        d.id
+    }
+
+    async fn due(&self, n: usize) -> Option<Vec<OutgoingWebhook>> {
+        let c = Arc::clone(&self.core);
+        match tokio::task::spawn_blocking(move || c.due_webhooks(Millis::now(), n)).await {
+            Ok(Ok(d)) => Some(d),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "webhook queue: cannot read due deliveries");
-                return;
+                None
             }
             Err(e) => {
                 tracing::warn!(error = %e, "webhook queue: the read failed");
-                return;
+                None
             }
-        };
-        let full = due.len() >= BATCH;
-        let mut progressed = false;
-        for d in due {
-            if *shutdown.borrow() {
-                return;
-            }
-            if !seen.insert(d.id) {
-                continue;
-            }
-            progressed = true;
-            send_one(client, core, &d).await;
         }
-        if !full || !progressed || seen.len() >= MAX_PER_ROUND {
-            return;
-        }
+    }
+
+    async fn send(&self, d: &OutgoingWebhook) {
+        send_one(&self.client, &self.core, d).await
     }
 }
 

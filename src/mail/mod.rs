@@ -5,7 +5,6 @@
 //! they never reach a log or an error; logs carry the mail id, the recipient
 //! domain, the attempt number and the error.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::fs;
 use std::io::Write;
@@ -14,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::core::Core;
+use crate::core::{drain, Core};
 use crate::model::{Millis, FOREVER};
 
 use lettre::message::header::{ContentTransferEncoding, ContentType};
@@ -282,64 +281,43 @@ pub async fn run_worker(
     mailer: Arc<Mailer>,
     outbox: Arc<Core>,
     wake: Arc<tokio::sync::Notify>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
     poll: Duration,
     backoff: Backoff,
 ) {
     tracing::info!(transport = %mailer.describe(), "mail worker started");
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        run_round(&mailer, &outbox, &shutdown, &backoff).await;
-        if *shutdown.borrow() {
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(poll) => {}
-            _ = wake.notified() => {}
-            changed = shutdown.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-            }
-        }
-    }
+    let outbox = Outbox { mailer, core: outbox, backoff };
+    drain::run(&outbox, drain::Limits { batch: BATCH, max_per_round: MAX_PER_ROUND }, &wake, shutdown, poll).await;
     tracing::info!("mail worker stopped");
 }
 
-/// Sends the due mails, batch after batch, each mail at most once a round.
-async fn run_round(
-    mailer: &Mailer,
-    outbox: &Arc<Core>,
-    shutdown: &tokio::sync::watch::Receiver<bool>,
-    backoff: &Backoff,
-) {
-    let mut seen = HashSet::new();
-    loop {
+/// The outbox as the worker drains it.
+struct Outbox {
+    mailer: Arc<Mailer>,
+    core: Arc<Core>,
+    backoff: Backoff,
+}
+
+impl drain::Queue for Outbox {
+    type Item = OutgoingMail;
+
+    fn id(m: &OutgoingMail) -> i64 {
+        m.id
+    }
+
+    async fn due(&self, n: usize) -> Option<Vec<OutgoingMail>> {
         let now = now_ms();
-        let due = match on_outbox(outbox, move |o| o.due_mail(Millis(now), BATCH)).await {
-            Ok(due) => due,
+        match on_outbox(&self.core, move |o| o.due_mail(Millis(now), n)).await {
+            Ok(due) => Some(due),
             Err(e) => {
                 tracing::warn!(error = %e, "mail outbox: cannot read due mail");
-                return;
+                None
             }
-        };
-        let full = due.len() >= BATCH;
-        let mut progressed = false;
-        for m in due {
-            if *shutdown.borrow() {
-                return;
-            }
-            if !seen.insert(m.id) {
-                continue;
-            }
-            progressed = true;
-            send_one(mailer, outbox, &m, backoff).await;
         }
-        if !full || !progressed || seen.len() >= MAX_PER_ROUND {
-            return;
-        }
+    }
+
+    async fn send(&self, m: &OutgoingMail) {
+        send_one(&self.mailer, &self.core, m, &self.backoff).await
     }
 }
 

@@ -189,6 +189,10 @@ impl Handler {
         if self.attempt.client_version.is_empty() {
             self.attempt.client_version = self.client_id.get();
         }
+        if self.attempt.hassh.is_none() {
+            // Read long before the first login step: the key exchange is done.
+            self.attempt.hassh = self.client_id.hassh();
+        }
         match self.core.submit(&mut self.attempt, credential, Millis::now()).await {
             Outcome::Accepted(auth) => {
                 if auth.complete() {

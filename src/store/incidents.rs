@@ -20,6 +20,9 @@ pub struct Incident {
     pub priority: u8,
     pub status: IncidentStatus,
     pub subject: Subject,
+    /// The detection rule whose finding opened it (`None` when opened by
+    /// hand, or before the rule was kept).
+    pub rule: Option<String>,
     pub description: String,
     pub assigned_to: Option<String>,
     /// Events attached so far (all of them, also those past the link bound).
@@ -62,6 +65,8 @@ pub struct NewIncident<'a> {
     pub severity: IncidentSeverity,
     pub priority: u8,
     pub subject: &'a Subject,
+    /// The finding's rule (at most 64 characters); `None` by hand.
+    pub rule: Option<&'a str>,
     pub description: &'a str,
     pub first_event_at: Millis,
     pub evidence: &'a serde_json::Value,
@@ -144,7 +149,7 @@ pub struct TriedAccount {
 
 const INCIDENT_COLUMNS: &str = "id, title, incident_type, severity, priority, status, subject_kind, subject_user_id, subject_name,
     description, assigned_to, event_count, first_event_at, created_at, updated_at, resolved_at,
-    resolution_notes, escalations, escalated_at";
+    resolution_notes, escalations, escalated_at, rule";
 
 const EVENT_SELECT: &str = "SELECT id, event_type, category, severity, user_id, username, ip, device_id, session_id,
     description, risk_score, is_suspicious, created_at, details FROM security_events";
@@ -210,6 +215,7 @@ fn incident_from_row(r: &Row<'_>) -> rusqlite::Result<Incident> {
         resolution_notes: r.get(16)?,
         escalations: r.get(17)?,
         escalated_at: r.get::<_, Option<i64>>(18)?.map(Millis),
+        rule: r.get(19)?,
     })
 }
 
@@ -293,8 +299,8 @@ impl Store {
         let (kind, user_id, name) = subject_parts(new.subject);
         let inserted = tx.execute(
             "INSERT INTO incidents (title, incident_type, severity, priority, status, subject_key, subject_kind, subject_user_id, subject_name,
-                                    description, first_event_at, created_at, updated_at, evidence)
-             VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12)",
+                                    description, first_event_at, created_at, updated_at, evidence, rule)
+             VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
             params![
                 new.title,
                 new.incident_type.as_str(),
@@ -307,7 +313,8 @@ impl Store {
                 new.description,
                 new.first_event_at.0,
                 new.now.0,
-                new.evidence.to_string()
+                new.evidence.to_string(),
+                new.rule
             ],
         );
         match inserted {
@@ -643,6 +650,7 @@ mod tests {
             severity: IncidentSeverity::Medium,
             priority: 3,
             subject,
+            rule: Some("brute_force_ip"),
             description: "",
             first_event_at: Millis(1),
             evidence,

@@ -28,6 +28,8 @@ pub struct EndedSession {
 pub enum Sessions {
     One(i64),
     OfUser(i64),
+    /// The open sessions of one device (the device is being removed).
+    OfDevice(i64),
 }
 
 /// What the daemon needs to know about one of its live sessions.
@@ -45,10 +47,11 @@ pub struct LiveRow {
 }
 
 /// Ends the open sessions selected by `which` inside `tx`; returns them.
-fn end_open_sessions(tx: &rusqlite::Transaction<'_>, which: Sessions, reason: &str, now: Millis) -> Result<Vec<EndedSession>> {
+pub(super) fn end_open_sessions(tx: &rusqlite::Transaction<'_>, which: Sessions, reason: &str, now: Millis) -> Result<Vec<EndedSession>> {
     let (sql, arg) = match which {
         Sessions::One(id) => ("SELECT id, user_id, ip FROM sessions WHERE id = ?1 AND ended_at IS NULL", id),
         Sessions::OfUser(user) => ("SELECT id, user_id, ip FROM sessions WHERE user_id = ?1 AND ended_at IS NULL ORDER BY id", user),
+        Sessions::OfDevice(device) => ("SELECT id, user_id, ip FROM sessions WHERE device_id = ?1 AND ended_at IS NULL ORDER BY id", device),
     };
     let open: Vec<EndedSession> = {
         let mut st = tx.prepare_cached(sql).doing("reading open sessions")?;

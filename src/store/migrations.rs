@@ -20,8 +20,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0006_incidents", sql: include_str!("../../migrations/0006_incidents.sql") },
     Migration { name: "0007_locks", sql: include_str!("../../migrations/0007_locks.sql") },
     Migration { name: "0008_webhooks", sql: include_str!("../../migrations/0008_webhooks.sql") },
+    Migration { name: "0009_incidents_rule", sql: include_str!("../../migrations/0009_incidents_rule.sql") },
+    Migration { name: "0010_devices", sql: include_str!("../../migrations/0010_devices.sql") },
     Migration { name: "0011_event_chain", sql: include_str!("../../migrations/0011_event_chain.sql") },
     Migration { name: "0012_scans", sql: include_str!("../../migrations/0012_scans.sql") },
+    Migration { name: "0013_metrics_daily", sql: include_str!("../../migrations/0013_metrics_daily.sql") },
 ];
 
 /// A step in Rust that runs after a migration's SQL, in its transaction
@@ -118,7 +121,39 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.db")).expect("open");
         let err = store.migrate(Some("0099_nope")).unwrap_err().to_string();
-        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0011_event_chain, 0012_scans)");
+        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0009_incidents_rule, 0010_devices, 0011_event_chain, 0012_scans, 0013_metrics_daily)");
+    }
+
+    /// 0009 on a database that already holds incidents: the old rows stay
+    /// and read back without a rule; a rule is kept when given, and an
+    /// empty one is refused.
+    #[test]
+    fn incidents_rule_lands_on_a_database_with_incidents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("p.db")).expect("open");
+        assert_eq!(store.migrate(Some("0008_webhooks")).expect("up to 0008").len(), 8);
+        let old: i64 = {
+            let conn = store.conn();
+            conn.execute(
+                "INSERT INTO incidents (title, incident_type, severity, priority, subject_key, subject_kind, subject_name, first_event_at, created_at, updated_at)
+                 VALUES ('old', 'brute_force_ip', 'medium', 'P3', 'address:192.0.2.7', 'address', '192.0.2.7', 1, 2, 2)",
+                [],
+            )
+            .expect("an incident before 0009");
+            conn.last_insert_rowid()
+        };
+        let later: Vec<&str> = MIGRATIONS[8..].iter().map(|m| m.name).collect();
+        assert_eq!(later[0], "0009_incidents_rule");
+        assert_eq!(store.migrate(None).expect("migrate"), later);
+        let read = store.incident(old).expect("read").expect("still there");
+        assert_eq!((read.title.as_str(), read.rule.as_deref()), ("old", None));
+        let conn = store.conn();
+        conn.execute("UPDATE incidents SET rule = 'brute_force_ip' WHERE id = ?1", [old]).expect("a rule");
+        assert!(conn.execute("UPDATE incidents SET rule = '' WHERE id = ?1", [old]).is_err(), "an empty rule");
+        assert!(conn.execute("UPDATE incidents SET rule = ?2 WHERE id = ?1", rusqlite::params![old, "r".repeat(65)]).is_err(), "a rule over 64");
+        drop(conn);
+        assert_eq!(store.incident(old).expect("read").expect("there").rule.as_deref(), Some("brute_force_ip"));
+        assert_eq!(store.integrity_check().expect("check"), "ok");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod events;
 pub mod incidents;
 pub mod locks;
+pub mod metrics;
 pub mod mfa;
 pub mod migrations;
 pub mod scans;

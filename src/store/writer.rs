@@ -71,10 +71,15 @@ impl FeedReceiver {
     }
 }
 
+/// Told of every committed batch, on the writer's thread, with the commit
+/// time (the daemon's metrics: batch size and lag). Must not block.
+pub type BatchObserver = Box<dyn Fn(&[Event], crate::model::Millis) + Send + Sync>;
+
 /// Cheap to clone; every clone feeds the same thread.
 #[derive(Clone)]
 pub struct EventWriter {
     tx: mpsc::Sender<Msg>,
+    observer: std::sync::Arc<std::sync::OnceLock<BatchObserver>>,
 }
 
 /// Joined by the daemon at shutdown, after every sender is dropped.
@@ -124,6 +129,8 @@ impl EventWriter {
         // then copied into the database once, not once per 1,000 WAL pages.
         conn.pragma_update(None, "wal_autocheckpoint", 16_384).map_err(|source| super::Error::Sqlite { what: "setting the checkpoint interval".into(), source })?;
         let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
+        let observer: std::sync::Arc<std::sync::OnceLock<BatchObserver>> = Default::default();
+        let observing = observer.clone();
         let handle = std::thread::Builder::new()
             .name("event-writer".into())
             .spawn(move || {
@@ -146,6 +153,9 @@ impl EventWriter {
                     }
                     let ok = events.is_empty() || match insert(&mut conn, &events) {
                         Ok(ids) => {
+                            if let Some(o) = observing.get() {
+                                o(&events, crate::model::Millis::now());
+                            }
                             if let Some(feed) = &feed {
                                 let done = std::mem::replace(&mut events, Vec::with_capacity(batch.min(1024)));
                                 // Full or gone: the reader catches up from the table.
@@ -165,7 +175,12 @@ impl EventWriter {
                 }
             })
             .map_err(|e| super::Error::Conflict(format!("starting the event writer: {e}")))?;
-        Ok((EventWriter { tx }, WriterThread(Some(handle))))
+        Ok((EventWriter { tx, observer }, WriterThread(Some(handle))))
+    }
+
+    /// Sets the observer of committed batches (once; false if one is set).
+    pub fn observe(&self, observer: BatchObserver) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     /// Queues an event; waits only when the queue is full.

@@ -445,7 +445,7 @@ async fn metrics(
     let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
     match metrics_access(peer.ip(), authorization, state.metrics_token.as_deref(), state.metrics_from_loopback) {
         MetricsAccess::Allowed => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             state.core.metrics_text(),
         )
             .into_response(),
@@ -819,7 +819,7 @@ mod tests {
             let m = s.https("/metrics", &extra).await;
             assert_eq!(m.status, 200);
             assert!(m.body.contains("portcullis_users 0"), "{}", m.body);
-            assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+            assert!(m.header("content-type").unwrap().starts_with("application/openmetrics-text; version=1.0.0"));
         }
 
         // Bodies over the limit are refused.

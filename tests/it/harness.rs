@@ -94,11 +94,13 @@ pub struct Ssh<'a> {
     pub identity: Option<&'a Path>,
     /// Remote command; `None` asks for an interactive session.
     pub command: Option<&'a str>,
+    /// More `-o` options (e.g. "Ciphers=aes256-gcm@openssh.com").
+    pub options: &'a [&'a str],
 }
 
 impl<'a> Ssh<'a> {
     pub fn kbd(user: &'a str, password: &'a str) -> Ssh<'a> {
-        Ssh { user, password, code: None, method: "keyboard-interactive", prompts: 1, bind: None, identity: None, command: Some("true") }
+        Ssh { user, password, code: None, method: "keyboard-interactive", prompts: 1, bind: None, identity: None, command: Some("true"), options: &[] }
     }
     /// Answers the second-factor prompt with `code`.
     pub fn code(mut self, code: &'a str) -> Self {
@@ -124,6 +126,11 @@ impl<'a> Ssh<'a> {
     }
     pub fn interactive(mut self) -> Self {
         self.command = None;
+        self
+    }
+    /// More `-o` options for the client.
+    pub fn options(mut self, options: &'a [&'a str]) -> Self {
+        self.options = options;
         self
     }
 }
@@ -495,6 +502,9 @@ impl Client {
             None => {
                 cmd.arg("-o").arg("PubkeyAuthentication=no");
             }
+        }
+        for opt in o.options {
+            cmd.arg("-o").arg(opt);
         }
         if let Some(b) = o.bind {
             cmd.arg("-b").arg(b);
@@ -1019,4 +1029,27 @@ pub fn connect_from(from: &str, port: u16) -> std::net::TcpStream {
     let stream = stream.into_std().unwrap();
     stream.set_nonblocking(false).unwrap();
     stream
+}
+
+impl Client {
+    /// `ssh` (non-interactive) answering the password prompts with
+    /// `answers` in turn, as a person retypes after a typo; the code
+    /// prompt that follows a refused password gets an empty answer (the
+    /// Enter key of someone who has no code). As many password prompts as
+    /// answers are allowed.
+    pub fn ssh_typing(&self, o: &Ssh, answers: &[&str]) -> SshRun {
+        let o = o.clone().prompts(answers.len().max(1) as u32);
+        let askdir = self.askpass(o.password, o.code);
+        let d = askdir.display();
+        std::fs::write(askdir.join("answers"), answers.iter().map(|a| format!("{a}\n")).collect::<String>()).unwrap();
+        std::fs::write(
+            askdir.join("askpass.sh"),
+            format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{d}/prompts'\ncase \"$1\" in\n  *'Verification code'*) echo ;;\n  *) n=$(grep -vc 'Verification code' '{d}/prompts'); sed -n \"${{n}}p\" '{d}/answers' ;;\nesac\n"
+            ),
+        )
+        .unwrap();
+        let out = run(self.ssh_command(&o, &askdir, false), None);
+        SshRun { code: out.status.code(), stdout: text(&out.stdout), stderr: text(&out.stderr), prompts: Client::prompts(&askdir) }
+    }
 }

@@ -72,6 +72,7 @@ fn incident_workflow_from_the_cli() {
     assert!(is_rfc3339_utc(s(i, "created_at")), "{i}");
     assert_eq!(i["event_count"].as_i64(), Some(0));
     assert_eq!(i["subject"]["kind"], "gate");
+    assert!(i["rule"].is_null(), "opened by hand: no rule: {i}");
     assert_eq!(i["mttd_ms"].as_i64(), Some(0));
 
     assert_eq!(g.cli_ok(&["security", "incidents", "assign", ids, "bob"]).trim(), format!("incident {id} assigned to bob (investigating)"));

@@ -1,15 +1,18 @@
 //! Integration tests: the real daemon, the real OpenSSH client, the real CLI.
 //! Each test has its own temporary folder and daemon on a free port.
 
+mod attacks;
 mod auth;
 mod blocks;
 mod chain;
 mod cli;
 mod detect;
+mod devices;
 mod flow;
 mod harness;
 mod incidents;
 mod menus;
+mod metrics;
 mod mfa;
 mod playbooks;
 mod response;

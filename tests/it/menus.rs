@@ -573,6 +573,30 @@ fn menu_guard_acs() {
     assert!(!run.stdout.contains("You do not have access"), "{run:#?}");
 }
 
+/// `DT` over real SSH: an option for trusted devices only appears once the
+/// sysop trusts the device alice logs in from, and goes when trust goes.
+#[test]
+fn dt_shows_an_option_to_trusted_devices_only() {
+    let menus = GUARD_MENUS.replace("acs: \"GM[sysops]\"\n        }\n        {\n          key: Q", "acs: DT\n        }\n        {\n          key: Q").replace("Sysops only shortcut", "Trusted devices only");
+    assert!(menus.contains("acs: DT"), "{menus}");
+    let g = gate_with_menus(DEFAULT_CONFIG, &menus, &[]);
+    g.add_user("alice", ALICE_PW);
+    let shown = |g: &Gate| {
+        let run = g.ssh_script(&Ssh::kbd("alice", ALICE_PW), &[("Your choice: ", "q")]);
+        assert_eq!(run.code, Some(0), "{run:#?}\n{}", g.daemon_log());
+        run.stdout.contains("[X] Trusted devices only")
+    };
+    assert!(!shown(&g), "an untrusted device");
+    let list: serde_json::Value = serde_json::from_str(&g.cli_ok(&["security", "devices", "list", "alice", "--json"])).unwrap();
+    let devices = list.as_array().unwrap();
+    assert_eq!(devices.len(), 1, "{list:#}");
+    let id = devices[0]["id"].as_i64().unwrap().to_string();
+    g.cli_ok(&["security", "devices", "trust", &id]);
+    assert!(shown(&g), "the trusted device");
+    g.cli_ok(&["security", "devices", "untrust", &id]);
+    assert!(!shown(&g), "trust taken back");
+}
+
 #[test]
 fn cp437_terminal_gets_raw_art() {
     let g = Gate::start();

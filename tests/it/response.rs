@@ -44,6 +44,10 @@ fn a_dictionary_username_gets_its_address_blocked_before_the_banner() {
     // The playbook's action is on the incident's timeline.
     let shown: Value = serde_json::from_str(&g.cli_ok(&["security", "incidents", "show", &incident["id"].to_string(), "--json"])).unwrap();
     assert!(shown["timeline"].as_array().unwrap().iter().any(|e| e["kind"] == "action" && e["actor"] == "playbook:block-attacking-address"), "{shown:#}");
+    // The rule that opened it is kept on it, in the JSON and the table.
+    assert_eq!((&incident["rule"], &shown["rule"]), (&Value::from("dictionary_username"), &Value::from("dictionary_username")), "{shown:#}");
+    let table = g.cli_ok(&["security", "incidents", "show", &incident["id"].to_string()]);
+    assert!(table.lines().any(|l| l.starts_with("rule ") && l.ends_with(" dictionary_username")), "{table}");
     // Everyone else is unaffected.
     let ok = g.ssh(&Ssh::kbd("alice", ALICE_PW).bind("127.0.0.1"));
     assert!(ok.authenticated_exec(), "{ok:#?}");

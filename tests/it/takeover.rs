@@ -283,12 +283,16 @@ fn a_takeover_cuts_both_sessions_forces_a_reset_and_tells_the_owner() {
     assert_eq!(findings_of(&g, "brute_force_account"), 0);
     assert_eq!(incidents(&g).len(), 1, "{:#?}", incidents(&g));
 
-    // The owner got the notice.
-    let files = smtp.wait_messages(1, WAIT);
-    assert_eq!(files.len(), 1, "one mail");
-    let mail = read_mail(&files[0]);
-    assert!(mail.to.contains("alice@example.org"), "{mail:#?}");
-    assert_eq!(mail.subject, "Unusual activity on your account");
+    // The owner got two mails: the new device's notice and the playbook's.
+    let files = smtp.wait_messages(2, WAIT);
+    assert_eq!(files.len(), 2, "two mails");
+    let mut mails: Vec<_> = files.iter().map(|f| read_mail(f)).collect();
+    assert!(mails.iter().all(|m| m.to.contains("alice@example.org")), "{mails:#?}");
+    mails.sort_by(|a, b| a.subject.cmp(&b.subject));
+    let subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(subjects, ["Sign-in to your account from a new device", "Unusual activity on your account"], "{mails:#?}");
+    assert!(mails[0].text.contains(ATTACKER), "the notice names the address: {mails:#?}");
+    let mail = &mails[1];
     assert!(mail.text.contains(incident["title"].as_str().unwrap()), "{mail:#?}");
     assert!(mail.text.contains("- lock: done\n- revoke_sessions: done\n- force_password_reset: done"), "{mail:#?}");
 

@@ -1,9 +1,11 @@
 //! `portcullis security`: security events, incidents, two-factor
-//! authentication, webhooks, address blocks and sessions.
+//! authentication, webhooks, address blocks, sessions and devices.
 
+mod devices;
 mod events;
 mod incidents;
 mod ip;
+mod metrics;
 mod mfa;
 mod webhooks;
 mod sessions;
@@ -34,6 +36,12 @@ pub(super) enum SecurityCmd {
     Sessions(sessions::SessionsCmd),
     /// Scans: passwords, mfa, sessions, suspicious (all four by default).
     Scan(scan::ScanArgs),
+    /// Devices: list a user's, trust, untrust, remove.
+    #[command(subcommand)]
+    Devices(devices::DevicesCmd),
+    /// Daily security metrics: logins, failures, attacking addresses, MFA
+    /// adoption, events by severity, incidents, MTTD/MTTR, blocks.
+    Metrics(metrics::MetricsArgs),
 }
 
 pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
@@ -45,5 +53,7 @@ pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
         SecurityCmd::Ip(cmd) => ip::run(core, cmd).await,
         SecurityCmd::Sessions(cmd) => sessions::run(core, cmd).await,
         SecurityCmd::Scan(args) => scan::run(core, args).await,
+        SecurityCmd::Devices(cmd) => devices::run(core, cmd).await,
+        SecurityCmd::Metrics(args) => metrics::run(core, args),
     }
 }

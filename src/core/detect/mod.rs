@@ -24,9 +24,12 @@
 //! the map's longest window are swept every minute, and a new key at a
 //! full map first drops the stale ones, then the oldest eighth (counted
 //! in `evicted`). Within a key every sliding window holds at most 16 ×
-//! its threshold attempts (at most 1,024); day-long tiers are 24 buckets
-//! each; the distinct names and addresses are counted over those attempts
-//! only. So memory is O(max_tracked × (the rules' caps)), whatever the
+//! its threshold attempts (at most 1,024), is made on its first attempt
+//! and allocates only for what it holds; day-long tiers keep at most 24
+//! buckets each, only those that hold events; the distinct names and
+//! addresses are counted over those attempts only. A botnet's address
+//! (one failure) costs about 1 KiB. So memory is O(max_tracked × (the
+//! rules' caps)), whatever the
 //! traffic: a botnet of a million addresses fills the address map, whose
 //! oldest entries then give way, while its networks keep counting in the
 //! smaller network map (slow tiers and enumeration aggregate per network).

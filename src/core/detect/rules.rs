@@ -2,7 +2,7 @@
 //! state in the bounded structures of `windows.rs` and fires through
 //! `windows::crossing` (once at the threshold, then on each doubling).
 
-use super::windows::{crossing, Attempt, AttemptWindow, Buckets, Emit, Fired, ADDRS, NAMES};
+use super::windows::{crossing, Attempt, AttemptWindow, Buckets, Emit, Fired, Window, ADDRS, NAMES};
 use super::{finding, shown, DetectEvent, Detector, Kind};
 use crate::core::admission::AddressKey;
 use crate::model::{Finding, IncidentSeverity, IncidentType, Millis, Subject};
@@ -45,24 +45,49 @@ fn cap_for(threshold: u32) -> usize {
 
 #[derive(Default)]
 pub(crate) struct AddressState {
-    brute_force: AttemptWindow,
-    stuffing: AttemptWindow,
-    unknown_names: AttemptWindow,
-    dictionary: AttemptWindow,
-    injection: AttemptWindow,
+    brute_force: Window,
+    stuffing: Window,
+    unknown_names: Window,
+    dictionary: Window,
+    injection: Window,
     slow: Vec<Buckets>,
 }
 
 #[derive(Default)]
 pub(crate) struct NetworkState {
-    unknown_names: AttemptWindow,
+    unknown_names: Window,
     slow: Vec<Buckets>,
+    /// Which addresses failed lately: a network's rules fire only when
+    /// more than one of its addresses is in the window. One address alone
+    /// is its own rules' business; the network's finding would have its
+    /// playbook block every neighbour of the /24 (or /48) for it.
+    addresses: RecentAddresses,
+}
+
+/// The two most recent distinct addresses seen, each with when it was
+/// last seen: enough to tell whether two addresses or more acted since a
+/// time (if any two did, the two seen last did).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct RecentAddresses([Option<(u64, Millis)>; 2]);
+
+impl RecentAddresses {
+    fn see(&mut self, addr: u64, at: Millis) {
+        match self.0[0] {
+            Some((a, t)) if a == addr => self.0[0] = Some((a, t.max(at))),
+            newest => self.0 = [Some((addr, at)), newest],
+        }
+    }
+
+    /// Whether two addresses or more were seen since `cutoff`.
+    fn several_since(&self, cutoff: Millis) -> bool {
+        self.0.iter().all(|e| e.is_some_and(|(_, t)| t >= cutoff))
+    }
 }
 
 #[derive(Default)]
 pub(crate) struct AccountState {
-    brute_force: AttemptWindow,
-    injection: AttemptWindow,
+    brute_force: Window,
+    injection: Window,
     /// Recent failures against the account (time, event id).
     failures: VecDeque<(Millis, i64)>,
     /// Addresses of its successful logins, newest last (at most 32).
@@ -87,7 +112,7 @@ struct Risky {
 
 #[derive(Default)]
 pub(crate) struct SprayState {
-    attempts: AttemptWindow,
+    attempts: Window,
     first_address: Option<AddressKey>,
     one_address: bool,
 }
@@ -156,7 +181,11 @@ impl Detector {
                     ));
                 }
             }
-            if s.credential_stuffing.enabled {
+            // Stuffing tries credentials against accounts that exist here;
+            // names that are not accounts are username enumeration's (and
+            // the dictionary's), which would otherwise never fire from one
+            // address: stuffing's 5 names come before enumeration's 10.
+            if s.credential_stuffing.enabled && !unknown_user {
                 let r = &s.credential_stuffing;
                 st.stuffing.push(attempt, ms(r.window), 256, NAMES);
                 stuffing_check(st, r, key, ev.at, out);
@@ -193,21 +222,23 @@ impl Detector {
                 }
             }
             if s.slow_brute_force.enabled {
-                slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, subject(), &key.to_string(), "address", out);
+                slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, subject(), &key.to_string(), "address", None, out);
             }
         }
         if let Some(net) = network {
             let s = &self.s;
             let st = self.networks.touch(net, ev.at);
+            st.addresses.see(addr_h, ev.at);
             let subject = || Subject::Network(net.to_string());
             if s.slow_brute_force.enabled {
-                slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, subject(), &net.to_string(), "network", out);
+                slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, subject(), &net.to_string(), "network", Some(&st.addresses), out);
             }
             if unknown_user && s.username_enumeration.enabled {
                 let r = &s.username_enumeration;
                 st.unknown_names.push(attempt, ms(r.window), cap_for(r.usernames), NAMES);
                 let n = st.unknown_names.distinct_names() as u64;
-                let emit = crossing(&mut st.unknown_names.fired, n, u64::from(r.usernames), ev.at, ms(r.window));
+                let spread = st.addresses.several_since(Millis(ev.at.0.saturating_sub(ms(r.window))));
+                let emit = if spread { crossing(&mut st.unknown_names.fired, n, u64::from(r.usernames), ev.at, ms(r.window)) } else { Emit::No };
                 if emit != Emit::No {
                     out.push(enumeration_finding(subject(), &net.to_string(), &st.unknown_names, n, r, emit));
                 }
@@ -240,10 +271,10 @@ impl Detector {
             }
             if s.account_takeover.enabled {
                 let within = ms(s.account_takeover.failures_within);
-                st.failures.push_back((ev.at, ev.id));
-                while st.failures.front().is_some_and(|(t, _)| t.0 < ev.at.0 - within) || st.failures.len() > 64 {
+                while st.failures.front().is_some_and(|(t, _)| t.0 < ev.at.0 - within) || st.failures.len() >= 64 {
                     st.failures.pop_front();
                 }
+                st.failures.push_back((ev.at, ev.id));
             }
         }
         if let Some(tag) = ev.tag {
@@ -542,14 +573,21 @@ fn enumeration_finding(subject: Subject, who: &str, w: &AttemptWindow, n: u64, r
     )
 }
 
-fn slow_tiers(state: &mut Vec<Buckets>, tiers: &[crate::config::detection::Tier], ev: &DetectEvent, subject: Subject, who: &str, scope: &str, out: &mut Vec<Finding>) {
+/// `spread`: for a network, its recent addresses (a tier fires only when
+/// two or more of them failed within the tier's window).
+#[allow(clippy::too_many_arguments)]
+fn slow_tiers(state: &mut Vec<Buckets>, tiers: &[crate::config::detection::Tier], ev: &DetectEvent, subject: Subject, who: &str, scope: &str, spread: Option<&RecentAddresses>, out: &mut Vec<Finding>) {
     if state.len() != tiers.len() {
+        state.reserve_exact(tiers.len().saturating_sub(state.len()));
         state.resize_with(tiers.len(), Buckets::default);
     }
     for (b, t) in state.iter_mut().zip(tiers) {
         let w = ms(t.window);
         b.add(ev.at, ev.id, w);
         let (n, first) = b.count(ev.at, w);
+        if spread.is_some_and(|r| !r.several_since(Millis(ev.at.0.saturating_sub(w)))) {
+            continue;
+        }
         let emit = crossing(&mut b.fired, n, u64::from(t.failures), ev.at, w);
         if emit == Emit::No {
             continue;
@@ -577,5 +615,41 @@ mod span_tests {
             assert_eq!(super::span(Duration::from_secs(secs)), want);
         }
         assert_eq!(super::span(Duration::from_millis(250)), "250ms");
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::super::{DetectEvent, Detector, Kind};
+    use crate::config::detection::DetectionSettings;
+    use crate::model::Millis;
+
+    /// What one address of a botnet (one failed password against an
+    /// existing account) leaves behind: the two windows its rules wrote,
+    /// one slot per slow tier, and small fixed parts, so that
+    /// `max_tracked` addresses and networks fit P13's memory target.
+    #[test]
+    fn a_botnet_address_keeps_only_what_its_rules_wrote() {
+        assert!(std::mem::size_of::<super::AddressState>() <= 64, "{}", std::mem::size_of::<super::AddressState>());
+        // A network also keeps its two latest addresses (48 bytes), so that
+        // one address alone never fires a network's rule.
+        assert!(std::mem::size_of::<super::NetworkState>() <= 80, "{}", std::mem::size_of::<super::NetworkState>());
+        let mut d = Detector::new(&DetectionSettings::default(), 64);
+        let ip: std::net::IpAddr = "203.0.113.9".parse().expect("ip");
+        let ev = DetectEvent { id: 1, at: Millis(1_800_000_000_000), kind: Kind::Failure { unknown_user: false }, user_id: Some(7), username: Some("anna".into()), ip: Some(ip), session_id: None, tag: None };
+        assert!(d.observe(&ev, ev.at).is_empty());
+        let key = d.address_key(ip);
+        let a = d.addresses.get(&key).expect("the address is tracked");
+        // (window, made, should be)
+        let windows = [("brute_force", a.brute_force.is_made(), true), ("stuffing", a.stuffing.is_made(), true), ("unknown_names", a.unknown_names.is_made(), false), ("dictionary", a.dictionary.is_made(), false), ("injection", a.injection.is_made(), false)];
+        for (name, made, want) in windows {
+            assert_eq!(made, want, "{name}");
+        }
+        assert_eq!(a.slow.len(), 2);
+        assert_eq!(a.slow.capacity(), 2);
+        assert_eq!((a.brute_force.len(), a.stuffing.len(), a.stuffing.distinct_names()), (1, 1, 1));
+        let n = d.networks.get(&d.network_key(ip)).expect("the network is tracked");
+        assert!(!n.unknown_names.is_made());
+        assert_eq!(n.slow.len(), 2);
     }
 }

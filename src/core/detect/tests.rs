@@ -175,16 +175,30 @@ fn brute_force_from_an_address_fires_at_ten_in_ten_minutes() {
 fn slow_brute_force_tiers_per_address_and_per_network() {
     let s = only(|s| s.slow_brute_force.enabled = true);
     // 29 failures 45 minutes apart (~22 h): nothing; the 30th: the 24 h
-    // tier, for the address and its /24.
+    // tier, for the address only (one address is not its /24: the
+    // network's finding would block every neighbour).
     let mut sc = Script::new();
     for i in 0..29 {
         sc.fail(i * 45 * MIN, ALICE, "203.0.113.9");
     }
     assert!(run(&s, &sc.events).is_empty());
+    let mut spread = Script::new();
+    spread.events = sc.events.clone();
+    spread.next = sc.next;
     sc.fail(29 * 45 * MIN, ALICE, "203.0.113.9");
     let found = run(&s, &sc.events);
-    assert_eq!(shape(&found), vec![first("slow_brute_force", "address:203.0.113.9"), first("slow_brute_force", "network:203.0.113.0/24")]);
+    assert_eq!(shape(&found), vec![first("slow_brute_force", "address:203.0.113.9")]);
     assert_eq!(found[0].details["window"], "1d");
+    // The 30th from a neighbour: two addresses of the /24, the network.
+    spread.fail(29 * 45 * MIN, ALICE, "203.0.113.10");
+    assert_eq!(shape(&run(&s, &spread.events)), vec![first("slow_brute_force", "network:203.0.113.0/24")]);
+    // ... but not when the other address failed a day before the 30th.
+    let mut sc = Script::new();
+    sc.fail(0, ALICE, "203.0.113.10");
+    for i in 0..30 {
+        sc.fail(25 * HOUR + i * 30 * MIN, ALICE, "203.0.113.9");
+    }
+    assert_eq!(shape(&run(&s, &sc.events)), vec![first("slow_brute_force", "address:203.0.113.9")]);
     // Thirty addresses of one /24, one failure each: only the network.
     let mut sc = Script::new();
     for i in 0..30 {
@@ -200,7 +214,7 @@ fn slow_brute_force_tiers_per_address_and_per_network() {
     assert!(run(&s, &sc.events).is_empty());
     sc.fail(99 * 90 * MIN, ALICE, "198.51.100.4");
     let found = run(&s, &sc.events);
-    assert_eq!(shape(&found), vec![first("slow_brute_force", "address:198.51.100.4"), first("slow_brute_force", "network:198.51.100.0/24")]);
+    assert_eq!(shape(&found), vec![first("slow_brute_force", "address:198.51.100.4")]);
     assert_eq!(found[0].details["window"], "7d");
     // IPv6 networks are /48.
     let mut sc = Script::new();
@@ -233,11 +247,18 @@ fn credential_stuffing_from_one_address() {
         sc.fail((2 + i as i64) * MIN, *u, "192.0.2.50");
     }
     assert!(run(&s, &sc.events).is_empty(), "{:?}", shape(&run(&s, &sc.events)));
-    // The same names with unknown users count too (stuffing uses lists).
+    // Names that are not accounts here do not count: they are username
+    // enumeration's (with stuffing's five first, enumeration could never
+    // fire from one address). Five unknown ones and four accounts: nothing.
     let mut sc = Script::new();
     for (i, n) in ["anna", "ben", "cleo", "dirk", "eva"].iter().enumerate() {
         sc.unknown(i as i64 * 1000, n, "192.0.2.51");
     }
+    for (i, u) in users[..4].iter().enumerate() {
+        sc.fail(10_000 + i as i64 * 1000, *u, "192.0.2.51");
+    }
+    assert!(run(&s, &sc.events).is_empty(), "{:?}", shape(&run(&s, &sc.events)));
+    sc.fail(20_000, users[4], "192.0.2.51");
     assert_eq!(shape(&run(&s, &sc.events)), vec![first("credential_stuffing", "address:192.0.2.51")]);
 }
 
@@ -374,8 +395,15 @@ fn username_enumeration_per_address_and_network() {
         sc.unknown(10 * MIN, "name0", "192.0.2.9");
     }
     assert!(run(&s, &sc.events).is_empty());
+    let mut spread = Script::new();
+    spread.events = sc.events.clone();
+    spread.next = sc.next;
+    // The tenth: the address; not its /24, where no other address tried.
     sc.unknown(20 * MIN, "name9", "192.0.2.9");
-    assert_eq!(shape(&run(&s, &sc.events)), vec![first("username_enumeration", "address:192.0.2.9"), first("username_enumeration", "network:192.0.2.0/24")]);
+    assert_eq!(shape(&run(&s, &sc.events)), vec![first("username_enumeration", "address:192.0.2.9")]);
+    // The tenth from a neighbour: the network, two of its addresses.
+    spread.unknown(20 * MIN, "name9", "192.0.2.10");
+    assert_eq!(shape(&run(&s, &spread.events)), vec![first("username_enumeration", "network:192.0.2.0/24")]);
     // Ten addresses of a /24, one name each: the network.
     let mut sc = Script::new();
     for i in 0..10 {

@@ -83,14 +83,61 @@ pub(crate) struct Attempt {
     pub failed: bool,
 }
 
+/// Distinct values among a window's attempts, each with how many attempts
+/// carry it. A small vector searched in place: a window holds at most
+/// 1,024 attempts, most hold a few, and an empty one costs no allocation.
+#[derive(Default)]
+struct Counts(Vec<(u64, u32)>);
+
+impl Counts {
+    fn add(&mut self, key: u64, cap: usize) {
+        if let Some(e) = self.0.iter_mut().find(|e| e.0 == key) {
+            e.1 += 1;
+            return;
+        }
+        grow_exact(&mut self.0, cap);
+        self.0.push((key, 1));
+    }
+
+    fn remove(&mut self, key: u64) {
+        if let Some(i) = self.0.iter().position(|e| e.0 == key) {
+            self.0[i].1 -= 1;
+            if self.0[i].1 == 0 {
+                self.0.swap_remove(i);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Room for one more element, doubling from 1 up to `cap` and never past
+/// it (the default growth starts at 4 and overshoots the cap: for a
+/// million keys of one attempt each that is most of their memory).
+fn grow_exact<T>(v: &mut Vec<T>, cap: usize) {
+    if v.len() == v.capacity() {
+        let want = (v.len() * 2).clamp(1, cap.max(v.len() + 1));
+        v.reserve_exact(want - v.len());
+    }
+}
+
+fn grow_exact_deque<T>(v: &mut VecDeque<T>, cap: usize) {
+    if v.len() == v.capacity() {
+        let want = (v.len() * 2).clamp(1, cap.max(v.len() + 1));
+        v.reserve_exact(want - v.len());
+    }
+}
+
 /// The attempts of one key within a window, at most `cap` of them (the
 /// oldest go first), with the distinct names and addresses among them
 /// and the failures counted as they come and go.
 #[derive(Default)]
 pub(crate) struct AttemptWindow {
     items: VecDeque<Attempt>,
-    names: HashMap<u64, u32>,
-    addrs: HashMap<u64, u32>,
+    names: Counts,
+    addrs: Counts,
     track: u8,
     failures: u32,
     pub fired: Option<Fired>,
@@ -104,20 +151,22 @@ pub(crate) const ADDRS: u8 = 2;
 impl AttemptWindow {
     /// `track`: `NAMES`, `ADDRS`, both or 0; the same on every push.
     pub fn push(&mut self, a: Attempt, window_ms: i64, cap: usize, track: u8) {
+        let cap = cap.max(1);
         self.track = track;
         self.expire(Millis(a.at.0.saturating_sub(window_ms)));
+        while self.items.len() >= cap {
+            self.pop();
+        }
+        grow_exact_deque(&mut self.items, cap);
         self.items.push_back(a);
         if track & NAMES != 0 {
-            *self.names.entry(a.name).or_insert(0) += 1;
+            self.names.add(a.name, cap);
         }
         if track & ADDRS != 0 {
-            *self.addrs.entry(a.addr).or_insert(0) += 1;
+            self.addrs.add(a.addr, cap);
         }
         if a.failed {
             self.failures += 1;
-        }
-        while self.items.len() > cap.max(1) {
-            self.pop();
         }
     }
 
@@ -130,16 +179,11 @@ impl AttemptWindow {
 
     fn pop(&mut self) {
         let Some(a) = self.items.pop_front() else { return };
-        for (map, key, on) in [(&mut self.names, a.name, self.track & NAMES != 0), (&mut self.addrs, a.addr, self.track & ADDRS != 0)] {
-            if !on {
-                continue;
-            }
-            if let Some(n) = map.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&key);
-                }
-            }
+        if self.track & NAMES != 0 {
+            self.names.remove(a.name);
+        }
+        if self.track & ADDRS != 0 {
+            self.addrs.remove(a.addr);
         }
         if a.failed {
             self.failures -= 1;
@@ -177,43 +221,86 @@ impl AttemptWindow {
     }
 }
 
+/// An `AttemptWindow` made on first use: a key holds five of them and
+/// most keys of a botnet use one or two, so an unused one costs a pointer.
+/// Reads of an unused one see an empty window.
+#[derive(Default)]
+pub(crate) struct Window(Option<Box<AttemptWindow>>);
+
+static EMPTY_WINDOW: AttemptWindow =
+    AttemptWindow { items: VecDeque::new(), names: Counts(Vec::new()), addrs: Counts(Vec::new()), track: 0, failures: 0, fired: None };
+
+impl std::ops::Deref for Window {
+    type Target = AttemptWindow;
+    fn deref(&self) -> &AttemptWindow {
+        self.0.as_deref().unwrap_or(&EMPTY_WINDOW)
+    }
+}
+
+impl std::ops::DerefMut for Window {
+    fn deref_mut(&mut self) -> &mut AttemptWindow {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl Window {
+    #[cfg(test)]
+    pub fn is_made(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
 /// Buckets for the long tiers: the window cut in `SLOTS` slots, each a
-/// count and the time of its first event. Memory per key and tier is
-/// fixed; the window slides by a slot (1/24 of it) at a time.
+/// count and the time of its first event; only the slots that hold events
+/// are stored (a key seen once holds one). Memory per key and tier is
+/// bounded; the window slides by a slot (1/24 of it) at a time.
 pub(crate) const SLOTS: usize = 24;
 
-#[derive(Clone)]
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    slot: i64,
+    count: u32,
+    first: i64,
+}
+
+#[derive(Clone, Default)]
 pub(crate) struct Buckets {
-    slot: [i64; SLOTS],
-    count: [u32; SLOTS],
-    first: [i64; SLOTS],
-    /// The newest event ids, for the finding (a ring, no allocation).
-    ids: [i64; IDS_KEPT],
+    /// At most `SLOTS`, none older than `SLOTS` slots before the newest.
+    slots: Vec<Slot>,
+    /// The newest event ids, for the finding (a ring of `IDS_KEPT`).
+    ids: Vec<i64>,
     ids_seen: usize,
     pub fired: Option<Fired>,
 }
 
 const IDS_KEPT: usize = 16;
 
-impl Default for Buckets {
-    fn default() -> Self {
-        Buckets { slot: [i64::MIN; SLOTS], count: [0; SLOTS], first: [0; SLOTS], ids: [0; IDS_KEPT], ids_seen: 0, fired: None }
-    }
-}
-
 impl Buckets {
     pub fn add(&mut self, at: Millis, id: i64, window_ms: i64) {
         let width = (window_ms / SLOTS as i64).max(1);
         let slot = at.0.div_euclid(width);
-        let i = slot.rem_euclid(SLOTS as i64) as usize;
-        if self.slot[i] != slot {
-            self.slot[i] = slot;
-            self.count[i] = 0;
-            self.first[i] = at.0;
+        if let Some(s) = self.slots.iter_mut().find(|s| s.slot == slot) {
+            s.count = s.count.saturating_add(1);
+            s.first = s.first.min(at.0);
+        } else {
+            let newest = self.slots.iter().map(|s| s.slot).max().unwrap_or(slot).max(slot);
+            self.slots.retain(|s| s.slot > newest - SLOTS as i64);
+            if self.slots.len() >= SLOTS {
+                if let Some(i) = self.slots.iter().enumerate().min_by_key(|(_, s)| s.slot).map(|(i, _)| i) {
+                    self.slots.swap_remove(i);
+                }
+            }
+            if slot > newest - SLOTS as i64 {
+                grow_exact(&mut self.slots, SLOTS);
+                self.slots.push(Slot { slot, count: 1, first: at.0 });
+            }
         }
-        self.count[i] = self.count[i].saturating_add(1);
-        self.first[i] = self.first[i].min(at.0);
-        self.ids[self.ids_seen % IDS_KEPT] = id;
+        if self.ids.len() < IDS_KEPT {
+            grow_exact(&mut self.ids, IDS_KEPT);
+            self.ids.push(id);
+        } else {
+            self.ids[self.ids_seen % IDS_KEPT] = id;
+        }
         self.ids_seen += 1;
     }
 
@@ -223,10 +310,10 @@ impl Buckets {
         let now = at.0.div_euclid(width);
         let mut total = 0u64;
         let mut first = i64::MAX;
-        for i in 0..SLOTS {
-            if self.slot[i] > now - SLOTS as i64 && self.slot[i] <= now {
-                total += u64::from(self.count[i]);
-                first = first.min(self.first[i]);
+        for s in &self.slots {
+            if s.slot > now - SLOTS as i64 && s.slot <= now {
+                total += u64::from(s.count);
+                first = first.min(s.first);
             }
         }
         (total, Millis(if first == i64::MAX { at.0 } else { first }))
@@ -234,8 +321,11 @@ impl Buckets {
 
     /// The newest ids, oldest first.
     pub fn ids(&self) -> Vec<i64> {
-        let n = self.ids_seen.min(IDS_KEPT);
-        (self.ids_seen - n..self.ids_seen).map(|i| self.ids[i % IDS_KEPT]).collect()
+        if self.ids.len() < IDS_KEPT {
+            return self.ids.clone();
+        }
+        let start = self.ids_seen % IDS_KEPT;
+        self.ids[start..].iter().chain(&self.ids[..start]).copied().collect()
     }
 }
 
@@ -347,6 +437,68 @@ mod tests {
         }
         assert_eq!(w.len(), 4);
         assert_eq!(w.first_at(), Millis(106));
+    }
+
+    /// A window allocates for what it holds, doubling from one attempt up
+    /// to its cap and never past it; distinct counts likewise.
+    #[test]
+    fn windows_allocate_only_what_they_hold() {
+        // (attempts pushed, cap, attempts held, capacity)
+        let cases = [(0, 256, 0, 0), (1, 256, 1, 1), (2, 256, 2, 2), (3, 256, 3, 4), (80, 80, 80, 80), (1000, 80, 80, 80), (9, 4, 4, 4), (300, 256, 256, 256)];
+        for (n, cap, held, capacity) in cases {
+            let mut w = AttemptWindow::default();
+            for i in 0..n {
+                w.push(Attempt { at: Millis(i), id: i, name: i as u64, addr: i as u64 % 7, failed: true }, 1_000_000, cap, NAMES | ADDRS);
+            }
+            assert_eq!(w.len(), held, "{n} attempts, cap {cap}");
+            assert_eq!(w.items.capacity(), capacity, "{n} attempts, cap {cap}");
+            assert_eq!(w.distinct_names(), held, "{n} attempts, cap {cap}");
+            assert!(w.names.0.capacity() <= capacity.max(1) && w.addrs.0.capacity() <= capacity.max(1), "{n} attempts, cap {cap}");
+            assert_eq!(w.distinct_addrs(), held.min(7), "{n} attempts, cap {cap}");
+        }
+        // Untracked distinct values cost nothing.
+        let mut w = AttemptWindow::default();
+        w.push(Attempt { at: Millis(0), id: 1, name: 1, addr: 1, failed: true }, 100, 16, 0);
+        assert_eq!((w.names.0.capacity(), w.addrs.0.capacity()), (0, 0));
+    }
+
+    /// A `Window` is made on first write; reads of an unused one see an
+    /// empty window and make nothing.
+    #[test]
+    fn windows_are_made_on_first_write() {
+        let mut w = Window::default();
+        assert_eq!((w.len(), w.failures(), w.distinct_names(), w.ids(10)), (0, 0, 0, vec![]));
+        assert!(w.fired.is_none());
+        assert!(!w.is_made());
+        w.push(Attempt { at: Millis(5), id: 9, name: 1, addr: 1, failed: true }, 100, 16, NAMES);
+        assert!(w.is_made());
+        assert_eq!((w.len(), w.ids(10)), (1, vec![9]));
+    }
+
+    /// The long tiers store only the slots that hold events (at most
+    /// `SLOTS`) and the newest `IDS_KEPT` ids, oldest first.
+    #[test]
+    fn buckets_store_only_their_events() {
+        let day = 86_400_000;
+        let hour = 3_600_000;
+        let mut b = Buckets::default();
+        b.add(Millis(10), 1, day);
+        assert_eq!((b.slots.len(), b.slots.capacity(), b.ids.capacity()), (1, 1, 1));
+        assert_eq!(b.count(Millis(10), day), (1, Millis(10)));
+        // (events, one every `step` ms: slots held, count at the last)
+        let cases = [(3, 1, 1, 3), (30, hour, 24, 24), (100, hour / 2, 24, 48), (200, 3 * hour, 8, 8)];
+        for (n, step, slots, count) in cases {
+            let mut b = Buckets::default();
+            for i in 0..n {
+                b.add(Millis(i * step), i, day);
+            }
+            assert_eq!(b.slots.len(), slots, "{n} events {step} ms apart");
+            assert!(b.slots.capacity() <= SLOTS, "{n} events {step} ms apart");
+            assert_eq!(b.count(Millis((n - 1) * step), day).0, count, "{n} events {step} ms apart");
+            let kept = (n as usize).min(IDS_KEPT) as i64;
+            assert_eq!(b.ids(), (n - kept..n).collect::<Vec<i64>>(), "{n} events {step} ms apart");
+            assert!(b.ids.capacity() <= IDS_KEPT);
+        }
     }
 
     #[test]

@@ -1,0 +1,342 @@
+//! Devices over real SSH (SPEC §9, issue 9 points 1 and 3): the real
+//! OpenSSH client under different configurations is told apart by the
+//! HASSH of its key-exchange offer (checked against an independent reading
+//! of the same client's KEXINIT), the owner is mailed about a new device
+//! (a real SMTP server), and devices are trusted, untrusted and removed
+//! from the CLI and from the account menu; a trusted device with its key
+//! opens a rule's lock.
+
+use crate::harness::{detail, free_port, poll, read_mail, text, Gate, Smtp, Ssh, ALICE_PW, BOB_PW, DEFAULT_CONFIG};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// `security devices list USER --json`.
+fn devices(g: &Gate, user: &str) -> Vec<Value> {
+    let out = g.cli_ok(&["security", "devices", "list", user, "--json"]);
+    match serde_json::from_str(&out) {
+        Ok(Value::Array(v)) => v,
+        other => panic!("devices list {user}: not a JSON array: {other:?}\n{out}"),
+    }
+}
+
+fn id_of(d: &Value) -> i64 {
+    d["id"].as_i64().unwrap_or_else(|| panic!("no id in {d}"))
+}
+
+/// Runs a CLI command that must fail with `code`; returns its stderr.
+fn cli_err(g: &Gate, args: &[&str], code: i32) -> String {
+    let out = g.cli(args);
+    assert_eq!(out.status.code(), Some(code), "portcullis {args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stderr)
+}
+
+/// The HASSH of the local OpenSSH client run with `options`, read
+/// without the gate: a Python listener takes the client's first KEXINIT
+/// and hashes its four client-to-server lists with `hashlib` (Salesforce's
+/// definition), so the gate's value is checked against another reading
+/// of the same bytes.
+fn independent_hassh(options: &[&str]) -> String {
+    const SCRIPT: &str = r#"
+import hashlib, socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(1)
+s.settimeout(20)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept()
+c.settimeout(20)
+c.sendall(b"SSH-2.0-listener\r\n")
+data = b""
+while True:
+    chunk = c.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+    i = data.find(b"\n")
+    if i >= 0 and len(data) >= i + 5 and len(data) >= i + 5 + int.from_bytes(data[i + 1:i + 5], "big"):
+        break
+i = data.find(b"\n")
+packet = data[i + 1:]
+length, padding = int.from_bytes(packet[:4], "big"), packet[4]
+payload = packet[5:4 + length - padding]
+assert payload[0] == 20, "not a KEXINIT"
+at, lists = 17, []
+for _ in range(10):
+    n = int.from_bytes(payload[at:at + 4], "big")
+    lists.append(payload[at + 4:at + 4 + n])
+    at += 4 + n
+print(hashlib.md5(b";".join([lists[0], lists[2], lists[4], lists[6]])).hexdigest(), flush=True)
+"#;
+    let mut py = Command::new("python3");
+    py.arg("-c").arg(SCRIPT).current_dir(std::env::temp_dir()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = py.spawn().expect("python3");
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let port = rx.recv_timeout(Duration::from_secs(20)).expect("the listener's port");
+    let mut ssh = Command::new("ssh");
+    ssh.args(["-p", &port, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-F", "/dev/null"]);
+    for o in options {
+        ssh.arg("-o").arg(o);
+    }
+    ssh.arg("127.0.0.1").arg("true");
+    // It fails once the listener has what it wants and hangs up.
+    let _ = crate::harness::run(ssh, None);
+    let hassh = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
+        let _ = child.kill();
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err);
+        panic!("no hassh from the listener: {err}")
+    });
+    let _ = crate::harness::wait_deadline(&mut child, Duration::from_secs(10));
+    assert_eq!(hassh.len(), 32, "{hassh}");
+    hassh
+}
+
+const CIPHERS: &[&str] = &["Ciphers=aes256-gcm@openssh.com"];
+const KEX: &[&str] = &["KexAlgorithms=curve25519-sha256"];
+
+/// Two client configurations that change the KEXINIT offer are two
+/// devices with two HASSH values (each the value an independent reading
+/// gives); the same configuration again is the same device; each new
+/// device of the account (not its first) mails the owner a notice, and
+/// the notice says what, when, from where and how to report it.
+#[test]
+fn each_client_configuration_is_a_device_and_a_new_one_is_mailed() {
+    let smtp = Smtp::start(free_port());
+    let config = format!(
+        "{DEFAULT_CONFIG}email: {{\n  smtp: \"smtp://127.0.0.1:{}\"\n  poll: 200ms\n  retry_base: 1s\n  retry_max: 2s\n}}\ngroups: {{\n  sysops: {{\n    require_level: 1\n  }}\n}}\n",
+        smtp.port
+    );
+    let g = Gate::start_with(&config);
+    g.add_user("alice", ALICE_PW);
+    crate::mfa::add_user_in(&g, "carol", BOB_PW, "sysops");
+
+    // The default configuration, twice: one device.
+    for _ in 0..2 {
+        let run = g.ssh(&Ssh::kbd("alice", ALICE_PW));
+        assert!(run.authenticated_exec(), "{run:#?}\n{}", g.daemon_log());
+    }
+    let list = devices(&g, "alice");
+    assert_eq!(list.len(), 1, "{list:#?}");
+    let first = &list[0];
+    let default_hassh = independent_hassh(&[]);
+    assert_eq!(first["hassh"].as_str(), Some(default_hassh.as_str()), "{first}");
+    assert_eq!((first["login_count"].as_i64(), first["device_type"].as_str(), first["is_trusted"].as_bool(), first["risk_score"].as_i64()), (Some(2), Some("ssh"), Some(false), Some(0)), "{first}");
+    assert!(first["client_version"].as_str().is_some_and(|v| v.starts_with("SSH-2.0-OpenSSH_")), "{first}");
+    assert!(first["device_name"].as_str().is_some_and(|n| n.starts_with("OpenSSH ") && !n.contains('_')), "{first}");
+    assert!(first["key_fingerprint"].is_null() && first["last_seen_at"].is_string() && first["hassh_algorithms"].as_str().is_some_and(|a| a.matches(';').count() == 3), "{first}");
+    assert_eq!(first["addresses"], serde_json::json!(["127.0.0.1"]), "{first}");
+
+    // Another cipher list, twice (and from another address): one more device.
+    for from in ["127.0.0.1", "127.0.0.2"] {
+        let run = g.ssh(&Ssh::kbd("alice", ALICE_PW).options(CIPHERS).bind(from));
+        assert!(run.authenticated_exec(), "{run:#?}");
+    }
+    // Another key exchange list: one more.
+    assert!(g.ssh(&Ssh::kbd("alice", ALICE_PW).options(KEX)).authenticated_exec());
+    let list = devices(&g, "alice");
+    assert_eq!(list.len(), 3, "{list:#?}");
+    let by_hassh = |h: &str| list.iter().find(|d| d["hassh"].as_str() == Some(h)).unwrap_or_else(|| panic!("no device with hassh {h}: {list:#?}"));
+    let ciphers = by_hassh(&independent_hassh(CIPHERS));
+    let kex = by_hassh(&independent_hassh(KEX));
+    let hashes: std::collections::HashSet<&str> = list.iter().map(|d| d["hassh"].as_str().expect("hassh")).collect();
+    assert_eq!(hashes.len(), 3, "three offers, three HASSH values: {list:#?}");
+    assert_eq!(ciphers["login_count"].as_i64(), Some(2), "{ciphers}");
+    assert_eq!(ciphers["addresses"], serde_json::json!(["127.0.0.2", "127.0.0.1"]), "{ciphers}");
+    assert!(ciphers["hassh_algorithms"].as_str().is_some_and(|a| a.contains(";aes256-gcm@openssh.com;")), "{ciphers}");
+    assert!(kex["hassh_algorithms"].as_str().is_some_and(|a| a.starts_with("curve25519-sha256,")), "{kex}");
+
+    // One device_new each; the first says it was the account's first.
+    let new = g.events_of(Some("alice"), "device_new");
+    assert_eq!(new.len(), 3, "{new:#?}");
+    let ids: Vec<i64> = new.iter().rev().map(|e| e["device_id"].as_i64().expect("device id")).collect();
+    assert_eq!(ids, vec![id_of(first), id_of(ciphers), id_of(kex)]);
+    assert_eq!(detail(&new[2], "first_of_account"), true);
+    assert_eq!(detail(&new[1], "hassh"), &ciphers["hassh"]);
+    assert!(g.events_of(Some("alice"), "login_success").iter().all(|e| !detail(e, "hassh").is_null()), "logins carry their HASSH");
+
+    // Two notices (not for the first device, nor for a known one), to alice.
+    let files = smtp.wait_messages(2, Duration::from_secs(30));
+    let mails: Vec<_> = files.iter().map(|f| read_mail(f)).collect();
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    for (mail, d, from) in [(&mails, ciphers, "127.0.0.1"), (&mails, kex, "127.0.0.1")] {
+        let id = id_of(d);
+        let m = mail.iter().find(|m| m.text.contains(&format!("(device #{id})"))).unwrap_or_else(|| panic!("no notice for device {id}: {mail:#?}"));
+        assert!(m.to.contains("alice@example.org"), "{m:#?}");
+        assert_eq!(m.subject, "Sign-in to your account from a new device");
+        let name = d["device_name"].as_str().expect("name");
+        for want in [name, from, "Every required step of the login passed.", &format!("remove device #{id}"), "report it to your sysop (carol@example.org)"] {
+            assert!(m.text.contains(want), "{want:?} missing from {m:#?}");
+        }
+    }
+    poll(Duration::from_secs(10), "the notices marked sent", || {
+        let q: Vec<Value> = g.mail_queue(true).into_iter().filter(|m| m["template"] == "device_new").collect();
+        (q.len() == 2 && q.iter().all(|m| !m["sent_at"].is_null())).then_some(())
+    });
+}
+
+/// Trust, untrust and remove from the CLI: each an event with the sysop
+/// as actor; a device logged in with a key carries its fingerprint and
+/// says so in its name; removing it ends its live session (the daemon
+/// cuts it) and its next login is a new device; errors name the problem.
+#[test]
+fn devices_are_trusted_untrusted_and_removed_from_the_cli() {
+    let g = Gate::start();
+    g.add_user("alice", ALICE_PW);
+    let (key, public) = g.keygen("alice_key");
+    g.cli_ok(&["user", "key", "add", "alice", &public]);
+    assert!(g.ssh(&Ssh::kbd("alice", "").key(&key)).authenticated_exec());
+    let list = devices(&g, "alice");
+    assert_eq!(list.len(), 1, "{list:#?}");
+    let d = &list[0];
+    let id = id_of(d);
+    let ids = id.to_string();
+    let fp = d["key_fingerprint"].as_str().expect("a key fingerprint").to_owned();
+    assert!(fp.starts_with("SHA256:"), "{d}");
+    let name = d["device_name"].as_str().expect("name").to_owned();
+    assert!(name.ends_with(&format!(", key {}…", &fp[..19])), "{name}");
+
+    // The table.
+    let table = g.cli_ok(&["security", "devices", "list", "alice"]);
+    assert!(table.starts_with("ID  TRUSTED  TYPE  LOGINS  FAILURES  RISK  LAST SEEN"), "{table}");
+    assert!(table.lines().nth(1).is_some_and(|l| l.starts_with(&format!("{id}   no       ssh   1       0         0    "))), "{table}");
+
+    assert_eq!(g.cli_ok(&["security", "devices", "trust", &ids]), format!("device {id} of alice is trusted: {name}\n"));
+    assert_eq!(g.cli_ok(&["security", "devices", "trust", &ids]), format!("device {id} of alice was already trusted: {name}\n"));
+    let d = &devices(&g, "alice")[0];
+    assert_eq!(d["is_trusted"], true);
+    assert!(d["trusted_at"].is_string() && d["trusted_by"].as_str().is_some_and(|b| b.starts_with("cli:")), "{d}");
+    let trusted = g.events_of(Some("alice"), "device_trusted");
+    assert_eq!(trusted.len(), 1, "once: {trusted:#?}");
+    assert_eq!((trusted[0]["device_id"].as_i64(), detail(&trusted[0], "key_fingerprint").as_str()), (Some(id), Some(fp.as_str())), "{}", trusted[0]);
+    assert!(detail(&trusted[0], "actor").as_str().is_some_and(|a| a.starts_with("cli:")), "{}", trusted[0]);
+
+    assert_eq!(g.cli_ok(&["security", "devices", "untrust", &ids]), format!("device {id} of alice is no longer trusted: {name}\n"));
+    assert_eq!(g.cli_ok(&["security", "devices", "untrust", &ids]), format!("device {id} of alice was not trusted: {name}\n"));
+    assert_eq!(devices(&g, "alice")[0]["is_trusted"], false);
+    assert_eq!(g.events_of(Some("alice"), "device_untrusted").len(), 1);
+
+    // Removed while a session from it is open: the session is cut.
+    let mut ssh = g.ssh_pty(&Ssh::kbd("alice", "").key(&key), "xterm", 80, 24);
+    ssh.expect("Your choice: ");
+    let out = g.cli_ok(&["security", "devices", "remove", &ids]);
+    assert_eq!(out, format!("removed device {id} of alice: {name} (1 session(s) ended)\n"));
+    ssh.expect("Your session was ended: this device was removed from the account");
+    let (code, screen) = ssh.finish();
+    assert!(code.is_some(), "the gate closed the connection:\n{}", String::from_utf8_lossy(&screen));
+    let removed = g.events_of(Some("alice"), "device_removed");
+    assert_eq!((removed.len(), removed[0]["device_id"].as_i64(), detail(&removed[0], "sessions_ended").as_i64()), (1, Some(id), Some(1)), "{removed:#?}");
+    let revoked = g.wait_events(Some("alice"), "session_revoked", |ev| !ev.is_empty());
+    assert_eq!(detail(&revoked[0], "cause"), "device_removed", "{}", revoked[0]);
+    assert_eq!(g.cli_ok(&["security", "devices", "list", "alice"]), "no devices\n");
+    assert_eq!(devices(&g, "alice"), Vec::<Value>::new());
+
+    // Its next login is a new device (a new id), announced again.
+    assert!(g.ssh(&Ssh::kbd("alice", "").key(&key)).authenticated_exec());
+    let again = devices(&g, "alice");
+    assert!(again.len() == 1 && id_of(&again[0]) > id, "{again:#?}");
+    assert_eq!(g.events_of(Some("alice"), "device_new").len(), 2);
+
+    assert_eq!(cli_err(&g, &["security", "devices", "trust", "9999"], 1), "error: no device with id 9999\n");
+    assert_eq!(cli_err(&g, &["security", "devices", "remove", &ids], 1), format!("error: no device with id {id}\n"));
+    assert_eq!(cli_err(&g, &["security", "devices", "list", "carol"], 1), "error: no such user: carol\n");
+    assert!(cli_err(&g, &["security", "devices", "trust", "laptop"], 2).contains("invalid value 'laptop'"));
+}
+
+/// Issue 9 point 3 over real SSH: under a rule's lock the owner gets in
+/// from an address never used before with the key of a device they
+/// trust; the same account from there without that device is refused.
+/// (The lock row is set as `Core::lock_account_by_rule` sets it.)
+#[test]
+fn a_rule_lock_admits_the_owner_from_a_trusted_device() {
+    let g = Gate::start();
+    g.add_user("alice", ALICE_PW);
+    let (key, public) = g.keygen("alice_key");
+    g.cli_ok(&["user", "key", "add", "alice", &public]);
+    assert!(g.ssh(&Ssh::kbd("alice", "").key(&key)).authenticated_exec());
+    let id = id_of(&devices(&g, "alice")[0]);
+    g.cli_ok(&["security", "devices", "trust", &id.to_string()]);
+    let db = rusqlite::Connection::open(g.db_path()).expect("db");
+    let until = crate::harness::unix_now() as i64 * 1000 + 3_600_000;
+    let n = db.execute("UPDATE users SET locked_until = ?1, lock_source = 'rule', lock_reason = 'brute force', lock_incident_id = 7 WHERE username = 'alice'", [until]).expect("lock");
+    assert_eq!(n, 1);
+
+    // A password from a new address: refused (no trusted device, no known address).
+    let run = g.ssh(&Ssh::kbd("alice", ALICE_PW).bind("127.0.0.2"));
+    assert!(!run.authenticated_exec(), "{run:#?}");
+    let failed = g.wait_events(Some("alice"), "login_failed", |ev| !ev.is_empty());
+    let lock = &failed[0]["details"]["lock"];
+    assert_eq!((lock["known_address"].as_bool(), lock["trusted_device"].as_bool()), (Some(false), Some(false)), "{}", failed[0]);
+    // The trusted device's key, another client configuration: another device, refused.
+    let run = g.ssh(&Ssh::kbd("alice", "").key(&key).bind("127.0.0.3").options(CIPHERS));
+    assert!(!run.authenticated_exec(), "{run:#?}");
+    // The trusted device with its key from a new address: in.
+    let run = g.ssh(&Ssh::kbd("alice", "").key(&key).bind("127.0.0.4"));
+    assert!(run.authenticated_exec(), "{run:#?}\n{}", g.daemon_log());
+    let success = g.events_of(Some("alice"), "login_success");
+    let lock = &success[0]["details"]["lock"];
+    assert_eq!((lock["admitted"].as_str(), lock["device_id"].as_i64()), (Some("trusted_device"), Some(id)), "{}", success[0]);
+    assert_eq!(success[0]["ip"], "127.0.0.4");
+}
+
+/// The account menu: a user sees their devices, trusts one, is refused
+/// the device of their own session and someone else's, and removes one;
+/// each change is an event with the user as actor.
+#[test]
+fn the_account_menu_trusts_and_removes_own_devices() {
+    let g = Gate::start();
+    g.add_user("alice", ALICE_PW);
+    g.add_user("bob", BOB_PW);
+    assert!(g.ssh(&Ssh::kbd("alice", ALICE_PW)).authenticated_exec());
+    assert!(g.ssh(&Ssh::kbd("alice", ALICE_PW).options(CIPHERS)).authenticated_exec());
+    assert!(g.ssh(&Ssh::kbd("bob", BOB_PW)).authenticated_exec());
+    let list = devices(&g, "alice");
+    assert_eq!(list.len(), 2, "{list:#?}");
+    let this = id_of(list.iter().find(|d| d["hassh_algorithms"].as_str().is_some_and(|a| !a.contains(";aes256-gcm@openssh.com;"))).expect("default"));
+    let other = id_of(list.iter().find(|d| d["hassh_algorithms"].as_str().is_some_and(|a| a.contains(";aes256-gcm@openssh.com;"))).expect("ciphers"));
+    let bobs = id_of(&devices(&g, "bob")[0]);
+    let (trust, remove_this, remove_bobs, remove_other) = (format!("T{other}\r"), format!("r{this}\r"), format!("R#{bobs}\r"), format!("R {other}\r"));
+    let run = g.ssh_script(
+        &Ssh::kbd("alice", ALICE_PW),
+        &[
+            ("Your choice: ", "a"),
+            ("[D] Your devices", ""),
+            ("Your choice: ", "d"),
+            ("(Enter for none): ", &trust),
+            ("is trusted now.", ""),
+            ("Your choice: ", "d"),
+            ("[trusted]", ""),
+            ("(Enter for none): ", &remove_this),
+            ("That is the device of this session", ""),
+            ("Your choice: ", "d"),
+            ("(Enter for none): ", &remove_bobs),
+            ("is not one of your devices.", ""),
+            ("Your choice: ", "d"),
+            ("(Enter for none): ", &remove_other),
+            ("has been removed", ""),
+            ("Your choice: ", "q"),
+            ("[Q] Log off", ""),
+            ("Your choice: ", "q"),
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}\n{}", g.daemon_log());
+    assert!(run.stdout.contains(&format!("#{this:<4} ")) && run.stdout.contains("[this device]"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("Device #{other} has been removed (0 session(s) ended).")), "{}", run.stdout);
+    let trusted = g.events_of(Some("alice"), "device_trusted");
+    assert_eq!(trusted[0]["device_id"].as_i64(), Some(other), "{trusted:#?}");
+    assert!(detail(&trusted[0], "actor").as_str().is_some_and(|a| a.starts_with("user:")), "{}", trusted[0]);
+    let removed = g.events_of(Some("alice"), "device_removed");
+    assert_eq!((removed.len(), removed[0]["device_id"].as_i64()), (1, Some(other)), "{removed:#?}");
+    assert_eq!(devices(&g, "alice").iter().map(id_of).collect::<Vec<_>>(), vec![this]);
+    assert_eq!(devices(&g, "bob").len(), 1, "bob's device is untouched");
+}
