@@ -552,22 +552,35 @@ fn fresh_store(dir: &Path, name: &str) -> Store {
 }
 
 fn p3_ingest(secs: u64) {
-    println!("## P3 event ingest\n\nAll 4 secondary indexes on; writer batches of up to 10,000; raw = rusqlite prepared inserts of the same rows, 1,000 per transaction, same schema and page cache.\n");
-    println!("| mix | through the event writer | raw batched insert | ratio |\n|---|---|---|---|");
+    println!("## P3 event ingest\n\nAll 4 secondary indexes on; writer batches of up to 10,000. The product's writer always hash-chains (chain on); chain off is the same writer with the chain left out (a benchmark-only constructor). Off, on, off again, {secs} s each, same mix; the cost is on / mean of the offs. Raw = rusqlite prepared inserts of the same rows without the chain, 1,000 per transaction, same schema and page cache. Verify = `security events verify`'s walk (`Store::verify_event_chain`) over the chain-on run's rows.\n");
+    println!("| mix | chain on (the product) | chain off | on / off | raw batched insert | on / raw | verify |\n|---|---|---|---|---|---|---|");
     for mix in [Mix::Flood, Mix::Spread] {
-        let (writer_rate, n, raw_rate, raw_n) = p3_one(mix, secs);
-        println!("| {mix:?} | **{writer_rate:.0} events/s** ({n} in {secs} s) | {raw_rate:.0} rows/s ({raw_n} rows) | **{:.0}%** |", 100.0 * writer_rate / raw_rate);
+        let (off1, _, _) = p3_writer(mix, secs, false);
+        let (on, n, verify) = p3_writer(mix, secs, true);
+        let (off2, _, _) = p3_writer(mix, secs, false);
+        let off = (off1 + off2) / 2.0;
+        let (raw_rate, raw_n) = p3_raw(mix, n);
+        let (verified, verify_secs) = verify.expect("verify ran");
+        println!(
+            "| {mix:?} | **{on:.0} events/s** ({n} in {secs} s) | {off1:.0} / {off2:.0} events/s | **{:.0}%** | {raw_rate:.0} rows/s ({raw_n} rows) | **{:.0}%** | {verified} events in {verify_secs:.2} s ({:.0} events/s) |",
+            100.0 * on / off,
+            100.0 * on / raw_rate,
+            verified as f64 / verify_secs
+        );
     }
     println!("\n(targets: ≥ 100,000 events/s sustained, ≥ 50% of raw)\n");
 }
 
-fn p3_one(mix: Mix, secs: u64) -> (f64, u64, f64, usize) {
+/// Events through the daemon's writer (channel + group commit), sustained
+/// for `secs`: (events/s, events, with the chain: the verify walk's
+/// (events, seconds)).
+fn p3_writer(mix: Mix, secs: u64, chain: bool) -> (f64, u64, Option<(u64, f64)>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let now = Millis::now();
-    // Through the daemon's writer (channel + group commit), sustained.
     let store = fresh_store(dir.path(), "writer.db");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
-    let (writer, thread) = EventWriter::start_joinable(store.path(), 10_000).expect("writer");
+    let (writer, thread) =
+        if chain { EventWriter::start_joinable(store.path(), 10_000) } else { EventWriter::start_unchained_for_benchmark(store.path(), 10_000) }.expect("writer");
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
     let mut n = 0u64;
@@ -583,6 +596,20 @@ fn p3_one(mix: Mix, secs: u64) -> (f64, u64, f64, usize) {
     let writer_rate = n as f64 / start.elapsed().as_secs_f64();
     drop(writer);
     thread.join();
+    let verify = chain.then(|| {
+        let start = Instant::now();
+        let report = store.verify_event_chain().expect("verify");
+        assert!(report.problem.is_none(), "the chain does not verify: {:?}", report.problem);
+        assert_eq!(report.verified, n);
+        (report.verified, start.elapsed().as_secs_f64())
+    });
+    (writer_rate, n, verify)
+}
+
+/// Raw prepared inserts of the first `n` (at most 3M) rows of the mix.
+fn p3_raw(mix: Mix, n: u64) -> (f64, usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = Millis::now();
     let raw_db = dir.path().join("raw.db");
     drop(fresh_store(dir.path(), "raw.db"));
     let mut conn = rusqlite::Connection::open(&raw_db).expect("open raw");
@@ -621,7 +648,7 @@ fn p3_one(mix: Mix, secs: u64) -> (f64, u64, f64, usize) {
         tx.commit().expect("commit");
     }
     let raw_rate = rows.len() as f64 / start.elapsed().as_secs_f64();
-    (writer_rate, n, raw_rate, rows.len())
+    (raw_rate, rows.len())
 }
 
 // ---------------------------------------------------------------- P11

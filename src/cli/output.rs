@@ -221,6 +221,67 @@ pub fn events(list: &[StoredEvent], json: bool, as_array: bool) -> anyhow::Resul
 }
 
 #[derive(serde::Serialize)]
+struct ChainProblemJson {
+    kind: &'static str,
+    /// The first event concerned (none for a missing anchor).
+    id: Option<i64>,
+    /// The last missing id, for `missing`.
+    to_id: Option<i64>,
+    message: String,
+}
+
+#[derive(serde::Serialize)]
+struct ChainReportJson {
+    verified: bool,
+    /// Events whose hash checked out (before the problem, if any).
+    events: u64,
+    /// Where the kept chain begins.
+    first_id: i64,
+    /// The last event that checked out, and its hash (hex).
+    last_id: Option<i64>,
+    last_hash: String,
+    problem: Option<ChainProblemJson>,
+}
+
+/// `security events verify`: one line saying the log verified, or naming
+/// the first broken or missing row (then how far it verified).
+pub fn event_chain(r: &crate::store::chain::ChainReport, json: bool) -> anyhow::Result<()> {
+    use crate::store::chain::ChainBreak;
+    if json {
+        return print_json(&ChainReportJson {
+            verified: r.problem.is_none(),
+            events: r.verified,
+            first_id: r.first_id,
+            last_id: r.last_id,
+            last_hash: crate::store::chain::hex(&r.last_hash),
+            problem: r.problem.as_ref().map(|p| ChainProblemJson {
+                kind: p.kind(),
+                id: p.id(),
+                to_id: match p {
+                    ChainBreak::Missing { to, .. } => Some(*to),
+                    _ => None,
+                },
+                message: p.to_string(),
+            }),
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    match (&r.problem, r.last_id) {
+        (None, Some(last)) => writeln!(out, "event log verified: {} events, chain from #{} to #{last}", r.verified, r.first_id)?,
+        (None, None) => writeln!(out, "event log verified: 0 events (the chain continues at #{})", r.first_id)?,
+        (Some(p), last) => {
+            writeln!(out, "{p}")?;
+            match last {
+                Some(last) => writeln!(out, "event log NOT verified: {} events before it verified, from #{} to #{last}", r.verified, r.first_id)?,
+                None => writeln!(out, "event log NOT verified: no event before it verified")?,
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
 struct SessionJson<'a> {
     id: i64,
     user: &'a str,

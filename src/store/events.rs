@@ -1,13 +1,13 @@
 //! The security event log: batched inserts and the queries that read it.
 
-use super::{Context, Result, Store};
+use super::{chain, Context, Result, Store};
 use crate::model::{Event, EventType, Millis, StoredEvent};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 const INSERT: &str = "INSERT INTO security_events
-    (event_type, category, severity, user_id, username, ip, device_id, session_id,
-     description, details, risk_score, is_suspicious, created_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+    (id, event_type, category, severity, user_id, username, ip, device_id, session_id,
+     description, details, risk_score, is_suspicious, created_at, hash)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
 /// Inserts events in one transaction on `conn`; returns their ids.
 pub(crate) fn insert_batch(conn: &mut Connection, events: &[Event]) -> Result<Vec<i64>> {
@@ -18,11 +18,64 @@ pub(crate) fn insert_batch(conn: &mut Connection, events: &[Event]) -> Result<Ve
 }
 
 /// Inserts events inside a transaction the caller commits (so an event
-/// and the change it records land together).
+/// and the change it records land together). Every event is inserted
+/// here, and `tx` must be IMMEDIATE (as every write transaction of the
+/// store is): the chain's head is read inside it, so another writer
+/// cannot chain onto the same row (see `chain`). Each event gets the id
+/// after the head and its hash, computed from the bytes bound here.
 pub(crate) fn insert_batch_tx(tx: &rusqlite::Transaction<'_>, events: &[Event]) -> Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(events.len());
+    if events.is_empty() {
+        return Ok(ids);
+    }
+    let head = chain::head(tx)?;
+    let (mut id, mut prev) = (head.id, head.hash);
+    let mut canonical = Vec::with_capacity(512);
     {
         let mut st = tx.prepare_cached(INSERT).doing("preparing event insert")?;
+        for e in events {
+            id += 1;
+            let details = e.details.to_string();
+            canonical.clear();
+            chain::encode_event(&mut canonical, id, e, &details);
+            let hash = chain::chain_hash(&prev, &canonical);
+            st.execute(params![
+                id,
+                e.event_type.as_str(),
+                e.category.as_str(),
+                e.severity.as_str(),
+                e.user_id,
+                e.username,
+                e.ip,
+                e.device_id,
+                e.session_id,
+                e.description,
+                details,
+                e.risk_score,
+                e.is_suspicious,
+                e.created_at.0,
+                &hash[..],
+            ])
+            .doing("recording a security event")?;
+            prev = hash;
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The writer's insert without the hash chain: for benchmark P3's
+/// comparison only (`EventWriter::start_unchained_for_benchmark`). Its rows
+/// have no hash, so `security events verify` fails on them.
+pub(crate) fn insert_batch_unchained(conn: &mut Connection, events: &[Event]) -> Result<Vec<i64>> {
+    const UNCHAINED: &str = "INSERT INTO security_events
+        (event_type, category, severity, user_id, username, ip, device_id, session_id,
+         description, details, risk_score, is_suspicious, created_at)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting an event batch")?;
+    let mut ids = Vec::with_capacity(events.len());
+    {
+        let mut st = tx.prepare_cached(UNCHAINED).doing("preparing event insert")?;
         for e in events {
             st.execute(params![
                 e.event_type.as_str(),
@@ -43,6 +96,7 @@ pub(crate) fn insert_batch_tx(tx: &rusqlite::Transaction<'_>, events: &[Event]) 
             ids.push(tx.last_insert_rowid());
         }
     }
+    tx.commit().doing("committing security events")?;
     Ok(ids)
 }
 

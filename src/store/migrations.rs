@@ -22,9 +22,21 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0008_webhooks", sql: include_str!("../../migrations/0008_webhooks.sql") },
     Migration { name: "0009_incidents_rule", sql: include_str!("../../migrations/0009_incidents_rule.sql") },
     Migration { name: "0010_devices", sql: include_str!("../../migrations/0010_devices.sql") },
+    Migration { name: "0011_event_chain", sql: include_str!("../../migrations/0011_event_chain.sql") },
     Migration { name: "0012_scans", sql: include_str!("../../migrations/0012_scans.sql") },
     Migration { name: "0013_metrics_daily", sql: include_str!("../../migrations/0013_metrics_daily.sql") },
 ];
+
+/// A step in Rust that runs after a migration's SQL, in its transaction
+/// (work SQL alone cannot do, such as hashing rows).
+type RustStep = fn(&rusqlite::Transaction<'_>) -> Result<()>;
+
+fn rust_step(name: &str) -> Option<RustStep> {
+    match name {
+        "0011_event_chain" => Some(super::chain::hash_existing_events),
+        _ => None,
+    }
+}
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MigrationState {
@@ -55,6 +67,9 @@ impl Store {
                 .doing("reading the migrations ledger")?;
             if !done {
                 tx.execute_batch(m.sql).doing(&format!("applying migration {}", m.name))?;
+                if let Some(step) = rust_step(m.name) {
+                    step(&tx)?;
+                }
                 tx.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?1, ?2)", rusqlite::params![m.name, Millis::now().0])
                     .doing("recording a migration")?;
                 tx.commit().doing(&format!("committing migration {}", m.name))?;
@@ -106,7 +121,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.db")).expect("open");
         let err = store.migrate(Some("0099_nope")).unwrap_err().to_string();
-        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0009_incidents_rule, 0010_devices, 0012_scans, 0013_metrics_daily)");
+        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0009_incidents_rule, 0010_devices, 0011_event_chain, 0012_scans, 0013_metrics_daily)");
     }
 
     /// 0009 on a database that already holds incidents: the old rows stay

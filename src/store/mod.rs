@@ -3,6 +3,7 @@
 //! event writer thread with group commit.
 
 pub mod blocks;
+pub mod chain;
 pub mod devices;
 pub mod events;
 pub mod incidents;

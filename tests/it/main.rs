@@ -4,6 +4,7 @@
 mod attacks;
 mod auth;
 mod blocks;
+mod chain;
 mod cli;
 mod detect;
 mod devices;

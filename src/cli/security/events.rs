@@ -5,10 +5,13 @@ use crate::core::Core;
 use crate::model::{escape_control, EventType, Millis, Severity};
 use crate::store::events::EventFilter;
 use crate::cli::usage;
-use clap::Args;
+use clap::{Args, Subcommand};
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(in crate::cli) struct EventsArgs {
+    #[command(subcommand)]
+    command: Option<EventsCmd>,
     /// Only this user's events (username or id). A lone number that names
     /// no user is taken as LIMIT.
     user: Option<String>,
@@ -32,7 +35,43 @@ pub(in crate::cli) struct EventsArgs {
     follow: bool,
 }
 
+#[derive(Subcommand, Debug)]
+pub(in crate::cli) enum EventsCmd {
+    /// Check the event log's hash chain, every event in id order: prints
+    /// "event log verified" or names the first altered or missing event
+    /// (exit 1). (A user named "verify": give their id to list events.)
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub(in crate::cli) struct VerifyArgs {
+    #[arg(long)]
+    json: bool,
+}
+
 pub(super) async fn run(core: Core, args: EventsArgs) -> anyhow::Result<i32> {
+    if let Some(EventsCmd::Verify(v)) = args.command {
+        // A bar on stderr when it is a terminal (10M events take seconds).
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            if let Ok(style) = indicatif::ProgressStyle::with_template("verifying [{bar:40}] {pos}/{len} events") {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        });
+        let report = core.verify_event_chain(&mut |done, total| {
+            if let Some(b) = &bar {
+                b.set_length(total);
+                b.set_position(done);
+            }
+        });
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        let report = report?;
+        output::event_chain(&report, v.json)?;
+        return Ok(if report.problem.is_none() { 0 } else { 1 });
+    }
     let now = Millis::now();
     let mut limit = args.limit.or(args.limit_flag);
     let user_id = match &args.user {
