@@ -76,14 +76,28 @@ impl Intruder {
             if !auth.success() {
                 return Err(format!("refused: {auth:?}"));
             }
-            let channel = handle.channel_open_session().await.map_err(|e| format!("channel: {e}"))?;
-            channel.request_pty(true, "xterm", 80, 24, 0, 0, &[]).await.map_err(|e| format!("pty: {e}"))?;
-            channel.request_shell(true).await.map_err(|e| format!("shell: {e}"))?;
-            Ok((handle, channel))
+            // Logged in: from here the gate may cut the connection at any
+            // moment (a playbook acts within milliseconds of the login).
+            let session = async {
+                let channel = handle.channel_open_session().await.map_err(|e| format!("channel: {e}"))?;
+                channel.request_pty(true, "xterm", 80, 24, 0, 0, &[]).await.map_err(|e| format!("pty: {e}"))?;
+                channel.request_shell(true).await.map_err(|e| format!("shell: {e}"))?;
+                Ok::<_, String>(channel)
+            }
+            .await;
+            Ok((handle, session))
         };
         let started = rt.block_on(async { tokio::time::timeout(DEADLINE, attempt).await });
-        let (handle, channel) = started.map_err(|_| format!("no login within {DEADLINE:?}"))??;
-        Ok(Intruder { handle, channel, screen: Vec::new(), seen: 0, closed: false, goodbye, rt })
+        let (handle, session) = started.map_err(|_| format!("no login within {DEADLINE:?}"))??;
+        match session {
+            Ok(channel) => Ok(Intruder { handle, channel, screen: Vec::new(), seen: 0, closed: false, goodbye, rt }),
+            Err(e) => {
+                // Cut before the shell began: say so with the gate's message.
+                poll(WAIT, "the gate's disconnect", || handle.is_closed().then_some(()));
+                let said = goodbye.lock().unwrap().clone();
+                Err(format!("cut after login ({e}): {}", said.unwrap_or_default()))
+            }
+        }
     }
 
     fn text(&self) -> String {
@@ -188,7 +202,7 @@ fn id(v: &Value) -> i64 {
 /// The attack up to the intruder's login: three wrong passwords from
 /// 127.0.0.7 (OpenSSH), then alice's password from russh's client. Returns
 /// the intruder's session, the failures' and the login's event ids.
-fn break_in(g: &Gate) -> (Intruder, Vec<i64>, i64) {
+fn break_in(g: &Gate) -> (Result<Intruder, String>, Vec<i64>, i64) {
     let run = g.ssh(&Ssh::kbd("alice", WRONG_PW).prompts(3).bind(ATTACKER));
     assert!(!run.authenticated_exec(), "{run:#?}");
     let failed = g.wait_events(Some("alice"), "login_failed", |ev| ev.len() >= 3);
@@ -197,7 +211,12 @@ fn break_in(g: &Gate) -> (Intruder, Vec<i64>, i64) {
     let mut failures: Vec<i64> = failed.iter().map(id).collect();
     failures.sort_unstable();
 
-    let intruder = Intruder::login(g.port, "alice", ALICE_PW).unwrap_or_else(|e| panic!("the attacker's login: {e}\n{}", g.daemon_log()));
+    // Either a live session or one already cut (the playbook can act
+    // before the intruder's shell starts); anything else fails here.
+    let intruder = Intruder::login(g.port, "alice", ALICE_PW);
+    if let Err(e) = &intruder {
+        assert!(e.starts_with("cut after login"), "the attacker's login: {e}\n{}", g.daemon_log());
+    }
     let success = g.wait_events(Some("alice"), "login_success", |ev| ev.iter().any(|e| e["ip"] == ATTACKER));
     let login = success.iter().find(|e| e["ip"] == ATTACKER).unwrap();
     assert_eq!(detail(login, "client_version"), ATTACKER_CLIENT, "{login:#}");
@@ -220,7 +239,7 @@ fn a_takeover_cuts_both_sessions_forces_a_reset_and_tells_the_owner() {
     let home_session = poll(WAIT, "alice's session", || open_sessions(&g, "alice").first().copied());
 
     // 2. The attack.
-    let (mut intruder, failures, login) = break_in(&g);
+    let (intruder, failures, login) = break_in(&g);
 
     // 3. The incident, with its evidence.
     let incident = wait_incident(&g, "account_takeover");
@@ -273,9 +292,14 @@ fn a_takeover_cuts_both_sessions_forces_a_reset_and_tells_the_owner() {
     // The playbook may act before the intruder's shell has drawn anything
     // (the incident follows the login within milliseconds): the disconnect
     // always carries the reason, the screen does once the shell had begun.
-    assert_eq!(intruder.wait_disconnected(), why, "the disconnect message");
-    if !intruder.screen.is_empty() {
-        assert!(intruder.text().contains(&why), "the message on the intruder's screen:\n{}", intruder.text());
+    match intruder {
+        Ok(mut intruder) => {
+            assert_eq!(intruder.wait_disconnected(), why, "the disconnect message");
+            if !intruder.screen.is_empty() {
+                assert!(intruder.text().contains(&why), "the message on the intruder's screen:\n{}", intruder.text());
+            }
+        }
+        Err(cut) => assert!(cut.ends_with(&format!("): {why}")), "{cut}"),
     }
     let revoked = g.wait_events(Some("alice"), "session_revoked", |ev| ev.len() >= 2);
     let intruder_session = g.events_of(Some("alice"), "login_success").iter().find(|e| id(e) == login).unwrap()["session_id"].as_i64().unwrap();
@@ -372,7 +396,8 @@ fn a_password_change_right_after_a_takeover_makes_it_critical() {
     g.add_user("alice", ALICE_PW);
     // alice's own login from home: a known address and device.
     assert!(g.ssh(&Ssh::kbd("alice", ALICE_PW)).authenticated_exec());
-    let (mut intruder, _, login) = break_in(&g);
+    let (intruder, _, login) = break_in(&g);
+    let mut intruder = intruder.expect("no playbook: the intruder stays in");
     intruder.expect("Your choice: ");
     let incident = wait_incident(&g, "account_takeover");
     let n = id(&incident);
