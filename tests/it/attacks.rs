@@ -1,9 +1,11 @@
 //! Attacks end to end, with the built-in playbooks on: real OpenSSH logins
 //! from several loopback addresses make each rule fire (credential
-//! stuffing from one address and spread over many, username enumeration,
-//! password spraying), and the test checks the incident, its evidence and
-//! what the playbook did — the address dropped before the SSH banner, or,
-//! for a gate-wide incident, nothing blocked — while a legitimate user
+//! stuffing from one address and spread over many, username enumeration
+//! from one address and from several of one /24, slow brute force from a
+//! /24, password spraying), and the test checks the incident, its evidence
+//! and what the playbook did — the address (or the whole /24) dropped
+//! before the SSH banner, or, for a gate-wide incident, nothing blocked —
+//! while a legitimate user
 //! from another address gets in. And the other way round: a crowd of
 //! ordinary users with ordinary typos opens no incident at all.
 
@@ -455,4 +457,110 @@ fn ordinary_logins_with_typos_fire_nothing() {
     for addr in 1..=6 {
         assert!(text(&banner_from(&g, &format!("127.0.0.{addr}"))).starts_with("SSH-2.0-"), "127.0.0.{addr} is not blocked");
     }
+}
+
+/// The addresses of one /24 that attack together, and an address of
+/// another /24 (gwen's).
+const NEIGHBOURS: [&str; 5] = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"];
+const NETWORK: &str = "127.0.0.0/24";
+const ELSEWHERE: &str = "127.0.1.2";
+
+/// Runs the attempts (address, username, password), each refused, with
+/// gwen logging in from another /24 halfway through; then waits for the
+/// `incident_type` incident about the network: it, and what `show` says.
+fn attack_from_network(g: &Gate, attempts: &[(&str, String, String)], incident_type: &str) -> (Value, Value) {
+    for (i, (from, user, password)) in attempts.iter().enumerate() {
+        let run = g.ssh(&Ssh::kbd(user, password).bind(from));
+        assert!(!run.authenticated_exec(), "{run:#?}");
+        if i == attempts.len() / 2 {
+            assert!(g.ssh(&Ssh::kbd("gwen", GWEN_PW).bind(ELSEWHERE)).authenticated_exec(), "gwen during the attack");
+        }
+    }
+    let incident = wait_incident(g, incident_type, &format!("network:{NETWORK}"));
+    let shown = show(g, &incident);
+    (incident, shown)
+}
+
+/// What a network's incident must show: the evidence's events all from
+/// the /24 and from more than one of its addresses, its address history
+/// about them; the built-in playbook's block of the whole /24 (for this
+/// incident, a first offence), every address of it (also one that never
+/// attacked) dropped before the banner, while gwen, from another /24,
+/// gets the banner and logs in.
+fn assert_network_answered(g: &Gate, incident: &Value, reason: &str) {
+    let shown = show(g, incident);
+    let evidence = &shown["evidence"];
+    let kept = evidence["events"].as_array().expect("evidence events");
+    assert!(kept.iter().all(|e| e["event_type"] == "login_failed" && NEIGHBOURS.contains(&e["ip"].as_str().unwrap_or("?")) && detail(e, "reason") == reason), "{evidence:#}");
+    let from: BTreeSet<&str> = kept.iter().filter_map(|e| e["ip"].as_str()).collect();
+    assert!(from.len() >= 2, "a network's rule needs two of its addresses: {evidence:#}");
+    let history: BTreeSet<&str> = evidence["addresses"].as_array().expect("address history").iter().filter_map(|a| a["ip"].as_str()).collect();
+    assert_eq!(history, from, "{evidence:#}");
+    assert_eq!(evidence["rule"]["scope"], "network", "{evidence:#}");
+
+    let block = wait_block(g, NETWORK);
+    assert_eq!((&block["source"], &block["incident_id"]), (&"rule".into(), &incident["id"]), "{block:#}");
+    assert!(block["expires_at"].is_string(), "a rule block ends: {block:#}");
+    assert_on_timeline(g, incident, "block-attacking-address", "block");
+    assert_first_offence(g, NETWORK);
+    assert_eq!(blocks(g).len(), 1, "only the network: {:#?}", blocks(g));
+    for a in NEIGHBOURS.iter().chain(&["127.0.0.200"]) {
+        wait_dropped_before_banner(g, a);
+    }
+    assert!(text(&banner_from(g, ELSEWHERE)).starts_with("SSH-2.0-"), "{:#?}", blocks(g));
+    assert!(g.ssh(&Ssh::kbd("gwen", GWEN_PW).bind(ELSEWHERE)).authenticated_exec(), "gwen while {NETWORK} is blocked");
+    let all = incidents(g);
+    assert_eq!(all.len(), 1, "no rule about one address or account fired: {all:#?}");
+    assert!(locked_users(g).is_empty());
+}
+
+/// Five addresses of 127.0.0.0/24, three unknown names each: fifteen
+/// names in all, none of them in attackers' dictionaries, and each
+/// address far below the per-address rule's ten. A
+/// `username_enumeration` incident about the network, whose built-in
+/// playbook blocks the /24.
+#[test]
+fn username_enumeration_from_a_network_blocks_it() {
+    const NET_PROBES: [&str; 15] = ["kx4wq2", "zv8mt1", "jr3nb7", "qp6ld9", "wh2sk5", "fc7yg3", "ub5xo8", "nd1ve4", "ty9ra6", "lm3cj0", "os8pz2", "ei4hu7", "ga6qw1", "bv0tn5", "yx2fd8"];
+    let g = Gate::start_with(&config_with_playbooks());
+    g.add_user("gwen", GWEN_PW);
+    let probes: Vec<_> = NET_PROBES.iter().enumerate().map(|(i, name)| (NEIGHBOURS[i / 3], name.to_string(), format!("Probe-{i}"))).collect();
+    let (incident, shown) = attack_from_network(&g, &probes, "username_enumeration");
+    let evidence = &shown["evidence"];
+    let kept = evidence["events"].as_array().expect("evidence events");
+    assert!(kept.len() >= 10, "{evidence:#}");
+    assert!(kept.iter().all(|e| e["user_id"].is_null() && NET_PROBES.contains(&e["username"].as_str().unwrap_or("?"))), "{evidence:#}");
+    assert!(evidence["rule"]["usernames"].as_u64().is_some_and(|n| n >= 10), "{evidence:#}");
+    // Each address alone stayed below the threshold.
+    for a in NEIGHBOURS {
+        assert!(kept.iter().filter(|e| e["ip"] == a).count() <= 3, "{evidence:#}");
+    }
+    assert_network_answered(&g, &incident, "unknown_user");
+}
+
+/// Slow brute force from a network: a tier of 8 failures in 24 hours
+/// (the defaults, 30 in 24 h and 100 in 7 days, would make the test
+/// long), reached by five addresses of 127.0.0.0/24 with two wrong
+/// passwords each, every one against another existing account and with
+/// another password, so that no rule about one address, one account or
+/// one password fires, nor the tier for one address. A `brute_force_ip`
+/// incident about the network, whose built-in playbook blocks the /24.
+#[test]
+fn slow_brute_force_from_a_network_blocks_it() {
+    let config = format!("{}detection: {{\n  slow_brute_force: {{\n    tiers: [\n      {{\n        failures: 8\n        window: 24h\n      }}\n    ]\n  }}\n}}\n", config_with_playbooks());
+    let g = Gate::start_with(&config);
+    let accounts = ["hugo", "iris", "jan", "kai", "lia"];
+    for (i, n) in accounts.iter().enumerate() {
+        g.add_user(n, &password_no(i));
+    }
+    g.add_user("gwen", GWEN_PW);
+    let guesses: Vec<_> = (0..10).map(|i| (NEIGHBOURS[i / 2], accounts[i % 5].to_string(), format!("Guess-{}-{i}", accounts[i % 5]))).collect();
+    let (incident, shown) = attack_from_network(&g, &guesses, "brute_force_ip");
+    let evidence = &shown["evidence"];
+    let rule = &evidence["rule"];
+    assert_eq!((&rule["rule"], &rule["threshold"], &rule["window"], &rule["failures"]), (&"slow_brute_force".into(), &8.into(), &"1d".into(), &8.into()), "{evidence:#}");
+    let kept = evidence["events"].as_array().expect("evidence events");
+    assert_eq!(kept.len(), 8, "{evidence:#}");
+    assert!(kept.iter().all(|e| accounts.contains(&e["username"].as_str().unwrap_or("?"))), "{evidence:#}");
+    assert_network_answered(&g, &incident, "bad_password");
 }
