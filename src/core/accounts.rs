@@ -198,7 +198,6 @@ impl Core {
             Some(phc) if password.expose().len() <= password::MAX_INPUT_BYTES => {
                 let pw = password.clone();
                 let verdict = self.kdf.run_counted(move || password::verify_padded(pw.expose(), Some(phc.expose().as_str()), iterations)).await.map_err(|_| Error::Busy)?;
-                self.kdf_runs.add(ip);
                 matches!(verdict, password::Verify::Match { .. })
             }
             _ => false,

@@ -88,61 +88,9 @@ impl KdfPool {
     }
 }
 
-/// First-factor hashes run per address (IPv4 per address, IPv6 per /64),
-/// so a sysop and the P2 benchmark can see what an address cost: bounded,
-/// at most `RunsByAddress::CAP` addresses are told apart, the rest are
-/// summed under `other`.
-#[derive(Default)]
-pub struct RunsByAddress {
-    map: std::sync::Mutex<(std::collections::HashMap<super::admission::AddressKey, u64>, u64)>,
-}
-
-impl RunsByAddress {
-    pub const CAP: usize = 4096;
-
-    pub fn add(&self, ip: std::net::IpAddr) {
-        let key = super::admission::AddressKey::of(ip);
-        let mut guard = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let (map, other) = &mut *guard;
-        let len = map.len();
-        match map.get_mut(&key) {
-            Some(n) => *n += 1,
-            None if len < Self::CAP => {
-                map.insert(key, 1);
-            }
-            None => *other += 1,
-        }
-    }
-
-    /// The `n` addresses with the most runs, most first, and the runs of
-    /// addresses past the cap.
-    pub fn top(&self, n: usize) -> (Vec<(String, u64)>, u64) {
-        let guard = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let mut all: Vec<(String, u64)> = guard.0.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        all.truncate(n);
-        (all, guard.1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn runs_by_address_group_ipv6_per_64_and_stay_bounded() {
-        let runs = RunsByAddress::default();
-        for ip in ["192.0.2.1", "2001:db8::1", "2001:db8::2", "192.0.2.1", "192.0.2.1"] {
-            runs.add(ip.parse().expect("ip"));
-        }
-        assert_eq!(runs.top(10), (vec![("192.0.2.1".to_owned(), 3), ("2001:db8::/64".to_owned(), 2)], 0));
-        for i in 0..RunsByAddress::CAP as u32 {
-            runs.add(std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
-        }
-        let (top, other) = runs.top(1);
-        // Two addresses were known: 4,094 more fit, the last two go to `other`.
-        assert_eq!((top, other), (vec![("192.0.2.1".to_owned(), 3)], 2));
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refuses_when_full() {

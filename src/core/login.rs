@@ -280,7 +280,7 @@ impl Core {
             None
         };
         let verdict = match credential {
-            Credential::Password { password, .. } => self.check_password(user.as_ref(), password, attempt.ip, now).await,
+            Credential::Password { password, .. } => self.check_password(user.as_ref(), password, now).await,
             Credential::PublicKey { fingerprint, .. } => {
                 attempt.key_fingerprint = Some(fingerprint.to_owned());
                 self.check_key(user.as_ref(), fingerprint, now)
@@ -506,7 +506,7 @@ impl Core {
     /// Verifies a password (or spends the same time on a dummy hash for an
     /// unknown user). Upgrades the stored hash when its cost is below policy,
     /// and judges a right password against the policy, beside the answer.
-    async fn check_password(&self, user: Option<&User>, password: &Secret<String>, ip: IpAddr, now: Millis) -> Result<(), Reason> {
+    async fn check_password(&self, user: Option<&User>, password: &Secret<String>, now: Millis) -> Result<(), Reason> {
         if password.expose().len() > password::MAX_INPUT_BYTES {
             return Err(Reason::InputTooLarge);
         }
@@ -522,7 +522,6 @@ impl Core {
             .run_counted(move || password::verify_padded(pw.expose(), phc.as_ref().map(|h| h.expose().as_str()), iterations))
             .await
             .map_err(|_| Reason::Busy)?;
-        self.kdf_runs.add(ip);
         match (verdict, user, stored) {
             (Verify::Match { iterations: had }, Some(u), Some(old)) => {
                 // Weak against today's policy? Only the verdict is kept

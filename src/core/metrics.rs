@@ -176,17 +176,6 @@ impl Core {
             }
             Err(e) => tracing::warn!(error = %e, "reading metrics"),
         }
-        // First-factor hashes per address, for the P2 benchmark: the ten
-        // busiest addresses only (bounded), and read by sysops on loopback.
-        let (top, other) = self.kdf_runs.top(10);
-        let runs: Family<Labels1, Gauge> = Family::default();
-        for (address, n) in top {
-            runs.get_or_create(&[("address", address)]).set(n as i64);
-        }
-        if other > 0 {
-            runs.get_or_create(&[("address", "other".to_owned())]).set(other as i64);
-        }
-        r.register("kdf_runs_by_address", "First-factor password hashes run per address since start (the 10 busiest; IPv6 per /64)", runs);
         let d = &self.detection;
         use std::sync::atomic::Ordering;
         gauge(&mut r, "detection_ready", "1 once the detector has rebuilt its windows and sees events live", i64::from(d.ready.load(Ordering::Acquire)));

@@ -98,8 +98,6 @@ pub struct Core {
     settings: RwLock<Arc<Settings>>,
     pub(crate) events: EventSink,
     pub(crate) kdf: kdf::KdfPool,
-    /// First-factor hashes per address (`/metrics`, benchmark P2).
-    pub kdf_runs: kdf::RunsByAddress,
     pub admission: Arc<admission::Admission>,
     /// Caps on web connections and the descriptors kept for SSH.
     pub web_connections: Arc<connections::WebConnections>,
@@ -144,7 +142,6 @@ impl Core {
             settings: RwLock::new(Arc::new(settings)),
             events,
             kdf,
-            kdf_runs: Default::default(),
             admission,
             keyring: Arc::new(keyring),
             mail_queued: Arc::new(tokio::sync::Notify::new()),
