@@ -9,21 +9,35 @@ const INSERT: &str = "INSERT INTO security_events
      description, details, risk_score, is_suspicious, created_at, hash)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
+/// Whether an insert links its rows into the hash chain: always `On`,
+/// but for benchmark P3's comparison (`EventWriter::start_unchained_for_benchmark`),
+/// whose rows get no hash, so `security events verify` fails on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chain {
+    On,
+    Off,
+}
+
 /// Inserts events in one transaction on `conn`; returns their ids.
-pub(crate) fn insert_batch(conn: &mut Connection, events: &[Event]) -> Result<Vec<i64>> {
+pub(crate) fn insert_batch(conn: &mut Connection, events: &[Event], chain: Chain) -> Result<Vec<i64>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting an event batch")?;
-    let ids = insert_batch_tx(&tx, events)?;
+    let ids = insert_rows(&tx, events, chain)?;
     tx.commit().doing("committing security events")?;
     Ok(ids)
 }
 
 /// Inserts events inside a transaction the caller commits (so an event
 /// and the change it records land together). Every event is inserted
-/// here, and `tx` must be IMMEDIATE (as every write transaction of the
-/// store is): the chain's head is read inside it, so another writer
-/// cannot chain onto the same row (see `chain`). Each event gets the id
-/// after the head and its hash, computed from the bytes bound here.
+/// here or by `insert_batch`, and `tx` must be IMMEDIATE (as every write
+/// transaction of the store is): the chain's head is read inside it, so
+/// another writer cannot chain onto the same row (see `chain`). Each event
+/// gets the id after the head and its hash, computed from the bytes bound
+/// here.
 pub(crate) fn insert_batch_tx(tx: &rusqlite::Transaction<'_>, events: &[Event]) -> Result<Vec<i64>> {
+    insert_rows(tx, events, Chain::On)
+}
+
+fn insert_rows(tx: &rusqlite::Transaction<'_>, events: &[Event], chain: Chain) -> Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(events.len());
     if events.is_empty() {
         return Ok(ids);
@@ -36,9 +50,12 @@ pub(crate) fn insert_batch_tx(tx: &rusqlite::Transaction<'_>, events: &[Event]) 
         for e in events {
             id += 1;
             let details = e.details.to_string();
-            canonical.clear();
-            chain::encode_event(&mut canonical, id, e, &details);
-            let hash = chain::chain_hash(&prev, &canonical);
+            let hash = (chain == Chain::On).then(|| {
+                canonical.clear();
+                chain::encode_event(&mut canonical, id, e, &details);
+                prev = chain::chain_hash(&prev, &canonical);
+                prev
+            });
             st.execute(params![
                 id,
                 e.event_type.as_str(),
@@ -54,49 +71,12 @@ pub(crate) fn insert_batch_tx(tx: &rusqlite::Transaction<'_>, events: &[Event]) 
                 e.risk_score,
                 e.is_suspicious,
                 e.created_at.0,
-                &hash[..],
+                hash.as_ref().map(|h| &h[..]),
             ])
             .doing("recording a security event")?;
-            prev = hash;
             ids.push(id);
         }
     }
-    Ok(ids)
-}
-
-/// The writer's insert without the hash chain: for benchmark P3's
-/// comparison only (`EventWriter::start_unchained_for_benchmark`). Its rows
-/// have no hash, so `security events verify` fails on them.
-pub(crate) fn insert_batch_unchained(conn: &mut Connection, events: &[Event]) -> Result<Vec<i64>> {
-    const UNCHAINED: &str = "INSERT INTO security_events
-        (event_type, category, severity, user_id, username, ip, device_id, session_id,
-         description, details, risk_score, is_suspicious, created_at)
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting an event batch")?;
-    let mut ids = Vec::with_capacity(events.len());
-    {
-        let mut st = tx.prepare_cached(UNCHAINED).doing("preparing event insert")?;
-        for e in events {
-            st.execute(params![
-                e.event_type.as_str(),
-                e.category.as_str(),
-                e.severity.as_str(),
-                e.user_id,
-                e.username,
-                e.ip,
-                e.device_id,
-                e.session_id,
-                e.description,
-                e.details.to_string(),
-                e.risk_score,
-                e.is_suspicious,
-                e.created_at.0,
-            ])
-            .doing("recording a security event")?;
-            ids.push(tx.last_insert_rowid());
-        }
-    }
-    tx.commit().doing("committing security events")?;
     Ok(ids)
 }
 
@@ -136,7 +116,7 @@ pub(super) fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
 impl Store {
     /// Writes events directly (CLI use; the daemon goes through the writer).
     pub fn insert_events(&self, events: &[Event]) -> Result<Vec<i64>> {
-        insert_batch(&mut self.conn(), events)
+        insert_batch(&mut self.conn(), events, Chain::On)
     }
 
     /// Newest first, unless `after_id` is set (then oldest first, for follow).

@@ -6,7 +6,7 @@
 //! waiting: a full feed (`feed(max_events)`) drops the batch, which the reader then finds in
 //! the table by id.
 
-use super::{events::insert_batch, events::insert_batch_unchained, open_connection, Result};
+use super::{events::insert_batch, events::Chain, open_connection, Result};
 use crate::model::Event;
 use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
@@ -103,7 +103,7 @@ impl EventWriter {
     /// `start_joinable`, handing every committed batch to `feed` (with
     /// `try_send`: the writer never waits for its reader).
     pub fn start_with_feed(path: &Path, batch: usize, feed: Option<FeedSender>) -> Result<(EventWriter, WriterThread)> {
-        EventWriter::start_inner(path, batch, feed, insert_batch)
+        EventWriter::start_inner(path, batch, feed, Chain::On)
     }
 
     /// The writer with the hash chain off, for benchmark P3's "without the
@@ -112,15 +112,10 @@ impl EventWriter {
     /// nothing in the config or the CLI reaches this.
     #[doc(hidden)]
     pub fn start_unchained_for_benchmark(path: &Path, batch: usize) -> Result<(EventWriter, WriterThread)> {
-        EventWriter::start_inner(path, batch, None, insert_batch_unchained)
+        EventWriter::start_inner(path, batch, None, Chain::Off)
     }
 
-    fn start_inner(
-        path: &Path,
-        batch: usize,
-        feed: Option<FeedSender>,
-        insert: fn(&mut rusqlite::Connection, &[Event]) -> Result<Vec<i64>>,
-    ) -> Result<(EventWriter, WriterThread)> {
+    fn start_inner(path: &Path, batch: usize, feed: Option<FeedSender>, chain: Chain) -> Result<(EventWriter, WriterThread)> {
         let mut conn = open_connection(path)?;
         // The event indexes take inserts at many points at once (one per
         // user and address); a larger page cache keeps those pages hot.
@@ -151,7 +146,7 @@ impl EventWriter {
                         }
                         next = rx.try_recv().ok();
                     }
-                    let ok = events.is_empty() || match insert(&mut conn, &events) {
+                    let ok = events.is_empty() || match insert_batch(&mut conn, &events, chain) {
                         Ok(ids) => {
                             if let Some(o) = observing.get() {
                                 o(&events, crate::model::Millis::now());
