@@ -181,8 +181,9 @@ impl EventType {
 }
 
 string_enum!(
-    /// What an incident is about: the detection rule that opened it, or
-    /// `manual`. The store's CHECK constraint lists the same names.
+    /// What an incident is about: the detection rule or the scan that
+    /// opened it, or `manual`. The store's CHECK constraint lists the same
+    /// names (migration 0016 the latest list).
     IncidentType {
         BruteForceAccount => "brute_force_account",
         BruteForceIp => "brute_force_ip",
@@ -192,6 +193,8 @@ string_enum!(
         UsernameEnumeration => "username_enumeration",
         InjectionAttempt => "injection_attempt",
         ClonedAuthenticator => "cloned_authenticator",
+        // `security scan mfa`: a sysop's factors below the required level.
+        SysopFactorLevel => "sysop_factor_level",
         Manual => "manual",
     }
 );

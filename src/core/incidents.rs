@@ -315,6 +315,7 @@ impl Core {
         let subject = subject_text(o.subject);
         let text = match o.incident_type {
             IncidentType::Manual => format!("opened by hand: {}", o.title),
+            IncidentType::SysopFactorLevel => format!("opened by a scan about {subject}: {}", o.title),
             t => format!("opened by the rule {t} about {subject}: {}", o.title),
         };
         let entry_details = json!({ "rule": o.rule, "events": o.event_ids.len(), "notified": recipients });

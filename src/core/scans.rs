@@ -397,7 +397,7 @@ impl Core {
 fn sysop_below_level(f: &MfaFinding, now: Millis) -> Finding {
     let name = crate::model::escape_control(&f.username);
     Finding {
-        incident_type: IncidentType::Manual,
+        incident_type: IncidentType::SysopFactorLevel,
         subject: Subject::Account { user_id: Some(f.user_id), username: f.username.clone() },
         severity: IncidentSeverity::High,
         title: format!("sysop {name} is below the required factor level ({} of {})", f.level, f.required_level),
@@ -560,7 +560,7 @@ mod tests {
         );
         assert_eq!(r.incidents, IncidentCounts { opened: 1, attached: 0 });
         let i = core.store.incident(incident).expect("read").expect("incident");
-        assert_eq!((i.incident_type, i.severity, i.subject.key()), (IncidentType::Manual, IncidentSeverity::High, format!("account:{}", sysop.id)));
+        assert_eq!((i.incident_type, i.severity, i.subject.key()), (IncidentType::SysopFactorLevel, IncidentSeverity::High, format!("account:{}", sysop.id)));
         assert_eq!(i.title, "sysop root is below the required factor level (1 of 2)");
         // The next scan attaches to the open incident.
         let again = rt.block_on(core.scan(&[ScanKind::Mfa], None, T0.plus(Duration::from_secs(60)), &NoProgress)).expect("scan");

@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0011_event_chain", sql: include_str!("../../migrations/0011_event_chain.sql") },
     Migration { name: "0012_scans", sql: include_str!("../../migrations/0012_scans.sql") },
     Migration { name: "0013_metrics_daily", sql: include_str!("../../migrations/0013_metrics_daily.sql") },
+    Migration { name: "0016_incident_type_sysop_factor_level", sql: include_str!("../../migrations/0016_incident_type_sysop_factor_level.sql") },
 ];
 
 /// A step in Rust that runs after a migration's SQL, in its transaction
@@ -121,7 +122,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.db")).expect("open");
         let err = store.migrate(Some("0099_nope")).unwrap_err().to_string();
-        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0009_incidents_rule, 0010_devices, 0011_event_chain, 0012_scans, 0013_metrics_daily)");
+        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0009_incidents_rule, 0010_devices, 0011_event_chain, 0012_scans, 0013_metrics_daily, 0016_incident_type_sysop_factor_level)");
     }
 
     /// 0009 on a database that already holds incidents: the old rows stay
@@ -153,6 +154,74 @@ mod tests {
         assert!(conn.execute("UPDATE incidents SET rule = ?2 WHERE id = ?1", rusqlite::params![old, "r".repeat(65)]).is_err(), "a rule over 64");
         drop(conn);
         assert_eq!(store.incident(old).expect("read").expect("there").rule.as_deref(), Some("brute_force_ip"));
+        assert_eq!(store.integrity_check().expect("check"), "ok");
+    }
+
+    /// 0016 rebuilds `incidents` (and the two tables that point at it) on
+    /// a database that holds incidents: every row, link and timeline entry
+    /// stays; the new type is taken, an unknown one still refused; the
+    /// evidence trigger, the one-open index and the foreign keys (with
+    /// their cascade) work as before; nothing is left of the rebuild.
+    #[test]
+    fn sysop_factor_level_rebuild_keeps_every_row_and_rule() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("p.db")).expect("open");
+        let before = MIGRATIONS.iter().position(|m| m.name == "0016_incident_type_sysop_factor_level").expect("0016");
+        assert_eq!(store.migrate(Some(MIGRATIONS[before - 1].name)).expect("up to the one before").len(), before);
+        let insert = "INSERT INTO incidents (title, incident_type, severity, priority, status, subject_key, subject_kind, subject_name, first_event_at, created_at, updated_at, resolved_at, evidence, rule)
+             VALUES (?1, ?2, 'high', 'P2', ?3, ?4, 'address', '192.0.2.7', 1, 2, 3, ?5, '{\"events\":[1]}', ?6)";
+        {
+            let conn = store.conn();
+            conn.execute(insert, rusqlite::params!["open", "brute_force_ip", "open", "address:192.0.2.7", None::<i64>, "brute_force_ip"]).expect("an open incident");
+            conn.execute(insert, rusqlite::params!["done", "manual", "resolved", "gate", Some(9), None::<String>]).expect("a resolved one");
+            assert!(conn.execute(insert, rusqlite::params!["new", "sysop_factor_level", "open", "account:4", None::<i64>, None::<String>]).is_err(), "not a type before 0016");
+            conn.execute_batch(
+                "INSERT INTO incident_events (incident_id, event_id) VALUES (1, 10), (1, 11), (2, 12);
+                 INSERT INTO incident_timeline (incident_id, at, kind, actor, text) VALUES (1, 2, 'created', 'detection', 'a'), (2, 2, 'created', 'cli:root', 'b'), (2, 9, 'resolved', 'cli:root', 'c');",
+            )
+            .expect("links and entries");
+        }
+        let rows = |store: &Store| -> Vec<String> {
+            let conn = store.conn();
+            let mut all = Vec::new();
+            for q in [
+                "SELECT json_array(id, title, incident_type, severity, priority, status, subject_key, subject_kind, subject_user_id, subject_name, description, assigned_to, event_count, max_event_id, first_event_at, created_at, updated_at, resolved_at, resolution_notes, escalations, escalated_at, evidence, rule) FROM incidents ORDER BY id",
+                "SELECT json_array(incident_id, event_id) FROM incident_events ORDER BY incident_id, event_id",
+                "SELECT json_array(id, incident_id, at, kind, actor, text, details) FROM incident_timeline ORDER BY id",
+            ] {
+                let mut st = conn.prepare(q).expect("prepare");
+                all.extend(st.query_map([], |r| r.get::<_, String>(0)).expect("query").map(|r| r.expect("row")));
+            }
+            all
+        };
+        let kept = rows(&store);
+        assert_eq!(kept.len(), 2 + 3 + 3);
+        assert_eq!(store.migrate(None).expect("migrate"), MIGRATIONS[before..].iter().map(|m| m.name.to_owned()).collect::<Vec<_>>());
+        assert_eq!(rows(&store), kept, "every row as it was");
+
+        let conn = store.conn();
+        conn.execute(insert, rusqlite::params!["sysop", "sysop_factor_level", "open", "account:4", None::<i64>, "scan_sysop_below_required_level"]).expect("the new type");
+        assert!(conn.execute(insert, rusqlite::params!["again", "sysop_factor_level", "open", "account:4", None::<i64>, None::<String>]).is_err(), "one open per type and subject");
+        assert!(conn.execute(insert, rusqlite::params!["x", "made_up", "open", "gate", None::<i64>, None::<String>]).is_err(), "an unknown type");
+        let err = conn.execute("UPDATE incidents SET evidence = '{}' WHERE id = 1", []).expect_err("the evidence trigger");
+        assert!(err.to_string().contains("the evidence of an incident is kept unchanged"), "{err}");
+        assert!(conn.execute("INSERT INTO incident_timeline (incident_id, at, kind, actor, text) VALUES (99, 1, 'note', 'x', 'y')", []).is_err(), "a foreign key to incidents");
+        conn.execute("DELETE FROM incidents WHERE id = 2", []).expect("delete");
+        let left: (i64, i64) = conn.query_row("SELECT (SELECT COUNT(*) FROM incident_events), (SELECT COUNT(*) FROM incident_timeline)", [], |r| Ok((r.get(0)?, r.get(1)?))).expect("count");
+        assert_eq!(left, (2, 1), "the cascade still runs");
+        let leftovers: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_schema WHERE name LIKE '%_new' OR sql LIKE '%_new(%'", [], |r| r.get(0)).expect("schema");
+        assert_eq!(leftovers, 0);
+        let objects: Vec<String> = {
+            let mut st = conn.prepare("SELECT name FROM sqlite_schema WHERE tbl_name IN ('incidents', 'incident_events', 'incident_timeline') AND name NOT LIKE 'sqlite_autoindex%' ORDER BY name").expect("prepare");
+            st.query_map([], |r| r.get(0)).expect("query").map(|r| r.expect("row")).collect()
+        };
+        assert_eq!(
+            objects,
+            ["incident_events", "incident_events_event", "incident_timeline", "incident_timeline_incident", "incidents", "incidents_created_at", "incidents_evidence_unchanged", "incidents_one_open", "incidents_resolved_at", "incidents_unresolved"]
+        );
+        let broken: i64 = conn.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).expect("foreign key check");
+        assert_eq!(broken, 0);
+        drop(conn);
         assert_eq!(store.integrity_check().expect("check"), "ok");
     }
 

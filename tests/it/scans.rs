@@ -109,7 +109,10 @@ fn scans_report_exactly_the_seeded_findings() {
     let incidents: Value = serde_json::from_str(&g.cli_ok(&["security", "incidents", "list", "--json"])).expect("json");
     let list = incidents.as_array().expect("array");
     assert_eq!(list.len(), 1, "{incidents:#}");
-    assert_eq!((list[0]["severity"].as_str(), list[0]["title"].as_str()), (Some("high"), Some("sysop root is below the required factor level (1 of 2)")));
+    assert_eq!(
+        (list[0]["incident_type"].as_str(), list[0]["severity"].as_str(), list[0]["title"].as_str()),
+        (Some("sysop_factor_level"), Some("high"), Some("sysop root is below the required factor level (1 of 2)"))
+    );
 
     // The report for people: the sessions are clean now, the incident
     // already open.
