@@ -18,97 +18,120 @@ const DAY: u64 = 86_400;
 /// this much history at start, and keeps (bounded) state for it.
 pub const MAX_WINDOW: Duration = Duration::from_secs(30 * DAY);
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Detection {
-    /// Off: no rule runs (live or in `security scan suspicious`).
-    pub enabled: bool,
-    /// Keys (addresses, networks, accounts, names, password tags) one rule
-    /// keeps state for at most; the oldest are dropped beyond it.
-    pub max_tracked: usize,
-    /// Networks are these prefixes: /24 for IPv4, /48 for IPv6.
-    pub ipv4_network: u8,
-    pub ipv6_network: u8,
-    pub brute_force_account: BruteForceAccount,
-    pub brute_force_ip: BruteForceIp,
-    pub slow_brute_force: SlowBruteForce,
-    pub credential_stuffing: CredentialStuffing,
-    pub distributed_stuffing: DistributedStuffing,
-    pub password_spraying: PasswordSpraying,
-    pub dictionary_usernames: DictionaryUsernames,
-    pub username_enumeration: UsernameEnumeration,
-    pub injection: Injection,
-    pub account_takeover: AccountTakeover,
-}
-
-impl Default for Detection {
-    fn default() -> Self {
-        Detection {
-            enabled: true,
-            max_tracked: 50_000,
-            ipv4_network: 24,
-            ipv6_network: 48,
-            brute_force_account: BruteForceAccount::default(),
-            brute_force_ip: BruteForceIp::default(),
-            slow_brute_force: SlowBruteForce::default(),
-            credential_stuffing: CredentialStuffing::default(),
-            distributed_stuffing: DistributedStuffing::default(),
-            password_spraying: PasswordSpraying::default(),
-            dictionary_usernames: DictionaryUsernames::default(),
-            username_enumeration: UsernameEnumeration::default(),
-            injection: Injection::default(),
-            account_takeover: AccountTakeover::default(),
+/// A rule's section: `enabled` (on by default) and its fields, each with
+/// its default beside it.
+macro_rules! rule {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty = $default:expr),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            pub enabled: bool,
+            $($(#[$fmeta])* pub $field: $ty,)*
         }
-    }
-}
 
-/// Failures against one account, from any number of addresses.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BruteForceAccount {
-    pub enabled: bool,
-    pub failures: u32,
-    #[serde(deserialize_with = "duration")]
-    pub window: Duration,
-}
-
-impl Default for BruteForceAccount {
-    fn default() -> Self {
-        BruteForceAccount { enabled: true, failures: 5, window: Duration::from_secs(10 * MINUTE) }
-    }
-}
-
-/// Failures from one address.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BruteForceIp {
-    pub enabled: bool,
-    pub failures: u32,
-    #[serde(deserialize_with = "duration")]
-    pub window: Duration,
-}
-
-impl Default for BruteForceIp {
-    fn default() -> Self {
-        BruteForceIp { enabled: true, failures: 10, window: Duration::from_secs(10 * MINUTE) }
-    }
-}
-
-/// Failures from one address or one network over hours and days (a
-/// network's tier needs two of its addresses or more in the window).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SlowBruteForce {
-    pub enabled: bool,
-    pub tiers: Vec<Tier>,
-}
-
-impl Default for SlowBruteForce {
-    fn default() -> Self {
-        SlowBruteForce {
-            enabled: true,
-            tiers: vec![Tier { failures: 30, window: Duration::from_secs(DAY) }, Tier { failures: 100, window: Duration::from_secs(7 * DAY) }],
+        impl Default for $name {
+            fn default() -> Self {
+                $name { enabled: true, $($field: $default),* }
+            }
         }
+    };
+}
+
+/// The rules, listed once: each is a field of the schema (`Detection`)
+/// and of the resolved `DetectionSettings`, under the same name.
+macro_rules! rules {
+    ($($field:ident: $ty:ident),+ $(,)?) => {
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Detection {
+            /// Off: no rule runs (live or in `security scan suspicious`).
+            pub enabled: bool,
+            /// Keys (addresses, networks, accounts, names, password tags) one rule
+            /// keeps state for at most; the oldest are dropped beyond it.
+            pub max_tracked: usize,
+            /// Networks are these prefixes: /24 for IPv4, /48 for IPv6.
+            pub ipv4_network: u8,
+            pub ipv6_network: u8,
+            $(pub $field: $ty,)+
+        }
+
+        impl Default for Detection {
+            fn default() -> Self {
+                Detection { enabled: true, max_tracked: 50_000, ipv4_network: 24, ipv6_network: 48, $($field: $ty::default()),+ }
+            }
+        }
+
+        /// The resolved section: the schema's values, checked, with the
+        /// dictionary action parsed and the extra usernames lower-cased. A rule
+        /// that is off has its `enabled` false (all of them when the section is).
+        #[derive(Debug, Clone)]
+        pub struct DetectionSettings {
+            pub max_tracked: usize,
+            pub ipv4_network: u8,
+            pub ipv6_network: u8,
+            $(pub $field: $ty,)+
+            pub dictionary_action: DictionaryAction,
+        }
+
+        impl DetectionSettings {
+            /// Whether any rule runs.
+            pub fn any_enabled(&self) -> bool {
+                false $(|| self.$field.enabled)+
+            }
+
+            /// Whether every rule runs.
+            pub fn all_enabled(&self) -> bool {
+                true $(&& self.$field.enabled)+
+            }
+
+            /// The schema's values as they are (`resolve` checked them), every
+            /// rule off when the section is.
+            fn from_schema(d: Detection, dictionary_action: DictionaryAction) -> DetectionSettings {
+                let mut s = DetectionSettings { max_tracked: d.max_tracked, ipv4_network: d.ipv4_network, ipv6_network: d.ipv6_network, $($field: d.$field,)+ dictionary_action };
+                $(s.$field.enabled &= d.enabled;)+
+                s
+            }
+        }
+    };
+}
+
+rules! {
+    brute_force_account: BruteForceAccount,
+    brute_force_ip: BruteForceIp,
+    slow_brute_force: SlowBruteForce,
+    credential_stuffing: CredentialStuffing,
+    distributed_stuffing: DistributedStuffing,
+    password_spraying: PasswordSpraying,
+    dictionary_usernames: DictionaryUsernames,
+    username_enumeration: UsernameEnumeration,
+    injection: Injection,
+    account_takeover: AccountTakeover,
+}
+
+rule! {
+    /// Failures against one account, from any number of addresses.
+    BruteForceAccount {
+        failures: u32 = 5,
+        #[serde(deserialize_with = "duration")]
+        window: Duration = Duration::from_secs(10 * MINUTE),
+    }
+}
+
+rule! {
+    /// Failures from one address.
+    BruteForceIp {
+        failures: u32 = 10,
+        #[serde(deserialize_with = "duration")]
+        window: Duration = Duration::from_secs(10 * MINUTE),
+    }
+}
+
+rule! {
+    /// Failures from one address or one network over hours and days (a
+    /// network's tier needs two of its addresses or more in the window).
+    SlowBruteForce {
+        tiers: Vec<Tier> = vec![Tier { failures: 30, window: Duration::from_secs(DAY) }, Tier { failures: 100, window: Duration::from_secs(7 * DAY) }],
     }
 }
 
@@ -120,140 +143,91 @@ pub struct Tier {
     pub window: Duration,
 }
 
-/// One address trying many accounts, nearly all failing. Only names that
-/// are accounts here count: the others are username enumeration's.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CredentialStuffing {
-    pub enabled: bool,
-    pub usernames: u32,
-    /// Failed share of the address's attempts (0 to 1).
-    pub failure_ratio: f64,
-    #[serde(deserialize_with = "duration")]
-    pub window: Duration,
-}
-
-impl Default for CredentialStuffing {
-    fn default() -> Self {
-        CredentialStuffing { enabled: true, usernames: 5, failure_ratio: 0.8, window: Duration::from_secs(10 * MINUTE) }
+rule! {
+    /// One address trying many accounts, nearly all failing. Only names that
+    /// are accounts here count: the others are username enumeration's.
+    CredentialStuffing {
+        usernames: u32 = 5,
+        /// Failed share of the address's attempts (0 to 1).
+        failure_ratio: f64 = 0.8,
+        #[serde(deserialize_with = "duration")]
+        window: Duration = Duration::from_secs(10 * MINUTE),
     }
 }
 
-/// Many addresses, many accounts, almost nothing succeeding, gate-wide.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DistributedStuffing {
-    pub enabled: bool,
-    pub addresses: u32,
-    pub accounts: u32,
-    /// Attempts (failures and successes) in the window at least.
-    pub attempts: u32,
-    /// Fires while the successful share stays below this (0 to 1).
-    pub max_success_ratio: f64,
-    #[serde(deserialize_with = "duration")]
-    pub window: Duration,
-}
-
-impl Default for DistributedStuffing {
-    fn default() -> Self {
-        DistributedStuffing { enabled: true, addresses: 20, accounts: 20, attempts: 100, max_success_ratio: 0.05, window: Duration::from_secs(HOUR) }
+rule! {
+    /// Many addresses, many accounts, almost nothing succeeding, gate-wide.
+    DistributedStuffing {
+        addresses: u32 = 20,
+        accounts: u32 = 20,
+        /// Attempts (failures and successes) in the window at least.
+        attempts: u32 = 100,
+        /// Fires while the successful share stays below this (0 to 1).
+        max_success_ratio: f64 = 0.05,
+        #[serde(deserialize_with = "duration")]
+        window: Duration = Duration::from_secs(HOUR),
     }
 }
 
-/// One password tried against many accounts (seen through a keyed hash
-/// that lives only in the daemon's memory).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PasswordSpraying {
-    pub enabled: bool,
-    pub accounts: u32,
-    #[serde(deserialize_with = "duration")]
-    pub window: Duration,
-    /// Password tags waiting for the detector; more are dropped (counted),
-    /// never waited for.
-    pub queue: usize,
-}
-
-impl Default for PasswordSpraying {
-    fn default() -> Self {
-        PasswordSpraying { enabled: true, accounts: 5, window: Duration::from_secs(HOUR), queue: 4096 }
+rule! {
+    /// One password tried against many accounts (seen through a keyed hash
+    /// that lives only in the daemon's memory).
+    PasswordSpraying {
+        accounts: u32 = 5,
+        #[serde(deserialize_with = "duration")]
+        window: Duration = Duration::from_secs(HOUR),
+        /// Password tags waiting for the detector; more are dropped (counted),
+        /// never waited for.
+        queue: usize = 4096,
     }
 }
 
-/// Usernames attackers try; one that is not an account here marks the
-/// address at once.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DictionaryUsernames {
-    pub enabled: bool,
-    /// `block` (the finding asks for the address to be blocked) or `count`.
-    pub action: String,
-    /// Added to the shipped list.
-    pub usernames: Vec<String>,
-    /// A hit fires once per address in this window; later hits attach.
-    #[serde(deserialize_with = "duration")]
-    pub window: Duration,
-}
-
-impl Default for DictionaryUsernames {
-    fn default() -> Self {
-        DictionaryUsernames { enabled: true, action: "block".into(), usernames: Vec::new(), window: Duration::from_secs(HOUR) }
+rule! {
+    /// Usernames attackers try; one that is not an account here marks the
+    /// address at once.
+    DictionaryUsernames {
+        /// `block` (the finding asks for the address to be blocked) or `count`.
+        action: String = "block".into(),
+        /// Added to the shipped list.
+        usernames: Vec<String> = Vec::new(),
+        /// A hit fires once per address in this window; later hits attach.
+        #[serde(deserialize_with = "duration")]
+        window: Duration = Duration::from_secs(HOUR),
     }
 }
 
-/// Many usernames that are not accounts, from one address or from two or
-/// more addresses of one network.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UsernameEnumeration {
-    pub enabled: bool,
-    pub usernames: u32,
-    #[serde(deserialize_with = "duration")]
-    pub window: Duration,
-}
-
-impl Default for UsernameEnumeration {
-    fn default() -> Self {
-        UsernameEnumeration { enabled: true, usernames: 10, window: Duration::from_secs(HOUR) }
+rule! {
+    /// Many usernames that are not accounts, from one address or from two or
+    /// more addresses of one network.
+    UsernameEnumeration {
+        usernames: u32 = 10,
+        #[serde(deserialize_with = "duration")]
+        window: Duration = Duration::from_secs(HOUR),
     }
 }
 
-/// SQL, script tags, terminal escapes, format strings in usernames and
-/// prompts.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Injection {
-    pub enabled: bool,
-    /// One finding per subject in this window; later inputs attach.
-    #[serde(deserialize_with = "duration")]
-    pub window: Duration,
-}
-
-impl Default for Injection {
-    fn default() -> Self {
-        Injection { enabled: true, window: Duration::from_secs(HOUR) }
+rule! {
+    /// SQL, script tags, terminal escapes, format strings in usernames and
+    /// prompts.
+    Injection {
+        /// One finding per subject in this window; later inputs attach.
+        #[serde(deserialize_with = "duration")]
+        window: Duration = Duration::from_secs(HOUR),
     }
 }
 
-/// A success from a new device and a new address right after failures,
-/// and a password, email or 2FA change soon after it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AccountTakeover {
-    pub enabled: bool,
-    /// Failures against the account...
-    pub failures: u32,
-    /// ...within this long before the login.
-    #[serde(deserialize_with = "duration")]
-    pub failures_within: Duration,
-    /// A change this soon after such a login fires again.
-    #[serde(deserialize_with = "duration")]
-    pub change_within: Duration,
-}
-
-impl Default for AccountTakeover {
-    fn default() -> Self {
-        AccountTakeover { enabled: true, failures: 3, failures_within: Duration::from_secs(HOUR), change_within: Duration::from_secs(HOUR) }
+rule! {
+    /// A success from a new device and a new address right after failures,
+    /// and a password, email or 2FA change soon after it.
+    AccountTakeover {
+        /// Failures against the account...
+        failures: u32 = 3,
+        /// ...within this long before the login.
+        #[serde(deserialize_with = "duration")]
+        failures_within: Duration = Duration::from_secs(HOUR),
+        /// A change this soon after such a login fires again.
+        #[serde(deserialize_with = "duration")]
+        change_within: Duration = Duration::from_secs(HOUR),
     }
 }
 
@@ -273,27 +247,6 @@ impl DictionaryAction {
     }
 }
 
-/// The resolved section: the schema's values, checked, with the
-/// dictionary action parsed and the extra usernames lower-cased. A rule
-/// that is off has its `enabled` false (all of them when the section is).
-#[derive(Debug, Clone)]
-pub struct DetectionSettings {
-    pub max_tracked: usize,
-    pub ipv4_network: u8,
-    pub ipv6_network: u8,
-    pub brute_force_account: BruteForceAccount,
-    pub brute_force_ip: BruteForceIp,
-    pub slow_brute_force: SlowBruteForce,
-    pub credential_stuffing: CredentialStuffing,
-    pub distributed_stuffing: DistributedStuffing,
-    pub password_spraying: PasswordSpraying,
-    pub dictionary_usernames: DictionaryUsernames,
-    pub dictionary_action: DictionaryAction,
-    pub username_enumeration: UsernameEnumeration,
-    pub injection: Injection,
-    pub account_takeover: AccountTakeover,
-}
-
 impl Default for DetectionSettings {
     fn default() -> Self {
         let mut problems = Vec::new();
@@ -302,20 +255,6 @@ impl Default for DetectionSettings {
 }
 
 impl DetectionSettings {
-    /// Whether any rule runs.
-    pub fn any_enabled(&self) -> bool {
-        self.brute_force_account.enabled
-            || self.brute_force_ip.enabled
-            || self.slow_brute_force.enabled
-            || self.credential_stuffing.enabled
-            || self.distributed_stuffing.enabled
-            || self.password_spraying.enabled
-            || self.dictionary_usernames.enabled
-            || self.username_enumeration.enabled
-            || self.injection.enabled
-            || self.account_takeover.enabled
-    }
-
     /// The longest window of a rule that is on: how much history the
     /// detector reads at start and `security scan suspicious` by default.
     pub fn longest_window(&self) -> Duration {
@@ -436,35 +375,8 @@ pub fn resolve(d: Detection, at: &dyn Fn(&str) -> String, problems: &mut Vec<Str
     window(problems, "detection.account_takeover.failures_within", a.failures_within);
     window(problems, "detection.account_takeover.change_within", a.change_within);
 
-    let on = d.enabled;
-    let mut out = DetectionSettings {
-        max_tracked: d.max_tracked,
-        ipv4_network: d.ipv4_network,
-        ipv6_network: d.ipv6_network,
-        brute_force_account: d.brute_force_account,
-        brute_force_ip: d.brute_force_ip,
-        slow_brute_force: d.slow_brute_force,
-        credential_stuffing: d.credential_stuffing,
-        distributed_stuffing: d.distributed_stuffing,
-        password_spraying: d.password_spraying,
-        dictionary_usernames: DictionaryUsernames { usernames: extra, ..d.dictionary_usernames },
-        dictionary_action: action,
-        username_enumeration: d.username_enumeration,
-        injection: d.injection,
-        account_takeover: d.account_takeover,
-    };
-    if !on {
-        out.brute_force_account.enabled = false;
-        out.brute_force_ip.enabled = false;
-        out.slow_brute_force.enabled = false;
-        out.credential_stuffing.enabled = false;
-        out.distributed_stuffing.enabled = false;
-        out.password_spraying.enabled = false;
-        out.dictionary_usernames.enabled = false;
-        out.username_enumeration.enabled = false;
-        out.injection.enabled = false;
-        out.account_takeover.enabled = false;
-    }
+    let mut out = DetectionSettings::from_schema(d, action);
+    out.dictionary_usernames.usernames = extra;
     out
 }
 
@@ -490,9 +402,7 @@ mod tests {
         assert_eq!(d.password_spraying.accounts, 5);
         assert_eq!(d.dictionary_action, super::DictionaryAction::Block);
         assert_eq!(d.longest_window(), Duration::from_secs(7 * 86_400));
-        for rule in [d.brute_force_account.enabled, d.brute_force_ip.enabled, d.slow_brute_force.enabled, d.credential_stuffing.enabled, d.distributed_stuffing.enabled, d.password_spraying.enabled, d.dictionary_usernames.enabled, d.username_enumeration.enabled, d.injection.enabled, d.account_takeover.enabled] {
-            assert!(rule);
-        }
+        assert!(d.all_enabled());
         let off = check("detection: {\n  enabled: false\n}\n").unwrap_or_else(|e| panic!("{e:?}")).detection;
         assert!(!off.any_enabled());
         let some = check("detection: {\n  brute_force_ip: {\n    window: 5m\n  }\n  dictionary_usernames: {\n    action: count\n    usernames: [\"Minecraft\", \"steam\"]\n  }\n}\n").unwrap_or_else(|e| panic!("{e:?}")).detection;

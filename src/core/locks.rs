@@ -239,31 +239,11 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::fixture::{Fixture, PASSWORD, T0};
     use crate::core::login::{Attempt, Credential, Outcome};
     use crate::model::Secret;
 
-    const PASSWORD: &str = "Correct-Horse-Battery-9";
     const DAY: Duration = Duration::from_secs(86_400);
-
-    fn core(dir: &std::path::Path, extra: &str) -> Core {
-        crate::core::test_core(dir, &format!("kdf: {{\n  workers: 2\n  queue: 32\n}}\n{extra}"))
-    }
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt")
-    }
-
-    /// One keyboard-interactive login: the password, then (when asked) the
-    /// code. Returns the outcome of the last step.
-    fn login(core: &Core, rt: &tokio::runtime::Runtime, ip: &str, code: Option<&str>, now: Millis) -> Outcome {
-        let mut attempt = Attempt::new(ip.parse().expect("ip"), "SSH-2.0-test".into(), "ssh", now);
-        let pw = Secret::new(PASSWORD.to_owned());
-        let first = rt.block_on(core.submit(&mut attempt, Credential::Password { username: "alice", password: &pw, method: "keyboard-interactive" }, now));
-        match (first, code) {
-            (Outcome::Need(_), Some(c)) => rt.block_on(core.submit(&mut attempt, Credential::Code { code: &Secret::new(c.to_owned()) }, now)),
-            (other, _) => other,
-        }
-    }
 
     fn last_failure(core: &Core) -> crate::model::StoredEvent {
         let f = core.events(&crate::store::events::EventFilter { event_type: Some(EventType::LoginFailed), limit: 1, ..Default::default() }).expect("events");
@@ -276,20 +256,17 @@ mod tests {
     /// a sysop's lock do not; refusals say why.
     #[test]
     fn a_rule_lock_admits_the_owner_from_a_known_address_only() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let core = core(dir.path(), "");
-        let rt = rt();
-        let t0 = Millis(1_800_000_000_000);
-        let sysop = Actor::Cli("root".into());
-        let alice = rt.block_on(core.add_user("alice", None, &Secret::new(PASSWORD.into()), &[], &sysop, t0)).expect("user");
+        let f = Fixture::new("", None);
+        let (core, rt, sysop, alice) = (&f.core, &f.rt, &f.sysop, &f.alice);
+        let t0 = T0;
         // Full logins: 192.0.2.1 and 2001:db8:1:1::5 now, 192.0.2.9 31 days before the lock.
         let old = t0;
-        assert!(matches!(login(&core, &rt, "192.0.2.9", None, old), Outcome::Accepted(_)));
+        assert!(matches!(f.login("192.0.2.9", None, old), Outcome::Accepted(_)));
         let now = t0.plus(31 * DAY);
         for ip in ["192.0.2.1", "2001:db8:1:1::5"] {
-            assert!(matches!(login(&core, &rt, ip, None, now.minus(DAY)), Outcome::Accepted(_)), "{ip}");
+            assert!(matches!(f.login(ip, None, now.minus(DAY)), Outcome::Accepted(_)), "{ip}");
         }
-        let outcome = rt.block_on(core.lock_account_by_rule(&alice, Duration::from_secs(3600), "brute force", Some(7), now)).expect("lock");
+        let outcome = rt.block_on(core.lock_account_by_rule(alice, Duration::from_secs(3600), "brute force", Some(7), now)).expect("lock");
         assert_eq!(outcome, LockOutcome::Locked { until: now.plus(Duration::from_secs(3600)), bounded: false });
 
         let cases: &[(&str, bool, Option<serde_json::Value>)] = &[
@@ -301,11 +278,11 @@ mod tests {
             ("192.0.2.9", false, Some("expired".into())),
         ];
         for (ip, admitted, known) in cases {
-            match login(&core, &rt, ip, None, now) {
+            match f.login(ip, None, now) {
                 Outcome::Accepted(_) => assert!(admitted, "{ip} was admitted"),
                 other => {
                     assert!(!admitted, "{ip}: {other:?}");
-                    let e = last_failure(&core);
+                    let e = last_failure(core);
                     assert_eq!(e.details["reason"], "locked", "{ip}: {e:?}");
                     let lock = &e.details["lock"];
                     assert_eq!(lock["source"], "rule", "{ip}: {e:?}");
@@ -322,21 +299,21 @@ mod tests {
 
         // A sysop's lock stays absolute, even from a known address, and a
         // rule lock does not replace it.
-        rt.block_on(core.lock_user(&alice, FOREVER, "investigating", &sysop, now)).expect("lock");
+        rt.block_on(core.lock_user(alice, FOREVER, "investigating", sysop, now)).expect("lock");
         assert_eq!(
-            rt.block_on(core.lock_account_by_rule(&alice, DAY, "again", None, now)).expect("lock"),
+            rt.block_on(core.lock_account_by_rule(alice, DAY, "again", None, now)).expect("lock"),
             LockOutcome::AlreadyLocked { source: LockSource::Sysop, until: FOREVER }
         );
         for ip in ["192.0.2.1", "2001:db8:1:1::5", "192.0.2.2"] {
             // (Over keyboard-interactive the refusal hides behind the code prompt.)
-            assert!(!matches!(login(&core, &rt, ip, None, now), Outcome::Accepted(_)), "{ip}");
-            let e = last_failure(&core);
+            assert!(!matches!(f.login(ip, None, now), Outcome::Accepted(_)), "{ip}");
+            let e = last_failure(core);
             assert_eq!(e.details["lock"]["source"], "sysop", "{e:?}");
             assert_eq!(e.details["lock"]["until"], "unlocked", "{e:?}");
         }
-        assert!(rt.block_on(core.unlock_user(&alice, &sysop, now)).expect("unlock"));
-        assert!(!rt.block_on(core.unlock_user(&alice, &sysop, now)).expect("unlock"), "nothing left to lift");
-        assert!(matches!(login(&core, &rt, "192.0.2.2", None, now), Outcome::Accepted(_)));
+        assert!(rt.block_on(core.unlock_user(alice, sysop, now)).expect("unlock"));
+        assert!(!rt.block_on(core.unlock_user(alice, sysop, now)).expect("unlock"), "nothing left to lift");
+        assert!(matches!(f.login("192.0.2.2", None, now), Outcome::Accepted(_)));
     }
 
     /// Issue 9 point 3: a rule lock admits the owner from a device they
@@ -350,13 +327,10 @@ mod tests {
     fn a_rule_lock_admits_the_owner_from_a_trusted_device_with_its_key() {
         use crate::core::devices::Hassh;
         const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILH55DvruBb/62oLBYjcIrqz93wAN8vOurcc0JKrebtm alice-laptop";
-        let dir = tempfile::tempdir().expect("tempdir");
-        let core = core(dir.path(), "");
-        let rt = rt();
-        let t0 = Millis(1_800_000_000_000);
-        let sysop = Actor::Cli("root".into());
-        let alice = rt.block_on(core.add_user("alice", Some("alice@example.org"), &Secret::new(PASSWORD.into()), &[], &sysop, t0)).expect("user");
-        let key = rt.block_on(core.add_ssh_key(&alice, KEY, &sysop, t0)).expect("key");
+        let f = Fixture::new("", Some("alice@example.org"));
+        let (core, rt, sysop, alice) = (&f.core, &f.rt, &f.sysop, &f.alice);
+        let t0 = T0;
+        let key = rt.block_on(core.add_ssh_key(alice, KEY, sysop, t0)).expect("key");
         assert_eq!(key.fingerprint, "SHA256:dGLi+F6Q1mG0vtDBfi/5fHls++j/R1iqB8xvRIDdSCk");
         let laptop = Hassh::of(b"curve25519-sha256", b"chacha20-poly1305@openssh.com", b"hmac-sha2-256-etm@openssh.com", b"none");
         let other_config = Hassh::of(b"curve25519-sha256", b"aes256-gcm@openssh.com", b"hmac-sha2-256-etm@openssh.com", b"none");
@@ -384,13 +358,13 @@ mod tests {
         let other = device(login("192.0.2.1", &other_config, true, None, t0));
         assert!(with_key != with_password && with_key != other && with_password != other, "three devices");
         for id in [with_key, with_password] {
-            let c = rt.block_on(core.set_device_trusted(id, true, None, &sysop, t0)).expect("trust");
+            let c = rt.block_on(core.set_device_trusted(id, true, None, sysop, t0)).expect("trust");
             assert!(c.changed && c.device.is_trusted);
         }
         let now = t0.plus(DAY);
-        rt.block_on(core.lock_account_by_rule(&alice, Duration::from_secs(3600), "brute force", Some(3), now)).expect("lock");
+        rt.block_on(core.lock_account_by_rule(alice, Duration::from_secs(3600), "brute force", Some(3), now)).expect("lock");
 
-        let refusal = || last_failure(&core).details["lock"].clone();
+        let refusal = || last_failure(core).details["lock"].clone();
         // The trusted device with its key, from an address never seen: in.
         assert!(matches!(login("203.0.113.9", &laptop, true, None, now), Outcome::Accepted(_)));
         let success = core.events(&crate::store::events::EventFilter { event_type: Some(EventType::LoginSuccess), limit: 1, ..Default::default() }).expect("events");
@@ -408,13 +382,7 @@ mod tests {
         assert_eq!(refusal()["trusted_device"], false);
 
         // Still every factor: with a code enrolled, the trusted device needs it.
-        rt.block_on(core.start_otp_enrollment(&alice, crate::core::mfa::Method::Totp, &sysop, now)).expect("enroll");
-        let mail = core.due_mail(now, 10).expect("mail");
-        let link = mail.iter().find_map(|m| m.body.text.lines().find(|l| l.contains("/otp/enroll/")).map(str::to_owned)).expect("link");
-        let token = link.trim().rsplit('/').next().expect("token").to_owned();
-        let secret = crate::core::otp::base32_decode(&core.otp_enrollment_view(&token, now).expect("view").secret_base32).expect("base32");
-        let code = |t: Millis| crate::core::otp::hotp(crate::model::OtpAlgorithm::Sha1, &secret, crate::core::otp::step_of(t.0 / 1000, 30), 6);
-        rt.block_on(core.otp_confirm(&token, &code(now), now)).expect("confirm");
+        let code = f.enroll_totp(now);
         let later = now.plus(Duration::from_secs(60));
         let wrong = if code(later) == "000000" { "111111" } else { "000000" };
         assert!(matches!(login("203.0.113.30", &laptop, true, Some(wrong), later), Outcome::Rejected(_)));
@@ -424,20 +392,20 @@ mod tests {
 
         // Untrusted, it no longer opens the lock; removed, neither.
         let t = later.plus(Duration::from_secs(60));
-        let c = rt.block_on(core.set_device_trusted(with_key, false, None, &sysop, t)).expect("untrust");
+        let c = rt.block_on(core.set_device_trusted(with_key, false, None, sysop, t)).expect("untrust");
         assert!(c.changed && !c.device.is_trusted);
         assert!(!matches!(login("203.0.113.40", &laptop, true, Some(&code(t)), t), Outcome::Accepted(_)));
         assert_eq!(refusal()["trusted_device"], false);
-        rt.block_on(core.set_device_trusted(with_key, true, None, &sysop, t)).expect("trust again");
-        rt.block_on(core.remove_device(with_key, None, &sysop, t)).expect("remove");
+        rt.block_on(core.set_device_trusted(with_key, true, None, sysop, t)).expect("trust again");
+        rt.block_on(core.remove_device(with_key, None, sysop, t)).expect("remove");
         let t = t.plus(Duration::from_secs(60));
         assert!(!matches!(login("203.0.113.41", &laptop, true, Some(&code(t)), t), Outcome::Accepted(_)));
         assert_eq!(refusal()["trusted_device"], false);
         // A sysop's lock: no device opens it.
-        rt.block_on(core.unlock_user(&alice, &sysop, t)).expect("unlock");
+        rt.block_on(core.unlock_user(alice, sysop, t)).expect("unlock");
         let device = device(login("192.0.2.1", &laptop, true, Some(&code(t)), t));
-        rt.block_on(core.set_device_trusted(device, true, None, &sysop, t)).expect("trust");
-        rt.block_on(core.lock_user(&alice, FOREVER, "investigating", &sysop, t)).expect("lock");
+        rt.block_on(core.set_device_trusted(device, true, None, sysop, t)).expect("trust");
+        rt.block_on(core.lock_user(alice, FOREVER, "investigating", sysop, t)).expect("lock");
         let t = t.plus(Duration::from_secs(60));
         assert!(!matches!(login("192.0.2.1", &laptop, true, Some(&code(t)), t), Outcome::Accepted(_)));
         assert_eq!(refusal()["source"], "sysop");
@@ -447,30 +415,19 @@ mod tests {
     /// password and a wrong code from the known address is refused.
     #[test]
     fn a_known_address_still_needs_every_factor() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let core = core(dir.path(), "");
-        let rt = rt();
-        let now = Millis(1_800_000_000_000);
-        let sysop = Actor::Cli("root".into());
-        let alice = rt.block_on(core.add_user("alice", Some("alice@example.org"), &Secret::new(PASSWORD.into()), &[], &sysop, now)).expect("user");
-        // Enrolled through the mailed link, as a user does.
-        rt.block_on(core.start_otp_enrollment(&alice, crate::core::mfa::Method::Totp, &sysop, now)).expect("enroll");
-        let mail = core.due_mail(now, 10).expect("mail");
-        let link = mail[0].body.text.lines().find(|l| l.contains("/otp/enroll/")).expect("link").trim().to_owned();
-        let token = link.rsplit('/').next().expect("token").to_owned();
-        let secret = crate::core::otp::base32_decode(&core.otp_enrollment_view(&token, now).expect("view").secret_base32).expect("base32");
-        let code = |t: Millis| crate::core::otp::hotp(crate::model::OtpAlgorithm::Sha1, &secret, crate::core::otp::step_of(t.0 / 1000, 30), 6);
-        rt.block_on(core.otp_confirm(&token, &code(now), now)).expect("confirm");
-        let now = now.plus(Duration::from_secs(30));
-        assert!(matches!(login(&core, &rt, "192.0.2.1", Some(&code(now)), now), Outcome::Accepted(_)));
+        let f = Fixture::new("", Some("alice@example.org"));
+        let (core, rt, alice) = (&f.core, &f.rt, &f.alice);
+        let code = f.enroll_totp(T0);
+        let now = T0.plus(Duration::from_secs(30));
+        assert!(matches!(f.login("192.0.2.1", Some(&code(now)), now), Outcome::Accepted(_)));
         let later = now.plus(Duration::from_secs(120));
-        rt.block_on(core.lock_account_by_rule(&alice, DAY, "brute force", None, later)).expect("lock");
+        rt.block_on(core.lock_account_by_rule(alice, DAY, "brute force", None, later)).expect("lock");
         let wrong = if code(later) == "000000" { "111111" } else { "000000" };
-        assert!(matches!(login(&core, &rt, "192.0.2.1", Some(wrong), later), Outcome::Rejected(_)));
+        assert!(matches!(f.login("192.0.2.1", Some(wrong), later), Outcome::Rejected(_)));
         let failed = core.events(&crate::store::events::EventFilter { event_type: Some(EventType::OtpFailed), limit: 1, ..Default::default() }).expect("events");
         assert_eq!(failed[0].details["reason"], "wrong_code", "{failed:?}");
         let t = later.plus(Duration::from_secs(30));
-        assert!(matches!(login(&core, &rt, "192.0.2.1", Some(&code(t)), t), Outcome::Accepted(_)));
+        assert!(matches!(f.login("192.0.2.1", Some(&code(t)), t), Outcome::Accepted(_)));
     }
 
     /// A lock set for an incident admits only addresses known before the
@@ -479,18 +436,15 @@ mod tests {
     #[test]
     fn an_address_first_known_during_the_attack_does_not_open_the_lock() {
         use crate::model::{Finding, IncidentSeverity, IncidentType, Subject};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let core = core(dir.path(), "");
-        let rt = rt();
-        let t0 = Millis(1_800_000_000_000);
-        let sysop = Actor::Cli("root".into());
-        let alice = rt.block_on(core.add_user("alice", None, &Secret::new(PASSWORD.into()), &[], &sysop, t0)).expect("user");
+        let f = Fixture::new("", None);
+        let (core, rt, alice) = (&f.core, &f.rt, &f.alice);
+        let t0 = T0;
         let minute = Duration::from_secs(60);
         // Home before the attack; the attack's first failure at t0+10m;
         // the intruder's full login at t0+12m.
-        assert!(matches!(login(&core, &rt, "192.0.2.1", None, t0.plus(minute)), Outcome::Accepted(_)));
+        assert!(matches!(f.login("192.0.2.1", None, t0.plus(minute)), Outcome::Accepted(_)));
         let attack = t0.plus(10 * minute);
-        assert!(matches!(login(&core, &rt, "198.51.100.7", None, t0.plus(12 * minute)), Outcome::Accepted(_)));
+        assert!(matches!(f.login("198.51.100.7", None, t0.plus(12 * minute)), Outcome::Accepted(_)));
         let finding = Finding {
             incident_type: IncidentType::AccountTakeover,
             subject: Subject::Account { user_id: Some(alice.id), username: "alice".into() },
@@ -503,15 +457,15 @@ mod tests {
         };
         let now = t0.plus(13 * minute);
         let incident = core.report_finding(finding, now).expect("incident").incident_id;
-        rt.block_on(core.lock_account_by_rule(&alice, DAY, "takeover", Some(incident), now)).expect("lock");
+        rt.block_on(core.lock_account_by_rule(alice, DAY, "takeover", Some(incident), now)).expect("lock");
         // (address, admitted, why refused)
         let cases: &[(&str, bool, Option<&str>)] = &[("198.51.100.7", false, Some("since_attack")), ("192.0.2.1", true, None)];
         for (ip, admitted, why) in cases {
-            match login(&core, &rt, ip, None, now.plus(minute)) {
+            match f.login(ip, None, now.plus(minute)) {
                 Outcome::Accepted(_) => assert!(admitted, "{ip} was admitted"),
                 other => {
                     assert!(!admitted, "{ip}: {other:?}");
-                    let e = last_failure(&core);
+                    let e = last_failure(core);
                     assert_eq!(e.details["lock"]["known_address"].as_str(), *why, "{ip}: {e:?}");
                     assert_eq!(e.details["lock"]["incident_id"], incident, "{e:?}");
                 }
@@ -523,22 +477,19 @@ mod tests {
     /// force is not shortened; a sysop's lock with a duration is bounded too.
     #[test]
     fn lock_durations_are_bounded() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let core = core(dir.path(), "locks: {\n  max_duration: 2h\n}\n");
-        let rt = rt();
-        let now = Millis(1_800_000_000_000);
-        let sysop = Actor::Cli("root".into());
-        let alice = rt.block_on(core.add_user("alice", None, &Secret::new(PASSWORD.into()), &[], &sysop, now)).expect("user");
+        let f = Fixture::new("locks: {\n  max_duration: 2h\n}\n", None);
+        let (core, rt, sysop, alice) = (&f.core, &f.rt, &f.sysop, &f.alice);
+        let now = T0;
         let h = |n: u64| Duration::from_secs(n * 3600);
-        assert_eq!(rt.block_on(core.lock_account_by_rule(&alice, h(48), "r", None, now)).expect("lock"), LockOutcome::Locked { until: now.plus(h(2)), bounded: true });
-        assert_eq!(rt.block_on(core.lock_account_by_rule(&alice, h(1), "r", None, now)).expect("lock"), LockOutcome::AlreadyLocked { source: LockSource::Rule, until: now.plus(h(2)) });
+        assert_eq!(rt.block_on(core.lock_account_by_rule(alice, h(48), "r", None, now)).expect("lock"), LockOutcome::Locked { until: now.plus(h(2)), bounded: true });
+        assert_eq!(rt.block_on(core.lock_account_by_rule(alice, h(1), "r", None, now)).expect("lock"), LockOutcome::AlreadyLocked { source: LockSource::Rule, until: now.plus(h(2)) });
         let later = now.plus(h(1));
-        assert_eq!(rt.block_on(core.lock_account_by_rule(&alice, h(2), "r", None, later)).expect("lock"), LockOutcome::Locked { until: later.plus(h(2)), bounded: false });
-        let e = rt.block_on(core.lock_account_by_rule(&alice, Duration::ZERO, "r", None, now)).expect_err("zero");
+        assert_eq!(rt.block_on(core.lock_account_by_rule(alice, h(2), "r", None, later)).expect("lock"), LockOutcome::Locked { until: later.plus(h(2)), bounded: false });
+        let e = rt.block_on(core.lock_account_by_rule(alice, Duration::ZERO, "r", None, now)).expect_err("zero");
         assert_eq!(e.to_string(), "a lock needs a duration longer than 0s");
-        let e = rt.block_on(core.lock_user(&alice, now.plus(366 * DAY), "s", &sysop, now)).expect_err("too long");
+        let e = rt.block_on(core.lock_user(alice, now.plus(366 * DAY), "s", sysop, now)).expect_err("too long");
         assert_eq!(e.to_string(), "a lock with a duration lasts at most 365d; lock without one to lock until unlocked");
-        let e = rt.block_on(core.lock_user(&alice, now, "s", &sysop, now)).expect_err("past");
+        let e = rt.block_on(core.lock_user(alice, now, "s", sysop, now)).expect_err("past");
         assert_eq!(e.to_string(), "a lock must end in the future");
         let events = core.events(&crate::store::events::EventFilter { event_type: Some(EventType::AccountLocked), limit: 10, ..Default::default() }).expect("events");
         assert_eq!(events.len(), 2, "only the locks that changed something: {events:?}");

@@ -7,6 +7,8 @@ pub mod blocks;
 pub mod connections;
 pub mod devices;
 pub mod drain;
+#[cfg(test)]
+pub(crate) mod fixture;
 pub mod incidents;
 pub mod detect;
 pub mod kdf;

@@ -211,23 +211,12 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::login::{Attempt, Credential, Outcome};
-    use crate::model::Secret;
+    use crate::core::fixture::{Fixture, T0};
+    use crate::core::login::Outcome;
 
-    const PASSWORD: &str = "Correct-Horse-Battery-9";
-
-    fn core(dir: &std::path::Path) -> Core {
-        crate::core::test_core(dir, "kdf: {\n  workers: 2\n  queue: 32\n}\n")
-    }
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt")
-    }
-
-    fn login(core: &Core, rt: &tokio::runtime::Runtime, ip: &str, now: Millis) -> i64 {
-        let mut attempt = Attempt::new(ip.parse().expect("ip"), "SSH-2.0-test".into(), "ssh", now);
-        let pw = Secret::new(PASSWORD.to_owned());
-        match rt.block_on(core.submit(&mut attempt, Credential::Password { username: "alice", password: &pw, method: "password" }, now)) {
+    /// alice's session from a login at `ip`.
+    fn session(f: &Fixture, ip: &str, now: Millis) -> i64 {
+        match f.login(ip, None, now) {
             Outcome::Accepted(a) => a.session_id,
             other => panic!("not accepted: {other:?}"),
         }
@@ -238,22 +227,18 @@ mod tests {
     /// `on_database_change`, with the reason; one made here cuts at once.
     #[test]
     fn revocations_reach_live_sessions_with_their_reason() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let daemon = core(dir.path());
-        let cli = core(dir.path());
-        let rt = rt();
-        let now = Millis(1_800_000_000_000);
-        let sysop = Actor::Cli("root".into());
-        let alice = rt.block_on(daemon.add_user("alice", None, &Secret::new(PASSWORD.into()), &[], &sysop, now)).expect("user");
-        let (a, b) = (login(&daemon, &rt, "192.0.2.1", now), login(&daemon, &rt, "192.0.2.2", now));
+        let f = Fixture::new("", None);
+        let (daemon, cli, rt, sysop, alice) = (&f.core, f.other_process(), &f.rt, &f.sysop, &f.alice);
+        let now = T0;
+        let (a, b) = (session(&f, "192.0.2.1", now), session(&f, "192.0.2.2", now));
         let (live_a, live_b) = (LiveSession::new(), LiveSession::new());
         daemon.watch_session(a, live_a.clone());
         daemon.watch_session(b, live_b.clone());
         assert_eq!(rt.block_on(daemon.on_database_change(now)).expect("sync"), Changes { sessions_cut: 0 });
 
-        assert!(rt.block_on(cli.revoke_session(a, "suspicious activity", &sysop, Some(42), now)).expect("revoke"));
-        assert!(!rt.block_on(cli.revoke_session(a, "again", &sysop, None, now)).expect("revoke"), "already ended");
-        let unknown = rt.block_on(cli.revoke_session(9999, "x", &sysop, None, now)).expect_err("unknown");
+        assert!(rt.block_on(cli.revoke_session(a, "suspicious activity", sysop, Some(42), now)).expect("revoke"));
+        assert!(!rt.block_on(cli.revoke_session(a, "again", sysop, None, now)).expect("revoke"), "already ended");
+        let unknown = rt.block_on(cli.revoke_session(9999, "x", sysop, None, now)).expect_err("unknown");
         assert_eq!(unknown.to_string(), "no session with id 9999");
         assert_eq!(rt.block_on(daemon.on_database_change(now)).expect("sync"), Changes { sessions_cut: 1 });
         assert_eq!(rt.block_on(live_a.ended()), "suspicious activity");
@@ -266,9 +251,9 @@ mod tests {
         assert_eq!(e.details["incident_id"], 42);
 
         // All of a user's sessions, from this process: cut at once.
-        assert_eq!(rt.block_on(daemon.revoke_user_sessions(&alice, "password reset", &sysop, None, now)).expect("revoke"), 1);
+        assert_eq!(rt.block_on(daemon.revoke_user_sessions(alice, "password reset", sysop, None, now)).expect("revoke"), 1);
         assert_eq!(rt.block_on(live_b.ended()), "password reset");
-        assert_eq!(rt.block_on(daemon.revoke_user_sessions(&alice, "again", &sysop, None, now)).expect("revoke"), 0);
+        assert_eq!(rt.block_on(daemon.revoke_user_sessions(alice, "again", sysop, None, now)).expect("revoke"), 0);
     }
 
     /// A sysop lock made from another process ends the account's sessions
@@ -276,26 +261,22 @@ mod tests {
     /// another process loses its live sessions too.
     #[test]
     fn locks_and_deletions_by_another_process_cut_live_sessions() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let daemon = core(dir.path());
-        let cli = core(dir.path());
-        let rt = rt();
-        let now = Millis(1_800_000_000_000);
-        let sysop = Actor::Cli("root".into());
-        let alice = rt.block_on(daemon.add_user("alice", None, &Secret::new(PASSWORD.into()), &[], &sysop, now)).expect("user");
-        let a = login(&daemon, &rt, "192.0.2.1", now);
+        let f = Fixture::new("", None);
+        let (daemon, cli, rt, sysop, alice) = (&f.core, f.other_process(), &f.rt, &f.sysop, &f.alice);
+        let now = T0;
+        let a = session(&f, "192.0.2.1", now);
         let live = LiveSession::new();
         daemon.watch_session(a, live.clone());
-        assert_eq!(rt.block_on(cli.lock_user(&alice, crate::model::FOREVER, "investigating", &sysop, now)).expect("lock"), 1);
+        assert_eq!(rt.block_on(cli.lock_user(alice, crate::model::FOREVER, "investigating", sysop, now)).expect("lock"), 1);
         assert_eq!(rt.block_on(daemon.on_database_change(now)).expect("sync"), Changes { sessions_cut: 1 });
         assert_eq!(rt.block_on(live.ended()), "account locked: investigating");
         daemon.forget_session(a);
 
-        rt.block_on(cli.unlock_user(&alice, &sysop, now)).expect("unlock");
-        let b = login(&daemon, &rt, "192.0.2.1", now);
+        rt.block_on(cli.unlock_user(alice, sysop, now)).expect("unlock");
+        let b = session(&f, "192.0.2.1", now);
         let live = LiveSession::new();
         daemon.watch_session(b, live.clone());
-        rt.block_on(cli.delete_user(&alice, &sysop, now)).expect("delete");
+        rt.block_on(cli.delete_user(alice, sysop, now)).expect("delete");
         assert_eq!(rt.block_on(daemon.on_database_change(now)).expect("sync"), Changes { sessions_cut: 1 });
         assert_eq!(rt.block_on(live.ended()), DELETED);
     }
