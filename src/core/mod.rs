@@ -21,6 +21,7 @@ pub mod playbooks;
 pub mod response;
 pub mod scans;
 pub mod rollups;
+pub mod retention;
 pub mod secrets;
 pub mod webhooks;
 pub mod sessions;

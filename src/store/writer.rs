@@ -1,10 +1,10 @@
 //! The event writer: one thread, its own connection, group commit. Callers
 //! queue events; the thread takes everything queued (up to `batch`), writes
 //! it in one transaction, and only then answers those who asked to know.
-//! With a feed (`start_with_feed`) each committed batch is then handed,
-//! with its ids, to a reader in the same process (the detector) without
-//! waiting: a full feed (`feed(max_events)`) drops the batch, which the reader then finds in
-//! the table by id.
+//! With feeds (`start_with_feeds`) each committed batch is then handed,
+//! with its ids, to readers in the same process (the detector, the event
+//! export) without waiting: a full feed (`feed(max_events)`) drops the
+//! batch, which the reader then finds in the table by id.
 
 use super::{events::insert_batch, events::insert_batch_unchained, open_connection, Result};
 use crate::model::Event;
@@ -45,10 +45,15 @@ pub fn feed(max_events: usize) -> (FeedSender, FeedReceiver) {
 }
 
 impl FeedSender {
+    /// Whether `n` more events fit now.
+    fn has_room(&self, n: usize) -> bool {
+        self.queued.load(std::sync::atomic::Ordering::Acquire) + n <= self.max_events
+    }
+
     fn offer(&self, c: Committed) {
         use std::sync::atomic::Ordering;
         let n = c.events.len();
-        if self.queued.load(Ordering::Acquire) + n > self.max_events {
+        if !self.has_room(n) {
             return; // the reader finds it in the table
         }
         self.queued.fetch_add(n, Ordering::AcqRel);
@@ -103,7 +108,14 @@ impl EventWriter {
     /// `start_joinable`, handing every committed batch to `feed` (with
     /// `try_send`: the writer never waits for its reader).
     pub fn start_with_feed(path: &Path, batch: usize, feed: Option<FeedSender>) -> Result<(EventWriter, WriterThread)> {
-        EventWriter::start_inner(path, batch, feed, insert_batch)
+        EventWriter::start_inner(path, batch, feed.into_iter().collect(), insert_batch)
+    }
+
+    /// `start_with_feed` with several readers: each gets every committed
+    /// batch (a copy for all but the last), each dropped on its own when
+    /// that reader's feed is full.
+    pub fn start_with_feeds(path: &Path, batch: usize, feeds: Vec<FeedSender>) -> Result<(EventWriter, WriterThread)> {
+        EventWriter::start_inner(path, batch, feeds, insert_batch)
     }
 
     /// The writer with the hash chain off, for benchmark P3's "without the
@@ -112,13 +124,13 @@ impl EventWriter {
     /// nothing in the config or the CLI reaches this.
     #[doc(hidden)]
     pub fn start_unchained_for_benchmark(path: &Path, batch: usize) -> Result<(EventWriter, WriterThread)> {
-        EventWriter::start_inner(path, batch, None, insert_batch_unchained)
+        EventWriter::start_inner(path, batch, Vec::new(), insert_batch_unchained)
     }
 
     fn start_inner(
         path: &Path,
         batch: usize,
-        feed: Option<FeedSender>,
+        feeds: Vec<FeedSender>,
         insert: fn(&mut rusqlite::Connection, &[Event]) -> Result<Vec<i64>>,
     ) -> Result<(EventWriter, WriterThread)> {
         let mut conn = open_connection(path)?;
@@ -156,10 +168,13 @@ impl EventWriter {
                             if let Some(o) = observing.get() {
                                 o(&events, crate::model::Millis::now());
                             }
-                            if let Some(feed) = &feed {
+                            // Full or gone: the reader catches up from the table.
+                            if let Some((last, others)) = feeds.split_last() {
+                                for feed in others.iter().filter(|f| f.has_room(events.len())) {
+                                    feed.offer(Committed { ids: ids.clone(), events: events.clone() });
+                                }
                                 let done = std::mem::replace(&mut events, Vec::with_capacity(batch.min(1024)));
-                                // Full or gone: the reader catches up from the table.
-                                feed.offer(Committed { ids, events: done });
+                                last.offer(Committed { ids, events: done });
                             }
                             true
                         }
