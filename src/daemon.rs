@@ -167,11 +167,6 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         None
     };
     let (writer, writer_thread) = EventWriter::start_with_feeds(&db, settings.event_batch, feeds)?;
-    let exporter = match export_rx {
-        // Its own connection, as the detector's.
-        Some(rx) => Some(crate::export::start(settings.export.clone(), Arc::new(Store::open(&db)?), rx).context("starting the event export")?),
-        None => None,
-    };
     let host_key = crate::ssh::load_or_create_host_key(&settings.ssh.host_key)?;
     let listen = settings.ssh.listen;
     let keyring = crate::core::secrets::Keyring::load_or_create(&settings.data_dir).map_err(anyhow::Error::msg)?;
@@ -180,6 +175,11 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         let metrics = core.metrics.clone();
         writer.observe(Box::new(move |events, now| metrics.batch_committed(events, now)));
     }
+    let exporter = match export_rx {
+        // Its own connection, as the detector's.
+        Some(rx) => Some(crate::export::start(core.settings().export.clone(), Arc::new(Store::open(&db)?), rx, core.export_counts.clone()).context("starting the event export")?),
+        None => None,
+    };
     core.rebuild_windows(Millis::now())?;
     let blocks = core.load_blocks(Millis::now()).context("loading address blocks")?;
     if blocks > 0 {

@@ -26,6 +26,7 @@
 pub mod syslog;
 
 use crate::config::export::ExportSettings;
+use crate::core::metrics::ExportCounts;
 use crate::model::{escape_control, json_terminal_safe, EventType, Millis, StoredEvent};
 use crate::store::chain::ChainHead;
 use crate::store::events::EventFilter;
@@ -33,7 +34,7 @@ use crate::store::writer::{Committed, FeedReceiver};
 use crate::store::Store;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,24 +43,10 @@ const POLL: Duration = Duration::from_secs(1);
 /// Rows read from the table at a time.
 const PAGE: usize = 1000;
 
-/// Counts for `/metrics` and tests.
-#[derive(Debug, Default)]
-pub struct ExportStats {
-    /// Events the stream has gone past (written or dropped by each sink).
-    pub events: AtomicU64,
-    pub file_written: AtomicU64,
-    pub file_dropped: AtomicU64,
-    pub syslog_sent: AtomicU64,
-    pub syslog_dropped: AtomicU64,
-    /// Chain head records written.
-    pub chain_heads: AtomicU64,
-}
-
 /// The running thread.
 pub struct Exporter {
     stop: Arc<AtomicBool>,
     reopen: Arc<AtomicBool>,
-    pub stats: Arc<ExportStats>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -100,11 +87,11 @@ pub fn system_hostname() -> String {
 }
 
 /// Starts the thread. `store` is a connection of its own (catch-up reads
-/// never wait on the core's); `handoff` the writer's feed for it.
-pub fn start(settings: ExportSettings, store: Arc<Store>, handoff: FeedReceiver) -> std::io::Result<Exporter> {
+/// never wait on the core's); `handoff` the writer's feed for it; `stats`
+/// the counters `/metrics` shows (`Core::export_counts`).
+pub fn start(settings: ExportSettings, store: Arc<Store>, handoff: FeedReceiver, stats: Arc<ExportCounts>) -> std::io::Result<Exporter> {
     let stop = Arc::new(AtomicBool::new(false));
     let reopen = Arc::new(AtomicBool::new(false));
-    let stats: Arc<ExportStats> = Default::default();
     let hostname = syslog::hostname_field(&settings.hostname.clone().unwrap_or_else(system_hostname));
     let header = syslog::Header { facility: settings.facility, hostname, procid: std::process::id() };
     if let Some(f) = &settings.file {
@@ -122,12 +109,12 @@ pub fn start(settings: ExportSettings, store: Arc<Store>, handoff: FeedReceiver)
         since_head: 0,
         next_id: 1,
         store,
-        stats: stats.clone(),
+        stats,
         reopen: reopen.clone(),
     };
     let s = stop.clone();
     let handle = std::thread::Builder::new().name("event-export".into()).spawn(move || stream.run(handoff, &s))?;
-    Ok(Exporter { stop, reopen, stats, handle: Some(handle) })
+    Ok(Exporter { stop, reopen, handle: Some(handle) })
 }
 
 /// The JSON-lines file: appended to, reopened on request, closed after a
@@ -224,7 +211,7 @@ struct Stream {
     /// The next event id to stream.
     next_id: i64,
     store: Arc<Store>,
-    stats: Arc<ExportStats>,
+    stats: Arc<ExportCounts>,
     /// Set by SIGHUP: the file is reopened before the next record.
     reopen: Arc<AtomicBool>,
 }
@@ -343,7 +330,6 @@ impl Stream {
 
     fn emit(&mut self, e: &StoredEvent) {
         self.next_id = e.id + 1;
-        self.stats.events.fetch_add(1, Ordering::Relaxed);
         if self.log_logins {
             log_login(e);
         }
@@ -388,10 +374,13 @@ impl Stream {
         let hex = head.hex();
         if let Some(f) = self.file.as_mut() {
             let line = serde_json::json!({ "chain_head": { "id": head.id, "hash": hex, "at": at } }).to_string();
-            f.write_line(&line);
+            let ok = f.write_line(&line);
+            (if ok { &self.stats.file_written } else { &self.stats.file_dropped }).fetch_add(1, Ordering::Relaxed);
         }
         if let Some(s) = self.syslog.as_mut() {
             s.send(&syslog::chain_head_record(&self.header, head.id, &hex, &at));
+            self.stats.syslog_sent.store(s.sent, Ordering::Relaxed);
+            self.stats.syslog_dropped.store(s.dropped, Ordering::Relaxed);
         }
         self.stats.chain_heads.fetch_add(1, Ordering::Relaxed);
     }

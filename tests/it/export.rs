@@ -325,6 +325,14 @@ fn syslog_over_tcp_survives_a_receiver_that_comes_late() {
     assert_eq!(log.matches("the syslog target is back").count(), 1, "{log}");
     let back = log.lines().find(|l| l.contains("the syslog target is back")).unwrap();
     assert!(!back.contains("dropped=0"), "records were dropped and counted: {back}");
+    // And /metrics counts them.
+    let metrics = crate::harness::curl(&g.web_url("/metrics"), &["-k"]);
+    let count = |sink: &str, result: &str| -> u64 {
+        let key = format!("portcullis_export_records_total{{sink=\"{sink}\",result=\"{result}\"}} ");
+        metrics.body.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no {key} in\n{}", metrics.body))
+    };
+    assert!(count("syslog", "dropped") > 0 && count("syslog", "written") >= records.len() as u64, "{}", metrics.body);
+    assert_eq!((count("file", "written"), count("file", "dropped")), (0, 0));
 }
 
 /// The daily job at start removes events older than `retention.events_days`
