@@ -361,6 +361,36 @@ mod tests {
         }
     }
 
+    /// A datagram per record over UDP and to a Unix socket (`/dev/log`
+    /// style), each record whole.
+    #[test]
+    fn udp_and_unix_datagrams_carry_one_record_each() {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        udp.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let unix = std::os::unix::net::UnixDatagram::bind(&path).expect("bind unix");
+        unix.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let record = event_record(&header(), &event());
+        let mut buf = vec![0u8; 65_536];
+        let mut sink = SyslogSink::new(SyslogTarget::Udp(udp.local_addr().expect("addr").to_string()));
+        sink.send(&record);
+        sink.send("second");
+        let n = udp.recv(&mut buf).expect("recv");
+        assert_eq!(std::str::from_utf8(&buf[..n]), Ok(record.as_str()));
+        let n = udp.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"second");
+        let mut sink = SyslogSink::new(SyslogTarget::Unix(path.clone()));
+        sink.send(&record);
+        let n = unix.recv(&mut buf).expect("recv");
+        assert_eq!(std::str::from_utf8(&buf[..n]), Ok(record.as_str()));
+        assert_eq!((sink.sent, sink.dropped), (1, 0));
+        drop(unix);
+        std::fs::remove_file(&path).expect("remove");
+        sink.send(&record);
+        assert_eq!((sink.sent, sink.dropped), (1, 1), "no socket there: dropped and counted");
+    }
+
     /// Frames over TCP carry their length in octets; a target that is not
     /// there drops records and counts them, and what is sent once it is
     /// back arrives.

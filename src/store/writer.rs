@@ -17,9 +17,10 @@ enum Msg {
 }
 
 /// A committed batch and the ids the table gave its events, in order.
+/// The events are shared by every feed (no copy per reader).
 pub struct Committed {
     pub ids: Vec<i64>,
-    pub events: Vec<Event>,
+    pub events: std::sync::Arc<Vec<Event>>,
 }
 
 /// The writer's side of a feed: batches go out without waiting, and only
@@ -112,8 +113,8 @@ impl EventWriter {
     }
 
     /// `start_with_feed` with several readers: each gets every committed
-    /// batch (a copy for all but the last), each dropped on its own when
-    /// that reader's feed is full.
+    /// batch (shared, not copied), each dropped on its own when that
+    /// reader's feed is full.
     pub fn start_with_feeds(path: &Path, batch: usize, feeds: Vec<FeedSender>) -> Result<(EventWriter, WriterThread)> {
         EventWriter::start_inner(path, batch, feeds, insert_batch)
     }
@@ -169,12 +170,12 @@ impl EventWriter {
                                 o(&events, crate::model::Millis::now());
                             }
                             // Full or gone: the reader catches up from the table.
-                            if let Some((last, others)) = feeds.split_last() {
-                                for feed in others.iter().filter(|f| f.has_room(events.len())) {
-                                    feed.offer(Committed { ids: ids.clone(), events: events.clone() });
+                            let takers: Vec<&FeedSender> = feeds.iter().filter(|f| f.has_room(events.len())).collect();
+                            if !takers.is_empty() {
+                                let done = std::sync::Arc::new(std::mem::replace(&mut events, Vec::with_capacity(batch.min(1024))));
+                                for feed in takers {
+                                    feed.offer(Committed { ids: ids.clone(), events: done.clone() });
                                 }
-                                let done = std::mem::replace(&mut events, Vec::with_capacity(batch.min(1024)));
-                                last.offer(Committed { ids, events: done });
                             }
                             true
                         }
