@@ -149,15 +149,24 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     if orphans > 0 {
         tracing::warn!(count = orphans, "closed sessions left open by an earlier run");
     }
-    // Detection sees each committed batch from the writer, in memory.
-    let detecting = settings.detection.any_enabled();
-    let (feed_tx, feed_rx) = if detecting {
+    // Detection and the event export see each committed batch from the
+    // writer, in memory.
+    let mut feeds = Vec::new();
+    let feed_rx = if settings.detection.any_enabled() {
         let (tx, rx) = crate::store::writer::feed(crate::core::detect::feed::HANDOFF_EVENTS);
-        (Some(tx), Some(rx))
+        feeds.push(tx);
+        Some(rx)
     } else {
-        (None, None)
+        None
     };
-    let (writer, writer_thread) = EventWriter::start_with_feed(&db, settings.event_batch, feed_tx)?;
+    let export_rx = if crate::export::wanted(&settings.export) {
+        let (tx, rx) = crate::store::writer::feed(settings.export.queue);
+        feeds.push(tx);
+        Some(rx)
+    } else {
+        None
+    };
+    let (writer, writer_thread) = EventWriter::start_with_feeds(&db, settings.event_batch, feeds)?;
     let host_key = crate::ssh::load_or_create_host_key(&settings.ssh.host_key)?;
     let listen = settings.ssh.listen;
     let keyring = crate::core::secrets::Keyring::load_or_create(&settings.data_dir).map_err(anyhow::Error::msg)?;
@@ -166,6 +175,11 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         let metrics = core.metrics.clone();
         writer.observe(Box::new(move |events, now| metrics.batch_committed(events, now)));
     }
+    let exporter = match export_rx {
+        // Its own connection, as the detector's.
+        Some(rx) => Some(crate::export::start(core.settings().export.clone(), Arc::new(Store::open(&db)?), rx, core.export_counts.clone()).context("starting the event export")?),
+        None => None,
+    };
     core.rebuild_windows(Millis::now())?;
     let blocks = core.load_blocks(Millis::now()).context("loading address blocks")?;
     if blocks > 0 {
@@ -209,7 +223,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let watch = crate::store::locks::ChangeWatch::open(&db).context("opening the change watcher's connection")?;
     let changes_task = tokio::spawn(follow_changes(core.clone(), watch, stop_rx.clone()));
     let escalations_task = tokio::spawn(follow_escalations(core.clone(), stop_rx.clone()));
-    let rollups_task = tokio::spawn(follow_rollups(core.clone(), stop_rx.clone()));
+    let daily_task = tokio::spawn(follow_daily(core.clone(), stop_rx.clone()));
     let ssh_task = tokio::spawn(crate::ssh::serve(listener, core.clone(), ssh_config.clone(), menus.clone(), stop_rx));
     tracing::info!(ssh = %ssh_addr, web = %web_addr, config = %settings.source, "portcullis is up");
     {
@@ -222,7 +236,13 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&core, &menus, config_path.as_deref(), &ssh_config, &host_key).await,
+            _ = hup.recv() => {
+                // logrotate renamed the events file: a new one is made.
+                if let Some(x) = &exporter {
+                    x.reopen();
+                }
+                reload(&core, &menus, config_path.as_deref(), &ssh_config, &host_key).await
+            }
         }
     }
     tracing::info!("shutting down");
@@ -230,7 +250,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     if let Err(e) = changes_task.await {
         tracing::error!(error = %e, task = "changes", "a task failed");
     }
-    for (name, task) in [("ssh", ssh_task), ("web", web_task), ("mail", mail_task), ("webhooks", hooks_task), ("escalations", escalations_task), ("rollups", rollups_task)] {
+    for (name, task) in [("ssh", ssh_task), ("web", web_task), ("mail", mail_task), ("webhooks", hooks_task), ("escalations", escalations_task), ("daily", daily_task)] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, task = name, "a task failed");
         }
@@ -244,6 +264,10 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     }
     if let Err(e) = findings_task.await {
         tracing::error!(error = %e, task = "findings", "a task failed");
+    }
+    // The export streams what is left and the chain's head, then stops.
+    if let Some(x) = exporter {
+        x.stop();
     }
     drop(writer);
     drop(core);
@@ -332,6 +356,8 @@ pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("email.max_attempts", oe.max_attempts != ne.max_attempts),
         // The detector is built once with its rules and windows.
         ("detection", format!("{:?}", o.detection) != format!("{:?}", n.detection)),
+        // The export thread and its sinks are built once (SIGHUP reopens the file).
+        ("export", o.export != n.export),
     ]
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))
@@ -360,11 +386,19 @@ async fn follow_escalations(core: Arc<Core>, mut stop: tokio::sync::watch::Recei
     }
 }
 
-/// The daily metrics rollups: at start the finished days not yet rolled
-/// up (`rollups::BACKFILL_DAYS` back at most), then a minute after each
-/// UTC midnight the day that ended (on a blocking thread: it reads a day
-/// of events).
-async fn follow_rollups(core: Arc<Core>, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// The pause between two batches of retention's deletes: the event
+/// writer takes the write lock in between.
+const RETENTION_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The daily jobs: at start and a minute after each UTC midnight, the
+/// metrics rollups (the finished days not yet rolled up,
+/// `rollups::BACKFILL_DAYS` back at most), then retention (events older
+/// than `retention.events_days`, removed in short batches with a pause
+/// between, stopped when the gate stops; a run that removed events is recorded
+/// as `scan_completed`).
+/// Rollups go first, so a day is rolled up before its events go. Both on
+/// blocking threads: they read and delete many rows.
+async fn follow_daily(core: Arc<Core>, mut stop: tokio::sync::watch::Receiver<bool>) {
     use crate::core::rollups;
     loop {
         let c = core.clone();
@@ -373,6 +407,23 @@ async fn follow_rollups(core: Arc<Core>, mut stop: tokio::sync::watch::Receiver<
             Ok(Ok(n)) => tracing::info!(days = n, "daily metrics rolled up"),
             Ok(Err(e)) => tracing::warn!(error = %e, "rolling up daily metrics"),
             Err(e) => tracing::warn!(error = %e, "rolling up daily metrics"),
+        }
+        let (c, halt) = (core.clone(), stop.clone());
+        let trimmed = tokio::task::spawn_blocking(move || {
+            c.trim_old_events(Millis::now(), &mut |_| {
+                std::thread::sleep(RETENTION_PAUSE);
+                !*halt.borrow()
+            })
+        });
+        match trimmed.await {
+            // A run that removed nothing records nothing.
+            Ok(Ok(Some(run))) if run.removed > 0 => {
+                tracing::info!(removed = run.removed, first_id = run.first_id, days = run.days, interrupted = run.interrupted, "retention: old events removed");
+                core.record_retention(&run, Millis::now()).await;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "retention: removing old events"),
+            Err(e) => tracing::warn!(error = %e, "retention: removing old events"),
         }
         let now = Millis::now();
         let next = rollups::day_start(now).0 + rollups::DAY_MS + 60_000;

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod export;
 pub mod flow;
 pub mod hooks;
 pub mod mail;

@@ -383,6 +383,28 @@ pub struct StoredEvent {
     pub details: serde_json::Value,
 }
 
+impl StoredEvent {
+    /// `e` as stored with `id` (what reading the row back gives).
+    pub fn of(id: i64, e: &Event) -> StoredEvent {
+        StoredEvent {
+            id,
+            event_type: e.event_type.as_str().to_owned(),
+            category: e.category.as_str().to_owned(),
+            severity: e.severity.as_str().to_owned(),
+            description: e.description.clone(),
+            is_suspicious: e.is_suspicious,
+            risk_score: e.risk_score,
+            created_at: e.created_at.rfc3339(),
+            user_id: e.user_id,
+            username: e.username.clone(),
+            ip: e.ip.clone(),
+            device_id: e.device_id,
+            session_id: e.session_id,
+            details: e.details.clone(),
+        }
+    }
+}
+
 /// Characters that must never reach a terminal raw: C0 controls, DEL, C1
 /// controls (U+0080–U+009F: CSI U+009B, OSC U+009D, ... act like `ESC [`
 /// on many terminals), the bidirectional formatting characters that can

@@ -31,7 +31,7 @@ const CRATE_HOMES: &[(&str, &[&str])] = &[
 ];
 
 /// Front ends must not name each other; inner layers must not name them.
-const FRONT_ENDS: &[&str] = &["ssh", "cli", "web", "mail", "hooks"];
+const FRONT_ENDS: &[&str] = &["ssh", "cli", "web", "mail", "hooks", "export"];
 const INNER: &[&str] = &["core", "store", "model", "acs", "config", "flow"];
 
 /// Leaves: the only modules of the crate each may use. `model` and `acs`
@@ -39,7 +39,7 @@ const INNER: &[&str] = &["core", "store", "model", "acs", "config", "flow"];
 const LEAVES: &[(&str, &[&str])] = &[("model", &[]), ("acs", &[]), ("config", &["model", "acs"])];
 
 /// The top modules of the crate (`src/lib.rs`).
-const MODULES: &[&str] = &["acs", "cli", "config", "core", "daemon", "flow", "hooks", "mail", "model", "ssh", "store", "web"];
+const MODULES: &[&str] = &["acs", "cli", "config", "core", "daemon", "export", "flow", "hooks", "mail", "model", "ssh", "store", "web"];
 
 /// Whether `line` names the crate module `m` (`crate::m::x`, `crate::m;`,
 /// `crate::m as y`, `crate::{m, ..}`).

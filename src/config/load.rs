@@ -42,6 +42,10 @@ pub struct Settings {
     pub playbooks_source: String,
     /// Webhooks by name.
     pub webhooks: std::collections::BTreeMap<String, super::webhooks::WebhookSettings>,
+    /// Events older than this many days are removed daily (0: kept).
+    pub retention_days: u32,
+    /// Where committed events are streamed.
+    pub export: super::export::ExportSettings,
 }
 
 #[derive(Clone)]
@@ -352,6 +356,10 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
         }
     };
     let detection = super::detection::resolve(s.detection, &at, &mut problems);
+    if s.retention.events_days > super::export::MAX_EVENTS_DAYS {
+        problems.push(format!("{}: must be at most {} (0 keeps every event)", at("retention.events_days"), super::export::MAX_EVENTS_DAYS));
+    }
+    let export = super::export::resolve(s.export, &absolute, &at, &mut problems);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -421,6 +429,8 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
         playbooks_source: playbooks.as_ref().map(|p| p.source.clone()).unwrap_or_default(),
         playbooks: playbooks.map(|p| p.playbooks).unwrap_or_default(),
         webhooks,
+        retention_days: s.retention.events_days,
+        export: export.expect("checked above"),
     })
 }
 
@@ -622,7 +632,7 @@ mod tests {
             vec![
                 "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
                 "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
-                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"incidents\", \"blocks\", \"locks\", \"detection\", \"groups\", \"playbooks\", \"webhooks\"".to_string(),
+                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"incidents\", \"blocks\", \"locks\", \"detection\", \"groups\", \"playbooks\", \"webhooks\", \"retention\", \"export\"".to_string(),
             ]
         );
     }
@@ -693,6 +703,49 @@ mod tests {
         assert_eq!((s.playbooks.len(), s.playbooks_source.as_str()), (5, "playbooks.hjson (built-in)"));
         assert!(check("playbooks: []\n").unwrap_or_else(|e| panic!("{e:?}")).playbooks.is_empty());
         assert_eq!(check(DEFAULT_CONFIG).unwrap_or_else(|e| panic!("{e:?}")).playbooks, s.playbooks, "the shipped config keeps the defaults");
+    }
+
+    #[test]
+    fn retention_and_export_have_defaults_and_checked_values() {
+        let s = check("{}").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.retention_days, 365);
+        let want = super::super::export::ExportSettings { file: None, syslog: None, facility: 10, hostname: None, chain_head_every: 1000, queue: 10_000, log_logins: true };
+        assert_eq!(s.export, want);
+        let shipped = check(DEFAULT_CONFIG).expect("shipped");
+        assert_eq!((shipped.retention_days, &shipped.export), (365, &want), "the shipped config holds the defaults");
+        let s = check("retention: {\n  events_days: 0\n}\nexport: {\n  file: log/events.jsonl\n  syslog: \"tcp://127.0.0.1:601\"\n  facility: local3\n  hostname: gate-1\n  chain_head_every: 10\n}\n").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.retention_days, 0);
+        assert_eq!(s.export.file, Some(PathBuf::from("/etc/portcullis/log/events.jsonl")));
+        assert_eq!(s.export.syslog, Some(super::super::export::SyslogTarget::Tcp("127.0.0.1:601".into())));
+        assert_eq!((s.export.facility, s.export.hostname.as_deref(), s.export.chain_head_every), (19, Some("gate-1"), 10));
+        let cases: &[(&str, &str)] = &[
+            ("retention: {\n  events_days: 40000\n}\n",
+             "portcullis.hjson:2:3: retention.events_days: must be at most 36500 (0 keeps every event)"),
+            ("retention: {\n  events_days: -1\n}\n",
+             "portcullis.hjson:2:16: retention.events_days: integer -1 is out of range for u32"),
+            ("retention: {\n  days: 30\n}\n",
+             "portcullis.hjson:2:3: retention.days: unknown field \"days\", expected \"events_days\""),
+            ("export: {\n  syslog: \"udp://127.0.0.1\"\n}\n",
+             "portcullis.hjson:2:3: export.syslog: invalid syslog target \"udp://127.0.0.1\": needs a port, like \"udp://127.0.0.1:514\""),
+            ("export: {\n  syslog: \"https://logs.example.org\"\n}\n",
+             "portcullis.hjson:2:3: export.syslog: invalid syslog target \"https://logs.example.org\": expected \"udp://HOST:PORT\", \"tcp://HOST:PORT\" or \"unix:/dev/log\""),
+            ("export: {\n  facility: security\n}\n",
+             "portcullis.hjson:2:3: export.facility: unknown facility \"security\": use one of kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron, authpriv, ftp, local0, local1, local2, local3, local4, local5, local6, local7"),
+            ("export: {\n  hostname: \"my gate\"\n}\n",
+             "portcullis.hjson:2:3: export.hostname: must be 1-255 printable ASCII characters without spaces (RFC 5424 HOSTNAME)"),
+            ("export: {\n  chain_head_every: 0\n  queue: 0\n}\n",
+             "portcullis.hjson:2:3: export.chain_head_every: must be at least 1\nportcullis.hjson:3:3: export.queue: must be at least 1"),
+            ("export: {\n  file: \"\"\n}\n",
+             "portcullis.hjson:2:3: export.file: must name a file"),
+            ("export: {\n  sylog: \"udp://127.0.0.1:514\"\n}\n",
+             "portcullis.hjson:2:3: export.sylog: unknown field \"sylog\", expected one of \"file\", \"syslog\", \"facility\", \"hostname\", \"chain_head_every\", \"queue\", \"log_logins\""),
+        ];
+        for (text, want) in cases {
+            match check(text) {
+                Ok(_) => panic!("config {text:?} should fail"),
+                Err(errors) => assert_eq!(errors.join("\n"), *want, "config {text:?}"),
+            }
+        }
     }
 
     #[test]

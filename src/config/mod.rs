@@ -2,6 +2,7 @@
 //! resolved settings (addresses parsed, paths absolute, rules checked).
 
 pub mod detection;
+pub mod export;
 pub mod hjson;
 pub mod load;
 pub mod menu;

@@ -38,6 +38,10 @@ pub struct Schema {
     pub playbooks: Option<super::playbooks::PlaybooksKey>,
     /// Webhooks by name: `webhooks: { ops: { url, secret, preset } }`. None by default.
     pub webhooks: std::collections::BTreeMap<String, super::webhooks::WebhookDef>,
+    /// How long events are kept (`config/export.rs`).
+    pub retention: super::export::Retention,
+    /// Where committed events are streamed (`config/export.rs`).
+    pub export: super::export::Export,
 }
 
 impl Default for Schema {
@@ -60,6 +64,8 @@ impl Default for Schema {
             groups: Default::default(),
             playbooks: None,
             webhooks: Default::default(),
+            retention: Default::default(),
+            export: Default::default(),
         }
     }
 }
@@ -443,4 +449,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, blocks, locks, detection, groups, playbooks, webhooks);
+sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, blocks, locks, detection, groups, playbooks, webhooks, retention, export);

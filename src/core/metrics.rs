@@ -43,6 +43,18 @@ impl Default for Metrics {
     }
 }
 
+/// What the event export (the `export` front end) has done, read at each
+/// scrape: records (events and chain heads) written and dropped per sink,
+/// chain head records.
+#[derive(Debug, Default)]
+pub struct ExportCounts {
+    pub file_written: std::sync::atomic::AtomicU64,
+    pub file_dropped: std::sync::atomic::AtomicU64,
+    pub syslog_sent: std::sync::atomic::AtomicU64,
+    pub syslog_dropped: std::sync::atomic::AtomicU64,
+    pub chain_heads: std::sync::atomic::AtomicU64,
+}
+
 /// The `method` label: the ways the gate logs people in, `other` for
 /// anything else (the label set stays closed whatever an event says).
 pub fn method_label(method: Option<&str>) -> &'static str {
@@ -190,6 +202,13 @@ impl Core {
             findings.get_or_create(&[("rule", rule), ("incident_type", incident_type)]).inc_by(n);
         }
         r.register("detection_findings", "Findings of the detection rules", findings);
+        let x = &self.export_counts;
+        let exported: Family<Labels2, Counter> = Family::default();
+        for (sink, result, n) in [("file", "written", &x.file_written), ("file", "dropped", &x.file_dropped), ("syslog", "written", &x.syslog_sent), ("syslog", "dropped", &x.syslog_dropped)] {
+            exported.get_or_create(&[("sink", sink.to_owned()), ("result", result.to_owned())]).inc_by(n.load(Ordering::Relaxed));
+        }
+        r.register("export_records", "Records (events and chain heads) the export wrote to a sink, or dropped while the sink was down", exported);
+        counter(&mut r, "export_chain_heads", "Chain head records written into the export streams", x.chain_heads.load(Ordering::Relaxed));
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &r) {
             tracing::warn!(error = %e, "encoding metrics");

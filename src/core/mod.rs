@@ -23,6 +23,7 @@ pub mod playbooks;
 pub mod response;
 pub mod scans;
 pub mod rollups;
+pub mod retention;
 pub mod secrets;
 pub mod webhooks;
 pub mod sessions;
@@ -125,6 +126,9 @@ pub struct Core {
     /// Live counters and histograms for `/metrics` (the daemon feeds the
     /// event writer's batches to it).
     pub metrics: metrics::Metrics,
+    /// What the event export has done (`/metrics`; the daemon hands it to
+    /// the export thread).
+    pub export_counts: Arc<metrics::ExportCounts>,
 }
 
 impl Core {
@@ -139,6 +143,7 @@ impl Core {
             spray_tags,
             detection: Default::default(),
             metrics: Default::default(),
+            export_counts: Default::default(),
             web_connections,
             store,
             settings: RwLock::new(Arc::new(settings)),

@@ -450,6 +450,39 @@ impl Store {
         })
     }
 
+    /// Where the kept chain begins (the anchor's `first_id`; 1 without one).
+    pub fn event_chain_start(&self) -> Result<i64> {
+        Ok(anchor(&self.conn())?.map(|(id, _)| id).unwrap_or(1))
+    }
+
+    /// The head as it was at event `id`: that event's id and stored hash
+    /// (None when it is not kept, or has no hash). The export stream writes
+    /// it after the event, so an outside copy anchors the chain there.
+    pub fn event_chain_link(&self, id: i64) -> Result<Option<ChainHead>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT hash FROM security_events WHERE id = ?1").doing("reading an event's hash")?;
+        let hash = st.query_row([id], |r| Ok(as_hash(r.get_ref(0)?))).optional().doing("reading an event's hash")?;
+        Ok(hash.flatten().map(|hash| ChainHead { id, hash }))
+    }
+
+    /// Where retention may cut the chain for events created before
+    /// `cutoff`: the id of the first event, in chain order, created at
+    /// `cutoff` or later (one past the head when there is none). Only a
+    /// prefix of the chain can go, so an old event written after a newer
+    /// one waits for it. Walks the primary key from the start (the rows to
+    /// remove, and one more), on a connection of its own.
+    pub fn event_trim_point(&self, cutoff: crate::model::Millis) -> Result<i64> {
+        let conn = open_connection(self.path())?;
+        let first: Option<i64> = conn
+            .query_row("SELECT id FROM security_events NOT INDEXED WHERE created_at >= ?1 ORDER BY id LIMIT 1", [cutoff.0], |r| r.get(0))
+            .optional()
+            .doing("finding where retention cuts the event chain")?;
+        match first {
+            Some(id) => Ok(id),
+            None => Ok(head(&conn)?.id + 1),
+        }
+    }
+
     /// Deletes the events with an id below `before_id` from the start of
     /// the chain, `TRIM_BATCH` rows per transaction (the writer waits for
     /// one short batch at most), moving the anchor in the same transaction
@@ -457,9 +490,17 @@ impl Store {
     /// were deleted. Trimming past the newest event leaves the anchor where
     /// the next event will be written.
     pub fn trim_events_before(&self, before_id: i64) -> Result<u64> {
+        self.trim_events_before_with(before_id, &mut |_| true)
+    }
+
+    /// `trim_events_before`, on a connection of its own (the store's shared
+    /// one stays free), calling `between(removed so far)` after each
+    /// committed batch: it may pause (retention sleeps there, so the writer
+    /// gets the lock between batches) and returns false to stop early.
+    pub fn trim_events_before_with(&self, before_id: i64, between: &mut dyn FnMut(u64) -> bool) -> Result<u64> {
+        let mut conn = open_connection(self.path())?;
         let mut removed = 0u64;
         loop {
-            let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting to trim events")?;
             let last: Option<(i64, Option<Hash>)> = {
                 let mut st = tx
@@ -484,6 +525,10 @@ impl Store {
             }
             tx.commit().doing("committing a trim")?;
             removed += n as u64;
+            // A short batch took the last rows below `before_id`.
+            if (n as i64) < TRIM_BATCH || !between(removed) {
+                return Ok(removed);
+            }
         }
     }
 }

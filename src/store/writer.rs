@@ -1,10 +1,10 @@
 //! The event writer: one thread, its own connection, group commit. Callers
 //! queue events; the thread takes everything queued (up to `batch`), writes
 //! it in one transaction, and only then answers those who asked to know.
-//! With a feed (`start_with_feed`) each committed batch is then handed,
-//! with its ids, to a reader in the same process (the detector) without
-//! waiting: a full feed (`feed(max_events)`) drops the batch, which the reader then finds in
-//! the table by id.
+//! With feeds (`start_with_feeds`) each committed batch is then handed,
+//! with its ids, to readers in the same process (the detector, the event
+//! export) without waiting: a full feed (`feed(max_events)`) drops the
+//! batch, which the reader then finds in the table by id.
 
 use super::{events::insert_batch, events::Chain, open_connection, Result};
 use crate::model::Event;
@@ -17,9 +17,10 @@ enum Msg {
 }
 
 /// A committed batch and the ids the table gave its events, in order.
+/// The events are shared by every feed (no copy per reader).
 pub struct Committed {
     pub ids: Vec<i64>,
-    pub events: Vec<Event>,
+    pub events: std::sync::Arc<Vec<Event>>,
 }
 
 /// The writer's side of a feed: batches go out without waiting, and only
@@ -45,10 +46,15 @@ pub fn feed(max_events: usize) -> (FeedSender, FeedReceiver) {
 }
 
 impl FeedSender {
+    /// Whether `n` more events fit now.
+    fn has_room(&self, n: usize) -> bool {
+        self.queued.load(std::sync::atomic::Ordering::Acquire) + n <= self.max_events
+    }
+
     fn offer(&self, c: Committed) {
         use std::sync::atomic::Ordering;
         let n = c.events.len();
-        if self.queued.load(Ordering::Acquire) + n > self.max_events {
+        if !self.has_room(n) {
             return; // the reader finds it in the table
         }
         self.queued.fetch_add(n, Ordering::AcqRel);
@@ -103,7 +109,14 @@ impl EventWriter {
     /// `start_joinable`, handing every committed batch to `feed` (with
     /// `try_send`: the writer never waits for its reader).
     pub fn start_with_feed(path: &Path, batch: usize, feed: Option<FeedSender>) -> Result<(EventWriter, WriterThread)> {
-        EventWriter::start_inner(path, batch, feed, Chain::On)
+        EventWriter::start_inner(path, batch, feed.into_iter().collect(), Chain::On)
+    }
+
+    /// `start_with_feed` with several readers: each gets every committed
+    /// batch (shared, not copied), each dropped on its own when that
+    /// reader's feed is full.
+    pub fn start_with_feeds(path: &Path, batch: usize, feeds: Vec<FeedSender>) -> Result<(EventWriter, WriterThread)> {
+        EventWriter::start_inner(path, batch, feeds, Chain::On)
     }
 
     /// The writer with the hash chain off, for benchmark P3's "without the
@@ -112,10 +125,10 @@ impl EventWriter {
     /// nothing in the config or the CLI reaches this.
     #[doc(hidden)]
     pub fn start_unchained_for_benchmark(path: &Path, batch: usize) -> Result<(EventWriter, WriterThread)> {
-        EventWriter::start_inner(path, batch, None, Chain::Off)
+        EventWriter::start_inner(path, batch, Vec::new(), Chain::Off)
     }
 
-    fn start_inner(path: &Path, batch: usize, feed: Option<FeedSender>, chain: Chain) -> Result<(EventWriter, WriterThread)> {
+    fn start_inner(path: &Path, batch: usize, feeds: Vec<FeedSender>, chain: Chain) -> Result<(EventWriter, WriterThread)> {
         let mut conn = open_connection(path)?;
         // The event indexes take inserts at many points at once (one per
         // user and address); a larger page cache keeps those pages hot.
@@ -151,10 +164,13 @@ impl EventWriter {
                             if let Some(o) = observing.get() {
                                 o(&events, crate::model::Millis::now());
                             }
-                            if let Some(feed) = &feed {
-                                let done = std::mem::replace(&mut events, Vec::with_capacity(batch.min(1024)));
-                                // Full or gone: the reader catches up from the table.
-                                feed.offer(Committed { ids, events: done });
+                            // Full or gone: the reader catches up from the table.
+                            let takers: Vec<&FeedSender> = feeds.iter().filter(|f| f.has_room(events.len())).collect();
+                            if !takers.is_empty() {
+                                let done = std::sync::Arc::new(std::mem::replace(&mut events, Vec::with_capacity(batch.min(1024))));
+                                for feed in takers {
+                                    feed.offer(Committed { ids: ids.clone(), events: done.clone() });
+                                }
                             }
                             true
                         }

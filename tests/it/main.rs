@@ -8,6 +8,7 @@ mod chain;
 mod cli;
 mod detect;
 mod devices;
+mod export;
 mod flow;
 mod harness;
 mod incidents;

@@ -284,7 +284,7 @@ impl Feed {
         if first > self.next_id {
             self.catch_up(first - 1, None);
         }
-        for (id, e) in b.ids.iter().zip(&b.events) {
+        for (id, e) in b.ids.iter().zip(b.events.iter()) {
             if *id < self.next_id {
                 continue;
             }

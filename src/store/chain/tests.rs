@@ -367,3 +367,42 @@ fn the_first_break_is_named_across_chunks() {
         assert_eq!((r.problem, r.verified, r.last_id), (Some(want), before as u64, Some(before)), "{what}");
     }
 }
+
+/// Retention's cut: the first event in chain order at or after the
+/// cutoff (an old event after a newer one waits), past the head when every
+/// event is older; the paced trim pauses after each full batch and stops
+/// when told; the hash at an event is what the export stream writes.
+#[test]
+fn the_trim_point_follows_the_chain_and_the_paced_trim_stops_when_told() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = fresh(dir.path());
+    assert_eq!(store.event_trim_point(Millis(10)).expect("empty"), 1);
+    // ids 1..=2500 at 1000.., then id 2501 at 100 (older, written late).
+    store.insert_events(&sample(2500, 1000)).expect("insert");
+    store.insert_events(&sample(1, 100)).expect("insert");
+    let cases: &[(i64, i64)] = &[(0, 1), (1000, 1), (1001, 2), (3499, 2500), (3500, 2502), (i64::MAX, 2502)];
+    for (cutoff, want) in cases {
+        assert_eq!(store.event_trim_point(Millis(*cutoff)).expect("point"), *want, "cutoff {cutoff}");
+    }
+    let mut calls = Vec::new();
+    let removed = store
+        .trim_events_before_with(2502, &mut |n| {
+            calls.push(n);
+            n < 2000
+        })
+        .expect("trim");
+    assert_eq!((removed, calls), (2000, vec![1000, 2000]));
+    let r = verified(&store);
+    assert_eq!((r.first_id, r.last_id), (2001, Some(2501)));
+    let mut calls = 0;
+    assert_eq!(store.trim_events_before_with(2502, &mut |_| { calls += 1; true }).expect("trim"), 501);
+    assert_eq!(calls, 0, "a short batch is the last: no pause after it");
+    let r = verified(&store);
+    assert_eq!((r.verified, r.first_id, r.last_id), (0, 2502, None));
+    let ids = store.insert_events(&sample(3, 9000)).expect("insert");
+    let link = store.event_chain_link(ids[1]).expect("link").expect("kept");
+    assert_eq!(link.id, ids[1]);
+    assert_ne!(link, store.event_chain_head().expect("head"));
+    assert_eq!(store.event_chain_link(ids[2]).expect("link"), Some(store.event_chain_head().expect("head")));
+    assert_eq!(store.event_chain_link(5).expect("trimmed"), None);
+}

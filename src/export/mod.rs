@@ -1,0 +1,419 @@
+//! The event stream: one thread beside the event writer that sends every
+//! committed event, in id order, to the configured sinks (a JSON-lines
+//! file, syslog) and writes the login lines of the daemon's log. Never in a
+//! login's path:
+//!
+//! - The writer hands each committed batch over without waiting (a feed of
+//!   `export.queue` events, `store::writer::feed`); a batch it had to drop,
+//!   and the events other processes (the CLI) wrote, show up as gaps in the
+//!   ids and are read from the table by id, on a connection of its own (as
+//!   the detector does); the table's newest id is looked at every second.
+//! - A sink that fails drops its records (counted), says so once in the log
+//!   per outage, and is tried again later; the others go on.
+//! - The chain head (`Store::event_chain_link`: the id and hash of the last
+//!   event written) goes into every stream after each `chain_head_every`
+//!   events, at start and at stop, as its own record, so a copy kept
+//!   elsewhere anchors the hash chain.
+//! - JSON lines are the objects of `security events --json` (C1 controls,
+//!   DEL and bidi overrides as `\uXXXX`), so no attacker text reaches a
+//!   terminal that shows the file. Events carry no secret, and the stream
+//!   adds none.
+//!
+//! The stream starts at the head when the daemon starts: events written
+//! while no daemon runs are not streamed (`security events --json` has
+//! them; the start's chain-head record shows where the stream resumed).
+
+pub mod syslog;
+
+use crate::config::export::ExportSettings;
+use crate::core::metrics::ExportCounts;
+use crate::model::{escape_control, json_terminal_safe, EventType, Millis, StoredEvent};
+use crate::store::chain::ChainHead;
+use crate::store::events::EventFilter;
+use crate::store::writer::{Committed, FeedReceiver};
+use crate::store::Store;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the table is asked for events the writer did not hand over.
+const POLL: Duration = Duration::from_secs(1);
+/// Rows read from the table at a time.
+const PAGE: usize = 1000;
+
+/// The running thread.
+pub struct Exporter {
+    stop: Arc<AtomicBool>,
+    reopen: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Exporter {
+    /// Reopens the file at the next record or within a second (SIGHUP, for
+    /// logrotate: after the old file was renamed, a new one is created).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+    }
+
+    /// Streams what is left (call it after the writer's last flush), writes
+    /// the chain head, closes the sinks and joins.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Whether the stream has anything to do with these settings.
+pub fn wanted(s: &ExportSettings) -> bool {
+    s.file.is_some() || s.syslog.is_some() || s.log_logins
+}
+
+/// The system's host name, for syslog's HOSTNAME when the config names none.
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").or_else(|_| std::fs::read_to_string("/etc/hostname")).unwrap_or_default()
+}
+
+/// Starts the thread. `store` is a connection of its own (catch-up reads
+/// never wait on the core's); `handoff` the writer's feed for it; `stats`
+/// the counters `/metrics` shows (`Core::export_counts`).
+pub fn start(settings: ExportSettings, store: Arc<Store>, handoff: FeedReceiver, stats: Arc<ExportCounts>) -> std::io::Result<Exporter> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let reopen = Arc::new(AtomicBool::new(false));
+    let hostname = syslog::hostname_field(&settings.hostname.clone().unwrap_or_else(system_hostname));
+    let header = syslog::Header { facility: settings.facility, hostname, procid: std::process::id() };
+    if let Some(f) = &settings.file {
+        tracing::info!(file = %f.display(), "export: events are appended to a JSON-lines file");
+    }
+    if let Some(t) = &settings.syslog {
+        tracing::info!(target_addr = %t, facility = settings.facility, hostname = %header.hostname, "export: events are sent to syslog (RFC 5424)");
+    }
+    let mut stream = Stream {
+        file: settings.file.clone().map(FileSink::new),
+        syslog: settings.syslog.clone().map(syslog::SyslogSink::new),
+        header,
+        every: settings.chain_head_every.max(1),
+        log_logins: settings.log_logins,
+        since_head: 0,
+        next_id: 1,
+        store,
+        stats,
+        reopen: reopen.clone(),
+    };
+    let s = stop.clone();
+    let handle = std::thread::Builder::new().name("event-export".into()).spawn(move || stream.run(handoff, &s))?;
+    Ok(Exporter { stop, reopen, handle: Some(handle) })
+}
+
+/// The JSON-lines file: appended to, reopened on request, closed after a
+/// failure and opened again at the next batch (at most once a second).
+struct FileSink {
+    path: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    retry_at: Option<Instant>,
+    down: bool,
+    dropped_in_outage: u64,
+}
+
+impl FileSink {
+    fn new(path: PathBuf) -> FileSink {
+        FileSink { path, file: None, retry_at: None, down: false, dropped_in_outage: 0 }
+    }
+
+    fn open(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Usernames and addresses: readable by the owner only.
+        let f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&self.path)?;
+        self.file = Some(std::io::BufWriter::with_capacity(64 * 1024, f));
+        Ok(())
+    }
+
+    fn reopen(&mut self) {
+        self.flush();
+        self.file = None;
+        self.retry_at = None;
+        tracing::info!(file = %self.path.display(), "export: reopening the events file");
+    }
+
+    /// Appends one line; false when it was dropped.
+    fn write_line(&mut self, line: &str) -> bool {
+        if self.file.is_none() {
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
+                self.dropped_in_outage += 1;
+                return false;
+            }
+            if let Err(e) = self.open() {
+                self.failed(&e);
+                self.dropped_in_outage += 1;
+                return false;
+            }
+        }
+        let Some(f) = self.file.as_mut() else { return false };
+        match f.write_all(line.as_bytes()).and_then(|_| f.write_all(b"\n")) {
+            Ok(()) => {
+                if self.down {
+                    self.down = false;
+                    tracing::info!(file = %self.path.display(), dropped = self.dropped_in_outage, "export: the events file is written again");
+                    self.dropped_in_outage = 0;
+                }
+                true
+            }
+            Err(e) => {
+                self.file = None;
+                self.failed(&e);
+                self.dropped_in_outage += 1;
+                false
+            }
+        }
+    }
+
+    fn failed(&mut self, e: &std::io::Error) {
+        self.retry_at = Some(Instant::now() + POLL);
+        if !self.down {
+            self.down = true;
+            tracing::warn!(file = %self.path.display(), error = %e, "export: the events file cannot be written; its lines are dropped (counted) until it can");
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(f) = self.file.as_mut() {
+            if let Err(e) = f.flush() {
+                self.file = None;
+                self.failed(&e);
+            }
+        }
+    }
+}
+
+struct Stream {
+    file: Option<FileSink>,
+    syslog: Option<syslog::SyslogSink>,
+    header: syslog::Header,
+    every: u64,
+    log_logins: bool,
+    /// Events since the last chain head record.
+    since_head: u64,
+    /// The next event id to stream.
+    next_id: i64,
+    store: Arc<Store>,
+    stats: Arc<ExportCounts>,
+    /// Set by SIGHUP: the file is reopened before the next record.
+    reopen: Arc<AtomicBool>,
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+impl Stream {
+    fn sinks(&self) -> bool {
+        self.file.is_some() || self.syslog.is_some()
+    }
+
+    fn maybe_reopen(&mut self) {
+        if self.reopen.swap(false, Ordering::AcqRel) {
+            if let Some(f) = self.file.as_mut() {
+                f.reopen();
+            }
+        }
+    }
+
+    fn run(&mut self, handoff: FeedReceiver, stop: &AtomicBool) {
+        match self.store.event_chain_head() {
+            Ok(head) => {
+                self.next_id = head.id + 1;
+                self.chain_head(head);
+            }
+            Err(e) => tracing::error!(error = %e, "export: cannot read the event chain's head; streaming from the next event written"),
+        }
+        self.flush();
+        let mut writer_gone = false;
+        loop {
+            self.maybe_reopen();
+            if stop.load(Ordering::Acquire) {
+                while let Ok(b) = handoff.try_recv() {
+                    self.batch(b);
+                }
+                self.poll();
+                if self.since_head > 0 {
+                    self.head_at(self.next_id - 1);
+                }
+                self.flush();
+                return;
+            }
+            if writer_gone {
+                std::thread::sleep(POLL.min(Duration::from_millis(200)));
+                self.poll();
+                self.flush();
+                continue;
+            }
+            match handoff.recv_timeout(POLL) {
+                Ok(b) => {
+                    self.batch(b);
+                    while let Ok(b) = handoff.try_recv() {
+                        self.batch(b);
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => self.poll(),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => writer_gone = true,
+            }
+            self.flush();
+        }
+    }
+
+    /// A batch from the writer: what is missing before it first, from the
+    /// table; events already streamed (read from the table) are skipped.
+    fn batch(&mut self, b: Committed) {
+        self.maybe_reopen();
+        let Some(&first) = b.ids.first() else { return };
+        if first > self.next_id {
+            self.catch_up(first - 1);
+        }
+        for (id, e) in b.ids.iter().zip(b.events.iter()) {
+            if *id >= self.next_id {
+                self.emit(&StoredEvent::of(*id, e));
+            }
+        }
+    }
+
+    /// Events the writer did not hand over (other processes', dropped batches).
+    fn poll(&mut self) {
+        self.maybe_reopen();
+        match self.store.last_event_id() {
+            Ok(last) if last >= self.next_id => self.catch_up(last),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "export: reading the newest event id"),
+        }
+    }
+
+    /// Streams the events with ids from `next_id` to `upto`, read from the table.
+    fn catch_up(&mut self, upto: i64) {
+        while self.next_id <= upto {
+            let filter = EventFilter { after_id: Some(self.next_id - 1), limit: PAGE, ..Default::default() };
+            let rows = match self.store.events(&filter) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "export: reading events from the table; they are skipped");
+                    self.next_id = upto + 1;
+                    return;
+                }
+            };
+            let Some(last) = rows.last().map(|r| r.id) else {
+                // Trimmed meanwhile (retention): nothing left below `upto`.
+                self.next_id = upto + 1;
+                return;
+            };
+            for e in rows.iter().filter(|e| e.id <= upto) {
+                self.emit(e);
+            }
+            if last >= upto {
+                self.next_id = self.next_id.max(upto + 1);
+                return;
+            }
+        }
+    }
+
+    fn emit(&mut self, e: &StoredEvent) {
+        self.next_id = e.id + 1;
+        if self.log_logins {
+            log_login(e);
+        }
+        if !self.sinks() {
+            return;
+        }
+        if let Some(f) = self.file.as_mut() {
+            match serde_json::to_string(e) {
+                Ok(json) => {
+                    let ok = f.write_line(&json_terminal_safe(&json));
+                    (if ok { &self.stats.file_written } else { &self.stats.file_dropped }).fetch_add(1, Ordering::Relaxed);
+                }
+                Err(err) => tracing::error!(error = %err, id = e.id, "export: an event could not be serialised"),
+            }
+        }
+        if let Some(s) = self.syslog.as_mut() {
+            s.send(&syslog::event_record(&self.header, e));
+            self.stats.syslog_sent.store(s.sent, Ordering::Relaxed);
+            self.stats.syslog_dropped.store(s.dropped, Ordering::Relaxed);
+        }
+        self.since_head += 1;
+        if self.since_head >= self.every {
+            self.head_at(e.id);
+        }
+    }
+
+    fn head_at(&mut self, id: i64) {
+        match self.store.event_chain_link(id) {
+            Ok(Some(link)) => self.chain_head(link),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, id, "export: reading the event chain at an event"),
+        }
+        self.since_head = 0;
+    }
+
+    /// Writes `head` into every stream.
+    fn chain_head(&mut self, head: ChainHead) {
+        if !self.sinks() {
+            return;
+        }
+        let at = Millis::now().rfc3339();
+        let hex = head.hex();
+        if let Some(f) = self.file.as_mut() {
+            let line = serde_json::json!({ "chain_head": { "id": head.id, "hash": hex, "at": at } }).to_string();
+            let ok = f.write_line(&line);
+            (if ok { &self.stats.file_written } else { &self.stats.file_dropped }).fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(s) = self.syslog.as_mut() {
+            s.send(&syslog::chain_head_record(&self.header, head.id, &hex, &at));
+            self.stats.syslog_sent.store(s.sent, Ordering::Relaxed);
+            self.stats.syslog_dropped.store(s.dropped, Ordering::Relaxed);
+        }
+        self.stats.chain_heads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn flush(&mut self) {
+        if let Some(f) = self.file.as_mut() {
+            f.flush();
+        }
+    }
+}
+
+/// One structured line in the daemon's log per login success or failure,
+/// for a log shipper: the event id, the result, the username as typed
+/// (escaped, then quoted), the account id, address, method and protocol,
+/// and a failure's reason.
+fn log_login(e: &StoredEvent) {
+    let result = match EventType::parse(&e.event_type) {
+        Some(EventType::LoginSuccess) => "success",
+        Some(EventType::LoginFailed) => "failure",
+        _ => return,
+    };
+    let detail = |k: &str| e.details.get(k).and_then(|v| v.as_str()).map(escape_control).unwrap_or_else(|| "-".into());
+    let user = e.username.as_deref().map(escape_control).unwrap_or_default();
+    tracing::info!(
+        target: "portcullis::login",
+        event_id = e.id,
+        result,
+        user = ?user,
+        user_id = %opt(e.user_id),
+        ip = %opt(e.ip.as_deref()),
+        method = %detail("method"),
+        protocol = %detail("protocol"),
+        reason = %detail("reason"),
+        "login {result}"
+    );
+}
