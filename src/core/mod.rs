@@ -24,6 +24,7 @@ pub mod rollups;
 pub mod secrets;
 pub mod webhooks;
 pub mod sessions;
+pub mod useragent;
 
 use crate::config::Settings;
 use crate::model::{Event, Millis};

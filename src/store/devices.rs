@@ -92,9 +92,12 @@ impl Store {
         let (logins, failures) = if d.pending { (0, 0) } else if d.success { (1, 0) } else { (0, 1) };
         let (id, new, first_of_account) = match existing {
             Some(id) => {
+                // The name and version string as last seen: a web device's
+                // identity leaves the browser's version out, its name shows it.
                 tx.execute(
-                    "UPDATE devices SET last_seen_at = ?2, last_ip = ?3, login_count = login_count + ?4, failure_count = failure_count + ?5 WHERE id = ?1",
-                    params![id, d.now.0, d.ip, logins, failures],
+                    "UPDATE devices SET last_seen_at = ?2, last_ip = ?3, login_count = login_count + ?4, failure_count = failure_count + ?5,
+                                        device_name = ?6, client_version = ?7 WHERE id = ?1",
+                    params![id, d.now.0, d.ip, logins, failures, d.device_name, d.client_version],
                 )
                 .doing("updating a device")?;
                 (id, false, false)
