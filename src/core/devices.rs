@@ -337,7 +337,8 @@ impl Core {
     /// `web` identified by its parsed user agent (`useragent::UserAgent`),
     /// with its address, last seen time and counts; the name and version
     /// string follow the latest visit. A new one is a `device_new` event
-    /// and, unless it is the account's first device, a notice to the owner.
+    /// and, unless it is the account's first device of any type (a new
+    /// account's link opened before any login), a notice to the owner.
     /// A request without a peer address is no web visit (core's own
     /// callers): nothing is recorded. Returns the device, if recorded; a
     /// store error is logged and the visit goes on.
@@ -439,9 +440,10 @@ impl Core {
 
     /// Mails the owner that their account was signed in to from a device
     /// it had not seen: what, when, from which address, how to report it.
-    /// Not sent for the account's very first device (its first login:
+    /// Not sent for the account's first SSH device (its first login:
     /// there is nothing to compare with, as GitHub and Google do not mail
-    /// about an account's first sign-in either). A mail that cannot be
+    /// about an account's first sign-in either; a browser that used a
+    /// mailed link before does not make it news). A mail that cannot be
     /// queued is logged; the login goes on.
     pub(crate) fn notify_new_device(&self, user: &User, device_id: i64, device_name: &str, ip: &str, code_pending: bool, now: Millis) {
         let s = self.settings();
@@ -666,6 +668,23 @@ mod tests {
         // Core's own callers (no peer address) record no device.
         let none = WebClient::default();
         assert_eq!(rt.block_on(core.see_web_device(&alice, 0, &none, WebUse::Opened, t1)), None);
+
+        // The first SSH login is still the account's first login: no
+        // notice; a second SSH client is news.
+        use crate::core::login::{Attempt, Credential, Outcome};
+        let ssh_notices = || core.mail_queue(true).expect("queue").into_iter().filter(|m| m.template == "device_new").count();
+        let login = |version: &str| {
+            let mut attempt = Attempt::new("192.0.2.1".parse().expect("ip"), version.into(), "ssh", t1);
+            let secret = Secret::new("Correct-Horse-Battery-9".to_owned());
+            match rt.block_on(core.submit(&mut attempt, Credential::Password { username: "alice", password: &secret, method: "keyboard-interactive" }, t1)) {
+                Outcome::Accepted(a) => a.device_id,
+                other => panic!("{other:?}"),
+            }
+        };
+        login("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10");
+        assert_eq!(ssh_notices(), 0, "the first login, though web devices came before");
+        login("SSH-2.0-PuTTY_Release_0.78");
+        assert_eq!(ssh_notices(), 1);
     }
 
     #[test]
