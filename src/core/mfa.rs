@@ -284,8 +284,9 @@ impl Core {
     /// about, see `see_web_device`).
     pub async fn otp_enrollment_view_from(&self, token: &str, client: &WebClient, now: Millis) -> std::result::Result<EnrollView, LinkRefusal> {
         let (t, user, row) = self.enrollment(token, now)?;
+        let view = self.enrollment_view(user.clone(), &row)?;
         self.see_web_device(&user, t.id, client, super::devices::WebUse::Opened, now).await;
-        self.enrollment_view(user, &row)
+        Ok(view)
     }
 
     fn enrollment_view(&self, user: User, row: &OtpRow) -> std::result::Result<EnrollView, LinkRefusal> {

@@ -262,11 +262,6 @@ impl Store {
         .doing("reading a token")
     }
 
-    pub fn set_token_data(&self, token_id: i64, data: &serde_json::Value) -> Result<()> {
-        self.conn().execute("UPDATE tokens SET data = ?2 WHERE id = ?1", params![token_id, data.to_string()]).doing("updating a token")?;
-        Ok(())
-    }
-
     /// Adds one to the number `key` in a token's data (0 when absent), in
     /// one statement, and returns the new value; `None`: no such token.
     /// `key` is one of the callers' own names, never input.
