@@ -18,6 +18,7 @@ const CRATE_HOMES: &[(&str, &[&str])] = &[
     ("aes_gcm", &["src/core/secrets.rs"]),
     ("sha1", &["src/core/otp.rs"]),
     ("md5", &["src/core/devices.rs"]),
+    ("woothee", &["src/core/useragent.rs"]),
     ("lettre", &["src/mail/"]),
     ("url", &["src/config/smtp.rs"]),
     ("axum", &["src/web/"]),
@@ -148,6 +149,8 @@ fn crates_stay_in_their_modules() {
 fn the_checker_catches_offences() {
     let cases: &[(&str, &str, usize)] = &[
         ("src/core/login.rs", "use rusqlite::params;", 1),
+        ("src/core/devices.rs", "let p = woothee::parser::Parser::new();", 1),
+        ("src/core/useragent.rs", "let p = woothee::parser::Parser::new();", 0),
         ("src/store/users.rs", "use rusqlite::params;", 0),
         ("src/ssh/handler.rs", "use crate::cli::output;", 1),
         ("src/core/x.rs", "let q = \"SELECT * FROM users\";", 1),

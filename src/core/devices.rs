@@ -1,13 +1,15 @@
 //! Devices (SPEC §9): what a login came from. An SSH device is the client's
 //! version string, the HASSH of its key-exchange offer and the public key's
 //! fingerprint when a key was used; its readable name comes from the
-//! version string. Trusting, untrusting and removing a device are events;
-//! a sign-in from a new device mails its owner a notice.
+//! version string. A web device is the browser that used a mailed link
+//! for its owner (the link's token names the account): its parsed user
+//! agent (`useragent`). Trusting, untrusting and removing a device are
+//! events; a sign-in from a new device mails its owner a notice.
 
 use super::accounts::Actor;
 use super::{Core, Error, Result};
 use crate::model::{strip_unsafe, Event, EventType, Millis, Severity, User};
-use crate::store::devices::DeviceRow;
+use crate::store::devices::{DeviceRow, Identity, SeenDevice};
 use md5::Digest as _;
 
 /// The longest `hassh_algorithms` kept (OpenSSH 9's is about 620 bytes).
@@ -217,6 +219,44 @@ pub struct RemovedDevice {
     pub sessions_ended: usize,
 }
 
+/// What a web visit did with the link it came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebUse {
+    /// The enrollment page showed the secret ("Continue"): the device is
+    /// seen, counted neither way.
+    Opened,
+    /// A wrong code was typed: a failure of the device.
+    WrongCode,
+    /// The right code: the caller counts the device's login once the
+    /// change is committed.
+    Confirmed,
+}
+
+impl WebUse {
+    fn describe(self) -> &'static str {
+        match self {
+            WebUse::Opened => "opened",
+            WebUse::WrongCode => "wrong_code",
+            WebUse::Confirmed => "confirmed",
+        }
+    }
+
+    /// The line of the notice that says what the browser did.
+    fn notice(self) -> &'static str {
+        match self {
+            WebUse::Opened => "The page showed the secret for your authenticator app.",
+            WebUse::WrongCode => "A wrong code was typed on the page.",
+            WebUse::Confirmed => "Two-factor authentication was set up from it.",
+        }
+    }
+}
+
+/// The devices one mailed link may add to its account: past it, a visit
+/// with yet another user agent is served but recorded on no device (its
+/// events still carry the address and the user agent), so whoever holds a
+/// link cannot fill the account's devices nor its owner's mailbox.
+pub const MAX_NEW_DEVICES_PER_LINK: i64 = 3;
+
 /// What a user reads when their session ends because its device was removed.
 pub const REMOVED_REASON: &str = "this device was removed from the account";
 
@@ -292,6 +332,107 @@ impl Core {
         Ok(RemovedDevice { device, sessions_ended: ended.len() })
     }
 
+    /// Records the browser of a web visit that acts for `user` through the
+    /// link `token_id` (the token named the account): a device of type
+    /// `web` identified by its parsed user agent (`useragent::UserAgent`),
+    /// with its address, last seen time and counts; the name and version
+    /// string follow the latest visit. A new one is a `device_new` event
+    /// and, unless it is the account's first device of any type (a new
+    /// account's link opened before any login), a notice to the owner.
+    /// A request without a peer address is no web visit (core's own
+    /// callers): nothing is recorded. Returns the device, if recorded; a
+    /// store error is logged and the visit goes on.
+    pub(crate) async fn see_web_device(&self, user: &User, token_id: i64, client: &super::mfa::WebClient, visit: WebUse, now: Millis) -> Option<i64> {
+        let ip = client.ip?.to_canonical().to_string();
+        let agent = super::useragent::UserAgent::parse(client.user_agent.as_deref());
+        let fingerprint = agent.fingerprint();
+        let name = agent.name();
+        match self.store.device_by_fingerprint(user.id, &fingerprint) {
+            Ok(Some(_)) => {}
+            Ok(None) => match self.store.count_on_token(token_id, "web_devices") {
+                Ok(Some(n)) if n <= MAX_NEW_DEVICES_PER_LINK => {}
+                Ok(_) => {
+                    tracing::info!(user_id = user.id, "web: this link added its most devices; the visit is recorded on none");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "counting a link's devices");
+                    return None;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a web device");
+                return None;
+            }
+        }
+        let seen = SeenDevice {
+            user_id: user.id,
+            fingerprint: &fingerprint,
+            device_name: &name,
+            device_type: "web",
+            client_version: &agent.raw,
+            ip: &ip,
+            success: visit != WebUse::WrongCode,
+            pending: visit != WebUse::WrongCode,
+            now,
+        };
+        let seen = match self.store.see_device_as(&seen, &Identity::default()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "recording a web device");
+                return None;
+            }
+        };
+        if seen.new {
+            let e = Event::new(EventType::DeviceNew, Severity::Info, format!("enrollment link of {} used from a new device: {name}", user.username), now)
+                .user(Some(user.id), Some(&user.username))
+                .device(Some(seen.id))
+                .detail("fingerprint", fingerprint.clone())
+                .detail("device_name", name.clone())
+                .detail("device_type", "web")
+                .detail("browser", agent.family.clone())
+                .detail("browser_major", agent.major.clone())
+                .detail("os", agent.os.clone())
+                .detail("category", agent.category.clone())
+                .detail("via", "otp_enrollment_link")
+                .detail("visit", visit.describe())
+                .detail("first_of_account", seen.first_of_account);
+            self.record(client.stamp(e)).await;
+            if !seen.first_of_account {
+                self.notify_new_web_device(user, seen.id, &name, &ip, visit, now);
+            }
+        }
+        Some(seen.id)
+    }
+
+    /// Mails the owner that a link mailed to them was used from a browser
+    /// the account had not seen (what, when, from which address, how to
+    /// report it), like `notify_new_device` for SSH.
+    fn notify_new_web_device(&self, user: &User, device_id: i64, device_name: &str, ip: &str, visit: WebUse, now: Millis) {
+        let s = self.settings();
+        let report_to = match self.incident_recipients() {
+            Ok(list) if !list.is_empty() => format!("your sysop ({})", list.join(", ")),
+            _ => "your sysop".to_owned(),
+        };
+        let when = now.rfc3339();
+        let id = device_id.to_string();
+        self.mail_user(
+            user,
+            "web_device_new",
+            &[
+                ("username", &user.username),
+                ("issuer", &s.mfa.issuer),
+                ("device", device_name),
+                ("device_id", &id),
+                ("address", ip),
+                ("time", &when),
+                ("stage", visit.notice()),
+                ("report_to", &report_to),
+            ],
+            now,
+        );
+    }
+
     /// The account's trusted device with this identity, if there is one.
     pub(crate) fn trusted_device(&self, user: &User, device: &DeviceIdentity<'_>) -> Result<Option<DeviceRow>> {
         Ok(self.store.device_by_fingerprint(user.id, &device.fingerprint())?.filter(|d| d.is_trusted))
@@ -299,9 +440,10 @@ impl Core {
 
     /// Mails the owner that their account was signed in to from a device
     /// it had not seen: what, when, from which address, how to report it.
-    /// Not sent for the account's very first device (its first login:
+    /// Not sent for the account's first SSH device (its first login:
     /// there is nothing to compare with, as GitHub and Google do not mail
-    /// about an account's first sign-in either). A mail that cannot be
+    /// about an account's first sign-in either; a browser that used a
+    /// mailed link before does not make it news). A mail that cannot be
     /// queued is logged; the login goes on.
     pub(crate) fn notify_new_device(&self, user: &User, device_id: i64, device_name: &str, ip: &str, code_pending: bool, now: Millis) {
         let s = self.settings();
@@ -443,6 +585,106 @@ mod tests {
         assert_eq!(new.len(), 2, "{new:?}");
         assert_eq!((new[0].device_id, new[0].details["first_of_account"].as_bool(), new[0].details["hassh"].as_str()), (Some(second), Some(false), Some(offers[1].hash.as_str())));
         assert_eq!(new[1].details["first_of_account"], true);
+    }
+
+    /// Web visits through a link: the browser is a `web` device named from
+    /// its user agent; a newer version is the same device (its name
+    /// follows); the account's first device is not mailed about, a later
+    /// new one is; one link adds at most `MAX_NEW_DEVICES_PER_LINK`.
+    #[test]
+    fn web_visits_through_a_link_are_web_devices() {
+        use crate::core::mfa::{Method, WebClient};
+        use crate::model::Secret;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = crate::core::test_core(dir.path(), "kdf: {\n  workers: 2\n  queue: 32\n}\n");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+        let t0 = Millis(1_800_000_000_000);
+        let sysop = Actor::Cli("root".into());
+        let alice = rt.block_on(core.add_user("alice", Some("alice@example.org"), &Secret::new("Correct-Horse-Battery-9".into()), &[], &sysop, t0)).expect("user");
+        rt.block_on(core.start_otp_enrollment(&alice, Method::Totp, &sysop, t0)).expect("link");
+        let mail = core.due_mail(t0, 10).expect("mail");
+        let text = &mail[0].body.text;
+        let start = text.find("/otp/enroll/").expect("link") + "/otp/enroll/".len();
+        let token = text[start..].split_whitespace().next().expect("token").to_owned();
+        let client = |ua: &str, ip: &str| WebClient { ip: Some(ip.parse().expect("ip")), user_agent: Some(ua.to_owned()) };
+        let firefox = |v: &str| format!("Mozilla/5.0 (X11; Linux x86_64; rv:{v}) Gecko/20100101 Firefox/{v}");
+        let notices = || core.mail_queue(true).expect("queue").into_iter().filter(|m| m.template == "web_device_new").count();
+        let open = |ua: &str, ip: &str, at: Millis| rt.block_on(core.otp_enrollment_view_from(&token, &client(ua, ip), at)).expect("view");
+
+        let view = open(&firefox("128.0"), "192.0.2.1", t0);
+        let secret = crate::core::otp::base32_decode(&view.secret_base32).expect("base32");
+        let step = crate::core::otp::step_of(t0.0 / 1000 + 60, 30);
+        let near: Vec<String> = (step - 2..=step + 2).map(|c| crate::core::otp::hotp(crate::core::otp::Algorithm::Sha1, &secret, c, 6)).collect();
+        let wrong_code = ["000000", "111111", "222222", "333333", "444444", "555555"].into_iter().find(|c| !near.iter().any(|n| n == c)).expect("a wrong code");
+        let list = core.devices_of(alice.id).expect("devices");
+        assert_eq!(list.len(), 1, "{list:?}");
+        let web = &list[0];
+        assert_eq!((web.device_type.as_str(), web.device_name.as_str(), web.client_version.as_str()), ("web", "Firefox 128 on Linux", firefox("128.0").as_str()));
+        assert_eq!((web.login_count, web.failure_count, web.last_ip.as_str(), web.is_trusted), (0, 0, "192.0.2.1", false));
+        assert_eq!(notices(), 0, "the account's first device is not news");
+
+        // A newer version from another address: the same device, renamed.
+        let t1 = t0.plus(std::time::Duration::from_secs(60));
+        open(&firefox("133.0"), "198.51.100.7", t1);
+        let again = core.device(web.id).expect("read").expect("device");
+        assert_eq!((again.device_name.as_str(), again.last_ip.as_str(), again.last_seen_at.as_str()), ("Firefox 133 on Linux", "198.51.100.7", t1.rfc3339().as_str()));
+        assert_eq!(core.device_addresses(web.id).expect("addresses").len(), 2);
+        assert_eq!(core.devices_of(alice.id).expect("devices").len(), 1);
+
+        // Another browser: a new device of a known account, mailed about.
+        let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+        open(chrome, "203.0.113.9", t1);
+        assert_eq!(notices(), 1);
+        let notice = core.due_mail(t1, 10).expect("due").into_iter().find(|m| m.subject == "A link of yours was opened on a new device").expect("the notice");
+        let chrome_id = core.devices_of(alice.id).expect("devices").iter().find(|d| d.device_name == "Chrome 131 on Windows").expect("chrome").id;
+        for want in [&format!("Chrome 131 on Windows (device #{chrome_id})"), "203.0.113.9", &t1.rfc3339(), "The page showed the secret", "Hello alice,"] {
+            assert!(notice.body.text.contains(want), "{want:?} missing from:\n{}", notice.body.text);
+        }
+        assert!(!notice.body.text.contains("{{") && !notice.body.html.contains("{{"), "every placeholder filled");
+
+        // A wrong code counts a failure on its device; the event names it.
+        let wrong = rt.block_on(core.otp_confirm_from(&token, wrong_code, &client(&firefox("133.0"), "198.51.100.7"), t1));
+        assert!(matches!(wrong, Err(crate::core::mfa::LinkRefusal::WrongCode { .. })), "{wrong:?}");
+        assert_eq!(core.device(web.id).expect("read").expect("device").failure_count, 1);
+        let failed = core.events(&crate::store::events::EventFilter { event_type: Some(EventType::OtpFailed), limit: 10, ..Default::default() }).expect("events");
+        assert_eq!(failed[0].device_id, Some(web.id));
+
+        // The link's third new device is recorded; a fourth is not.
+        open("curl/8.14.1", "192.0.2.1", t1);
+        assert_eq!(core.devices_of(alice.id).expect("devices").len(), 3);
+        open("python-requests/2.32.3", "192.0.2.1", t1);
+        assert_eq!(core.devices_of(alice.id).expect("devices").len(), 3, "at most {MAX_NEW_DEVICES_PER_LINK} devices from one link");
+        assert_eq!(notices(), 2);
+        // Known devices still are seen through it.
+        open(chrome, "192.0.2.77", t1);
+        assert_eq!(core.device(chrome_id).expect("read").expect("device").last_ip, "192.0.2.77");
+
+        let new = core.events(&crate::store::events::EventFilter { event_type: Some(EventType::DeviceNew), limit: 10, ..Default::default() }).expect("events");
+        assert_eq!(new.len(), 3, "{new:?}");
+        let first = new.last().expect("first");
+        assert_eq!((first.device_id, first.ip.as_deref()), (Some(web.id), Some("192.0.2.1")));
+        assert_eq!((first.details["device_type"].as_str(), first.details["browser"].as_str(), first.details["first_of_account"].as_bool()), (Some("web"), Some("Firefox"), Some(true)));
+        assert_eq!(first.details["user_agent"].as_str(), Some(firefox("128.0").as_str()));
+        // Core's own callers (no peer address) record no device.
+        let none = WebClient::default();
+        assert_eq!(rt.block_on(core.see_web_device(&alice, 0, &none, WebUse::Opened, t1)), None);
+
+        // The first SSH login is still the account's first login: no
+        // notice; a second SSH client is news.
+        use crate::core::login::{Attempt, Credential, Outcome};
+        let ssh_notices = || core.mail_queue(true).expect("queue").into_iter().filter(|m| m.template == "device_new").count();
+        let login = |version: &str| {
+            let mut attempt = Attempt::new("192.0.2.1".parse().expect("ip"), version.into(), "ssh", t1);
+            let secret = Secret::new("Correct-Horse-Battery-9".to_owned());
+            match rt.block_on(core.submit(&mut attempt, Credential::Password { username: "alice", password: &secret, method: "keyboard-interactive" }, t1)) {
+                Outcome::Accepted(a) => a.device_id,
+                other => panic!("{other:?}"),
+            }
+        };
+        login("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10");
+        assert_eq!(ssh_notices(), 0, "the first login, though web devices came before");
+        login("SSH-2.0-PuTTY_Release_0.78");
+        assert_eq!(ssh_notices(), 1);
     }
 
     #[test]

@@ -742,7 +742,8 @@ impl Core {
                     .detail("device_name", device_name.clone())
                     .detail("device_type", attempt.protocol)
                     .detail("key_fingerprint", attempt.key_fingerprint.clone())
-                    .detail("first_of_account", seen.first_of_account),
+                    .detail("first_of_account", seen.first_of_account)
+                    .detail("first_login_device", seen.first_of_type),
             );
         }
         if code_pending {
@@ -774,8 +775,9 @@ impl Core {
             return self.fail(attempt, &user.username, method, Reason::EventLogUnavailable, Some(&user), now, None).await;
         }
         // A new device of an account that has logged in before: its owner
-        // is told (the account's first device is not news).
-        if new_device && !seen.first_of_account {
+        // is told (the account's first login is not news, even when a
+        // browser of theirs already used a mailed link).
+        if new_device && !seen.first_of_type {
             self.notify_new_device(&user, device_id, &device_name, &ip, code_pending, now);
         }
         let previous_login = user.last_login_at.zip(user.last_login_ip.clone());

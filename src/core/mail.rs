@@ -56,6 +56,12 @@ const TEMPLATES: &[Template] = &[
         html: include_str!("../../templates/device_new.html"),
     },
     Template {
+        name: "web_device_new",
+        subject: "A link of yours was opened on a new device",
+        text: include_str!("../../templates/web_device_new.txt"),
+        html: include_str!("../../templates/web_device_new.html"),
+    },
+    Template {
         name: "security_notice",
         subject: "Unusual activity on your account",
         text: include_str!("../../templates/security_notice.txt"),

@@ -93,7 +93,7 @@ pub struct WebClient {
 }
 
 /// Longest user agent kept in an event, in bytes.
-pub const MAX_USER_AGENT: usize = 256;
+pub use super::useragent::MAX_USER_AGENT;
 
 impl WebClient {
     pub fn stamp(&self, e: Event) -> Event {
@@ -102,13 +102,7 @@ impl WebClient {
             None => e,
         };
         match &self.user_agent {
-            Some(ua) => {
-                let mut end = ua.len().min(MAX_USER_AGENT);
-                while !ua.is_char_boundary(end) {
-                    end -= 1;
-                }
-                e.detail("user_agent", &ua[..end])
-            }
+            Some(ua) => e.detail("user_agent", super::useragent::truncate_bytes(ua, MAX_USER_AGENT)),
             None => e,
         }
     }
@@ -281,7 +275,22 @@ impl Core {
 
     pub fn otp_enrollment_view(&self, token: &str, now: Millis) -> std::result::Result<EnrollView, LinkRefusal> {
         let (_, user, row) = self.enrollment(token, now)?;
-        let secret = self.open_secret(&row).map_err(|_| LinkRefusal::Unavailable)?;
+        self.enrollment_view(user, &row)
+    }
+
+    /// [`Core::otp_enrollment_view`] for a web request that opens the
+    /// link: the page shows the secret to `client`, whose browser is
+    /// recorded as one of the account's devices (a new one is mailed
+    /// about, see `see_web_device`).
+    pub async fn otp_enrollment_view_from(&self, token: &str, client: &WebClient, now: Millis) -> std::result::Result<EnrollView, LinkRefusal> {
+        let (t, user, row) = self.enrollment(token, now)?;
+        let view = self.enrollment_view(user.clone(), &row)?;
+        self.see_web_device(&user, t.id, client, super::devices::WebUse::Opened, now).await;
+        Ok(view)
+    }
+
+    fn enrollment_view(&self, user: User, row: &OtpRow) -> std::result::Result<EnrollView, LinkRefusal> {
+        let secret = self.open_secret(row).map_err(|_| LinkRefusal::Unavailable)?;
         let method = Method::parse(&row.method).ok_or(LinkRefusal::Unavailable)?;
         let alg = Algorithm::parse(&row.algorithm).ok_or(LinkRefusal::Unavailable)?;
         let issuer = self.settings().mfa.issuer.clone();
@@ -320,11 +329,16 @@ impl Core {
             Some(c) => otp::check_totp(alg, &secret, row.digits, &c, otp::step_of(unix_secs(now), TOTP_PERIOD), 1, None),
         };
         let Check::Accepted(at) = verdict else {
-            let tries = tries + 1;
-            let _ = self.store.set_token_data(t.id, &serde_json::json!({ "method": row.method, "tries": tries }));
+            // Counted in one statement (two tabs cannot both write the old count).
+            let tries = match self.store.count_on_token(t.id, "tries") {
+                Ok(Some(n)) => u32::try_from(n).unwrap_or(u32::MAX),
+                _ => tries + 1,
+            };
+            let device = self.see_web_device(&user, t.id, client, super::devices::WebUse::WrongCode, now).await;
             self.record(client.stamp(
                 Event::new(EventType::OtpFailed, Severity::Low, format!("wrong code while enrolling {}", user.username), now)
                     .user(Some(user.id), Some(&user.username))
+                    .device(device)
                     .detail("stage", "enrollment")
                     .detail("method", row.method.clone()),
             ))
@@ -337,15 +351,25 @@ impl Core {
         };
         let (codes, hashes) = self.backup_code_set(user.id).map_err(|_| LinkRefusal::Unavailable)?;
         let (last_step, next_counter) = if row.method == "hotp" { (None, at + 1) } else { (Some(at), 0) };
+        let device = self.see_web_device(&user, t.id, client, super::devices::WebUse::Confirmed, now).await;
         let ev = client.stamp(
             Event::new(EventType::MfaEnabled, Severity::Medium, format!("two-factor authentication ({}) enabled for {}", row.method, user.username), now)
                 .user(Some(user.id), Some(&user.username))
+                .device(device)
                 .detail("method", row.method.clone())
                 .detail("algorithm", row.algorithm.clone())
                 .detail("backup_codes", codes.len()),
         );
         match self.store.enable_otp(user.id, t.id, last_step, next_counter, &hashes, &[ev], now) {
-            Ok(()) => Ok(codes),
+            Ok(()) => {
+                // The link did what it was for: the device's login.
+                if let Some(id) = device {
+                    if let Err(e) = self.store.count_device_login(id, now) {
+                        tracing::warn!(error = %e, "counting a web device's use");
+                    }
+                }
+                Ok(codes)
+            }
             Err(crate::store::Error::Conflict(_)) => Err(LinkRefusal::InvalidToken),
             Err(e) => {
                 tracing::error!(error = %e, "enabling 2FA");

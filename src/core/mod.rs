@@ -27,6 +27,7 @@ pub mod retention;
 pub mod secrets;
 pub mod webhooks;
 pub mod sessions;
+pub mod useragent;
 
 use crate::config::Settings;
 use crate::model::{Event, Millis};

@@ -178,7 +178,7 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
             },
             'D' => match s.core.devices_of(s.auth.user.id) {
                 Ok(list) => {
-                    let mut text = String::from("  Devices you have logged in from:\n");
+                    let mut text = String::from("  Devices you have logged in from (ssh) or opened a mailed link in (web):\n");
                     for d in &list {
                         let mark = match (d.is_trusted, d.id == s.auth.device_id) {
                             (true, true) => "  [trusted, this device]",
@@ -186,7 +186,16 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                             (false, true) => "  [this device]",
                             (false, false) => "",
                         };
-                        text.push_str(&format!("    #{:<4} {}{mark}\n          last {} from {}  ({} logins, {} failures)\n", d.id, esc(&d.device_name), d.last_seen_at, esc(&d.last_ip), d.login_count, d.failure_count));
+                        text.push_str(&format!(
+                            "    #{:<4} {}{mark}\n          {}, last {} from {}  ({} logins, {} failures)\n",
+                            d.id,
+                            esc(&d.device_name),
+                            esc(&d.device_type),
+                            d.last_seen_at,
+                            esc(&d.last_ip),
+                            d.login_count,
+                            d.failure_count
+                        ));
                     }
                     say(term, &text).await?;
                     if list.is_empty() {

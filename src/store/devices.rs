@@ -47,6 +47,9 @@ pub struct Seen {
     pub new: bool,
     /// The account had no other device before this one.
     pub first_of_account: bool,
+    /// The account had no other device of this type (`ssh`, `web`) before
+    /// this one: for SSH, the account's first login.
+    pub first_of_type: bool,
     /// A row recorded before 0010 was taken over (not new).
     pub adopted: bool,
 }
@@ -90,17 +93,24 @@ impl Store {
             }
         }
         let (logins, failures) = if d.pending { (0, 0) } else if d.success { (1, 0) } else { (0, 1) };
-        let (id, new, first_of_account) = match existing {
+        let (id, new, first_of_account, first_of_type) = match existing {
             Some(id) => {
+                // The name and version string as last seen: a web device's
+                // identity leaves the browser's version out, its name shows it.
                 tx.execute(
-                    "UPDATE devices SET last_seen_at = ?2, last_ip = ?3, login_count = login_count + ?4, failure_count = failure_count + ?5 WHERE id = ?1",
-                    params![id, d.now.0, d.ip, logins, failures],
+                    "UPDATE devices SET last_seen_at = ?2, last_ip = ?3, login_count = login_count + ?4, failure_count = failure_count + ?5,
+                                        device_name = ?6, client_version = ?7 WHERE id = ?1",
+                    params![id, d.now.0, d.ip, logins, failures, d.device_name, d.client_version],
                 )
                 .doing("updating a device")?;
-                (id, false, false)
+                (id, false, false, false)
             }
             None => {
-                let count: i64 = tx.query_row("SELECT COUNT(*) FROM devices WHERE user_id = ?1", [d.user_id], |r| r.get(0)).doing("counting devices")?;
+                let (count, of_type): (i64, i64) = tx
+                    .query_row("SELECT COUNT(*), COUNT(*) FILTER (WHERE device_type = ?2) FROM devices WHERE user_id = ?1", params![d.user_id, d.device_type], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .doing("counting devices")?;
                 if count >= MAX_DEVICES_PER_USER {
                     let oldest: Option<i64> = tx
                         .query_row("SELECT id FROM devices WHERE user_id = ?1 AND is_trusted = 0 ORDER BY last_seen_at, id LIMIT 1", [d.user_id], |r| r.get(0))
@@ -119,7 +129,7 @@ impl Store {
                     params![d.user_id, d.fingerprint, d.device_name, d.device_type, d.client_version, d.now.0, d.ip, logins, failures, who.hassh, who.hassh_algorithms, who.key_fingerprint],
                 )
                 .doing("recording a device")?;
-                (tx.last_insert_rowid(), true, count == 0)
+                (tx.last_insert_rowid(), true, count == 0, of_type == 0)
             }
         };
         tx.execute(
@@ -135,7 +145,7 @@ impl Store {
         )
         .doing("trimming a device's addresses")?;
         tx.commit().doing("committing a device update")?;
-        Ok(Seen { id, new, first_of_account, adopted })
+        Ok(Seen { id, new, first_of_account, first_of_type, adopted })
     }
 
     /// Counts a login of a device once every factor has passed.
@@ -346,14 +356,14 @@ mod tests {
         let who = Identity { hassh: Some("472b5de333ad665af5cbf10ff892c4df"), hassh_algorithms: Some("a;b;c;d"), key_fingerprint: None, legacy_fingerprint: Some("legacyfp") };
         // Another version string is another device.
         let other = store.see_device_as(&seen(alice, "fp-other", "SSH-2.0-PuTTY_Release_0.78", "192.0.2.1", 30), &Identity { legacy_fingerprint: Some("legacyfp"), ..who }).expect("see");
-        assert!(other.new && !other.adopted && !other.first_of_account, "{other:?}");
+        assert!(other.new && !other.adopted && !other.first_of_account && !other.first_of_type, "{other:?}");
         let s = store.see_device_as(&seen(alice, "fp-new", v, "192.0.2.1", 40), &who).expect("see");
-        assert_eq!(s, Seen { id: 4, new: false, first_of_account: false, adopted: true });
+        assert_eq!(s, Seen { id: 4, new: false, first_of_account: false, first_of_type: false, adopted: true });
         let row = store.device(4).expect("read").expect("row");
         assert_eq!((row.hassh.as_deref(), row.login_count, row.first_seen_at.as_str()), (Some("472b5de333ad665af5cbf10ff892c4df"), 8, Millis(10).rfc3339().as_str()));
         // Taken over once: the next login finds it by its new fingerprint.
         let again = store.see_device_as(&seen(alice, "fp-new", v, "192.0.2.1", 50), &who).expect("see");
-        assert_eq!(again, Seen { id: 4, new: false, first_of_account: false, adopted: false });
+        assert_eq!(again, Seen { id: 4, new: false, first_of_account: false, first_of_type: false, adopted: false });
     }
 
     /// Addresses per device and devices per account are bounded; a removed

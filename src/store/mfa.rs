@@ -262,9 +262,19 @@ impl Store {
         .doing("reading a token")
     }
 
-    pub fn set_token_data(&self, token_id: i64, data: &serde_json::Value) -> Result<()> {
-        self.conn().execute("UPDATE tokens SET data = ?2 WHERE id = ?1", params![token_id, data.to_string()]).doing("updating a token")?;
-        Ok(())
+    /// Adds one to the number `key` in a token's data (0 when absent), in
+    /// one statement, and returns the new value; `None`: no such token.
+    /// `key` is one of the callers' own names, never input.
+    pub fn count_on_token(&self, token_id: i64, key: &str) -> Result<Option<i64>> {
+        let path = format!("$.{key}");
+        self.conn()
+            .query_row(
+                "UPDATE tokens SET data = json_set(data, ?2, COALESCE(json_extract(data, ?2), 0) + 1) WHERE id = ?1 RETURNING json_extract(data, ?2)",
+                params![token_id, path],
+                |r| r.get(0),
+            )
+            .optional()
+            .doing("counting on a token")
     }
 
     pub fn burn_token(&self, token_id: i64, now: Millis) -> Result<()> {

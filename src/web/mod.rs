@@ -337,9 +337,17 @@ async fn enroll_post(
         }
     };
 
-    // 3. "Continue" (no code field): now, and only now, the secret.
+    let client = WebClient {
+        ip: Some(peer.ip()),
+        // Stored without C1 controls or bidi overrides (item 9), as the SSH
+        // version string is: HTTP lets bytes 0x80-0xff through.
+        user_agent: headers.get(header::USER_AGENT).map(|v| crate::model::strip_unsafe(&String::from_utf8_lossy(v.as_bytes()))),
+    };
+
+    // 3. "Continue" (no code field): now, and only now, the secret; the
+    // browser it is shown to becomes one of the account's devices.
     let Some(code) = form.code else {
-        return match state.core.otp_enrollment_view(&token, Millis::now()) {
+        return match state.core.otp_enrollment_view_from(&token, &client, Millis::now()).await {
             Ok(view) => {
                 tracing::info!(route = ROUTE_ENROLL, outcome = "shown", "web: enrollment form");
                 html(StatusCode::OK, pages::enroll(&view, &csrf_value, None))
@@ -360,12 +368,6 @@ async fn enroll_post(
         return rerender(&state, &token, &csrf_value, "Type the code your app shows now (digits only).").await;
     }
 
-    let client = WebClient {
-        ip: Some(peer.ip()),
-        // Stored without C1 controls or bidi overrides (item 9), as the SSH
-        // version string is: HTTP lets bytes 0x80-0xff through.
-        user_agent: headers.get(header::USER_AGENT).map(|v| crate::model::strip_unsafe(&String::from_utf8_lossy(v.as_bytes()))),
-    };
     match state.core.otp_confirm_from(&token, &code, &client, Millis::now()).await {
         Ok(backup_codes) => {
             tracing::info!(route = ROUTE_ENROLL, outcome = "confirmed", "web: enrollment form");

@@ -34,8 +34,10 @@ fn user_logins(g: &Gate, user: &str) -> i64 {
     shown["login_count"].as_i64().unwrap_or_else(|| panic!("login_count in {shown}"))
 }
 
+/// The logins counted on the user's SSH devices (the browser that
+/// confirmed the enrollment link is a `web` device with its own count).
 fn device_logins(g: &Gate, user: &str) -> i64 {
-    sql_number(g, &format!("SELECT COALESCE(SUM(d.login_count), 0) FROM devices d JOIN users u ON u.id = d.user_id WHERE u.username = '{user}'"))
+    sql_number(g, &format!("SELECT COALESCE(SUM(d.login_count), 0) FROM devices d JOIN users u ON u.id = d.user_id WHERE u.username = '{user}' AND d.device_type = 'ssh'"))
 }
 
 /// Item 8: a `password`-method client of a 2FA account passes the first

@@ -340,3 +340,174 @@ fn the_account_menu_trusts_and_removes_own_devices() {
     assert_eq!(devices(&g, "alice").iter().map(id_of).collect::<Vec<_>>(), vec![this]);
     assert_eq!(devices(&g, "bob").len(), 1, "bob's device is untouched");
 }
+
+const FIREFOX_128: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+const FIREFOX_133: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+const CHROME_WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+/// One request of a browser: curl over HTTPS with the user agent `agent`,
+/// from the loopback address `from`, keeping its cookies in `jar`, and
+/// posting `form` (as `--data-urlencode` fields) when there is one.
+fn browse(url: &str, jar: &std::path::Path, agent: &str, from: &str, form: &[String]) -> crate::harness::Http {
+    let jar = jar.to_str().expect("jar path");
+    let mut args = vec!["-k", "-c", jar, "-b", jar, "-A", agent, "--interface", from];
+    for field in form {
+        args.extend(["--data-urlencode", field.as_str()]);
+    }
+    crate::harness::curl(url, &args)
+}
+
+fn web_device<'a>(list: &'a [Value], name: &str) -> &'a Value {
+    list.iter().find(|d| d["device_type"] == "web" && d["device_name"] == name).unwrap_or_else(|| panic!("no web device {name:?}: {list:#?}"))
+}
+
+/// A mailed enrollment link used over real HTTPS (curl sending browsers'
+/// user agents): fetching it records nothing (mail scanners do that);
+/// "Continue" records the browser as a `web` device of the account, with
+/// the seed's fields in `security devices list --json`; a newer version
+/// of the same browser from another address is the same device (renamed,
+/// a failure counted for a wrong code); another browser is another
+/// device, its right code counted as its login. The account's first
+/// device (SSH) was not news; each new web device is mailed about at the
+/// SMTP server, with what, when, where and how to report it.
+#[test]
+fn a_mailed_link_used_in_browsers_makes_web_devices() {
+    let smtp = Smtp::start(free_port());
+    let config = format!(
+        "{DEFAULT_CONFIG}email: {{\n  smtp: \"smtp://127.0.0.1:{}\"\n  poll: 200ms\n  retry_base: 1s\n  retry_max: 2s\n}}\ngroups: {{\n  sysops: {{\n    require_level: 1\n  }}\n}}\n",
+        smtp.port
+    );
+    let g = Gate::start_with(&config);
+    g.add_user("alice", ALICE_PW);
+    crate::mfa::add_user_in(&g, "carol", BOB_PW, "sysops");
+    assert!(g.ssh(&Ssh::kbd("alice", ALICE_PW)).authenticated_exec());
+    let ssh_device = id_of(&devices(&g, "alice")[0]);
+
+    crate::mfa::enable(&g, "alice", "totp");
+    let files = smtp.wait_messages(1, Duration::from_secs(30));
+    let link = crate::mfa::link_in(&read_mail(&files[0]).text);
+    let url = g.local_link(&link);
+    let jar = g.path("browser.jar");
+
+    // Fetching the link is not using it.
+    let get = browse(&url, &jar, FIREFOX_128, "127.0.0.2", &[]);
+    assert_eq!(get.status, 200, "{get:#?}");
+    assert_eq!(devices(&g, "alice").len(), 1, "a GET records no device");
+    let csrf = crate::mfa::between(&get.body, "name=\"csrf\" value=\"", "\"").to_owned();
+
+    // "Continue": the secret is shown, to a device of the account.
+    let page = browse(&url, &jar, FIREFOX_128, "127.0.0.2", &[format!("csrf={csrf}")]);
+    assert_eq!(page.status, 200, "{page:#?}\n{}", g.daemon_log());
+    let secret = crate::mfa::between(&page.body, "<code class=\"secret\">", "</code>").replace(' ', "");
+    let list = devices(&g, "alice");
+    assert_eq!(list.len(), 2, "{list:#?}");
+    let web = web_device(&list, "Firefox 128 on Linux");
+    let web_id = id_of(web);
+    assert_ne!(web_id, ssh_device);
+    for field in ["id", "device_name", "device_type", "is_trusted", "risk_score", "last_seen_at"] {
+        assert!(!web[field].is_null(), "the seed's field {field} in {web}");
+    }
+    assert_eq!((web["is_trusted"].as_bool(), web["risk_score"].as_i64(), web["login_count"].as_i64(), web["failure_count"].as_i64()), (Some(false), Some(0), Some(0), Some(0)), "{web}");
+    assert_eq!((web["client_version"].as_str(), web["last_ip"].as_str()), (Some(FIREFOX_128), Some("127.0.0.2")), "{web}");
+    assert_eq!(web["addresses"], serde_json::json!(["127.0.0.2"]), "{web}");
+    assert!(web["hassh"].is_null() && web["key_fingerprint"].is_null(), "{web}");
+
+    // The notice, to alice, at the SMTP server.
+    let notice = |id: i64, n: usize| {
+        let files = smtp.wait_messages(n, Duration::from_secs(30));
+        let mails: Vec<_> = files.iter().map(|f| read_mail(f)).collect();
+        mails.into_iter().find(|m| m.text.contains(&format!("(device #{id})"))).unwrap_or_else(|| panic!("no notice for device {id}"))
+    };
+    let m = notice(web_id, 2);
+    assert!(m.to.contains("alice@example.org"), "{m:#?}");
+    assert_eq!(m.subject, "A link of yours was opened on a new device");
+    for want in ["Firefox 128 on Linux (device #", "127.0.0.2", "The page showed the secret", &format!("remove device #{web_id}"), "report it to your sysop (carol@example.org)"] {
+        assert!(m.text.contains(want), "{want:?} missing from {m:#?}");
+    }
+
+    // A wrong code from a newer Firefox elsewhere: the same device.
+    let r = browse(&url, &jar, FIREFOX_133, "127.0.0.3", &[format!("csrf={csrf}"), format!("code={}", crate::mfa::wrong_totp(&secret))]);
+    assert_eq!(r.status, 422, "{r:#?}");
+    let list = devices(&g, "alice");
+    assert_eq!(list.len(), 2, "{list:#?}");
+    let web = web_device(&list, "Firefox 133 on Linux");
+    assert_eq!((id_of(web), web["failure_count"].as_i64(), web["client_version"].as_str()), (web_id, Some(1), Some(FIREFOX_133)), "{web}");
+    assert_eq!(web["addresses"], serde_json::json!(["127.0.0.3", "127.0.0.2"]), "{web}");
+
+    // The right code from Chrome on Windows: another device, its use counted.
+    let r = browse(&url, &jar, CHROME_WINDOWS, "127.0.0.4", &[format!("csrf={csrf}"), format!("code={}", crate::harness::totp_at(&secret, crate::harness::unix_now()))]);
+    assert_eq!(r.status, 200, "{r:#?}\n{}", g.daemon_log());
+    let list = devices(&g, "alice");
+    assert_eq!(list.len(), 3, "{list:#?}");
+    let chrome = web_device(&list, "Chrome 131 on Windows");
+    let chrome_id = id_of(chrome);
+    assert_eq!((chrome["login_count"].as_i64(), chrome["failure_count"].as_i64(), chrome["last_ip"].as_str()), (Some(1), Some(0), Some("127.0.0.4")), "{chrome}");
+    let m = notice(chrome_id, 3);
+    assert!(m.text.contains("Two-factor authentication was set up from it.") && m.text.contains("127.0.0.4"), "{m:#?}");
+
+    // The events name the devices; the SSH one was the account's first.
+    let new = g.events_of(Some("alice"), "device_new");
+    assert_eq!(new.iter().rev().map(|e| e["device_id"].as_i64().expect("device id")).collect::<Vec<_>>(), vec![ssh_device, web_id, chrome_id], "{new:#?}");
+    assert_eq!((detail(&new[2], "first_of_account"), detail(&new[1], "first_of_account")), (&Value::Bool(true), &Value::Bool(false)));
+    assert_eq!((detail(&new[1], "device_type"), detail(&new[1], "user_agent"), &new[1]["ip"]), (&Value::from("web"), &Value::from(FIREFOX_128), &Value::from("127.0.0.2")), "{}", new[1]);
+    assert_eq!(g.events_of(Some("alice"), "otp_failed")[0]["device_id"].as_i64(), Some(web_id));
+    assert_eq!(g.events_of(Some("alice"), "mfa_enabled")[0]["device_id"].as_i64(), Some(chrome_id));
+    poll(Duration::from_secs(10), "the two web notices marked sent, no SSH one", || {
+        let q = g.mail_queue(true);
+        let sent = |t: &str| q.iter().filter(|m| m["template"] == t && !m["sent_at"].is_null()).count();
+        (sent("web_device_new") == 2 && q.iter().all(|m| m["template"] != "device_new")).then_some(())
+    });
+
+    // The table lists them with the SSH one.
+    let table = g.cli_ok(&["security", "devices", "list", "alice"]);
+    for want in ["Firefox 133 on Linux", "Chrome 131 on Windows", "OpenSSH ", " web ", " ssh "] {
+        assert!(table.contains(want), "{want:?} missing from:\n{table}");
+    }
+}
+
+/// The account menu lists the browsers that used a link beside the SSH
+/// devices and trusts one; a hostile user agent reaches the name and the
+/// stored version string without its controls (and `--json` stays
+/// terminal-safe); one link adds at most three devices.
+#[test]
+fn the_account_menu_shows_web_devices_and_hostile_agents_are_cleaned() {
+    let g = Gate::start_with(&crate::mfa::spool_config(""));
+    g.add_user("alice", ALICE_PW);
+    assert!(g.ssh(&Ssh::kbd("alice", ALICE_PW)).authenticated_exec());
+    crate::mfa::enable(&g, "alice", "totp");
+    // open_page uses curl's own user agent ("curl/X.Y.Z").
+    let page = crate::mfa::open_page(&g, &crate::mfa::spooled_link(&g, "alice", 0), "alice.jar");
+    let wrong = crate::mfa::wrong_totp(&page.secret);
+    let post = |agent: &str| browse(&page.url, &page.jar, agent, "127.0.0.1", &[format!("csrf={}", page.csrf), format!("code={wrong}")]);
+    // (HTTP itself refuses C0 controls in a header: C1 and bidi pass as bytes.)
+    assert_eq!(post("evil\u{9b}2J\u{202e}/6.6 \u{2066}x\u{2069}").status, 422);
+    let list = devices(&g, "alice");
+    assert_eq!(list.len(), 3, "{list:#?}");
+    let curl = list.iter().find(|d| d["device_type"] == "web" && d["device_name"].as_str().is_some_and(|n| n.starts_with("curl "))).unwrap_or_else(|| panic!("{list:#?}"));
+    let curl_id = id_of(curl);
+    let evil = web_device(&list, "evil2J 6");
+    assert_eq!((evil["client_version"].as_str(), evil["failure_count"].as_i64()), (Some("evil2J/6.6 x"), Some(1)), "{evil}");
+    // A third and a fourth user agent through the same link: the fourth is on no device.
+    assert_eq!(post(FIREFOX_128).status, 422);
+    assert_eq!(post(CHROME_WINDOWS).status, 422);
+    let list = devices(&g, "alice");
+    assert_eq!(list.len(), 4, "one SSH device and three from the link: {list:#?}");
+    assert!(list.iter().all(|d| d["device_name"] != "Chrome 131 on Windows"), "{list:#?}");
+    let failed = g.events_of(Some("alice"), "otp_failed");
+    assert_eq!(failed.len(), 3, "{failed:#?}");
+    assert!(failed[0]["device_id"].is_null() && detail(&failed[0], "user_agent").as_str() == Some(CHROME_WINDOWS), "{}", failed[0]);
+
+    let trust = format!("T{curl_id}\r");
+    let run = g.ssh_script(
+        &Ssh::kbd("alice", ALICE_PW),
+        &[("Your choice: ", "a"), ("[D] Your devices", ""), ("Your choice: ", "d"), ("(Enter for none): ", &trust), ("is trusted now.", ""), ("Your choice: ", "q"), ("[Q] Log off", ""), ("Your choice: ", "q")],
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}\n{}", g.daemon_log());
+    for want in ["Firefox 128 on Linux", &format!("#{curl_id:<4} curl "), &format!("#{:<4} evil2J 6", id_of(evil)), "OpenSSH ", "web, last ", "ssh, last ", "[this device]"] {
+        assert!(run.stdout.contains(want), "{want:?} missing from:\n{}", run.stdout);
+    }
+    assert!(!run.stdout.contains('\u{202e}') && !run.stdout.contains('\u{9b}'), "{}", run.stdout);
+    let trusted = g.events_of(Some("alice"), "device_trusted");
+    assert_eq!((trusted[0]["device_id"].as_i64(), detail(&trusted[0], "device_type").as_str()), (Some(curl_id), Some("web")), "{trusted:#?}");
+    assert_eq!(devices(&g, "alice").iter().find(|d| id_of(d) == curl_id).expect("curl")["is_trusted"], true);
+}

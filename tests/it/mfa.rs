@@ -41,7 +41,7 @@ pub(crate) fn enable(g: &Gate, user: &str, method: &str) {
 }
 
 /// The enrollment link in a mail's text, as sent (base_url host).
-fn link_in(mail_text: &str) -> String {
+pub(crate) fn link_in(mail_text: &str) -> String {
     let start = mail_text.find("https://").unwrap_or_else(|| panic!("no link in the mail:\n{mail_text}"));
     let link: String = mail_text[start..].chars().take_while(|c| !c.is_whitespace() && *c != '<' && *c != '>' && *c != '"').collect();
     assert!(link.starts_with("https://localhost:8443/otp/enroll/"), "link {link:?}");
@@ -110,7 +110,7 @@ pub(crate) fn open_page(g: &Gate, link: &str, jar_name: &str) -> Page {
     Page { url, jar, get, http, csrf, secret }
 }
 
-fn between<'a>(hay: &'a str, start: &str, end: &str) -> &'a str {
+pub(crate) fn between<'a>(hay: &'a str, start: &str, end: &str) -> &'a str {
     let i = hay.find(start).unwrap_or_else(|| panic!("{start:?} not in:\n{hay}")) + start.len();
     let j = hay[i..].find(end).unwrap_or_else(|| panic!("{end:?} not after {start:?}")) + i;
     &hay[i..j]
