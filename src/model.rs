@@ -181,8 +181,8 @@ impl EventType {
 }
 
 string_enum!(
-    /// What an incident is about: the detection rule that opened it, or
-    /// `manual`. The store's CHECK constraint lists the same names.
+    /// What an incident is about: the detection rule that opened it
+    /// (`risky_login`: a login refused for its risk score), or `manual`. The store's CHECK constraint lists the same names.
     IncidentType {
         BruteForceAccount => "brute_force_account",
         BruteForceIp => "brute_force_ip",
@@ -192,6 +192,7 @@ string_enum!(
         UsernameEnumeration => "username_enumeration",
         InjectionAttempt => "injection_attempt",
         ClonedAuthenticator => "cloned_authenticator",
+        RiskyLogin => "risky_login",
         Manual => "manual",
     }
 );

@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0011_event_chain", sql: include_str!("../../migrations/0011_event_chain.sql") },
     Migration { name: "0012_scans", sql: include_str!("../../migrations/0012_scans.sql") },
     Migration { name: "0013_metrics_daily", sql: include_str!("../../migrations/0013_metrics_daily.sql") },
+    Migration { name: "0014_risk", sql: include_str!("../../migrations/0014_risk.sql") },
 ];
 
 /// A step in Rust that runs after a migration's SQL, in its transaction
@@ -121,7 +122,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.db")).expect("open");
         let err = store.migrate(Some("0099_nope")).unwrap_err().to_string();
-        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0009_incidents_rule, 0010_devices, 0011_event_chain, 0012_scans, 0013_metrics_daily)");
+        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0009_incidents_rule, 0010_devices, 0011_event_chain, 0012_scans, 0013_metrics_daily, 0014_risk)");
     }
 
     /// 0009 on a database that already holds incidents: the old rows stay
@@ -153,6 +154,53 @@ mod tests {
         assert!(conn.execute("UPDATE incidents SET rule = ?2 WHERE id = ?1", rusqlite::params![old, "r".repeat(65)]).is_err(), "a rule over 64");
         drop(conn);
         assert_eq!(store.incident(old).expect("read").expect("there").rule.as_deref(), Some("brute_force_ip"));
+        assert_eq!(store.integrity_check().expect("check"), "ok");
+    }
+
+    /// 0014 rebuilds `incidents` for the new type: on a database holding
+    /// incidents with links and a timeline, every row and id stays (the
+    /// foreign keys' cascades took nothing), the evidence trigger still
+    /// guards, and every type the model names is accepted.
+    #[test]
+    fn risk_migration_keeps_incidents_links_and_timeline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("p.db")).expect("open");
+        store.migrate(Some("0013_metrics_daily")).expect("up to 0013");
+        let old: i64 = {
+            let conn = store.conn();
+            conn.execute(
+                "INSERT INTO incidents (title, incident_type, severity, priority, subject_key, subject_kind, subject_name, first_event_at, created_at, updated_at, evidence, rule)
+                 VALUES ('old', 'brute_force_ip', 'medium', 'P3', 'address:192.0.2.7', 'address', '192.0.2.7', 1, 2, 2, '{\"kept\":true}', 'brute_force_ip')",
+                [],
+            )
+            .expect("an incident before 0014");
+            let id = conn.last_insert_rowid();
+            conn.execute("INSERT INTO incident_events (incident_id, event_id) VALUES (?1, 41), (?1, 42)", [id]).expect("links");
+            conn.execute("INSERT INTO incident_timeline (id, incident_id, at, kind, actor, text) VALUES (77, ?1, 2, 'created', 'detection', 'opened')", [id]).expect("timeline");
+            assert!(conn.execute("INSERT INTO incidents (title, incident_type, severity, priority, subject_key, subject_kind, first_event_at, created_at, updated_at) VALUES ('r', 'risky_login', 'high', 'P2', 'account:1', 'account', 1, 1, 1)", []).is_err());
+            id
+        };
+        assert_eq!(store.migrate(None).expect("migrate"), vec!["0014_risk".to_owned()]);
+        let read = store.incident(old).expect("read").expect("still there");
+        assert_eq!((read.title.as_str(), read.rule.as_deref()), ("old", Some("brute_force_ip")));
+        assert_eq!(store.incident_event_ids(old, 10).expect("links"), vec![41, 42]);
+        let timeline = store.incident_timeline(old).expect("timeline");
+        assert_eq!(timeline.iter().map(|t| t.id).collect::<Vec<_>>(), vec![77]);
+        assert_eq!(store.incident_evidence(old).expect("evidence"), Some(serde_json::json!({ "kept": true })));
+        let conn = store.conn();
+        assert!(conn.execute("UPDATE incidents SET evidence = '{}' WHERE id = ?1", [old]).is_err(), "the evidence trigger is back");
+        for t in crate::model::IncidentType::ALL {
+            conn.execute(
+                "INSERT INTO incidents (title, incident_type, severity, priority, subject_key, subject_kind, first_event_at, created_at, updated_at, status, resolved_at) VALUES ('t', ?1, 'high', 'P2', 'gate', 'gate', 1, 1, 1, 'resolved', 1)",
+                [t.as_str()],
+            )
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+        }
+        // The cascades still work on the rebuilt tables.
+        conn.execute("DELETE FROM incidents WHERE id = ?1", [old]).expect("delete");
+        let left: i64 = conn.query_row("SELECT (SELECT COUNT(*) FROM incident_events) + (SELECT COUNT(*) FROM incident_timeline)", [], |r| r.get(0)).expect("count");
+        assert_eq!(left, 0);
+        drop(conn);
         assert_eq!(store.integrity_check().expect("check"), "ok");
     }
 

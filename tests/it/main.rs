@@ -16,6 +16,7 @@ mod metrics;
 mod mfa;
 mod playbooks;
 mod response;
+mod risk;
 mod scans;
 mod sessions;
 mod takeover;
