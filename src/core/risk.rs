@@ -271,6 +271,196 @@ impl Core {
 mod tests {
     use super::*;
     use crate::config::risk::{Risk, RiskSettings};
+    use crate::core::accounts::Actor;
+    use crate::core::login::{Attempt, Credential, Outcome, Prompt, Rejection};
+    use crate::model::{EventType, IncidentType, Secret, StoredEvent};
+    use crate::store::events::EventFilter;
+
+    const PW: &str = "Correct-Horse-Battery-9";
+    const T0: Millis = Millis(1_800_000_000_000);
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt")
+    }
+
+    fn login(core: &Core, rt: &tokio::runtime::Runtime, ip: &str, version: &str, method: &'static str, now: Millis) -> (Attempt, Outcome) {
+        let mut attempt = Attempt::new(ip.parse().expect("ip"), version.into(), "ssh", now);
+        let pw = Secret::new(PW.to_owned());
+        let outcome = rt.block_on(core.submit(&mut attempt, Credential::Password { username: "alice", password: &pw, method }, now));
+        (attempt, outcome)
+    }
+
+    fn newest(core: &Core, t: EventType) -> StoredEvent {
+        core.store.events(&EventFilter { event_type: Some(t), limit: 1, ..Default::default() }).expect("events").into_iter().next().expect("an event")
+    }
+
+    fn names(e: &StoredEvent) -> Vec<String> {
+        e.details["risk"]["factors"].as_array().expect("factors").iter().map(|f| f["name"].as_str().expect("name").to_owned()).collect()
+    }
+
+    /// Scored at the first factor, refused at `deny`: over `password` a
+    /// plain refusal that ends the connection, over keyboard-interactive
+    /// the refusal's prompt first; the event has the score and factors and
+    /// is suspicious; one `risky_login` incident about the account, with
+    /// the refused logins' events.
+    #[test]
+    fn a_score_at_deny_refuses_a_right_password_and_opens_an_incident() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = crate::core::test_core(dir.path(), "risk: {\n  step_up: 50\n  deny: 60\n}\nplaybooks: []\n");
+        let rt = rt();
+        let alice = rt.block_on(core.add_user("alice", Some("alice@example.org"), &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
+        let (attempt, outcome) = login(&core, &rt, "192.0.2.7", "SSH-2.0-OpenSSH_9.2", "password", T0);
+        assert!(matches!(outcome, Outcome::Rejected(Rejection::Risky)), "{outcome:?}");
+        assert_eq!(attempt.risk_score(), 60);
+        let e = newest(&core, EventType::LoginFailed);
+        assert_eq!((e.details["reason"].as_str(), e.risk_score, e.is_suspicious), (Some("risk_score_too_high"), 60, true), "{e:?}");
+        assert_eq!(names(&e), ["new_device", "new_address", "new_network"]);
+        let incidents = core.store.incidents(crate::store::incidents::IncidentFilter::All, 10).expect("incidents");
+        assert_eq!(incidents.len(), 1, "{incidents:?}");
+        assert_eq!((incidents[0].incident_type, incidents[0].subject.key()), (IncidentType::RiskyLogin, format!("account:{}", alice.id)));
+        assert_eq!(core.store.incident_event_ids(incidents[0].id, 10).expect("links"), vec![e.id]);
+        // keyboard-interactive: the refusal is shown, its answer ends it.
+        let (mut attempt, outcome) = login(&core, &rt, "192.0.2.7", "SSH-2.0-OpenSSH_9.2", "keyboard-interactive", T0.plus(std::time::Duration::from_secs(1)));
+        assert!(matches!(outcome, Outcome::Need(Prompt::RiskRefused)), "{outcome:?}");
+        assert!(attempt.awaiting_code());
+        let answer = Secret::new(String::new());
+        let outcome = rt.block_on(core.submit(&mut attempt, Credential::Code { code: &answer }, T0.plus(std::time::Duration::from_secs(2))));
+        assert!(matches!(outcome, Outcome::Rejected(Rejection::Risky)), "{outcome:?}");
+        let incidents = core.store.incidents(crate::store::incidents::IncidentFilter::All, 10).expect("incidents");
+        assert_eq!(incidents.len(), 1, "the second refusal attaches: {incidents:?}");
+        assert_eq!(core.store.incident_event_ids(incidents[0].id, 10).expect("links").len(), 2);
+        // Nothing was recorded as a login, no device was made.
+        assert!(core.store.devices_of(alice.id).expect("devices").is_empty());
+        assert!(core.store.events(&EventFilter { event_type: Some(EventType::LoginSuccess), limit: 1, ..Default::default() }).expect("events").is_empty());
+    }
+
+    /// At `step_up` with no factor above the one required: "allow" lets
+    /// the login in, noted (`step_up_unavailable`, medium); "deny" refuses
+    /// it (no incident: that is `deny`'s).
+    #[test]
+    fn no_higher_factor_allows_or_refuses_as_configured() {
+        for (choice, allowed) in [("allow", true), ("deny", false)] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let core = crate::core::test_core(dir.path(), &format!("risk: {{\n  step_up: 50\n  step_up_unavailable: {choice}\n}}\n"));
+            let rt = rt();
+            rt.block_on(core.add_user("alice", None, &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
+            let (_, outcome) = login(&core, &rt, "192.0.2.7", "SSH-2.0-OpenSSH_9.2", "keyboard-interactive", T0);
+            if allowed {
+                let Outcome::Accepted(auth) = outcome else { panic!("{choice}: {outcome:?}") };
+                assert_eq!((auth.risk_score(), auth.required_level, auth.factors), (60, 1, 1));
+                let e = newest(&core, EventType::LoginSuccess);
+                assert_eq!((e.details["risk"]["decision"].as_str(), e.severity.as_str(), e.risk_score), (Some("step_up_unavailable"), "medium", 60), "{e:?}");
+                let device = core.store.devices_of(auth.user.id).expect("devices");
+                assert_eq!(device[0].risk_score, 60);
+            } else {
+                assert!(matches!(outcome, Outcome::Need(Prompt::RiskRefused)), "{choice}: {outcome:?}");
+                let e = newest(&core, EventType::LoginFailed);
+                assert_eq!((e.details["reason"].as_str(), e.details["risk"]["decision"].as_str()), (Some("risk_step_up_unavailable"), Some("refused_step_up_unavailable")), "{e:?}");
+                assert!(core.store.incidents(crate::store::incidents::IncidentFilter::All, 10).expect("incidents").is_empty());
+            }
+        }
+    }
+
+    /// The signals are read from the store: known addresses and their
+    /// networks, failures in the window, incidents about the address or
+    /// its network (open; resolved within the window or not), suspicious
+    /// events from the network, the hour against the account's logins.
+    #[test]
+    fn signals_come_from_the_store() {
+        use crate::model::{Event, Finding, IncidentSeverity, Severity, Subject};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = crate::core::test_core(dir.path(), "risk: {\n  unusual_hour: {\n    min_logins: 3\n  }\n}\n");
+        let rt = rt();
+        let alice = rt.block_on(core.add_user("alice", None, &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
+        let hour = 3_600_000;
+        let midnight = Millis(T0.0 - T0.0 % 86_400_000);
+        // Three logins at about 09:00 UTC on earlier days, from 192.0.2.7.
+        for d in 1..=3 {
+            let at = Millis(midnight.0 - d * 86_400_000 + 9 * hour);
+            core.store.start_session(&crate::store::sessions::NewSession { user_id: alice.id, device_id: None, protocol: "ssh", ip: "192.0.2.7", client_version: "v", auth_method: "password", factors: 1, connected_at: at, now: at }).expect("session");
+        }
+        core.store.record_known_address(alice.id, "192.0.2.7", midnight).expect("known");
+        let dev = crate::core::devices::DeviceIdentity { client_version: "SSH-2.0-OpenSSH_9.2", hassh: None, key_fingerprint: None };
+        let at = |h: i64| Millis(midnight.0 + h * hour);
+        let signals = |ip: &str, now: Millis| core.risk_signals(&alice, ip.parse().expect("ip"), &dev, 0, now).expect("signals");
+        let s = signals("192.0.2.7", at(9));
+        assert_eq!(s, Signals { device: DeviceKnown::New, new_address: false, new_network: false, recent_failures: 0, suspicious: None, unusual_hour: Some(false) });
+        let s = signals("192.0.2.99", at(15));
+        assert_eq!((s.new_address, s.new_network, s.unusual_hour), (true, false, Some(true)), "another address of the /24, at 15:00");
+        assert!(signals("198.51.100.1", at(9)).new_network);
+        // Failures on the account within the hour count; older ones do not.
+        let failed = |when: Millis| Event::new(EventType::LoginFailed, Severity::Low, "f", when).user(Some(alice.id), Some("alice"));
+        core.store.insert_events(&[failed(Millis(at(9).0 - 2 * hour)), failed(Millis(at(9).0 - 60_000)), failed(Millis(at(9).0 - 30_000))]).expect("events");
+        assert_eq!(signals("192.0.2.7", at(9)).recent_failures, 2);
+        assert_eq!(core.risk_signals(&alice, "192.0.2.7".parse().expect("ip"), &dev, 5, at(9)).expect("signals").recent_failures, 3, "this connection's failures, capped at the count");
+        // An incident about the network of 203.0.113.9, then resolved.
+        let finding = |subject: Subject| Finding {
+            incident_type: IncidentType::BruteForceIp,
+            subject,
+            severity: IncidentSeverity::Medium,
+            title: "t".into(),
+            description: "d".into(),
+            event_ids: vec![],
+            first_event_at: at(1),
+            details: serde_json::json!({ "rule": "slow_brute_force" }),
+        };
+        let net = core.report_finding(finding(Subject::Network("203.0.113.0/24".into())), at(1)).expect("incident").incident_id;
+        assert_eq!(signals("203.0.113.9", at(9)).suspicious, Some(format!("incident {net} about network:203.0.113.0/24")));
+        core.resolve_incident(net, "done", &Actor::Cli("t".into()), at(2)).expect("resolve");
+        assert!(signals("203.0.113.9", at(9)).suspicious.is_some(), "resolved within 24h");
+        assert_eq!(signals("203.0.113.9", Millis(at(2).0 + 25 * hour)).suspicious, None, "resolved a day ago");
+        // An open incident about one address; not about its neighbour.
+        let one = core.report_finding(finding(Subject::Address("198.51.100.5".into())), at(1)).expect("incident").incident_id;
+        assert_eq!(signals("198.51.100.5", at(9)).suspicious, Some(format!("incident {one} about address:198.51.100.5")));
+        assert_eq!(signals("198.51.100.6", at(9)).suspicious, None);
+        // A suspicious event from another address of the network counts.
+        core.store.insert_events(&[Event::new(EventType::SuspiciousInput, Severity::Medium, "s", at(3)).ip(Some("198.51.100.77")).suspicious(50)]).expect("event");
+        assert_eq!(signals("198.51.100.6", at(9)).suspicious.as_deref(), Some("a suspicious event from network 198.51.100.0/24"));
+        assert_eq!(signals("198.51.100.6", Millis(at(3).0 + 25 * hour)).suspicious, None, "a day later");
+    }
+
+    /// Enrolls a one-time code through the mailed link; returns the secret.
+    fn enroll(core: &Core, rt: &tokio::runtime::Runtime, user: &User, now: Millis) -> Vec<u8> {
+        rt.block_on(core.start_otp_enrollment(user, crate::core::mfa::Method::Totp, &Actor::Cli("t".into()), now)).expect("enroll");
+        let mail = core.due_mail(now, 10).expect("mail");
+        let link = mail.iter().rev().find_map(|m| m.body.text.lines().find(|l| l.contains("/otp/enroll/"))).expect("link").trim().to_owned();
+        let token = link.rsplit('/').next().expect("token").to_owned();
+        let secret = crate::core::otp::base32_decode(&core.otp_enrollment_view(&token, now).expect("view").secret_base32).expect("base32");
+        let code = crate::core::otp::hotp(crate::model::OtpAlgorithm::Sha1, &secret, crate::core::otp::step_of(now.0 / 1000, 30), 6);
+        rt.block_on(core.otp_confirm(&token, &code, now)).expect("confirm");
+        secret
+    }
+
+    /// `adaptive_codes`: a plain `password` client of a user with a code
+    /// is let in with one factor and must pass the code in the terminal
+    /// when the login is risky (its `login_success` then carries the
+    /// score); from the known device and address it needs only the
+    /// password. Without `adaptive_codes` the code is always required.
+    #[test]
+    fn adaptive_codes_step_up_only_risky_logins() {
+        for adaptive in [true, false] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let core = crate::core::test_core(dir.path(), &format!("risk: {{\n  step_up: 50\n  adaptive_codes: {adaptive}\n}}\n"));
+            let rt = rt();
+            let alice = rt.block_on(core.add_user("alice", Some("alice@example.org"), &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
+            let secret = enroll(&core, &rt, &alice, T0);
+            let t1 = T0.plus(std::time::Duration::from_secs(60));
+            let (_, outcome) = login(&core, &rt, "192.0.2.7", "SSH-2.0-OpenSSH_9.2", "password", t1);
+            let Outcome::Accepted(auth) = outcome else { panic!("{outcome:?}") };
+            assert_eq!((auth.risk_score(), auth.required_level, auth.factors), (60, 2, 1), "adaptive {adaptive}");
+            let decision = newest(&core, EventType::SessionStarted).details["risk"]["decision"].as_str().map(str::to_owned);
+            assert_eq!(decision.as_deref(), Some(if adaptive { "step_up" } else { "step_up_unavailable" }));
+            let code = crate::core::otp::hotp(crate::model::OtpAlgorithm::Sha1, &secret, crate::core::otp::step_of(t1.0 / 1000, 30), 6);
+            let answer = rt.block_on(core.session_code(&auth, "192.0.2.7".parse().expect("ip"), &Secret::new(code), t1)).expect("code");
+            assert_eq!(answer, crate::core::login::CodeAnswer::Accepted);
+            let success = newest(&core, EventType::LoginSuccess);
+            assert_eq!((success.risk_score, names(&success)), (60, vec!["new_device".to_owned(), "new_address".to_owned(), "new_network".to_owned()]), "{success:?}");
+            rt.block_on(core.end_session(&auth, "192.0.2.7".parse().expect("ip"), "test", t1));
+            let (_, outcome) = login(&core, &rt, "192.0.2.7", "SSH-2.0-OpenSSH_9.2", "password", t1.plus(std::time::Duration::from_secs(60)));
+            let Outcome::Accepted(auth) = outcome else { panic!("{outcome:?}") };
+            assert_eq!((auth.risk_score(), auth.required_level), (10, if adaptive { 1 } else { 2 }), "adaptive {adaptive}");
+        }
+    }
 
     fn settings() -> RiskSettings {
         RiskSettings::default()
