@@ -102,7 +102,7 @@ pub fn unusual_hour(history: &[Millis], now: Millis, u: &UnusualHour) -> Option<
     if history.len() < u.min_logins as usize {
         return None;
     }
-    let hour = |t: Millis| (t.0.rem_euclid(86_400_000) / 3_600_000) as i64;
+    let hour = |t: Millis| t.0.rem_euclid(86_400_000) / 3_600_000;
     let h = hour(now);
     let margin = i64::from(u.margin_hours);
     let near = |other: i64| {
@@ -508,10 +508,11 @@ mod tests {
     /// factor's note says what was found.
     #[test]
     fn weights_come_from_the_config() {
-        let mut r = Risk::default();
-        r.weights.new_device = 0;
-        r.weights.recent_failures = 55;
-        r.recent_failures.failures = 1;
+        let r = Risk {
+            weights: crate::config::risk::Weights { new_device: 0, recent_failures: 55, ..Default::default() },
+            recent_failures: crate::config::risk::RecentFailures { failures: 1, ..Default::default() },
+            ..Risk::default()
+        };
         let s = crate::config::risk::resolve(r, &|k: &str| k.to_owned(), &mut Vec::new());
         let (got, factors) = score(&Signals { device: DeviceKnown::New, recent_failures: 4, ..signals() }, &s);
         assert_eq!(got, 55);
@@ -546,8 +547,7 @@ mod tests {
     #[test]
     fn decisions_at_the_thresholds() {
         let allow = settings();
-        let mut r = Risk::default();
-        r.step_up_unavailable = "deny".into();
+        let r = Risk { step_up_unavailable: "deny".into(), ..Risk::default() };
         let refuse = crate::config::risk::resolve(r, &|k: &str| k.to_owned(), &mut Vec::new());
         let cases: Vec<(u8, u8, &[u8], &RiskSettings, Decision)> = vec![
             (69, 1, &[1, 2], &allow, Decision::Allow),
