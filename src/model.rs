@@ -182,8 +182,9 @@ impl EventType {
 
 string_enum!(
     /// What an incident is about: the detection rule or the scan that
-    /// opened it, or `manual`. The store's CHECK constraint lists the same
-    /// names (migration 0016 the latest list).
+    /// opened it (`risky_login`: a login refused for its risk score), or
+    /// `manual`. The store's CHECK constraint lists the same names
+    /// (migration 0014 the latest list).
     IncidentType {
         BruteForceAccount => "brute_force_account",
         BruteForceIp => "brute_force_ip",
@@ -193,6 +194,7 @@ string_enum!(
         UsernameEnumeration => "username_enumeration",
         InjectionAttempt => "injection_attempt",
         ClonedAuthenticator => "cloned_authenticator",
+        RiskyLogin => "risky_login",
         // `security scan mfa`: a sysop's factors below the required level.
         SysopFactorLevel => "sysop_factor_level",
         Manual => "manual",

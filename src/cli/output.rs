@@ -211,13 +211,30 @@ pub fn events(list: &[StoredEvent], json: bool, as_array: bool) -> anyhow::Resul
                 e.severity.clone(),
                 e.username.clone().unwrap_or_default(),
                 e.ip.clone().unwrap_or_default(),
+                risk_cell(e),
                 e.description.clone(),
             ]
         })
         .collect();
-    table(&["ID", "TIME", "TYPE", "SEVERITY", "USER", "IP", "DESCRIPTION"], rows)?;
+    table(&["ID", "TIME", "TYPE", "SEVERITY", "USER", "IP", "RISK", "DESCRIPTION"], rows)?;
     std::io::stdout().flush()?;
     Ok(())
+}
+
+/// The RISK column: the score, and the factors with their weights when
+/// the event has them (`details.risk`, the events of a scored login):
+/// "80 new_device+30 new_address+15 new_network+15 recent_failures+20".
+/// Empty for an event with neither.
+fn risk_cell(e: &StoredEvent) -> String {
+    let factors: Vec<String> = e.details["risk"]["factors"]
+        .as_array()
+        .map(|list| list.iter().filter_map(|f| Some(format!("{}{:+}", f["name"].as_str()?, f["weight"].as_i64()?))).collect())
+        .unwrap_or_default();
+    match (e.risk_score, factors.is_empty()) {
+        (0, true) => String::new(),
+        (score, true) => score.to_string(),
+        (score, false) => format!("{score} {}", factors.join(" ")),
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -771,6 +788,17 @@ mod tests {
             }
         }
         assert!(json_line(&event("x\u{9b}", "d")).expect("json").contains(r#""username":"x\u009b""#));
+    }
+
+    #[test]
+    fn risk_cell_shows_the_score_and_factors() {
+        let plain = event("alice", "d");
+        assert_eq!(risk_cell(&plain), "");
+        let scored = StoredEvent { risk_score: 60, ..event("alice", "d") };
+        assert_eq!(risk_cell(&scored), "60");
+        let factors = serde_json::json!({ "risk": { "score": 35, "decision": "allow", "factors": [{ "name": "new_device", "weight": 30 }, { "name": "trusted_device", "weight": -30 }, { "name": "recent_failures", "weight": 20, "note": "3 within 1h" }] } });
+        let login = StoredEvent { risk_score: 20, details: factors, ..event("alice", "d") };
+        assert_eq!(risk_cell(&login), "20 new_device+30 trusted_device-30 recent_failures+20");
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Settings {
     pub locks: super::schema::Locks,
     /// The detection rules, resolved.
     pub detection: super::detection::DetectionSettings,
+    /// The risk score's factors and thresholds, resolved.
+    pub risk: super::risk::RiskSettings,
     /// Required factor level per group name (lowercase).
     pub group_levels: std::collections::BTreeMap<String, u8>,
     /// Response playbooks, in order (the built-in ones when the config
@@ -360,6 +362,7 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
         problems.push(format!("{}: must be at most {} (0 keeps every event)", at("retention.events_days"), super::export::MAX_EVENTS_DAYS));
     }
     let export = super::export::resolve(s.export, &absolute, &at, &mut problems);
+    let risk = super::risk::resolve(s.risk, &at, &mut problems);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -425,6 +428,7 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
         blocks: s.blocks.with_never_block(never_block),
         locks: s.locks,
         detection,
+        risk,
         group_levels,
         playbooks_source: playbooks.as_ref().map(|p| p.source.clone()).unwrap_or_default(),
         playbooks: playbooks.map(|p| p.playbooks).unwrap_or_default(),
@@ -507,6 +511,7 @@ mod tests {
         assert_eq!(shipped.ssh.startups, MaxStartups { start: 10, rate: 30, full: 100 });
         assert_eq!(shipped.ssh.login_grace_time, Duration::from_secs(120));
         assert_eq!(format!("{:?}", shipped.detection), format!("{:?}", empty.detection), "the shipped detection section is the defaults");
+        assert_eq!(format!("{:?}", shipped.risk), format!("{:?}", empty.risk), "the shipped risk section is the defaults");
     }
 
     #[test]
@@ -632,7 +637,7 @@ mod tests {
             vec![
                 "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
                 "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
-                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"incidents\", \"blocks\", \"locks\", \"detection\", \"groups\", \"playbooks\", \"webhooks\", \"retention\", \"export\"".to_string(),
+                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"incidents\", \"blocks\", \"locks\", \"detection\", \"risk\", \"groups\", \"playbooks\", \"webhooks\", \"retention\", \"export\"".to_string(),
             ]
         );
     }
@@ -700,7 +705,7 @@ mod tests {
         assert_eq!(s.playbooks_source, "portcullis.hjson");
         // No `playbooks` key: the built-in ones; `playbooks: []`: none.
         let s = check("{}").unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!((s.playbooks.len(), s.playbooks_source.as_str()), (5, "playbooks.hjson (built-in)"));
+        assert_eq!((s.playbooks.len(), s.playbooks_source.as_str()), (6, "playbooks.hjson (built-in)"));
         assert!(check("playbooks: []\n").unwrap_or_else(|e| panic!("{e:?}")).playbooks.is_empty());
         assert_eq!(check(DEFAULT_CONFIG).unwrap_or_else(|e| panic!("{e:?}")).playbooks, s.playbooks, "the shipped config keeps the defaults");
     }

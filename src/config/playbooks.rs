@@ -607,14 +607,16 @@ mod tests {
         let loaded = load(None, "portcullis.hjson", Path::new("/nonexistent"), &BTreeSet::new()).unwrap_or_else(|e| panic!("{e:#?}"));
         assert_eq!(loaded.source, BUILT_IN);
         let names: Vec<&str> = loaded.playbooks.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["lock-brute-force-account", "block-attacking-address", "account-takeover", "cloned-authenticator", "escalate-critical"]);
+        assert_eq!(names, ["lock-brute-force-account", "block-attacking-address", "account-takeover", "cloned-authenticator", "risky-login", "escalate-critical"]);
         assert!(loaded.playbooks.iter().all(|p| !p.dry_run));
         let first = &loaded.playbooks[0];
         assert_eq!(first.when.incident_types, [IncidentType::BruteForceAccount]);
         assert_eq!(first.actions, [Action::Lock { duration: Duration::from_secs(900) }]);
         assert_eq!(loaded.playbooks[1].actions, [Action::Block { duration: None, ipv4_bits: None, ipv6_bits: None }]);
         assert_eq!(loaded.playbooks[2].actions, [Action::Lock { duration: Duration::from_secs(86_400) }, Action::RevokeSessions, Action::ForcePasswordReset, Action::Notify(vec![NotifyTarget::User])]);
-        let last = &loaded.playbooks[4];
+        assert_eq!(loaded.playbooks[4].when.incident_types, [IncidentType::RiskyLogin]);
+        assert_eq!(loaded.playbooks[4].actions, [Action::Notify(vec![NotifyTarget::User])]);
+        let last = &loaded.playbooks[5];
         assert_eq!(last.when.severity_at_least, Some(IncidentSeverity::Critical));
         assert_eq!(last.actions, [Action::Escalate(Escalation { after: Duration::from_secs(3600), raise_severity: false, notify: vec![NotifyTarget::Sysops], webhook: None })]);
     }
@@ -720,9 +722,9 @@ mod tests {
             (&with_action("\"lock\""),
              "portcullis.hjson:6:7: playbooks[0].actions[0]: an action is an object with one key, like { lock: \"15m\" } or { notify: sysops }"),
             ("playbooks: [\n  {\n    name: p\n    when: { incident_type: \"brute_force\" }\n    actions: [\n      { revoke_sessions: true }\n    ]\n  }\n]\n",
-             "portcullis.hjson:4:28: playbooks[0].when.incident_type: unknown incident type \"brute_force\", expected one of \"brute_force_account\", \"brute_force_ip\", \"credential_stuffing\", \"password_spraying\", \"account_takeover\", \"username_enumeration\", \"injection_attempt\", \"cloned_authenticator\", \"sysop_factor_level\", \"manual\""),
+             "portcullis.hjson:4:28: playbooks[0].when.incident_type: unknown incident type \"brute_force\", expected one of \"brute_force_account\", \"brute_force_ip\", \"credential_stuffing\", \"password_spraying\", \"account_takeover\", \"username_enumeration\", \"injection_attempt\", \"cloned_authenticator\", \"risky_login\", \"sysop_factor_level\", \"manual\""),
             ("playbooks: [\n  {\n    name: p\n    when: {\n      incident_type: [\"manual\", \"bruteforce\"]\n    }\n    actions: [\n      { revoke_sessions: true }\n    ]\n  }\n]\n",
-             "portcullis.hjson:5:33: playbooks[0].when.incident_type[1]: unknown incident type \"bruteforce\", expected one of \"brute_force_account\", \"brute_force_ip\", \"credential_stuffing\", \"password_spraying\", \"account_takeover\", \"username_enumeration\", \"injection_attempt\", \"cloned_authenticator\", \"sysop_factor_level\", \"manual\""),
+             "portcullis.hjson:5:33: playbooks[0].when.incident_type[1]: unknown incident type \"bruteforce\", expected one of \"brute_force_account\", \"brute_force_ip\", \"credential_stuffing\", \"password_spraying\", \"account_takeover\", \"username_enumeration\", \"injection_attempt\", \"cloned_authenticator\", \"risky_login\", \"sysop_factor_level\", \"manual\""),
             ("playbooks: [\n  {\n    name: p\n    when: { severity_at_least: \"severe\" }\n    actions: [\n      { revoke_sessions: true }\n    ]\n  }\n]\n",
              "portcullis.hjson:4:32: playbooks[0].when.severity_at_least: unknown severity \"severe\", expected one of \"low\", \"medium\", \"high\", \"critical\""),
             ("playbooks: [\n  {\n    name: p\n    when: { incident_type: \"manual\" }\n    actions: []\n  }\n]\n",

@@ -30,6 +30,8 @@ pub struct Schema {
     pub locks: Locks,
     /// The detection rules (`core::detect`): see `config/detection.rs`.
     pub detection: super::detection::Detection,
+    /// The risk score of each login (`core::risk`): see `config/risk.rs`.
+    pub risk: super::risk::Risk,
     /// Policy per group: `groups: { sysops: { require_level: 2 } }`.
     pub groups: std::collections::BTreeMap<String, GroupPolicy>,
     /// Response playbooks: an array, or the name of a file holding
@@ -61,6 +63,7 @@ impl Default for Schema {
             blocks: Blocks::default(),
             locks: Locks::default(),
             detection: Default::default(),
+            risk: Default::default(),
             groups: Default::default(),
             playbooks: None,
             webhooks: Default::default(),
@@ -449,4 +452,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, blocks, locks, detection, groups, playbooks, webhooks, retention, export);
+sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, blocks, locks, detection, risk, groups, playbooks, webhooks, retention, export);

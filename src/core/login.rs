@@ -8,6 +8,7 @@ use super::admission::Refusal;
 use super::devices::{DeviceIdentity, Hassh};
 use super::password::{self, Verify};
 use super::mfa::CodeVerdict;
+use super::risk::{Decision, LoginRisk};
 use super::Core;
 use crate::model::{valid_username, Event, EventType, Millis, Secret, Severity, User};
 use crate::store::devices::{Identity, SeenDevice};
@@ -33,6 +34,16 @@ pub struct Attempt {
     /// The account's lock and what it meant for this login (refused, or
     /// admitted from the owner's known address), for its events.
     lock: Option<serde_json::Value>,
+    /// The risk score of this login, once its first factor was right.
+    risk: Option<LoginRisk>,
+    /// The factor level this login must reach (its score included), set
+    /// with the first factor.
+    level: Option<u8>,
+    /// Refused for its risk over keyboard-interactive: the refusal was
+    /// shown as a prompt; its answer ends the connection.
+    risk_refused: bool,
+    /// The id of the last failure's event, when it was waited for.
+    failure_event: Option<i64>,
 }
 
 struct Pending {
@@ -79,12 +90,19 @@ pub struct Authenticated {
     pub required_level: u8,
     /// The previous login, for the welcome screen.
     pub previous_login: Option<(Millis, String)>,
+    /// The login's risk score and its factors (`None`: scoring is off).
+    pub risk: Option<LoginRisk>,
 }
 
 impl Authenticated {
     /// Every required factor has passed.
     pub fn complete(&self) -> bool {
         self.factors >= self.required_level
+    }
+
+    /// The login's risk score (ACS `RSn`); 0 with scoring off.
+    pub fn risk_score(&self) -> u8 {
+        self.risk.as_ref().map_or(0, |r| r.score)
     }
 }
 
@@ -103,7 +121,16 @@ pub enum Prompt {
     /// Again, after the code that confirmed enrollment moments ago was
     /// typed (refused: each code works once): the prompt says why.
     CodeJustUsed,
+    /// Keyboard-interactive only: the login is refused for its risk
+    /// (`RISK_REFUSED`); whatever is answered ends the connection.
+    RiskRefused,
 }
+
+/// What a client refused for its risk score reads (keyboard-interactive:
+/// the only method that can carry text to OpenSSH). Shown only after a
+/// right first factor, as a risk refusal is; the owner is told as well
+/// (the `risky_login` incident's playbook mails them).
+pub const RISK_REFUSED: &str = "This login was refused: it looks too risky (new device or place, recent failures). Your sysop has been told; log in from a device or place you have used before, or ask them.";
 
 /// What the user is told when the code just used to enroll is typed again
 /// (only ever after a right first factor).
@@ -134,6 +161,9 @@ pub enum Rejection {
     /// Wrong username or password, or a locked account: the client is
     /// told nothing more. The event log has the real reason.
     Denied,
+    /// Refused for its risk score (the first factor was right): the
+    /// connection ends.
+    Risky,
     /// The address is held off or the hash pool is full: refused without
     /// a hash.
     Refused,
@@ -158,6 +188,8 @@ enum Reason {
     SecondFactorNotEnrolled,
     HardwareKeyRequired,
     NoFirstFactor,
+    RiskDenied,
+    RiskStepUpUnavailable,
 }
 
 impl Reason {
@@ -177,6 +209,8 @@ impl Reason {
             Reason::SecondFactorNotEnrolled => "second_factor_not_enrolled",
             Reason::HardwareKeyRequired => "hardware_key_required",
             Reason::NoFirstFactor => "code_without_first_factor",
+            Reason::RiskDenied => "risk_score_too_high",
+            Reason::RiskStepUpUnavailable => "risk_step_up_unavailable",
         }
     }
     fn counts_as_failure(self) -> bool {
@@ -205,7 +239,21 @@ enum SecondFactor {
 
 impl Attempt {
     pub fn new(ip: IpAddr, client_version: String, protocol: &'static str, connected_at: Millis) -> Attempt {
-        Attempt { ip, client_version, hassh: None, protocol, connected_at, failures: 0, key_fingerprint: None, pending: None, lock: None }
+        Attempt {
+            ip,
+            client_version,
+            hassh: None,
+            protocol,
+            connected_at,
+            failures: 0,
+            key_fingerprint: None,
+            pending: None,
+            lock: None,
+            risk: None,
+            level: None,
+            risk_refused: false,
+            failure_event: None,
+        }
     }
 
     /// The device this attempt comes from, as far as it is known now.
@@ -217,6 +265,24 @@ impl Attempt {
     pub fn awaiting_code(&self) -> bool {
         self.pending.is_some()
     }
+
+    /// The risk score of this login so far (0 before its first factor
+    /// was right, or with scoring off).
+    pub fn risk_score(&self) -> u8 {
+        self.risk.as_ref().map_or(0, |r| r.score)
+    }
+}
+
+/// `e` with the login's score, and with `details.risk` (the score, the
+/// factors and their weights, the decision) when `details`.
+fn with_risk(mut e: Event, risk: Option<&LoginRisk>, details: bool) -> Event {
+    if let Some(r) = risk {
+        e.risk_score = r.score;
+        if details {
+            e = e.detail("risk", r.details());
+        }
+    }
+    e
 }
 
 impl Core {
@@ -260,6 +326,8 @@ impl Core {
         attempt.pending = None;
         attempt.key_fingerprint = None;
         attempt.lock = None;
+        attempt.risk = None;
+        attempt.level = None;
         let username = credential.username();
         // One first-factor check per address at a time, held until its
         // failure (if any) is counted: parallel connections from one
@@ -326,7 +394,24 @@ impl Core {
             (None, Some(u)) => u,
             (None, None) => return self.fail(attempt, username, method, Reason::UnknownUser, None, now, None).await,
         };
-        match self.second_factor(&user) {
+        // The device is known now: the login's risk score, and the level
+        // it must reach with it.
+        let scored = self.login_level(&user).and_then(|base| Ok((base, self.assess_login(&user, attempt.ip, &attempt.device(), attempt.failures, base, now)?)));
+        let (base, risk) = match scored {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, "scoring a login's risk");
+                return self.fail(attempt, username, method, Reason::Busy, Some(&user), now, None).await;
+            }
+        };
+        attempt.level = Some(risk.as_ref().map_or(base, |r| r.level));
+        attempt.risk = risk;
+        match attempt.risk.as_ref().map(|r| r.decision) {
+            Some(Decision::Deny) => return self.refuse_for_risk(attempt, &user, method, Reason::RiskDenied, kbd, now).await,
+            Some(Decision::RefusedStepUpUnavailable) => return self.refuse_for_risk(attempt, &user, method, Reason::RiskStepUpUnavailable, kbd, now).await,
+            _ => {}
+        }
+        match self.second_factor_at(&user, attempt.level.unwrap_or(base)) {
             Ok(SecondFactor::NotNeeded) => self.succeed(attempt, user, method.to_owned(), 1, Vec::new(), now).await,
             // A plain `password` client cannot be asked here: it gets in with
             // one factor and the terminal flow asks for the code before
@@ -347,8 +432,9 @@ impl Core {
         }
     }
 
-    fn second_factor(&self, user: &User) -> super::Result<SecondFactor> {
-        let level = self.required_level(user)?;
+    /// What a login that must reach `level` still needs after its first
+    /// factor.
+    fn second_factor_at(&self, user: &User, level: u8) -> super::Result<SecondFactor> {
         if level < 2 {
             return Ok(SecondFactor::NotNeeded);
         }
@@ -367,6 +453,10 @@ impl Core {
         let Some(p) = attempt.pending.take() else {
             return self.fail(attempt, "", "code", Reason::NoFirstFactor, None, now, None).await;
         };
+        // The answer to the risk refusal's prompt: the connection ends.
+        if attempt.risk_refused {
+            return Outcome::Rejected(Rejection::Risky);
+        }
         // The first factor failed (and was recorded): the code is not even
         // looked at.
         let Some(user) = p.user else {
@@ -430,7 +520,12 @@ impl Core {
     pub async fn session_code(&self, auth: &Authenticated, ip: IpAddr, code: &Secret<String>, now: Millis) -> super::Result<CodeAnswer> {
         let verdict = self.check_login_code(&auth.user, code.expose(), now)?;
         let base = |t: EventType, s: Severity, d: String| {
-            Event::new(t, s, d, now).user(Some(auth.user.id), Some(&auth.user.username)).ip(Some(&ip.to_string())).session(Some(auth.session_id)).device(Some(auth.device_id)).detail("stage", "terminal")
+            with_risk(Event::new(t, s, d, now), auth.risk.as_ref(), false)
+                .user(Some(auth.user.id), Some(&auth.user.username))
+                .ip(Some(&ip.to_string()))
+                .session(Some(auth.session_id))
+                .device(Some(auth.device_id))
+                .detail("stage", "terminal")
         };
         match verdict {
             CodeVerdict::Accepted { kind } => {
@@ -440,7 +535,10 @@ impl Core {
                     base(EventType::OtpSuccess, Severity::Info, format!("{kind} code accepted for {}", auth.user.username)).detail("method", kind)
                 };
                 let method = format!("password+{kind}");
-                let success = base(EventType::LoginSuccess, Severity::Info, format!("{method} login of {}", auth.user.username)).detail("method", method).detail("protocol", "ssh").detail("factors", 2);
+                let success = with_risk(base(EventType::LoginSuccess, Severity::Info, format!("{method} login of {}", auth.user.username)), auth.risk.as_ref(), true)
+                    .detail("method", method)
+                    .detail("protocol", "ssh")
+                    .detail("factors", 2);
                 if !self.events.record_committed(vec![e, success]).await {
                     return Err(super::Error::EventLog);
                 }
@@ -491,7 +589,7 @@ impl Core {
         let penalty = self.admission.record_failure(attempt.ip, now);
         let max = self.settings().ssh.max_auth_tries;
         let out_of_tries = attempt.failures >= max;
-        let mut e = event.detail("reason", reason.as_str()).detail("attempt", attempt.failures).detail("protocol", attempt.protocol);
+        let mut e = with_risk(event.detail("reason", reason.as_str()).detail("attempt", attempt.failures).detail("protocol", attempt.protocol), attempt.risk.as_ref(), true);
         if out_of_tries {
             e = e.detail("disconnected", true);
         }
@@ -593,7 +691,11 @@ impl Core {
             attempt.failures += 1;
             penalty = self.admission.record_failure(attempt.ip, now);
         }
-        let severity = if reason == Reason::Locked { Severity::Medium } else { Severity::Low };
+        let severity = match reason {
+            Reason::RiskDenied => Severity::High,
+            Reason::Locked | Reason::RiskStepUpUnavailable => Severity::Medium,
+            _ => Severity::Low,
+        };
         // The attempted name is stored as typed (bounded); it is escaped
         // wherever it is displayed.
         let attempted: String = username.chars().take(64).collect();
@@ -633,7 +735,17 @@ impl Core {
         if out_of_tries {
             e = e.detail("disconnected", true);
         }
-        self.record(e).await;
+        e = with_risk(e, attempt.risk.as_ref(), true);
+        attempt.failure_event = None;
+        if reason == Reason::RiskDenied {
+            // Suspicious: the address now counts for later logins' scores.
+            let score = e.risk_score;
+            e = e.suspicious(score);
+            // Waited for: its id goes on the incident.
+            attempt.failure_event = self.events.record_committed_id(e).await;
+        } else {
+            self.record(e).await;
+        }
         if !username.is_empty() && self.settings().detection.injection.enabled {
             let categories = super::detect::injection::classify(username);
             if !categories.is_empty() {
@@ -651,6 +763,38 @@ impl Core {
         })
     }
 
+    /// Refuses a login for its risk score (its first factor was right):
+    /// the failure's event carries the score and factors; at or above
+    /// `risk.deny` a `risky_login` incident about the account opens (or
+    /// the open one grows), its playbooks run. The device, if the account
+    /// has it, keeps the score. Over keyboard-interactive the client is
+    /// shown `RISK_REFUSED`, elsewhere refused; the connection ends.
+    async fn refuse_for_risk(&self, attempt: &mut Attempt, user: &User, method: &'static str, reason: Reason, kbd: bool, now: Millis) -> Outcome {
+        let Some(risk) = attempt.risk.clone() else { return self.fail(attempt, &user.username, method, reason, Some(user), now, None).await };
+        let (store, user_id, fingerprint, score) = (self.store.clone(), user.id, attempt.device().fingerprint(), risk.score);
+        tokio::spawn(async move {
+            if let Err(err) = store.set_device_risk(user_id, &fingerprint, score) {
+                tracing::warn!(error = %err, "keeping a device's risk score");
+            }
+        });
+        let outcome = self.fail(attempt, &user.username, method, reason, Some(user), now, None).await;
+        if reason == Reason::RiskDenied {
+            let finding = risky_login_finding(user, attempt, &risk, self.settings().risk.deny, now);
+            if let Err(e) = self.respond_to_finding(finding, now).await {
+                tracing::error!(error = %e, "opening the incident of a risky login");
+            }
+        }
+        if matches!(outcome, Outcome::Rejected(Rejection::Refused)) {
+            return outcome;
+        }
+        if kbd {
+            attempt.pending = Some(Pending { user: None, method });
+            attempt.risk_refused = true;
+            return Outcome::Need(Prompt::RiskRefused);
+        }
+        Outcome::Rejected(Rejection::Risky)
+    }
+
     async fn record_penalty(&self, attempt: &Attempt, until: Millis, now: Millis) {
         self.record_penalty_of(attempt.ip, until, now).await
     }
@@ -665,7 +809,8 @@ impl Core {
 
     async fn succeed(&self, attempt: &mut Attempt, user: User, method: String, factors: u8, mut extra: Vec<Event>, now: Millis) -> Outcome {
         let method = method.as_str();
-        let required_level = match self.required_level(&user) {
+        // The level decided with the first factor (its risk score in it).
+        let required_level = match attempt.level.map_or_else(|| self.required_level(&user), Ok) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "reading a user's factors during login");
@@ -697,6 +842,7 @@ impl Core {
             hassh_algorithms: attempt.hassh.as_ref().map(|h| h.algorithms.as_str()),
             key_fingerprint: attempt.key_fingerprint.as_deref(),
             legacy_fingerprint: Some(&legacy),
+            risk_score: attempt.risk.as_ref().map(|r| r.score),
         };
         let started = self.store.see_device_as(&device, &who).and_then(|seen| {
             let session_id = self.store.start_session(&NewSession {
@@ -724,10 +870,12 @@ impl Core {
         for e in &mut extra {
             e.device_id = Some(device_id);
             e.session_id = Some(session_id);
+            e.risk_score = attempt.risk.as_ref().map_or(0, |r| r.score);
         }
         events.append(&mut extra);
+        let risk = attempt.risk.clone();
         let base = |t, s, d: String| {
-            Event::new(t, s, d, now)
+            with_risk(Event::new(t, s, d, now), risk.as_ref(), false)
                 .user(Some(user.id), Some(&user.username))
                 .ip(Some(&ip))
                 .device(Some(device_id))
@@ -750,14 +898,17 @@ impl Core {
             // The first factor is its own step: the session starts, the
             // login is recorded when the code passes (`session_code`).
             events.push(
-                base(EventType::SessionStarted, Severity::Info, format!("{} session started after the first factor; the code is still to come", attempt.protocol))
+                with_risk(base(EventType::SessionStarted, Severity::Info, format!("{} session started after the first factor; the code is still to come", attempt.protocol)), risk.as_ref(), true)
                     .detail("stage", "first_factor")
                     .detail("method", method)
                     .detail("factors", factors)
                     .detail("code_pending", true),
             );
         } else {
-            let mut success = base(EventType::LoginSuccess, Severity::Info, format!("{method} login of {}", user.username))
+            // A risky login that could not be stepped up goes on, noted.
+            let unstepped = risk.as_ref().is_some_and(|r| r.decision == Decision::StepUpUnavailable);
+            let severity = if unstepped { Severity::Medium } else { Severity::Info };
+            let mut success = with_risk(base(EventType::LoginSuccess, severity, format!("{method} login of {}", user.username)), risk.as_ref(), true)
                 .detail("method", method)
                 .detail("protocol", attempt.protocol)
                 .detail("factors", factors);
@@ -789,7 +940,7 @@ impl Core {
             }
             self.record_full_login(&user, attempt.ip, now);
         }
-        Outcome::Accepted(Box::new(Authenticated { user, session_id, device_id, factors, required_level, previous_login }))
+        Outcome::Accepted(Box::new(Authenticated { user, session_id, device_id, factors, required_level, previous_login, risk }))
     }
 
     /// Ends a session row and records `session_ended`.
@@ -804,6 +955,30 @@ impl Core {
             .device(Some(auth.device_id))
             .detail("reason", reason);
         self.record(e).await;
+    }
+}
+
+/// The finding of a login refused at or above `risk.deny`: about the
+/// account (someone has its first factor), with the refused login's event.
+fn risky_login_finding(user: &User, attempt: &Attempt, risk: &LoginRisk, deny: u8, now: Millis) -> crate::model::Finding {
+    let factors: Vec<String> = risk.factors.iter().map(|f| format!("{} {:+}", f.name, f.weight)).collect();
+    let device = attempt.device().name();
+    crate::model::Finding {
+        incident_type: crate::model::IncidentType::RiskyLogin,
+        subject: crate::model::Subject::Account { user_id: Some(user.id), username: user.username.clone() },
+        severity: crate::model::IncidentSeverity::High,
+        title: format!("risky login of {} refused (score {})", user.username, risk.score),
+        description: format!(
+            "a login of {} from {} with a right first factor scored {} (deny at {deny}) and was refused; device: {}; factors: {}",
+            user.username,
+            attempt.ip,
+            risk.score,
+            crate::model::escape_control(&device),
+            factors.join(", ")
+        ),
+        event_ids: attempt.failure_event.into_iter().collect(),
+        first_event_at: now,
+        details: serde_json::json!({ "rule": "risky_login", "score": risk.score, "deny": deny, "factors": risk.factors, "address": attempt.ip.to_string(), "device": device }),
     }
 }
 

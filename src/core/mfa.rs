@@ -189,6 +189,16 @@ impl Core {
     /// The factor level a user must reach: the highest of what the account
     /// had imposed, the user's groups' policy, and 2 once a code is enrolled.
     pub fn required_level(&self, user: &User) -> Result<u8> {
+        let mut level = self.policy_level(user);
+        if self.store.otp(user.id)?.is_some_and(|o| o.enabled) {
+            level = level.max(2);
+        }
+        Ok(level)
+    }
+
+    /// The level the sysop's group policy and playbooks impose, without
+    /// what the user opted into.
+    pub fn policy_level(&self, user: &User) -> u8 {
         let s = self.settings();
         let mut level = user.imposed_level.max(1);
         for g in &user.groups {
@@ -196,10 +206,19 @@ impl Core {
                 level = level.max(*l);
             }
         }
-        if self.store.otp(user.id)?.is_some_and(|o| o.enabled) {
-            level = level.max(2);
+        level
+    }
+
+    /// The level a login needs before its risk score: `required_level`,
+    /// or with `risk.adaptive_codes` only the policy's (an enrolled code
+    /// is then asked when the score reaches `risk.step_up`).
+    pub fn login_level(&self, user: &User) -> Result<u8> {
+        let s = self.settings();
+        if s.risk.enabled && s.risk.adaptive_codes {
+            Ok(self.policy_level(user))
+        } else {
+            self.required_level(user)
         }
-        Ok(level)
     }
 
     fn open_secret(&self, row: &OtpRow) -> Result<Vec<u8>> {

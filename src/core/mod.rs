@@ -21,6 +21,7 @@ pub mod otp;
 pub mod password;
 pub mod playbooks;
 pub mod response;
+pub mod risk;
 pub mod scans;
 pub mod rollups;
 pub mod retention;
@@ -93,6 +94,15 @@ impl EventSink {
                 ok
             }
             EventSink::Direct(s) => s.insert_events(&events).is_ok(),
+        }
+    }
+
+    /// Records one event and waits for its commit: the id it got, or
+    /// `None` if it could not be written.
+    pub async fn record_committed_id(&self, event: Event) -> Option<i64> {
+        match self {
+            EventSink::Writer(w) => w.record_committed_id(event).await,
+            EventSink::Direct(s) => s.insert_events(std::slice::from_ref(&event)).ok().and_then(|ids| ids.first().copied()),
         }
     }
 }

@@ -106,8 +106,10 @@ impl AcsContext for Session<'_> {
             }
         }
     }
+    /// The score of this session's login (`core::risk`), as decided at
+    /// login.
     fn risk_score(&self) -> u8 {
-        0 // risk scoring arrives with the devices issue
+        self.auth.risk_score()
     }
 }
 

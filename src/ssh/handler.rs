@@ -205,6 +205,11 @@ impl Handler {
             Outcome::Need(Prompt::Code) if kbd => code_prompt(),
             // Only ever asked through keyboard-interactive (the code step).
             Outcome::Need(Prompt::CodeJustUsed) => code_prompt_again(),
+            Outcome::Need(Prompt::RiskRefused) => risk_refused_prompt(),
+            Outcome::Rejected(Rejection::Risky) => {
+                self.shared.kick.notify_one();
+                Auth::reject()
+            }
             // Password or key accepted as far as the client may learn: the
             // code is asked through keyboard-interactive.
             Outcome::Need(Prompt::Code) => {
@@ -249,6 +254,18 @@ fn code_prompt_again() -> Auth {
         name: Cow::Borrowed(""),
         instructions: Cow::Borrowed(crate::core::login::CODE_JUST_USED),
         prompts: Cow::Owned(vec![(Cow::Owned(format!("{} Verification code: ", crate::core::login::CODE_JUST_USED)), false)]),
+    }
+}
+
+/// The refusal of a risky login, as keyboard-interactive can show it: in
+/// the instructions and (for clients that show only prompts, as OpenSSH
+/// below its default log level) in the one prompt, whose answer ends the
+/// connection.
+fn risk_refused_prompt() -> Auth {
+    Auth::Partial {
+        name: Cow::Borrowed(""),
+        instructions: Cow::Borrowed(crate::core::login::RISK_REFUSED),
+        prompts: Cow::Owned(vec![(Cow::Owned(format!("{} Press Enter to close: ", crate::core::login::RISK_REFUSED)), true)]),
     }
 }
 

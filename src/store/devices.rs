@@ -37,6 +37,8 @@ pub struct Identity<'a> {
     /// The fingerprint a row recorded before migration 0010 has for this
     /// version string: such a row (not trusted) is taken over.
     pub legacy_fingerprint: Option<&'a str>,
+    /// The risk score of this login (`core::risk`), kept on the device.
+    pub risk_score: Option<u8>,
 }
 
 /// What `see_device_as` found.
@@ -99,8 +101,8 @@ impl Store {
                 // identity leaves the browser's version out, its name shows it.
                 tx.execute(
                     "UPDATE devices SET last_seen_at = ?2, last_ip = ?3, login_count = login_count + ?4, failure_count = failure_count + ?5,
-                                        device_name = ?6, client_version = ?7 WHERE id = ?1",
-                    params![id, d.now.0, d.ip, logins, failures, d.device_name, d.client_version],
+                                        device_name = ?6, client_version = ?7, risk_score = COALESCE(?8, risk_score) WHERE id = ?1",
+                    params![id, d.now.0, d.ip, logins, failures, d.device_name, d.client_version, who.risk_score],
                 )
                 .doing("updating a device")?;
                 (id, false, false, false)
@@ -123,10 +125,10 @@ impl Store {
                 tx.execute(
                     // The id is past every deleted account's and removed device (retired_ids).
                     "INSERT INTO devices (id, user_id, fingerprint, device_name, device_type, client_version, first_seen_at, last_seen_at, last_ip, login_count, failure_count,
-                                          fingerprint_version, hassh, hassh_algorithms, key_fingerprint)
+                                          fingerprint_version, hassh, hassh_algorithms, key_fingerprint, risk_score)
                      VALUES (MAX(COALESCE((SELECT MAX(id) FROM devices), 0), COALESCE((SELECT max_id FROM retired_ids WHERE tbl = 'devices'), 0)) + 1,
-                             ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, 2, ?10, ?11, ?12)",
-                    params![d.user_id, d.fingerprint, d.device_name, d.device_type, d.client_version, d.now.0, d.ip, logins, failures, who.hassh, who.hassh_algorithms, who.key_fingerprint],
+                             ?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, 2, ?10, ?11, ?12, COALESCE(?13, 0))",
+                    params![d.user_id, d.fingerprint, d.device_name, d.device_type, d.client_version, d.now.0, d.ip, logins, failures, who.hassh, who.hassh_algorithms, who.key_fingerprint, who.risk_score],
                 )
                 .doing("recording a device")?;
                 (tx.last_insert_rowid(), true, count == 0, of_type == 0)
@@ -179,7 +181,8 @@ pub struct DeviceRow {
     pub device_name: String,
     pub device_type: String,
     pub is_trusted: bool,
-    /// Stored; 0 until risk scoring (issue 9, point 2) computes it.
+    /// The risk score of the device's latest login that was scored
+    /// (`core::risk`; 0 before any).
     pub risk_score: u8,
     pub first_seen_at: String,
     pub last_seen_at: String,
@@ -353,7 +356,7 @@ mod tests {
         store.migrate(None).expect("migrate on");
         let old = store.device(4).expect("read").expect("kept");
         assert_eq!((old.hassh.as_deref(), old.key_fingerprint.as_deref(), old.login_count), (None, None, 7));
-        let who = Identity { hassh: Some("472b5de333ad665af5cbf10ff892c4df"), hassh_algorithms: Some("a;b;c;d"), key_fingerprint: None, legacy_fingerprint: Some("legacyfp") };
+        let who = Identity { hassh: Some("472b5de333ad665af5cbf10ff892c4df"), hassh_algorithms: Some("a;b;c;d"), key_fingerprint: None, legacy_fingerprint: Some("legacyfp"), risk_score: None };
         // Another version string is another device.
         let other = store.see_device_as(&seen(alice, "fp-other", "SSH-2.0-PuTTY_Release_0.78", "192.0.2.1", 30), &Identity { legacy_fingerprint: Some("legacyfp"), ..who }).expect("see");
         assert!(other.new && !other.adopted && !other.first_of_account && !other.first_of_type, "{other:?}");

@@ -25,7 +25,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0011_event_chain", sql: include_str!("../../migrations/0011_event_chain.sql") },
     Migration { name: "0012_scans", sql: include_str!("../../migrations/0012_scans.sql") },
     Migration { name: "0013_metrics_daily", sql: include_str!("../../migrations/0013_metrics_daily.sql") },
-    Migration { name: "0016_incident_type_sysop_factor_level", sql: include_str!("../../migrations/0016_incident_type_sysop_factor_level.sql") },
+    Migration { name: "0014_incident_types", sql: include_str!("../../migrations/0014_incident_types.sql") },
 ];
 
 /// A step in Rust that runs after a migration's SQL, in its transaction
@@ -122,7 +122,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.db")).expect("open");
         let err = store.migrate(Some("0099_nope")).unwrap_err().to_string();
-        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0009_incidents_rule, 0010_devices, 0011_event_chain, 0012_scans, 0013_metrics_daily, 0016_incident_type_sysop_factor_level)");
+        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0009_incidents_rule, 0010_devices, 0011_event_chain, 0012_scans, 0013_metrics_daily, 0014_incident_types)");
     }
 
     /// 0009 on a database that already holds incidents: the old rows stay
@@ -157,16 +157,16 @@ mod tests {
         assert_eq!(store.integrity_check().expect("check"), "ok");
     }
 
-    /// 0016 rebuilds `incidents` (and the two tables that point at it) on
+    /// 0014 rebuilds `incidents` (and the two tables that point at it) on
     /// a database that holds incidents: every row, link and timeline entry
     /// stays; the new type is taken, an unknown one still refused; the
     /// evidence trigger, the one-open index and the foreign keys (with
     /// their cascade) work as before; nothing is left of the rebuild.
     #[test]
-    fn sysop_factor_level_rebuild_keeps_every_row_and_rule() {
+    fn incident_types_rebuild_keeps_every_row_and_rule() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.db")).expect("open");
-        let before = MIGRATIONS.iter().position(|m| m.name == "0016_incident_type_sysop_factor_level").expect("0016");
+        let before = MIGRATIONS.iter().position(|m| m.name == "0014_incident_types").expect("0014");
         assert_eq!(store.migrate(Some(MIGRATIONS[before - 1].name)).expect("up to the one before").len(), before);
         let insert = "INSERT INTO incidents (title, incident_type, severity, priority, status, subject_key, subject_kind, subject_name, first_event_at, created_at, updated_at, resolved_at, evidence, rule)
              VALUES (?1, ?2, 'high', 'P2', ?3, ?4, 'address', '192.0.2.7', 1, 2, 3, ?5, '{\"events\":[1]}', ?6)";
@@ -174,7 +174,8 @@ mod tests {
             let conn = store.conn();
             conn.execute(insert, rusqlite::params!["open", "brute_force_ip", "open", "address:192.0.2.7", None::<i64>, "brute_force_ip"]).expect("an open incident");
             conn.execute(insert, rusqlite::params!["done", "manual", "resolved", "gate", Some(9), None::<String>]).expect("a resolved one");
-            assert!(conn.execute(insert, rusqlite::params!["new", "sysop_factor_level", "open", "account:4", None::<i64>, None::<String>]).is_err(), "not a type before 0016");
+            assert!(conn.execute(insert, rusqlite::params!["new", "sysop_factor_level", "open", "account:4", None::<i64>, None::<String>]).is_err(), "not a type before 0014");
+            assert!(conn.execute(insert, rusqlite::params!["new", "risky_login", "open", "account:4", None::<i64>, None::<String>]).is_err(), "not a type before 0014");
             conn.execute_batch(
                 "INSERT INTO incident_events (incident_id, event_id) VALUES (1, 10), (1, 11), (2, 12);
                  INSERT INTO incident_timeline (incident_id, at, kind, actor, text) VALUES (1, 2, 'created', 'detection', 'a'), (2, 2, 'created', 'cli:root', 'b'), (2, 9, 'resolved', 'cli:root', 'c');",
@@ -217,10 +218,18 @@ mod tests {
         };
         assert_eq!(
             objects,
-            ["incident_events", "incident_events_event", "incident_timeline", "incident_timeline_incident", "incidents", "incidents_created_at", "incidents_evidence_unchanged", "incidents_one_open", "incidents_resolved_at", "incidents_unresolved"]
+            ["incident_events", "incident_events_event", "incident_timeline", "incident_timeline_incident", "incidents", "incidents_created_at", "incidents_evidence_unchanged", "incidents_one_open", "incidents_resolved_at", "incidents_subject", "incidents_unresolved"]
         );
         let broken: i64 = conn.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).expect("foreign key check");
         assert_eq!(broken, 0);
+        // Every type the model names is one the table takes.
+        for t in crate::model::IncidentType::ALL {
+            conn.execute(
+                "INSERT INTO incidents (title, incident_type, severity, priority, subject_key, subject_kind, first_event_at, created_at, updated_at, status, resolved_at) VALUES ('t', ?1, 'high', 'P2', 'gate', 'gate', 1, 1, 1, 'resolved', 1)",
+                [t.as_str()],
+            )
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+        }
         drop(conn);
         assert_eq!(store.integrity_check().expect("check"), "ok");
     }

@@ -11,6 +11,7 @@ pub mod locks;
 pub mod metrics;
 pub mod mfa;
 pub mod migrations;
+pub mod risk;
 pub mod scans;
 pub mod sessions;
 pub mod users;

@@ -11,9 +11,13 @@ use crate::model::Event;
 use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
 
+/// A waiter learns the id its event got (`Some`), or `None` when the
+/// batch could not be written; a flush's waiter gets `Some(0)`.
+type Waiter = oneshot::Sender<Option<i64>>;
+
 enum Msg {
-    Event(Event, Option<oneshot::Sender<bool>>),
-    Flush(oneshot::Sender<bool>),
+    Event(Event, Option<Waiter>),
+    Flush(Waiter),
 }
 
 /// A committed batch and the ids the table gave its events, in order.
@@ -149,18 +153,23 @@ impl EventWriter {
                     while let Some(msg) = next.take() {
                         match msg {
                             Msg::Event(e, w) => {
+                                if let Some(w) = w {
+                                    waiters.push((w, Some(events.len())));
+                                }
                                 events.push(e);
-                                waiters.extend(w);
                             }
-                            Msg::Flush(w) => waiters.push(w),
+                            Msg::Flush(w) => waiters.push((w, None)),
                         }
                         if events.len() >= batch {
                             break;
                         }
                         next = rx.try_recv().ok();
                     }
+                    // What each waiter is told: its event's id (0 for a flush).
+                    let mut answers: Vec<i64> = Vec::new();
                     let ok = events.is_empty() || match insert_batch(&mut conn, &events, chain) {
                         Ok(ids) => {
+                            answers = waiters.iter().map(|(_, at)| at.and_then(|i| ids.get(i).copied()).unwrap_or(0)).collect();
                             if let Some(o) = observing.get() {
                                 o(&events, crate::model::Millis::now());
                             }
@@ -180,8 +189,8 @@ impl EventWriter {
                         }
                     };
                     events.clear();
-                    for w in waiters.drain(..) {
-                        let _ = w.send(ok);
+                    for (i, (w, _)) in waiters.drain(..).enumerate() {
+                        let _ = w.send(if ok { Some(answers.get(i).copied().unwrap_or(0)) } else { None });
                     }
                 }
             })
@@ -205,11 +214,17 @@ impl EventWriter {
     /// the write failed: a caller that must not proceed unrecorded
     /// (a successful login) refuses then.
     pub async fn record_committed(&self, event: Event) -> bool {
+        self.record_committed_id(event).await.is_some()
+    }
+
+    /// `record_committed`, answering the id the event got (`None`: not
+    /// written).
+    pub async fn record_committed_id(&self, event: Event) -> Option<i64> {
         let (w, r) = oneshot::channel();
         if self.tx.send(Msg::Event(event, Some(w))).await.is_err() {
-            return false;
+            return None;
         }
-        r.await.unwrap_or(false)
+        r.await.ok().flatten()
     }
 
     /// Waits until everything queued so far is committed.
@@ -218,6 +233,6 @@ impl EventWriter {
         if self.tx.send(Msg::Flush(w)).await.is_err() {
             return false;
         }
-        r.await.unwrap_or(false)
+        r.await.ok().flatten().is_some()
     }
 }

@@ -251,6 +251,10 @@ fn unblock_lifts_the_penalty_hold_off_and_never_block_is_never_held_off() {
     let config = DEFAULT_CONFIG.replace("max_failures: 1000", "max_failures: 10").replace("passwords: {", "blocks: {\n  never_block: [\"127.0.0.3\"]\n}\npasswords: {");
     let g = Gate::start_with(&config);
     g.add_user("alice", ALICE_PW);
+    // Alice has logged in from here before: her device and address are
+    // known, so the risk score of her login after the attack below (its
+    // failures, the incident about the address) stays under `deny`.
+    assert!(g.ssh(&Ssh::kbd("alice", ALICE_PW)).authenticated_exec(), "{}", g.daemon_log());
     for _ in 0..2 {
         let run = g.ssh(&Ssh::kbd("alice", "Wrong-Horse-Battery-0").prompts(5));
         assert!(!run.authenticated_exec(), "{run:#?}");

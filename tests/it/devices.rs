@@ -130,8 +130,10 @@ fn each_client_configuration_is_a_device_and_a_new_one_is_mailed() {
     assert_eq!(list.len(), 1, "{list:#?}");
     let first = &list[0];
     let default_hassh = independent_hassh(&[]);
+    // Its risk score is its latest login's: a known, untrusted device from
+    // a known address (10).
     assert_eq!(first["hassh"].as_str(), Some(default_hassh.as_str()), "{first}");
-    assert_eq!((first["login_count"].as_i64(), first["device_type"].as_str(), first["is_trusted"].as_bool(), first["risk_score"].as_i64()), (Some(2), Some("ssh"), Some(false), Some(0)), "{first}");
+    assert_eq!((first["login_count"].as_i64(), first["device_type"].as_str(), first["is_trusted"].as_bool(), first["risk_score"].as_i64()), (Some(2), Some("ssh"), Some(false), Some(10)), "{first}");
     assert!(first["client_version"].as_str().is_some_and(|v| v.starts_with("SSH-2.0-OpenSSH_")), "{first}");
     assert!(first["device_name"].as_str().is_some_and(|n| n.starts_with("OpenSSH ") && !n.contains('_')), "{first}");
     assert!(first["key_fingerprint"].is_null() && first["last_seen_at"].is_string() && first["hassh_algorithms"].as_str().is_some_and(|a| a.matches(';').count() == 3), "{first}");
@@ -206,10 +208,10 @@ fn devices_are_trusted_untrusted_and_removed_from_the_cli() {
     let name = d["device_name"].as_str().expect("name").to_owned();
     assert!(name.ends_with(&format!(", key {}…", &fp[..19])), "{name}");
 
-    // The table.
+    // The table (RISK: its one login, all new: 60).
     let table = g.cli_ok(&["security", "devices", "list", "alice"]);
     assert!(table.starts_with("ID  TRUSTED  TYPE  LOGINS  FAILURES  RISK  LAST SEEN"), "{table}");
-    assert!(table.lines().nth(1).is_some_and(|l| l.starts_with(&format!("{id}   no       ssh   1       0         0    "))), "{table}");
+    assert!(table.lines().nth(1).is_some_and(|l| l.starts_with(&format!("{id}   no       ssh   1       0         60    "))), "{table}");
 
     assert_eq!(g.cli_ok(&["security", "devices", "trust", &ids]), format!("device {id} of alice is trusted: {name}\n"));
     assert_eq!(g.cli_ok(&["security", "devices", "trust", &ids]), format!("device {id} of alice was already trusted: {name}\n"));

@@ -597,6 +597,28 @@ fn dt_shows_an_option_to_trusted_devices_only() {
     assert!(!shown(&g), "trust taken back");
 }
 
+/// `RS` over real SSH: an option for logins scoring 50 or more appears
+/// on alice's first login (new device, address and network: 60), not on
+/// the next from the same device and address (10), and again for another
+/// device from another network (60).
+#[test]
+fn rs_shows_an_option_to_risky_logins_only() {
+    let menus = GUARD_MENUS.replace("acs: \"GM[sysops]\"\n        }\n        {\n          key: Q", "acs: RS50\n        }\n        {\n          key: Q").replace("Sysops only shortcut", "Risky logins only");
+    assert!(menus.contains("acs: RS50"), "{menus}");
+    let g = gate_with_menus(DEFAULT_CONFIG, &menus, &[]);
+    g.add_user("alice", ALICE_PW);
+    let shown = |g: &Gate, ssh: Ssh, score: i64| {
+        let run = g.ssh_script(&ssh, &[("Your choice: ", "q")]);
+        assert_eq!(run.code, Some(0), "{run:#?}\n{}", g.daemon_log());
+        let login = g.events_of(Some("alice"), "login_success").into_iter().next().expect("a login");
+        assert_eq!(login["risk_score"], score, "{login:#}");
+        run.stdout.contains("[X] Risky logins only")
+    };
+    assert!(shown(&g, Ssh::kbd("alice", ALICE_PW), 60), "the first login");
+    assert!(!shown(&g, Ssh::kbd("alice", ALICE_PW), 10), "the known device and address");
+    assert!(shown(&g, Ssh::kbd("alice", ALICE_PW).bind("127.0.5.6").options(&["KexAlgorithms=curve25519-sha256"]), 60), "another device from another network");
+}
+
 #[test]
 fn cp437_terminal_gets_raw_art() {
     let g = Gate::start();

@@ -211,7 +211,7 @@ fn config_check_reports_playbook_problems_in_the_included_file() {
     let (cfg, file) = (config.display().to_string(), playbooks.display().to_string());
     let err = text(&out.stderr);
     let lines: Vec<&str> = err.lines().collect();
-    let types = "\"brute_force_account\", \"brute_force_ip\", \"credential_stuffing\", \"password_spraying\", \"account_takeover\", \"username_enumeration\", \"injection_attempt\", \"cloned_authenticator\", \"sysop_factor_level\", \"manual\"";
+    let types = "\"brute_force_account\", \"brute_force_ip\", \"credential_stuffing\", \"password_spraying\", \"account_takeover\", \"username_enumeration\", \"injection_attempt\", \"cloned_authenticator\", \"risky_login\", \"sysop_factor_level\", \"manual\"";
     assert_eq!(
         lines,
         [

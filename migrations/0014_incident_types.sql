@@ -1,8 +1,11 @@
--- A new incident type, `sysop_factor_level`: `security scan mfa` found a
+-- Two new incident types: `risky_login` (a login refused for its risk
+-- score, SPEC §9) and `sysop_factor_level` (`security scan mfa` found a
 -- member of the sysops group whose factors are below the level their
--- policy requires (before, such incidents had the type `manual`; they keep
--- it). SQLite cannot change a CHECK constraint in place, so `incidents` is
--- rebuilt with the new list, every row kept as it was.
+-- policy requires; before, such incidents had the type `manual`, and they
+-- keep it). And an index by subject: a login's risk score asks whether its
+-- address or network had an incident lately (`store::risk`). SQLite cannot
+-- change a CHECK constraint in place, so `incidents` is rebuilt with the
+-- new list, every row kept as it was.
 --
 -- The migration runs in a transaction with foreign keys on, and dropping a
 -- table deletes its rows first: dropping the old `incidents` would cascade
@@ -21,7 +24,8 @@ CREATE TABLE incidents_new (
         incident_type = 'credential_stuffing' OR incident_type = 'password_spraying' OR
         incident_type = 'account_takeover' OR incident_type = 'username_enumeration' OR
         incident_type = 'injection_attempt' OR incident_type = 'cloned_authenticator' OR
-        incident_type = 'sysop_factor_level' OR incident_type = 'manual'),
+        incident_type = 'risky_login' OR incident_type = 'sysop_factor_level' OR
+        incident_type = 'manual'),
     severity         TEXT NOT NULL CHECK (severity = 'low' OR severity = 'medium' OR severity = 'high' OR severity = 'critical'),
     priority         TEXT NOT NULL CHECK (priority = 'P1' OR priority = 'P2' OR priority = 'P3' OR priority = 'P4'),
     status           TEXT NOT NULL DEFAULT 'open' CHECK (status = 'open' OR status = 'investigating' OR status = 'resolved'),
@@ -95,6 +99,8 @@ CREATE UNIQUE INDEX incidents_one_open ON incidents (incident_type, subject_key)
 CREATE INDEX incidents_unresolved ON incidents (created_at) WHERE status <> 'resolved';
 CREATE INDEX incidents_resolved_at ON incidents (resolved_at) WHERE resolved_at IS NOT NULL;
 CREATE INDEX incidents_created_at ON incidents (created_at);
+-- Recent incidents of an address or network, for the risk score.
+CREATE INDEX incidents_subject ON incidents (subject_key, created_at);
 CREATE INDEX incident_events_event ON incident_events (event_id);
 CREATE INDEX incident_timeline_incident ON incident_timeline (incident_id, id);
 
