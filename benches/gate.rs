@@ -1,5 +1,5 @@
 //! The benchmark run: one command measures PERFORMANCE.md's P1, P2, P3, P4
-//! (and P5), P6, P8, P9, P10, P11, P12 and P13 on this machine and prints a Markdown report.
+//! (and P5), P6, P7, P8, P9, P10, P11, P12 and P13 on this machine and prints a Markdown report.
 //!
 //!     ./scripts/bench            # builds release, installs sshd if needed
 //!     cargo bench --bench gate -- [--quick] [--only P1,P3,...]
@@ -61,6 +61,14 @@ fn main() {
     if opts.wants("P11") {
         p11_detection_ingest(if opts.quick { 2 } else { 5 }, if opts.quick { 2 } else { 10 });
     }
+    if opts.only.as_ref().is_some_and(|o| o.iter().any(|x| x.eq_ignore_ascii_case("P11d"))) {
+        // The detector by itself, three times per mix (only when named:
+        // P11 prints it once at its end).
+        for mix in [Mix::Flood, Mix::Spread] {
+            let rates: Vec<String> = (0..3).map(|_| format!("{:.0}", p11_detector_alone(mix))).collect();
+            println!("P11 detector alone, {mix:?}: {} events/s", rates.join(", "));
+        }
+    }
     if opts.wants("P4") || opts.wants("P5") {
         p4_window_query(if opts.quick { 1_000_000 } else { 10_000_000 });
     }
@@ -75,6 +83,9 @@ fn main() {
     }
     if opts.wants("P12") {
         p12_blocks(100_000, if opts.quick { 100_000 } else { 1_000_000 });
+    }
+    if opts.wants("P7") {
+        p7_start(if opts.quick { 100_000 } else { 1_000_000 }, if opts.quick { 3 } else { 10 });
     }
     if opts.wants("P8") {
         p8_scan(if opts.quick { 10_000 } else { 100_000 }, if opts.quick { 1_000_000 } else { 10_000_000 });
@@ -141,6 +152,98 @@ fn p8_scan(users: u64, events: u64) {
     let took = t.elapsed().as_secs_f64();
     assert!(st.success(), "security scan failed: {st:?}");
     println!("## P8 security scan\n\n{users} users, {events} events over 7 days (filled in {fill:.0} s): `security scan --json` (passwords, mfa, sessions, suspicious) took **{took:.1} s** (target ≤ 10 s)\n");
+}
+
+// ---------------------------------------------------------------- P7
+
+/// The time from starting `portcullis serve` to its ready line, `runs`
+/// times, and what the ready line waits for.
+fn p7_ready_times(dir: &Path, runs: usize) -> Vec<f64> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut child = Command::new(daemon_bin())
+            .arg("--config")
+            .arg(Gate::config_path(dir))
+            .arg("serve")
+            .env("PORTCULLIS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(line.starts_with("ready "), "P7: no ready line: {line:?}");
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    times
+}
+
+/// P7: start to the ready line with `total` events stored (the last 7
+/// days, so detection's rebuild has the whole of them to replay: it runs
+/// after the ready line), 5,000 accounts; then again with P12's 100,000
+/// blocks loaded as well.
+fn p7_start(total: u64, runs: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = "data_dir: data\nssh: {\n  listen: \"127.0.0.1:0\"\n}\npasswords: {\n  iterations: 1000\n}\nweb: {\n  listen: \"127.0.0.1:0\"\n}\n";
+    std::fs::write(Gate::config_path(dir.path()), config).expect("config");
+    Gate::cli(dir.path(), &["migrate", "run"], None);
+    let db = dir.path().join("data/portcullis.db");
+    let store = Store::open(&db).expect("store");
+    let now = Millis::now();
+    let fill = Instant::now();
+    let hash = portcullis::core::password::hash(PASSWORD, 1000);
+    for i in 0..5000 {
+        store.create_user(&portcullis::store::users::NewUser { username: &format!("user{i}"), email: None, password_hash: &hash, groups: &[], now }).expect("user");
+    }
+    let mut batch = Vec::with_capacity(10_000);
+    for i in 0..total {
+        let user = (i % 5000) as i64 + 1;
+        let at = Millis(now.0 - ((total - i) as i64 * 7 * 86_400_000 / total as i64));
+        let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+        let e = if i % 4 == 0 {
+            Event::new(EventType::LoginSuccess, Severity::Info, "keyboard-interactive login", at).user(Some(user), Some(&format!("user{user}"))).ip(Some(&ip))
+        } else {
+            Event::new(EventType::LoginFailed, Severity::Low, "keyboard-interactive login failed: bad password", at).user(Some(user), Some(&format!("user{user}"))).ip(Some(&ip)).detail("reason", "bad_password")
+        };
+        batch.push(e);
+        if batch.len() == 10_000 {
+            store.insert_events(&batch).expect("fill");
+            batch.clear();
+        }
+    }
+    store.insert_events(&batch).expect("fill");
+    let filled = fill.elapsed().as_secs_f64();
+    let events_only = p7_ready_times(dir.path(), runs);
+    let mut rng = Xorshift(0x9E37_79B9_7F4A_7C15);
+    let rows: Vec<portcullis::store::blocks::BlockRow> = p12_mix(100_000, &mut rng)
+        .into_iter()
+        .map(|network| portcullis::store::blocks::BlockRow { network, reason: "bench".into(), source: "import".into(), created_at: now, expires_at: None, incident_id: None, created_by: "bench".into(), repeat: 0 })
+        .collect();
+    store.import_blocks(&rows, now).expect("import");
+    drop(store);
+    let with_blocks = p7_ready_times(dir.path(), runs);
+    let size_mib = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
+    let row = |name: &str, t: &[f64]| format!("| {name} | {runs} | {:.0} ms | {:.0} ms | {:.0} ms |", percentile(t, 0.0), percentile(t, 0.5), percentile(t, 1.0));
+    println!(
+        "## P7 start to the ready line\n\n{total} events over the last 7 days and 5,000 accounts (database {size_mib:.0} MiB, filled in {filled:.0} s), `portcullis serve` started {runs} times, from the spawn to its `ready` line on stdout (detection's rebuild of those events runs after it). Then the same with 100,000 blocked addresses and networks (P12's mix) added.\n\n| store | starts | min | median | max |\n|---|---|---|---|---|\n{}\n{}\n\n(target: ≤ 300 ms)\n",
+        row(&format!("{total} events"), &events_only),
+        row(&format!("{total} events + 100,000 blocks"), &with_blocks),
+    );
 }
 
 /// The daemon's binary: this build's, or `PORTCULLIS_BENCH_BIN` (another
@@ -693,6 +796,9 @@ fn p3_raw(mix: Mix, n: u64) -> (f64, usize) {
 /// One P11 run: the rate and what the detector did.
 struct P11Run {
     rate: f64,
+    /// Events over the time to the writer's last flush only (without the
+    /// detector's catch-up after it).
+    committed_rate: f64,
     n: u64,
     /// From the writer's last flush to the detector past the last event (ms).
     catch_up_ms: f64,
@@ -742,6 +848,7 @@ fn p11_detection_ingest(secs: u64, pairs: usize) {
         let off_rates: Vec<f64> = offs.iter().map(|r| r.rate).collect();
         let on_rates: Vec<f64> = ons.iter().map(|r| r.rate).collect();
         let ratios: Vec<f64> = on_rates.iter().zip(&off_rates).map(|(on, off)| on / off).collect();
+        let committed: Vec<f64> = ons.iter().zip(&offs).map(|(on, off)| on.committed_rate / off.committed_rate).collect();
         let bracketed: Vec<f64> = (0..pairs.saturating_sub(1)).map(|i| on_rates[i] / ((off_rates[i] + off_rates[i + 1]) / 2.0)).collect();
         let (off_lo, off_hi) = min_max(&off_rates);
         let (on_lo, on_hi) = min_max(&on_rates);
@@ -767,6 +874,7 @@ fn p11_detection_ingest(secs: u64, pairs: usize) {
             last.map_or(0, |r| r.evicted),
         );
         eprintln!("P11 {mix:?}: ratios {:?}", ratios.iter().map(|r| format!("{:.2}", r)).collect::<Vec<_>>());
+        println!("| {mix:?}, to the last commit only (without the detector's catch-up after it) | | | median {:.0}% ({:.0}–{:.0}%) | | | |", 100.0 * median_of(&committed), 100.0 * min_max(&committed).0, 100.0 * min_max(&committed).1);
     }
     println!("\nThe detector by itself on one thread (300,000 events made first): Flood {:.0} events/s, Spread {:.0} events/s.\n", p11_detector_alone(Mix::Flood), p11_detector_alone(Mix::Spread));
     println!("(target: on ≥ 90% of off)\n");
@@ -867,6 +975,7 @@ fn p11_one(mix: Mix, secs: u64, detect: bool) -> P11Run {
     let max_lag = sampler.join().unwrap_or(0);
     let run = P11Run {
         rate: n as f64 / elapsed,
+        committed_rate: n as f64 / (flushed - start).as_secs_f64(),
         n,
         catch_up_ms: if detect { catch_up_ms } else { 0.0 },
         max_lag: if detect { max_lag } else { 0 },

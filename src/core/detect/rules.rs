@@ -22,6 +22,16 @@ fn h<T: Hash + ?Sized>(t: &T) -> u64 {
     s.finish()
 }
 
+/// A username as the rules compare it: lower-cased (borrowed when it
+/// already is, as nearly every name is).
+fn lowered(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(name.to_lowercase())
+    }
+}
+
 fn ms(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
@@ -150,13 +160,14 @@ impl Detector {
     }
 
     fn failure(&mut self, ev: &DetectEvent, unknown_user: bool, out: &mut Vec<Finding>) {
-        let name = ev.username.as_deref().unwrap_or("").to_lowercase();
-        let name_h = h(name.as_str());
+        let name = lowered(ev.username.as_deref().unwrap_or(""));
+        let name_h = h(&*name);
         let address = ev.ip.map(|ip| self.address_key(ip));
         let network = ev.ip.map(|ip| self.network_key(ip));
         let addr_h = address.map(|a| h(&a)).unwrap_or(0);
         let attempt = Attempt { at: ev.at, id: ev.id, name: name_h, addr: addr_h, failed: true };
-        let shown_name = shown(ev.username.as_deref().unwrap_or(""));
+        // Escaped for titles only when a rule fires (most events fire none).
+        let shown_name = || shown(ev.username.as_deref().unwrap_or(""));
 
         if let Some(key) = address {
             let s = &self.s;
@@ -206,6 +217,7 @@ impl Detector {
                 let emit = crossing(&mut st.dictionary.fired, n, 1, ev.at, ms(r.window));
                 if emit != Emit::No {
                     let action = s.dictionary_action.as_str();
+                    let shown_name = shown_name();
                     out.push(finding(
                         IncidentType::BruteForceIp,
                         subject(),
@@ -222,7 +234,7 @@ impl Detector {
                 }
             }
             if s.slow_brute_force.enabled {
-                slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, subject(), &key.to_string(), "address", None, out);
+                slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, &|| (subject(), key.to_string()), "address", None, out);
             }
         }
         if let Some(net) = network {
@@ -231,7 +243,7 @@ impl Detector {
             st.addresses.see(addr_h, ev.at);
             let subject = || Subject::Network(net.to_string());
             if s.slow_brute_force.enabled {
-                slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, subject(), &net.to_string(), "network", Some(&st.addresses), out);
+                slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, &|| (subject(), net.to_string()), "network", Some(&st.addresses), out);
             }
             if unknown_user && s.username_enumeration.enabled {
                 let r = &s.username_enumeration;
@@ -257,6 +269,7 @@ impl Detector {
                     // Every attempt from another address: the form that
                     // per-address counting (fail2ban) never sees.
                     let distributed = addresses as u64 >= u64::from(r.failures).min(n) && addresses > 1;
+                    let shown_name = shown_name();
                     out.push(finding(
                         IncidentType::BruteForceAccount,
                         Subject::Account { user_id: Some(user_id), username: ev.username.clone().unwrap_or_default() },
@@ -319,7 +332,7 @@ impl Detector {
     }
 
     fn success(&mut self, ev: &DetectEvent, out: &mut Vec<Finding>) {
-        let name_h = h(ev.username.as_deref().unwrap_or("").to_lowercase().as_str());
+        let name_h = h(&*lowered(ev.username.as_deref().unwrap_or("")));
         let address = ev.ip.map(|ip| self.address_key(ip));
         let addr_h = address.map(|a| h(&a)).unwrap_or(0);
         if let Some(key) = address {
@@ -341,8 +354,9 @@ impl Detector {
         let new_device = ev.session_id.is_some_and(|s| st.new_devices.iter().any(|(id, _)| *id == s));
         let new_address = address.is_some_and(|a| !st.known.iter().any(|(k, _)| *k == a));
         let within = ms(r.failures_within);
-        let recent: Vec<(Millis, i64)> = st.failures.iter().filter(|(t, _)| t.0 >= ev.at.0 - within && *t <= ev.at).copied().collect();
-        if new_device && new_address && recent.len() as u32 >= r.failures {
+        let is_recent = |(t, _): &&(Millis, i64)| t.0 >= ev.at.0 - within && *t <= ev.at;
+        if new_device && new_address && st.failures.iter().filter(is_recent).count() as u32 >= r.failures {
+            let recent: Vec<(Millis, i64)> = st.failures.iter().filter(is_recent).copied().collect();
             let name = shown(ev.username.as_deref().unwrap_or(""));
             let from = address.map(|a| a.to_string()).unwrap_or_default();
             let mut ids: Vec<i64> = recent.iter().map(|(_, id)| *id).collect();
@@ -574,9 +588,10 @@ fn enumeration_finding(subject: Subject, who: &str, w: &AttemptWindow, n: u64, r
 }
 
 /// `spread`: for a network, its recent addresses (a tier fires only when
-/// two or more of them failed within the tier's window).
+/// two or more of them failed within the tier's window). `named`: the
+/// subject and how titles write it, made only when a tier fires.
 #[allow(clippy::too_many_arguments)]
-fn slow_tiers(state: &mut Vec<Buckets>, tiers: &[crate::config::detection::Tier], ev: &DetectEvent, subject: Subject, who: &str, scope: &str, spread: Option<&RecentAddresses>, out: &mut Vec<Finding>) {
+fn slow_tiers(state: &mut Vec<Buckets>, tiers: &[crate::config::detection::Tier], ev: &DetectEvent, named: &dyn Fn() -> (Subject, String), scope: &str, spread: Option<&RecentAddresses>, out: &mut Vec<Finding>) {
     if state.len() != tiers.len() {
         state.reserve_exact(tiers.len().saturating_sub(state.len()));
         state.resize_with(tiers.len(), Buckets::default);
@@ -592,9 +607,10 @@ fn slow_tiers(state: &mut Vec<Buckets>, tiers: &[crate::config::detection::Tier]
         if emit == Emit::No {
             continue;
         }
+        let (subject, who) = named();
         out.push(finding(
             IncidentType::BruteForceIp,
-            subject.clone(),
+            subject,
             IncidentSeverity::Medium,
             format!("slow brute force from {scope} {who}: {n} failed logins in {}", span(t.window)),
             format!("{n} failed login attempts from the {scope} {who} within {}; the tier's threshold is {}", span(t.window), t.failures),

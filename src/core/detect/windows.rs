@@ -17,11 +17,15 @@ pub(crate) struct BoundedMap<K, V> {
     horizon_ms: i64,
     /// Entries dropped to make room (not counting stale ones swept).
     pub evicted: u64,
+    /// The entries' last-touch times while making room, kept between
+    /// calls (at most `cap`): a map at its cap makes room every `cap / 8`
+    /// new keys, and a fresh buffer each time costs more than the choice.
+    times: Vec<Millis>,
 }
 
 impl<K: Hash + Eq + Clone, V: Default> BoundedMap<K, V> {
     pub fn new(cap: usize, horizon_ms: i64) -> Self {
-        BoundedMap { map: HashMap::new(), cap: cap.max(8), horizon_ms, evicted: 0 }
+        BoundedMap { map: HashMap::new(), cap: cap.max(8), horizon_ms, evicted: 0, times: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -39,7 +43,8 @@ impl<K: Hash + Eq + Clone, V: Default> BoundedMap<K, V> {
 
     /// The state of `key` (created when missing), marked as touched at `at`.
     pub fn touch(&mut self, key: K, at: Millis) -> &mut V {
-        if !self.map.contains_key(&key) && self.map.len() >= self.cap {
+        // The size first: a full map is rare (it makes room for an eighth).
+        if self.map.len() >= self.cap && !self.map.contains_key(&key) {
             self.make_room(at);
         }
         let entry = self.map.entry(key).or_insert_with(|| (at, V::default()));
@@ -55,20 +60,35 @@ impl<K: Hash + Eq + Clone, V: Default> BoundedMap<K, V> {
         self.map.retain(|_, (last, _)| last.0 >= cutoff);
     }
 
+    /// Stale entries first; if none, the oldest eighth (by last touch).
+    /// Two passes over the map, no allocation once the buffer has grown.
     fn make_room(&mut self, now: Millis) {
-        self.sweep(now);
-        if self.map.len() < self.cap {
+        let cutoff = now.0.saturating_sub(self.horizon_ms);
+        self.times.clear();
+        self.times.extend(self.map.values().map(|(t, _)| *t));
+        if self.times.iter().any(|t| t.0 < cutoff) {
+            self.sweep(now);
+            if self.map.len() < self.cap {
+                return;
+            }
+            self.times.retain(|t| t.0 >= cutoff);
+        }
+        let drop = (self.cap / 8).max(1).min(self.times.len());
+        if drop == 0 {
             return;
         }
-        let drop = (self.cap / 8).max(1);
-        let mut lasts: Vec<Millis> = self.map.values().map(|(t, _)| *t).collect();
-        let (_, cut, _) = lasts.select_nth_unstable(drop - 1);
+        let (_, cut, _) = self.times.select_nth_unstable(drop - 1);
         let cut = *cut;
-        let victims: Vec<K> = self.map.iter().filter(|(_, (t, _))| *t <= cut).map(|(k, _)| k.clone()).take(drop).collect();
-        for k in &victims {
-            self.map.remove(k);
-        }
-        self.evicted += victims.len() as u64;
+        let mut left = drop;
+        self.map.retain(|_, (t, _)| {
+            if left > 0 && *t <= cut {
+                left -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.evicted += (drop - left) as u64;
     }
 }
 
