@@ -156,8 +156,8 @@ fn p8_scan(users: u64, events: u64) {
 
 // ---------------------------------------------------------------- P7
 
-/// The time from starting `portcullis serve` to its ready line, `runs`
-/// times, and what the ready line waits for.
+/// The time from starting `portcullis serve` to its ready line (ms),
+/// `runs` times, sorted; each daemon is stopped before the next starts.
 fn p7_ready_times(dir: &Path, runs: usize) -> Vec<f64> {
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -709,12 +709,46 @@ fn p3_ingest(secs: u64) {
         );
     }
     println!("\n(targets: ≥ 100,000 events/s sustained, ≥ 50% of raw)\n");
+    println!("\n### P3 with devices, risk and the chain, against without them\n\nWith: the product's writer (chain on), each login event carrying its device id, a risk score and `details.risk` (three factors, as `core::risk` writes them). Without: chain off, the events as before devices and risk. Without, with, without again, {secs} s each, same mix.\n");
+    println!("| mix | with | without | with / mean without |\n|---|---|---|---|");
+    for mix in [Mix::Flood, Mix::Spread] {
+        let (off1, _, _) = p3_writer_of(mix, secs, false, sample_event);
+        let (on, _, _) = p3_writer_of(mix, secs, true, sample_event_with_risk);
+        let (off2, _, _) = p3_writer_of(mix, secs, false, sample_event);
+        println!("| {mix:?} | **{on:.0} events/s** | {off1:.0} / {off2:.0} events/s | **{:.0}%** |", 100.0 * on / ((off1 + off2) / 2.0));
+    }
+    println!();
 }
 
 /// Events through the daemon's writer (channel + group commit), sustained
 /// for `secs`: (events/s, events, with the chain: the verify walk's
 /// (events, seconds)).
+/// `sample_event` as the gate writes a login's event today: with the
+/// device it came from and its risk score and factors (`details.risk`,
+/// what `core::risk` puts there), for P3 "with devices and risk".
+fn sample_event_with_risk(mix: Mix, i: u64, now: Millis) -> Event {
+    let mut e = sample_event(mix, i, now);
+    if e.user_id.is_some() {
+        let risk = serde_json::json!({
+            "score": 40,
+            "factors": [
+                { "name": "untrusted_device", "weight": 10 },
+                { "name": "new_address", "weight": 15 },
+                { "name": "new_network", "weight": 15 }
+            ],
+            "decision": "allow"
+        });
+        e = e.device(Some((i % 20_000) as i64 + 1)).detail("risk", risk);
+        e.risk_score = 40;
+    }
+    e
+}
+
 fn p3_writer(mix: Mix, secs: u64, chain: bool) -> (f64, u64, Option<(u64, f64)>) {
+    p3_writer_of(mix, secs, chain, sample_event)
+}
+
+fn p3_writer_of(mix: Mix, secs: u64, chain: bool, make: fn(Mix, u64, Millis) -> Event) -> (f64, u64, Option<(u64, f64)>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let now = Millis::now();
     let store = fresh_store(dir.path(), "writer.db");
@@ -727,7 +761,7 @@ fn p3_writer(mix: Mix, secs: u64, chain: bool) -> (f64, u64, Option<(u64, f64)>)
     rt.block_on(async {
         while Instant::now() < end {
             for _ in 0..1000 {
-                writer.record(sample_event(mix, n, now)).await;
+                writer.record(make(mix, n, now)).await;
                 n += 1;
             }
         }
@@ -1429,25 +1463,7 @@ fn p12_blocks(n: usize, checks: usize) {
     drop(store);
 
     // The daemon's start-up, spawn to ready line, with the blocks and without.
-    let startup = |dir: &Path| -> f64 {
-        let t = Instant::now();
-        let mut child = Command::new(daemon_bin())
-            .arg("--config")
-            .arg(Gate::config_path(dir))
-            .arg("serve")
-            .env("PORTCULLIS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
-        let ms = t.elapsed().as_secs_f64() * 1000.0;
-        assert!(line.starts_with("ready "), "{line:?}");
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let _ = child.wait();
-        ms
-    };
+    let startup = |dir: &Path| -> f64 { p7_ready_times(dir, 1)[0] };
     let empty = tempfile::tempdir().expect("tempdir");
     std::fs::write(Gate::config_path(empty.path()), config).expect("config");
     Gate::cli(empty.path(), &["migrate", "run"], None);
