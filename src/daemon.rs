@@ -265,6 +265,13 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     if let Err(e) = findings_task.await {
         tracing::error!(error = %e, task = "findings", "a task failed");
     }
+    // The last findings' incidents and playbooks wrote events of their own:
+    // committed before the export's last read. (The detector cannot see
+    // them: it had to stop for the findings to end; the next start's
+    // rebuild reads them.)
+    if !writer.flush().await {
+        tracing::error!("the security events of the last findings could not be written");
+    }
     // The export streams what is left and the chain's head, then stops.
     if let Some(x) = exporter {
         x.stop();
