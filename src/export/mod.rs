@@ -128,6 +128,7 @@ pub fn start(settings: ExportSettings, store: Arc<Store>, handoff: FeedReceiver,
         store,
         stats,
         reopen: reopen.clone(),
+        read_failing: false,
     };
     let s = stop.clone();
     let handle = std::thread::Builder::new().name("event-export".into()).spawn(move || stream.run(from, handoff, &s))?;
@@ -231,6 +232,8 @@ struct Stream {
     stats: Arc<ExportCounts>,
     /// Set by SIGHUP: the file is reopened before the next record.
     reopen: Arc<AtomicBool>,
+    /// Reading events from the table failed (logged once until it works).
+    read_failing: bool,
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -295,11 +298,16 @@ impl Stream {
 
     /// A batch from the writer: what is missing before it first, from the
     /// table; events already streamed (read from the table) are skipped.
+    /// When the missing ones cannot be read, the batch is left to the next
+    /// poll too (it is in the table): nothing is skipped.
     fn batch(&mut self, b: Committed) {
         self.maybe_reopen();
         let Some(&first) = b.ids.first() else { return };
         if first > self.next_id {
             self.catch_up(first - 1);
+            if first > self.next_id {
+                return;
+            }
         }
         for (id, e) in b.ids.iter().zip(b.events.iter()) {
             if *id >= self.next_id {
@@ -318,15 +326,24 @@ impl Stream {
         }
     }
 
-    /// Streams the events with ids from `next_id` to `upto`, read from the table.
+    /// Streams the events with ids from `next_id` to `upto`, read from the
+    /// table. A read that fails leaves `next_id` where it is: the next poll
+    /// reads from there again.
     fn catch_up(&mut self, upto: i64) {
         while self.next_id <= upto {
             let filter = EventFilter { after_id: Some(self.next_id - 1), limit: PAGE, ..Default::default() };
             let rows = match self.store.events(&filter) {
-                Ok(r) => r,
+                Ok(r) => {
+                    if std::mem::take(&mut self.read_failing) {
+                        tracing::info!(from_id = self.next_id, "export: events are read from the table again");
+                    }
+                    r
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "export: reading events from the table; they are skipped");
-                    self.next_id = upto + 1;
+                    if !self.read_failing {
+                        self.read_failing = true;
+                        tracing::warn!(error = %e, from_id = self.next_id, "export: reading events from the table failed; tried again every second");
+                    }
                     return;
                 }
             };
