@@ -162,7 +162,11 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let export_rx = if crate::export::wanted(&settings.export) {
         let (tx, rx) = crate::store::writer::feed(settings.export.queue);
         feeds.push(tx);
-        Some(rx)
+        // Its own connection, as the detector's. Where the stream starts is
+        // read now, before the writer can commit a batch.
+        let export_store = Arc::new(Store::open(&db)?);
+        let from = crate::export::head(&export_store);
+        Some((rx, export_store, from))
     } else {
         None
     };
@@ -176,8 +180,7 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         writer.observe(Box::new(move |events, now| metrics.batch_committed(events, now)));
     }
     let exporter = match export_rx {
-        // Its own connection, as the detector's.
-        Some(rx) => Some(crate::export::start(core.settings().export.clone(), Arc::new(Store::open(&db)?), rx, core.export_counts.clone()).context("starting the event export")?),
+        Some((rx, export_store, from)) => Some(crate::export::start(core.settings().export.clone(), export_store, rx, from, core.export_counts.clone()).context("starting the event export")?),
         None => None,
     };
     core.rebuild_windows(Millis::now())?;
@@ -264,6 +267,13 @@ pub async fn serve(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     }
     if let Err(e) = findings_task.await {
         tracing::error!(error = %e, task = "findings", "a task failed");
+    }
+    // The last findings' incidents and playbooks wrote events of their own:
+    // committed before the export's last read. (The detector cannot see
+    // them: it had to stop for the findings to end; the next start's
+    // rebuild reads them.)
+    if !writer.flush().await {
+        tracing::error!("the security events of the last findings could not be written");
     }
     // The export streams what is left and the chain's head, then stops.
     if let Some(x) = exporter {

@@ -3,7 +3,9 @@
 //! severity, incidents opened and resolved with their MTTD and MTTR, and
 //! the addresses blocked, computed from the tables of record and kept in
 //! `metrics_daily`. A stored day is final once computed after its end; a
-//! day computed while it ran (today) is computed again.
+//! day computed while it ran (today) is computed again. A stored day that
+//! starts before the first event retention kept (`rollups_kept_before`)
+//! is never computed again, `--recompute` or not: its events are gone.
 
 use super::{Core, Result};
 use crate::model::Millis;
@@ -72,6 +74,17 @@ impl Core {
         Ok(r)
     }
 
+    /// When retention removed events (the kept chain begins after event
+    /// #1): the time of the first kept event (now when none is kept). A
+    /// stored rollup of a day starting before it is kept as it is. None
+    /// when no event was removed.
+    pub fn rollups_kept_before(&self, now: Millis) -> Result<Option<Millis>> {
+        if self.store.event_chain_start()? <= 1 {
+            return Ok(None);
+        }
+        Ok(Some(self.store.first_event_at()?.unwrap_or(now)))
+    }
+
     /// The daemon's job (at start and after each midnight): computes every
     /// finished day not yet final, from the day of the first stored event
     /// (at most `max_days` back) to yesterday. Returns the days computed.
@@ -80,10 +93,12 @@ impl Core {
         let Some(first) = self.store.first_event_at()? else { return Ok(0) };
         let earliest = Millis(today.0 - i64::from(max_days) * DAY_MS).max(day_start(first));
         let stored = self.store.rollups_since(earliest)?;
+        let kept = self.rollups_kept_before(now)?;
         let mut done = 0;
         let mut day = earliest;
         while day < today {
-            if !stored.iter().any(|r| r.day_start == day && r.is_final()) {
+            let trimmed = kept.is_some_and(|k| day < k);
+            if !stored.iter().any(|r| r.day_start == day && (r.is_final() || trimmed)) {
                 self.compute_rollup(day, now)?;
                 done += 1;
             }
@@ -94,17 +109,21 @@ impl Core {
 
     /// The last `days` days, today included, oldest first (`security
     /// metrics`): finished days as stored (computed when missing or not
-    /// final, or all of them with `recompute`), today computed now.
+    /// final, or all of them with `recompute`), today computed now. A
+    /// stored day starting before `rollups_kept_before` is never computed
+    /// again (retention removed its events).
     pub fn daily_metrics(&self, days: u32, recompute: bool, now: Millis) -> Result<Vec<DailyRollup>> {
         let days = days.max(1);
         let today = day_start(now);
         let from = Millis(today.0 - i64::from(days - 1) * DAY_MS);
         let stored = self.store.rollups_since(from)?;
+        let kept = self.rollups_kept_before(now)?;
         let mut out = Vec::with_capacity(days as usize);
         let mut day = from;
         while day <= today {
+            let trimmed = kept.is_some_and(|k| day < k);
             match stored.iter().find(|r| r.day_start == day) {
-                Some(r) if r.is_final() && !recompute => out.push(r.clone()),
+                Some(r) if trimmed || (r.is_final() && !recompute) => out.push(r.clone()),
                 _ => out.push(self.compute_rollup(day, now)?),
             }
             day = Millis(day.0 + DAY_MS);
@@ -218,5 +237,49 @@ mod tests {
         // Stored: a second run computes nothing; the rows read back equal.
         assert_eq!(core.rollup_missing_days(now, 30).expect("again"), 0);
         assert_eq!(core.store.rollup_of(d1).expect("read").as_ref(), Some(r1));
+    }
+
+    /// Retention removed day 1's events: `--recompute` keeps day 1's
+    /// stored rollup (not zeros) and computes day 2 again.
+    #[test]
+    fn a_day_retention_trimmed_is_never_computed_again() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let core = crate::core::test_core(dir.path(), "");
+        let d1 = D0;
+        let d2 = D0.plus(Duration::from_millis(DAY_MS as u64));
+        let now = d2.plus(Duration::from_millis(DAY_MS as u64)).plus(H);
+        let mut events = Vec::new();
+        for i in 0..3 {
+            events.push(ev(EventType::LoginSuccess, Severity::Info, Some("192.0.2.1"), d1.plus(H * i)));
+        }
+        events.push(ev(EventType::LoginSuccess, Severity::Info, Some("192.0.2.1"), d2.plus(H)));
+        core.store.insert_events(&events).expect("events");
+        assert_eq!(core.rollups_kept_before(now).expect("kept"), None, "nothing removed yet");
+        core.rollup_missing_days(now, 30).expect("rollup");
+        let before = core.daily_metrics(3, false, now).expect("metrics");
+        assert_eq!((before[0].logins, before[1].logins), (3, 1));
+        let removed = core.store.trim_events_before(core.store.event_trim_point(d2).expect("point")).expect("trim");
+        assert!(removed >= 3, "{removed}");
+        assert_eq!(core.rollups_kept_before(now).expect("kept"), Some(d2.plus(H)));
+        let later = now.plus(Duration::from_secs(60));
+        let got = core.daily_metrics(3, true, later).expect("recompute");
+        assert_eq!(got[0], before[0], "day 1 as stored");
+        // Day 2 holds the first kept event but starts before it (retention
+        // may have cut into it): as stored too. Today is computed.
+        assert_eq!(got[1], before[1], "day 2 as stored");
+        assert_eq!(got[2].computed_at, later);
+        assert_eq!(core.store.rollup_of(d1).expect("read").as_ref(), Some(&before[0]));
+        // A day after the first kept event is computed again.
+        let d3 = d2.plus(Duration::from_millis(DAY_MS as u64));
+        let after = d3.plus(Duration::from_millis(DAY_MS as u64)).plus(H);
+        core.rollup_missing_days(after, 30).expect("rollup day 3");
+        let got = core.daily_metrics(4, true, after.plus(Duration::from_secs(60))).expect("recompute");
+        assert_eq!((got[0].computed_at, got[1].computed_at, got[2].computed_at), (now, now, after.plus(Duration::from_secs(60))));
+        // Nothing kept at all: every stored day stays.
+        core.store.trim_events_before(core.store.event_trim_point(after).expect("point")).expect("trim all");
+        assert_eq!(core.store.first_event_at().expect("first"), None);
+        assert_eq!(core.rollups_kept_before(after).expect("kept"), Some(after));
+        let got = core.daily_metrics(4, true, after).expect("recompute");
+        assert_eq!((got[0].logins, got[1].logins), (3, 1));
     }
 }

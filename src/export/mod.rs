@@ -22,6 +22,8 @@
 //! The stream starts at the head when the daemon starts: events written
 //! while no daemon runs are not streamed (`security events --json` has
 //! them; the start's chain-head record shows where the stream resumed).
+//! That head is read (`head`) before the writer that feeds the stream
+//! starts, so every batch it commits is after it and streamed.
 
 pub mod syslog;
 
@@ -86,10 +88,25 @@ pub fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").or_else(|_| std::fs::read_to_string("/etc/hostname")).unwrap_or_default()
 }
 
+/// Where the stream starts: the event chain's head now. Read it before the
+/// writer feeding the stream starts (a batch committed before this read
+/// would count as before the start, and not be streamed). None when it
+/// cannot be read (logged); the thread then reads it when it starts.
+pub fn head(store: &Store) -> Option<ChainHead> {
+    match store.event_chain_head() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!(error = %e, "export: cannot read the event chain's head before the writer starts");
+            None
+        }
+    }
+}
+
 /// Starts the thread. `store` is a connection of its own (catch-up reads
-/// never wait on the core's); `handoff` the writer's feed for it; `stats`
-/// the counters `/metrics` shows (`Core::export_counts`).
-pub fn start(settings: ExportSettings, store: Arc<Store>, handoff: FeedReceiver, stats: Arc<ExportCounts>) -> std::io::Result<Exporter> {
+/// never wait on the core's); `handoff` the writer's feed for it; `from`
+/// where the stream starts (`head`, read before the writer started);
+/// `stats` the counters `/metrics` shows (`Core::export_counts`).
+pub fn start(settings: ExportSettings, store: Arc<Store>, handoff: FeedReceiver, from: Option<ChainHead>, stats: Arc<ExportCounts>) -> std::io::Result<Exporter> {
     let stop = Arc::new(AtomicBool::new(false));
     let reopen = Arc::new(AtomicBool::new(false));
     let hostname = syslog::hostname_field(&settings.hostname.clone().unwrap_or_else(system_hostname));
@@ -111,9 +128,10 @@ pub fn start(settings: ExportSettings, store: Arc<Store>, handoff: FeedReceiver,
         store,
         stats,
         reopen: reopen.clone(),
+        read_failing: false,
     };
     let s = stop.clone();
-    let handle = std::thread::Builder::new().name("event-export".into()).spawn(move || stream.run(handoff, &s))?;
+    let handle = std::thread::Builder::new().name("event-export".into()).spawn(move || stream.run(from, handoff, &s))?;
     Ok(Exporter { stop, reopen, handle: Some(handle) })
 }
 
@@ -214,6 +232,8 @@ struct Stream {
     stats: Arc<ExportCounts>,
     /// Set by SIGHUP: the file is reopened before the next record.
     reopen: Arc<AtomicBool>,
+    /// Reading events from the table failed (logged once until it works).
+    read_failing: bool,
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -233,8 +253,8 @@ impl Stream {
         }
     }
 
-    fn run(&mut self, handoff: FeedReceiver, stop: &AtomicBool) {
-        match self.store.event_chain_head() {
+    fn run(&mut self, from: Option<ChainHead>, handoff: FeedReceiver, stop: &AtomicBool) {
+        match from.map(Ok).unwrap_or_else(|| self.store.event_chain_head()) {
             Ok(head) => {
                 self.next_id = head.id + 1;
                 self.chain_head(head);
@@ -278,11 +298,16 @@ impl Stream {
 
     /// A batch from the writer: what is missing before it first, from the
     /// table; events already streamed (read from the table) are skipped.
+    /// When the missing ones cannot be read, the batch is left to the next
+    /// poll too (it is in the table): nothing is skipped.
     fn batch(&mut self, b: Committed) {
         self.maybe_reopen();
         let Some(&first) = b.ids.first() else { return };
         if first > self.next_id {
             self.catch_up(first - 1);
+            if first > self.next_id {
+                return;
+            }
         }
         for (id, e) in b.ids.iter().zip(b.events.iter()) {
             if *id >= self.next_id {
@@ -301,15 +326,24 @@ impl Stream {
         }
     }
 
-    /// Streams the events with ids from `next_id` to `upto`, read from the table.
+    /// Streams the events with ids from `next_id` to `upto`, read from the
+    /// table. A read that fails leaves `next_id` where it is: the next poll
+    /// reads from there again.
     fn catch_up(&mut self, upto: i64) {
         while self.next_id <= upto {
             let filter = EventFilter { after_id: Some(self.next_id - 1), limit: PAGE, ..Default::default() };
             let rows = match self.store.events(&filter) {
-                Ok(r) => r,
+                Ok(r) => {
+                    if std::mem::take(&mut self.read_failing) {
+                        tracing::info!(from_id = self.next_id, "export: events are read from the table again");
+                    }
+                    r
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "export: reading events from the table; they are skipped");
-                    self.next_id = upto + 1;
+                    if !self.read_failing {
+                        self.read_failing = true;
+                        tracing::warn!(error = %e, from_id = self.next_id, "export: reading events from the table failed; tried again every second");
+                    }
                     return;
                 }
             };
@@ -416,4 +450,74 @@ fn log_login(e: &StoredEvent) {
         reason = %detail("reason"),
         "login {result}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Event, Severity};
+    use crate::store::EventWriter;
+
+    fn settings(file: PathBuf) -> ExportSettings {
+        ExportSettings { file: Some(file), syslog: None, facility: 10, hostname: Some("gate".into()), chain_head_every: 1000, queue: 1000, log_logins: false }
+    }
+
+    fn event(n: usize) -> Event {
+        Event::new(EventType::LoginFailed, Severity::Low, &format!("e{n}"), Millis::now())
+    }
+
+    /// (chain head ids, event ids) of the lines of the events file.
+    fn lines(path: &std::path::Path) -> (Vec<i64>, Vec<i64>) {
+        let body = std::fs::read_to_string(path).expect("read the events file");
+        let (mut heads, mut events) = (Vec::new(), Vec::new());
+        for l in body.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            match v.get("chain_head") {
+                Some(h) => heads.push(h["id"].as_i64().expect("head id")),
+                None => events.push(v["id"].as_i64().expect("id")),
+            }
+        }
+        (heads, events)
+    }
+
+    /// The stream starts at the head read before the writer started: what
+    /// the writer committed before the thread was running is streamed too;
+    /// what was there before is not.
+    #[test]
+    fn batches_committed_before_the_thread_runs_are_streamed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = Arc::new(Store::open(&path).expect("open"));
+        store.migrate(None).expect("migrate");
+        store.insert_events(&[event(0)]).expect("insert");
+        let export_store = Arc::new(Store::open(&path).expect("open"));
+        let from = head(&export_store);
+        assert_eq!(from.as_ref().map(|h| h.id), Some(1));
+        let (tx, rx) = crate::store::writer::feed(1000);
+        let (writer, writer_thread) = EventWriter::start_with_feed(&path, 100, Some(tx)).expect("writer");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async {
+            for n in 1..=3 {
+                writer.record(event(n)).await;
+            }
+            assert!(writer.flush().await);
+        });
+        let file = dir.path().join("events.jsonl");
+        let stats = Arc::new(ExportCounts::default());
+        let exporter = start(settings(file.clone()), export_store, rx, from, stats.clone()).expect("start");
+        rt.block_on(async {
+            for n in 4..=5 {
+                writer.record(event(n)).await;
+            }
+            assert!(writer.flush().await);
+        });
+        exporter.stop();
+        drop(writer);
+        writer_thread.join();
+        let (heads, events) = lines(&file);
+        assert_eq!(events, vec![2, 3, 4, 5, 6]);
+        assert_eq!(heads, vec![1, 6], "at start and at stop");
+        assert_eq!(stats.file_written.load(Ordering::Relaxed), 7);
+        assert_eq!(stats.file_dropped.load(Ordering::Relaxed), 0);
+    }
 }

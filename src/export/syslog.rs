@@ -231,9 +231,12 @@ impl SyslogSink {
                 }
             }
             Err(e) => {
-                // A datagram socket stays (the receiver may come back); a
-                // stream is reconnected after a wait.
-                if matches!(self.conn, Some(Conn::Tcp(_))) {
+                // A UDP socket stays (the receiver may come back at the
+                // same address). A stream, and a Unix datagram socket (once
+                // connected to a receiver that went away, it stays bound to
+                // that dead socket even after a new one binds the path),
+                // are reconnected after a wait.
+                if matches!(self.conn, Some(Conn::Tcp(_) | Conn::Unix(_))) {
                     self.conn = None;
                 }
                 self.failed(&e);
@@ -389,6 +392,42 @@ mod tests {
         std::fs::remove_file(&path).expect("remove");
         sink.send(&record);
         assert_eq!((sink.sent, sink.dropped), (1, 1), "no socket there: dropped and counted");
+    }
+
+    /// A Unix datagram receiver (syslogd's `/dev/log`) that goes away and
+    /// binds the path again gets the records sent after that, once the
+    /// wait before the next attempt is over.
+    #[test]
+    fn a_unix_receiver_that_binds_again_gets_records_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let unix = std::os::unix::net::UnixDatagram::bind(&path).expect("bind unix");
+        unix.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut buf = vec![0u8; 4096];
+        let mut sink = SyslogSink::new(SyslogTarget::Unix(path.clone()));
+        sink.send("before");
+        let n = unix.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"before");
+        // syslogd restarts: the old socket closes, a new one binds the path.
+        drop(unix);
+        std::fs::remove_file(&path).expect("remove");
+        sink.send("while down");
+        assert_eq!((sink.sent, sink.dropped), (1, 1));
+        let unix = std::os::unix::net::UnixDatagram::bind(&path).expect("bind unix again");
+        unix.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let got = loop {
+            assert!(Instant::now() < deadline, "no record reached the new receiver: sent {} dropped {}", sink.sent, sink.dropped);
+            sink.send("after");
+            match unix.recv(&mut buf) {
+                Ok(n) => break buf[..n].to_vec(),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => panic!("recv: {e}"),
+            }
+        };
+        assert_eq!(got, b"after");
+        assert!(sink.down.is_none(), "back up");
+        assert_eq!(sink.sent, 2);
     }
 
     /// Frames over TCP carry their length in octets; a target that is not

@@ -27,7 +27,15 @@ pub(super) fn run(core: Core, args: MetricsArgs) -> anyhow::Result<i32> {
     if !(1..=366).contains(&args.days) {
         return Err(usage(format!("--days: {} is out of range (1-366)", args.days)));
     }
-    let rows = core.daily_metrics(args.days, args.recompute, Millis::now())?;
+    let now = Millis::now();
+    let rows = core.daily_metrics(args.days, args.recompute, now)?;
+    if args.recompute {
+        if let Some(kept) = core.rollups_kept_before(now)? {
+            if rows.first().is_some_and(|r| r.day_start.0 < kept.0) {
+                eprintln!("days before {} are shown as stored, not computed again: retention removed their events", kept.rfc3339());
+            }
+        }
+    }
     output::daily_metrics(&rows, args.json, !args.no_chart)?;
     Ok(0)
 }
