@@ -6,7 +6,9 @@
 //!
 //! The factors:
 //! - the device: `new_device` (the account never logged in from it), else
-//!   `trusted_device` (negative) or `untrusted_device`: one of the three;
+//!   `trusted_device` (negative; only with its key, since the version
+//!   string and HASSH are anyone's to copy) or `untrusted_device`: one of
+//!   the three;
 //! - `new_address`: no full login of the account from this address (IPv6:
 //!   its /64, as the known addresses of `locks` are kept);
 //! - `new_network`: none from its network (`detection.ipv4_network` /
@@ -194,10 +196,12 @@ impl Core {
             // `store::devices`): the same device, never trusted.
             None => self.store.legacy_device_exists(user.id, &device.legacy_fingerprint(), device.client_version)?.then_some(false),
         };
+        // Trusted only with its key, as in `locks`: the version string and
+        // HASSH are public, so a keyless "trusted" identity is anyone's.
         let device = match known_device {
             None => DeviceKnown::New,
-            Some(true) => DeviceKnown::Trusted,
-            Some(false) => DeviceKnown::Untrusted,
+            Some(true) if device.key_fingerprint.is_some() => DeviceKnown::Trusted,
+            Some(_) => DeviceKnown::Untrusted,
         };
         let key = super::locks::address_key(ip);
         let new_address = self.store.known_address(user.id, &key)?.is_none();
@@ -417,6 +421,29 @@ mod tests {
         core.store.insert_events(&[Event::new(EventType::SuspiciousInput, Severity::Medium, "s", at(3)).ip(Some("198.51.100.77")).suspicious(50)]).expect("event");
         assert_eq!(signals("198.51.100.6", at(9)).suspicious.as_deref(), Some("a suspicious event from network 198.51.100.0/24"));
         assert_eq!(signals("198.51.100.6", Millis(at(3).0 + 25 * hour)).suspicious, None, "a day later");
+    }
+
+    /// A trusted device lowers the score only with its key: the version
+    /// string and HASSH are public, so a keyless "trusted" identity is
+    /// anyone's and scores as untrusted (as `locks` refuses it).
+    #[test]
+    fn a_trusted_device_counts_only_with_its_key() {
+        use crate::store::devices::SeenDevice;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = crate::core::test_core(dir.path(), "");
+        let rt = rt();
+        let alice = rt.block_on(core.add_user("alice", None, &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
+        for (what, key, want, weight) in [("keyless", None, DeviceKnown::Untrusted, 10), ("with its key", Some("SHA256:abc"), DeviceKnown::Trusted, -30)] {
+            let dev = crate::core::devices::DeviceIdentity { client_version: "SSH-2.0-OpenSSH_9.2", hassh: None, key_fingerprint: key };
+            let fingerprint = dev.fingerprint();
+            let seen = SeenDevice { user_id: alice.id, fingerprint: &fingerprint, device_name: "d", device_type: "ssh", client_version: dev.client_version, ip: "192.0.2.7", success: true, pending: false, now: T0 };
+            let (id, _) = core.store.see_device(&seen).expect("device");
+            core.store.set_device_trusted(id, true, "t", T0, |_| vec![]).expect("trust").expect("a device");
+            let s = core.risk_signals(&alice, "192.0.2.7".parse().expect("ip"), &dev, 0, T0).expect("signals");
+            assert_eq!(s.device, want, "{what}");
+            let (_, factors) = score(&s, &settings());
+            assert_eq!(factors.iter().find(|f| f.name.ends_with("_device")).map(|f| f.weight), Some(weight), "{what}: {factors:?}");
+        }
     }
 
     /// Enrolls a one-time code through the mailed link; returns the secret.
