@@ -340,14 +340,16 @@ mod tests {
 
     /// At `step_up` with no factor above the one required: "allow" lets
     /// the login in, noted (`step_up_unavailable`, medium); "deny" refuses
-    /// it (no incident: that is `deny`'s).
+    /// it and, as `RISK_REFUSED` tells the client, the owner is told: a
+    /// `risky_login` incident (medium) with the reason and the refused
+    /// login's event.
     #[test]
     fn no_higher_factor_allows_or_refuses_as_configured() {
         for (choice, allowed) in [("allow", true), ("deny", false)] {
             let dir = tempfile::tempdir().expect("tempdir");
             let core = crate::core::test_core(dir.path(), &format!("risk: {{\n  step_up: 50\n  step_up_unavailable: {choice}\n}}\n"));
             let rt = rt();
-            rt.block_on(core.add_user("alice", None, &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
+            rt.block_on(core.add_user("alice", Some("alice@example.org"), &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
             let (_, outcome) = login(&core, &rt, "192.0.2.7", "SSH-2.0-OpenSSH_9.2", "keyboard-interactive", T0);
             if allowed {
                 let Outcome::Accepted(auth) = outcome else { panic!("{choice}: {outcome:?}") };
@@ -360,7 +362,14 @@ mod tests {
                 assert!(matches!(outcome, Outcome::Need(Prompt::RiskRefused)), "{choice}: {outcome:?}");
                 let e = newest(&core, EventType::LoginFailed);
                 assert_eq!((e.details["reason"].as_str(), e.details["risk"]["decision"].as_str()), (Some("risk_step_up_unavailable"), Some("refused_step_up_unavailable")), "{e:?}");
-                assert!(core.store.incidents(crate::store::incidents::IncidentFilter::All, 10).expect("incidents").is_empty());
+                let incidents = core.store.incidents(crate::store::incidents::IncidentFilter::All, 10).expect("incidents");
+                assert_eq!(incidents.len(), 1, "{incidents:?}");
+                let i = &incidents[0];
+                assert_eq!((i.incident_type, i.severity.as_str()), (IncidentType::RiskyLogin, "medium"), "{i:?}");
+                assert!(i.description.contains("no higher factor") && i.description.contains("risk_step_up_unavailable"), "{i:?}");
+                assert_eq!(core.store.incident_event_ids(i.id, 10).expect("links"), vec![e.id]);
+                let mail = core.due_mail(T0.plus(std::time::Duration::from_secs(60)), 10).expect("mail");
+                assert!(mail.iter().any(|m| m.to.contains("alice@example.org")), "the owner is mailed: {mail:?}");
             }
         }
     }
