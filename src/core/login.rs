@@ -328,6 +328,7 @@ impl Core {
         attempt.lock = None;
         attempt.risk = None;
         attempt.level = None;
+        attempt.risk_refused = false;
         let username = credential.username();
         // One first-factor check per address at a time, held until its
         // failure (if any) is counted: parallel connections from one

@@ -467,6 +467,35 @@ mod tests {
         secret
     }
 
+    /// A risk refusal holds for that attempt only: a new first factor on
+    /// the same login (here once the address is known, so the score drops
+    /// below `step_up`) is judged afresh, and its code is checked.
+    #[test]
+    fn a_new_auth_after_a_risk_refusal_is_judged_afresh() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The code is required already: at `step_up` nothing is above it.
+        let core = crate::core::test_core(dir.path(), "risk: {\n  step_up: 50\n  step_up_unavailable: deny\n}\nplaybooks: []\n");
+        let rt = rt();
+        let alice = rt.block_on(core.add_user("alice", Some("alice@example.org"), &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
+        let secret = enroll(&core, &rt, &alice, T0);
+        let t1 = T0.plus(std::time::Duration::from_secs(60));
+        let pw = Secret::new(PW.to_owned());
+        let password = Credential::Password { username: "alice", password: &pw, method: "keyboard-interactive" };
+        let mut attempt = Attempt::new("192.0.2.7".parse().expect("ip"), "SSH-2.0-OpenSSH_9.2".into(), "ssh", t1);
+        let outcome = rt.block_on(core.submit(&mut attempt, password, t1));
+        assert!(matches!(outcome, Outcome::Need(Prompt::RiskRefused)), "{outcome:?}");
+        core.store.record_known_address(alice.id, "192.0.2.7", t1).expect("known");
+        let t2 = t1.plus(std::time::Duration::from_secs(1));
+        let password = Credential::Password { username: "alice", password: &pw, method: "keyboard-interactive" };
+        let outcome = rt.block_on(core.submit(&mut attempt, password, t2));
+        assert!(matches!(outcome, Outcome::Need(Prompt::Code)), "{outcome:?}");
+        assert_eq!(attempt.risk_score(), 30);
+        let code = Secret::new(crate::core::otp::hotp(crate::model::OtpAlgorithm::Sha1, &secret, crate::core::otp::step_of(t2.0 / 1000, 30), 6));
+        let outcome = rt.block_on(core.submit(&mut attempt, Credential::Code { code: &code }, t2));
+        let Outcome::Accepted(auth) = outcome else { panic!("the code is checked, not the old refusal: {outcome:?}") };
+        assert_eq!((auth.risk_score(), auth.factors), (30, 2));
+    }
+
     /// `adaptive_codes`: a plain `password` client of a user with a code
     /// is let in with one factor and must pass the code in the terminal
     /// when the login is risky (its `login_success` then carries the
