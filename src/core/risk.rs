@@ -17,9 +17,10 @@
 //! - `recent_failures`: at least `risk.recent_failures.failures` failed
 //!   logins or codes on the account within `within`;
 //! - `suspicious_address`: the address or its network has an incident not
-//!   resolved, or resolved within `risk.suspicious_within`, or is the
-//!   source of one of the newest `SUSPICIOUS_SCAN` suspicious events
-//!   within it;
+//!   resolved, or resolved within `risk.suspicious_within`, or the address
+//!   is the source of a suspicious event within it (its own lookup on the
+//!   events' address index), or the network of one of the newest
+//!   `SUSPICIOUS_SCAN` suspicious events within it;
 //! - `unusual_hour`: see `unusual_hour` (needs enough history).
 //!
 //! The decision: at or above `risk.deny` the login is refused (and a
@@ -37,7 +38,8 @@ use std::net::IpAddr;
 
 /// The account's known addresses read for `new_network`, the newest first.
 pub const KNOWN_ADDRESSES: usize = 500;
-/// The newest suspicious events read for `suspicious_address`.
+/// The newest suspicious events read for `suspicious_address` of a
+/// network (the address itself is looked up on its own).
 pub const SUSPICIOUS_SCAN: usize = 256;
 
 /// What the device is to the account.
@@ -220,14 +222,19 @@ impl Core {
                 break;
             }
         }
+        // The address itself: a lookup of its own on the events' address
+        // index, so no flood of suspicious events from elsewhere can push
+        // it out of the gate-wide scan below (kept for its network).
         if suspicious.is_none() {
             let here = IpNetwork::host(ip);
+            let (raw, canonical) = (ip.to_string(), here.addr().to_string());
+            if self.store.suspicious_event_from(&raw, since)? || (canonical != raw && self.store.suspicious_event_from(&canonical, since)?) {
+                suspicious = Some(format!("a suspicious event from address {here}"));
+            }
+        }
+        if suspicious.is_none() {
             for addr in self.store.recent_suspicious_addresses(since, SUSPICIOUS_SCAN)? {
                 let Ok(a) = addr.parse::<IpAddr>() else { continue };
-                if here.contains(a) {
-                    suspicious = Some(format!("a suspicious event from address {}", here));
-                    break;
-                }
                 if network.contains(a) {
                     suspicious = Some(format!("a suspicious event from network {network}"));
                     break;
@@ -453,6 +460,28 @@ mod tests {
             let (_, factors) = score(&s, &settings());
             assert_eq!(factors.iter().find(|f| f.name.ends_with("_device")).map(|f| f.weight), Some(weight), "{what}: {factors:?}");
         }
+    }
+
+    /// A suspicious event from the address itself counts however many
+    /// newer suspicious events came from elsewhere (no flushing it out of
+    /// the gate-wide scan); one from its network only within that scan.
+    #[test]
+    fn a_suspicious_address_cannot_be_flushed_out() {
+        use crate::model::{Event, Severity};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = crate::core::test_core(dir.path(), "");
+        let rt = rt();
+        let alice = rt.block_on(core.add_user("alice", None, &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
+        let dev = crate::core::devices::DeviceIdentity { client_version: "SSH-2.0-OpenSSH_9.2", hassh: None, key_fingerprint: None };
+        let signals = |ip: &str, now: Millis| core.risk_signals(&alice, ip.parse().expect("ip"), &dev, 0, now).expect("signals");
+        let suspicious = |ip: &str, at: Millis| Event::new(EventType::SuspiciousInput, Severity::Medium, "s", at).ip(Some(ip)).suspicious(50);
+        core.store.insert_events(&[suspicious("198.51.100.5", T0), suspicious("192.0.2.50", T0)]).expect("events");
+        let flood: Vec<Event> = (0..SUSPICIOUS_SCAN as i64 + 10).map(|i| suspicious(&format!("203.0.{}.{}", 113 + i / 250, 1 + i % 250), Millis(T0.0 + 1000 + i))).collect();
+        core.store.insert_events(&flood).expect("flood");
+        let now = Millis(T0.0 + 3_600_000);
+        assert_eq!(signals("198.51.100.5", now).suspicious.as_deref(), Some("a suspicious event from address 198.51.100.5"));
+        assert_eq!(signals("192.0.2.51", now).suspicious, None, "a neighbour's, pushed out of the scan");
+        assert_eq!(signals("198.51.100.5", Millis(T0.0 + 25 * 3_600_000)).suspicious, None, "a day later");
     }
 
     /// Enrolls a one-time code through the mailed link; returns the secret.
