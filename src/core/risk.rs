@@ -32,7 +32,7 @@
 use super::devices::DeviceIdentity;
 use super::{Core, Result};
 use crate::config::risk::{RiskSettings, StepUpUnavailable, UnusualHour};
-use crate::model::{IpNetwork, Millis, User};
+use crate::model::{IpNetwork, Millis, Subject, User};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 
@@ -215,8 +215,17 @@ impl Core {
         let recent_failures = self.store.recent_account_failures(user.id, now.minus(r.recent_failures.within), cap)?.max(failures_here.min(cap));
         let since = now.minus(r.suspicious_within);
         let mut suspicious = None;
-        let address_subject = super::admission::AddressKey::with_prefix(ip, s.ssh.penalties.ipv6_prefix).to_string();
-        for subject in [format!("address:{address_subject}"), format!("address:{key}"), format!("network:{network}")] {
+        // The subjects as the detector keys them (its address key, the
+        // locks' one, its network key), so they match incidents' subject
+        // keys whatever `detection.ipv4_network` / `ipv6_network` are.
+        let detected_network = super::detect::NetKey::of(ip, s.detection.ipv4_network, s.detection.ipv6_network);
+        let mut subjects = vec![
+            Subject::Address(super::admission::AddressKey::with_prefix(ip, s.ssh.penalties.ipv6_prefix).to_string()).key(),
+            Subject::Address(key.clone()).key(),
+            Subject::Network(detected_network.to_string()).key(),
+        ];
+        subjects.dedup();
+        for subject in subjects {
             if let Some(id) = self.store.incident_about(&subject, since)? {
                 suspicious = Some(format!("incident {id} about {subject}"));
                 break;
@@ -482,6 +491,35 @@ mod tests {
         assert_eq!(signals("198.51.100.5", now).suspicious.as_deref(), Some("a suspicious event from address 198.51.100.5"));
         assert_eq!(signals("192.0.2.51", now).suspicious, None, "a neighbour's, pushed out of the scan");
         assert_eq!(signals("198.51.100.5", Millis(T0.0 + 25 * 3_600_000)).suspicious, None, "a day later");
+    }
+
+    /// The subjects looked up are the detector's, for every network size:
+    /// at `ipv4_network: 32` it opens network incidents as "a.b.c.d/32".
+    #[test]
+    fn incident_subjects_match_the_detectors_keys() {
+        use crate::model::{Finding, IncidentSeverity, Subject};
+        for (bits, ip) in [(32u8, "203.0.113.9"), (24, "203.0.113.9"), (32, "::ffff:203.0.113.9")] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let core = crate::core::test_core(dir.path(), &format!("detection: {{\n  ipv4_network: {bits}\n}}\n"));
+            let rt = rt();
+            let alice = rt.block_on(core.add_user("alice", None, &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
+            let addr: IpAddr = ip.parse().expect("ip");
+            let subject = Subject::Network(crate::core::detect::Detector::new(&core.settings().detection, 64).network_key(addr).to_string());
+            let finding = Finding {
+                incident_type: IncidentType::BruteForceIp,
+                subject: subject.clone(),
+                severity: IncidentSeverity::Medium,
+                title: "t".into(),
+                description: "d".into(),
+                event_ids: vec![],
+                first_event_at: T0,
+                details: serde_json::json!({ "rule": "slow_brute_force" }),
+            };
+            let id = core.report_finding(finding, T0).expect("incident").incident_id;
+            let dev = crate::core::devices::DeviceIdentity { client_version: "SSH-2.0-OpenSSH_9.2", hassh: None, key_fingerprint: None };
+            let s = core.risk_signals(&alice, addr, &dev, 0, T0).expect("signals");
+            assert_eq!(s.suspicious, Some(format!("incident {id} about {}", subject.key())), "/{bits} {ip}");
+        }
     }
 
     /// Enrolls a one-time code through the mailed link; returns the secret.
