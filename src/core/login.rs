@@ -328,6 +328,7 @@ impl Core {
         attempt.lock = None;
         attempt.risk = None;
         attempt.level = None;
+        attempt.risk_refused = false;
         let username = credential.username();
         // One first-factor check per address at a time, held until its
         // failure (if any) is counted: parallel connections from one
@@ -737,10 +738,12 @@ impl Core {
         }
         e = with_risk(e, attempt.risk.as_ref(), true);
         attempt.failure_event = None;
-        if reason == Reason::RiskDenied {
-            // Suspicious: the address now counts for later logins' scores.
-            let score = e.risk_score;
-            e = e.suspicious(score);
+        if matches!(reason, Reason::RiskDenied | Reason::RiskStepUpUnavailable) {
+            if reason == Reason::RiskDenied {
+                // Suspicious: the address now counts for later logins' scores.
+                let score = e.risk_score;
+                e = e.suspicious(score);
+            }
             // Waited for: its id goes on the incident.
             attempt.failure_event = self.events.record_committed_id(e).await;
         } else {
@@ -764,9 +767,11 @@ impl Core {
     }
 
     /// Refuses a login for its risk score (its first factor was right):
-    /// the failure's event carries the score and factors; at or above
-    /// `risk.deny` a `risky_login` incident about the account opens (or
-    /// the open one grows), its playbooks run. The device, if the account
+    /// the failure's event carries the score and factors; a `risky_login`
+    /// incident about the account opens (or the open one grows), its
+    /// playbooks run — at or above `risk.deny`, and at `risk.step_up` with
+    /// no higher factor under `step_up_unavailable: deny` (the client is
+    /// told its sysop knows, and its password was right). The device, if the account
     /// has it, keeps the score. Over keyboard-interactive the client is
     /// shown `RISK_REFUSED`, elsewhere refused; the connection ends.
     async fn refuse_for_risk(&self, attempt: &mut Attempt, user: &User, method: &'static str, reason: Reason, kbd: bool, now: Millis) -> Outcome {
@@ -778,8 +783,9 @@ impl Core {
             }
         });
         let outcome = self.fail(attempt, &user.username, method, reason, Some(user), now, None).await;
-        if reason == Reason::RiskDenied {
-            let finding = risky_login_finding(user, attempt, &risk, self.settings().risk.deny, now);
+        {
+            let r = &self.settings().risk;
+            let finding = risky_login_finding(user, attempt, &risk, reason, (r.step_up, r.deny), now);
             if let Err(e) = self.respond_to_finding(finding, now).await {
                 tracing::error!(error = %e, "opening the incident of a risky login");
             }
@@ -960,25 +966,43 @@ impl Core {
 
 /// The finding of a login refused at or above `risk.deny`: about the
 /// account (someone has its first factor), with the refused login's event.
-fn risky_login_finding(user: &User, attempt: &Attempt, risk: &LoginRisk, deny: u8, now: Millis) -> crate::model::Finding {
+/// The finding of a login refused for its risk (`reason`: `RiskDenied`,
+/// high, or `RiskStepUpUnavailable`, medium); `(step_up, deny)` are the
+/// thresholds.
+fn risky_login_finding(user: &User, attempt: &Attempt, risk: &LoginRisk, reason: Reason, (step_up, deny): (u8, u8), now: Millis) -> crate::model::Finding {
     let factors: Vec<String> = risk.factors.iter().map(|f| format!("{} {:+}", f.name, f.weight)).collect();
     let device = attempt.device().name();
+    let (severity, why) = if reason == Reason::RiskStepUpUnavailable {
+        (crate::model::IncidentSeverity::Medium, format!("reached step_up ({step_up}) with no higher factor to ask, refused under step_up_unavailable: deny"))
+    } else {
+        (crate::model::IncidentSeverity::High, format!("reached deny ({deny})"))
+    };
     crate::model::Finding {
         incident_type: crate::model::IncidentType::RiskyLogin,
         subject: crate::model::Subject::Account { user_id: Some(user.id), username: user.username.clone() },
-        severity: crate::model::IncidentSeverity::High,
+        severity,
         title: format!("risky login of {} refused (score {})", user.username, risk.score),
         description: format!(
-            "a login of {} from {} with a right first factor scored {} (deny at {deny}) and was refused; device: {}; factors: {}",
+            "a login of {} from {} with a right first factor scored {}, {why}, and was refused ({}); device: {}; factors: {}",
             user.username,
             attempt.ip,
             risk.score,
+            reason.as_str(),
             crate::model::escape_control(&device),
             factors.join(", ")
         ),
         event_ids: attempt.failure_event.into_iter().collect(),
         first_event_at: now,
-        details: serde_json::json!({ "rule": "risky_login", "score": risk.score, "deny": deny, "factors": risk.factors, "address": attempt.ip.to_string(), "device": device }),
+        details: serde_json::json!({
+            "rule": "risky_login",
+            "reason": reason.as_str(),
+            "score": risk.score,
+            "step_up": step_up,
+            "deny": deny,
+            "factors": risk.factors,
+            "address": attempt.ip.to_string(),
+            "device": device,
+        }),
     }
 }
 

@@ -6,7 +6,9 @@
 //!
 //! The factors:
 //! - the device: `new_device` (the account never logged in from it), else
-//!   `trusted_device` (negative) or `untrusted_device`: one of the three;
+//!   `trusted_device` (negative; only with its key, since the version
+//!   string and HASSH are anyone's to copy) or `untrusted_device`: one of
+//!   the three;
 //! - `new_address`: no full login of the account from this address (IPv6:
 //!   its /64, as the known addresses of `locks` are kept);
 //! - `new_network`: none from its network (`detection.ipv4_network` /
@@ -15,9 +17,10 @@
 //! - `recent_failures`: at least `risk.recent_failures.failures` failed
 //!   logins or codes on the account within `within`;
 //! - `suspicious_address`: the address or its network has an incident not
-//!   resolved, or resolved within `risk.suspicious_within`, or is the
-//!   source of one of the newest `SUSPICIOUS_SCAN` suspicious events
-//!   within it;
+//!   resolved, or resolved within `risk.suspicious_within`, or the address
+//!   is the source of a suspicious event within it (its own lookup on the
+//!   events' address index), or the network of one of the newest
+//!   `SUSPICIOUS_SCAN` suspicious events within it;
 //! - `unusual_hour`: see `unusual_hour` (needs enough history).
 //!
 //! The decision: at or above `risk.deny` the login is refused (and a
@@ -29,13 +32,14 @@
 use super::devices::DeviceIdentity;
 use super::{Core, Result};
 use crate::config::risk::{RiskSettings, StepUpUnavailable, UnusualHour};
-use crate::model::{IpNetwork, Millis, User};
+use crate::model::{IpNetwork, Millis, Subject, User};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 
 /// The account's known addresses read for `new_network`, the newest first.
 pub const KNOWN_ADDRESSES: usize = 500;
-/// The newest suspicious events read for `suspicious_address`.
+/// The newest suspicious events read for `suspicious_address` of a
+/// network (the address itself is looked up on its own).
 pub const SUSPICIOUS_SCAN: usize = 256;
 
 /// What the device is to the account.
@@ -194,10 +198,12 @@ impl Core {
             // `store::devices`): the same device, never trusted.
             None => self.store.legacy_device_exists(user.id, &device.legacy_fingerprint(), device.client_version)?.then_some(false),
         };
+        // Trusted only with its key, as in `locks`: the version string and
+        // HASSH are public, so a keyless "trusted" identity is anyone's.
         let device = match known_device {
             None => DeviceKnown::New,
-            Some(true) => DeviceKnown::Trusted,
-            Some(false) => DeviceKnown::Untrusted,
+            Some(true) if device.key_fingerprint.is_some() => DeviceKnown::Trusted,
+            Some(_) => DeviceKnown::Untrusted,
         };
         let key = super::locks::address_key(ip);
         let new_address = self.store.known_address(user.id, &key)?.is_none();
@@ -209,21 +215,35 @@ impl Core {
         let recent_failures = self.store.recent_account_failures(user.id, now.minus(r.recent_failures.within), cap)?.max(failures_here.min(cap));
         let since = now.minus(r.suspicious_within);
         let mut suspicious = None;
-        let address_subject = super::admission::AddressKey::with_prefix(ip, s.ssh.penalties.ipv6_prefix).to_string();
-        for subject in [format!("address:{address_subject}"), format!("address:{key}"), format!("network:{network}")] {
+        // The subjects as the detector keys them (its address key, the
+        // locks' one, its network key), so they match incidents' subject
+        // keys whatever `detection.ipv4_network` / `ipv6_network` are.
+        let detected_network = super::detect::NetKey::of(ip, s.detection.ipv4_network, s.detection.ipv6_network);
+        let mut subjects = vec![
+            Subject::Address(super::admission::AddressKey::with_prefix(ip, s.ssh.penalties.ipv6_prefix).to_string()).key(),
+            Subject::Address(key.clone()).key(),
+            Subject::Network(detected_network.to_string()).key(),
+        ];
+        subjects.dedup();
+        for subject in subjects {
             if let Some(id) = self.store.incident_about(&subject, since)? {
                 suspicious = Some(format!("incident {id} about {subject}"));
                 break;
             }
         }
+        // The address itself: a lookup of its own on the events' address
+        // index, so no flood of suspicious events from elsewhere can push
+        // it out of the gate-wide scan below (kept for its network).
         if suspicious.is_none() {
             let here = IpNetwork::host(ip);
+            let (raw, canonical) = (ip.to_string(), here.addr().to_string());
+            if self.store.suspicious_event_from(&raw, since)? || (canonical != raw && self.store.suspicious_event_from(&canonical, since)?) {
+                suspicious = Some(format!("a suspicious event from address {here}"));
+            }
+        }
+        if suspicious.is_none() {
             for addr in self.store.recent_suspicious_addresses(since, SUSPICIOUS_SCAN)? {
                 let Ok(a) = addr.parse::<IpAddr>() else { continue };
-                if here.contains(a) {
-                    suspicious = Some(format!("a suspicious event from address {}", here));
-                    break;
-                }
                 if network.contains(a) {
                     suspicious = Some(format!("a suspicious event from network {network}"));
                     break;
@@ -336,14 +356,16 @@ mod tests {
 
     /// At `step_up` with no factor above the one required: "allow" lets
     /// the login in, noted (`step_up_unavailable`, medium); "deny" refuses
-    /// it (no incident: that is `deny`'s).
+    /// it and, as `RISK_REFUSED` tells the client, the owner is told: a
+    /// `risky_login` incident (medium) with the reason and the refused
+    /// login's event.
     #[test]
     fn no_higher_factor_allows_or_refuses_as_configured() {
         for (choice, allowed) in [("allow", true), ("deny", false)] {
             let dir = tempfile::tempdir().expect("tempdir");
             let core = crate::core::test_core(dir.path(), &format!("risk: {{\n  step_up: 50\n  step_up_unavailable: {choice}\n}}\n"));
             let rt = rt();
-            rt.block_on(core.add_user("alice", None, &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
+            rt.block_on(core.add_user("alice", Some("alice@example.org"), &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
             let (_, outcome) = login(&core, &rt, "192.0.2.7", "SSH-2.0-OpenSSH_9.2", "keyboard-interactive", T0);
             if allowed {
                 let Outcome::Accepted(auth) = outcome else { panic!("{choice}: {outcome:?}") };
@@ -356,7 +378,14 @@ mod tests {
                 assert!(matches!(outcome, Outcome::Need(Prompt::RiskRefused)), "{choice}: {outcome:?}");
                 let e = newest(&core, EventType::LoginFailed);
                 assert_eq!((e.details["reason"].as_str(), e.details["risk"]["decision"].as_str()), (Some("risk_step_up_unavailable"), Some("refused_step_up_unavailable")), "{e:?}");
-                assert!(core.store.incidents(crate::store::incidents::IncidentFilter::All, 10).expect("incidents").is_empty());
+                let incidents = core.store.incidents(crate::store::incidents::IncidentFilter::All, 10).expect("incidents");
+                assert_eq!(incidents.len(), 1, "{incidents:?}");
+                let i = &incidents[0];
+                assert_eq!((i.incident_type, i.severity.as_str()), (IncidentType::RiskyLogin, "medium"), "{i:?}");
+                assert!(i.description.contains("no higher factor") && i.description.contains("risk_step_up_unavailable"), "{i:?}");
+                assert_eq!(core.store.incident_event_ids(i.id, 10).expect("links"), vec![e.id]);
+                let mail = core.due_mail(T0.plus(std::time::Duration::from_secs(60)), 10).expect("mail");
+                assert!(mail.iter().any(|m| m.to.contains("alice@example.org")), "the owner is mailed: {mail:?}");
             }
         }
     }
@@ -419,6 +448,80 @@ mod tests {
         assert_eq!(signals("198.51.100.6", Millis(at(3).0 + 25 * hour)).suspicious, None, "a day later");
     }
 
+    /// A trusted device lowers the score only with its key: the version
+    /// string and HASSH are public, so a keyless "trusted" identity is
+    /// anyone's and scores as untrusted (as `locks` refuses it).
+    #[test]
+    fn a_trusted_device_counts_only_with_its_key() {
+        use crate::store::devices::SeenDevice;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = crate::core::test_core(dir.path(), "");
+        let rt = rt();
+        let alice = rt.block_on(core.add_user("alice", None, &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
+        for (what, key, want, weight) in [("keyless", None, DeviceKnown::Untrusted, 10), ("with its key", Some("SHA256:abc"), DeviceKnown::Trusted, -30)] {
+            let dev = crate::core::devices::DeviceIdentity { client_version: "SSH-2.0-OpenSSH_9.2", hassh: None, key_fingerprint: key };
+            let fingerprint = dev.fingerprint();
+            let seen = SeenDevice { user_id: alice.id, fingerprint: &fingerprint, device_name: "d", device_type: "ssh", client_version: dev.client_version, ip: "192.0.2.7", success: true, pending: false, now: T0 };
+            let (id, _) = core.store.see_device(&seen).expect("device");
+            core.store.set_device_trusted(id, true, "t", T0, |_| vec![]).expect("trust").expect("a device");
+            let s = core.risk_signals(&alice, "192.0.2.7".parse().expect("ip"), &dev, 0, T0).expect("signals");
+            assert_eq!(s.device, want, "{what}");
+            let (_, factors) = score(&s, &settings());
+            assert_eq!(factors.iter().find(|f| f.name.ends_with("_device")).map(|f| f.weight), Some(weight), "{what}: {factors:?}");
+        }
+    }
+
+    /// A suspicious event from the address itself counts however many
+    /// newer suspicious events came from elsewhere (no flushing it out of
+    /// the gate-wide scan); one from its network only within that scan.
+    #[test]
+    fn a_suspicious_address_cannot_be_flushed_out() {
+        use crate::model::{Event, Severity};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = crate::core::test_core(dir.path(), "");
+        let rt = rt();
+        let alice = rt.block_on(core.add_user("alice", None, &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
+        let dev = crate::core::devices::DeviceIdentity { client_version: "SSH-2.0-OpenSSH_9.2", hassh: None, key_fingerprint: None };
+        let signals = |ip: &str, now: Millis| core.risk_signals(&alice, ip.parse().expect("ip"), &dev, 0, now).expect("signals");
+        let suspicious = |ip: &str, at: Millis| Event::new(EventType::SuspiciousInput, Severity::Medium, "s", at).ip(Some(ip)).suspicious(50);
+        core.store.insert_events(&[suspicious("198.51.100.5", T0), suspicious("192.0.2.50", T0)]).expect("events");
+        let flood: Vec<Event> = (0..SUSPICIOUS_SCAN as i64 + 10).map(|i| suspicious(&format!("203.0.{}.{}", 113 + i / 250, 1 + i % 250), Millis(T0.0 + 1000 + i))).collect();
+        core.store.insert_events(&flood).expect("flood");
+        let now = Millis(T0.0 + 3_600_000);
+        assert_eq!(signals("198.51.100.5", now).suspicious.as_deref(), Some("a suspicious event from address 198.51.100.5"));
+        assert_eq!(signals("192.0.2.51", now).suspicious, None, "a neighbour's, pushed out of the scan");
+        assert_eq!(signals("198.51.100.5", Millis(T0.0 + 25 * 3_600_000)).suspicious, None, "a day later");
+    }
+
+    /// The subjects looked up are the detector's, for every network size:
+    /// at `ipv4_network: 32` it opens network incidents as "a.b.c.d/32".
+    #[test]
+    fn incident_subjects_match_the_detectors_keys() {
+        use crate::model::{Finding, IncidentSeverity, Subject};
+        for (bits, ip) in [(32u8, "203.0.113.9"), (24, "203.0.113.9"), (32, "::ffff:203.0.113.9")] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let core = crate::core::test_core(dir.path(), &format!("detection: {{\n  ipv4_network: {bits}\n}}\n"));
+            let rt = rt();
+            let alice = rt.block_on(core.add_user("alice", None, &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
+            let addr: IpAddr = ip.parse().expect("ip");
+            let subject = Subject::Network(crate::core::detect::Detector::new(&core.settings().detection, 64).network_key(addr).to_string());
+            let finding = Finding {
+                incident_type: IncidentType::BruteForceIp,
+                subject: subject.clone(),
+                severity: IncidentSeverity::Medium,
+                title: "t".into(),
+                description: "d".into(),
+                event_ids: vec![],
+                first_event_at: T0,
+                details: serde_json::json!({ "rule": "slow_brute_force" }),
+            };
+            let id = core.report_finding(finding, T0).expect("incident").incident_id;
+            let dev = crate::core::devices::DeviceIdentity { client_version: "SSH-2.0-OpenSSH_9.2", hassh: None, key_fingerprint: None };
+            let s = core.risk_signals(&alice, addr, &dev, 0, T0).expect("signals");
+            assert_eq!(s.suspicious, Some(format!("incident {id} about {}", subject.key())), "/{bits} {ip}");
+        }
+    }
+
     /// Enrolls a one-time code through the mailed link; returns the secret.
     fn enroll(core: &Core, rt: &tokio::runtime::Runtime, user: &User, now: Millis) -> Vec<u8> {
         rt.block_on(core.start_otp_enrollment(user, crate::core::mfa::Method::Totp, &Actor::Cli("t".into()), now)).expect("enroll");
@@ -429,6 +532,35 @@ mod tests {
         let code = crate::core::otp::hotp(crate::model::OtpAlgorithm::Sha1, &secret, crate::core::otp::step_of(now.0 / 1000, 30), 6);
         rt.block_on(core.otp_confirm(&token, &code, now)).expect("confirm");
         secret
+    }
+
+    /// A risk refusal holds for that attempt only: a new first factor on
+    /// the same login (here once the address is known, so the score drops
+    /// below `step_up`) is judged afresh, and its code is checked.
+    #[test]
+    fn a_new_auth_after_a_risk_refusal_is_judged_afresh() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The code is required already: at `step_up` nothing is above it.
+        let core = crate::core::test_core(dir.path(), "risk: {\n  step_up: 50\n  step_up_unavailable: deny\n}\nplaybooks: []\n");
+        let rt = rt();
+        let alice = rt.block_on(core.add_user("alice", Some("alice@example.org"), &Secret::new(PW.into()), &[], &Actor::Cli("t".into()), T0)).expect("user");
+        let secret = enroll(&core, &rt, &alice, T0);
+        let t1 = T0.plus(std::time::Duration::from_secs(60));
+        let pw = Secret::new(PW.to_owned());
+        let password = Credential::Password { username: "alice", password: &pw, method: "keyboard-interactive" };
+        let mut attempt = Attempt::new("192.0.2.7".parse().expect("ip"), "SSH-2.0-OpenSSH_9.2".into(), "ssh", t1);
+        let outcome = rt.block_on(core.submit(&mut attempt, password, t1));
+        assert!(matches!(outcome, Outcome::Need(Prompt::RiskRefused)), "{outcome:?}");
+        core.store.record_known_address(alice.id, "192.0.2.7", t1).expect("known");
+        let t2 = t1.plus(std::time::Duration::from_secs(1));
+        let password = Credential::Password { username: "alice", password: &pw, method: "keyboard-interactive" };
+        let outcome = rt.block_on(core.submit(&mut attempt, password, t2));
+        assert!(matches!(outcome, Outcome::Need(Prompt::Code)), "{outcome:?}");
+        assert_eq!(attempt.risk_score(), 30);
+        let code = Secret::new(crate::core::otp::hotp(crate::model::OtpAlgorithm::Sha1, &secret, crate::core::otp::step_of(t2.0 / 1000, 30), 6));
+        let outcome = rt.block_on(core.submit(&mut attempt, Credential::Code { code: &code }, t2));
+        let Outcome::Accepted(auth) = outcome else { panic!("the code is checked, not the old refusal: {outcome:?}") };
+        assert_eq!((auth.risk_score(), auth.factors), (30, 2));
     }
 
     /// `adaptive_codes`: a plain `password` client of a user with a code

@@ -45,6 +45,18 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().doing("reading recent suspicious events")
     }
 
+    /// Whether an event from exactly `ip` (as events keep it) since
+    /// `since` is suspicious: a range on the events' address index, the
+    /// first hit ends it. Unlike `recent_suspicious_addresses` no flood of
+    /// suspicious events from elsewhere can push it out.
+    pub fn suspicious_event_from(&self, ip: &str, since: Millis) -> Result<bool> {
+        self.conn()
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM security_events WHERE ip = ?1 AND created_at >= ?2 AND is_suspicious = 1 LIMIT 1)")
+            .doing("finding a suspicious event from an address")?
+            .query_row(params![ip, since.0], |r| r.get(0))
+            .doing("finding a suspicious event from an address")
+    }
+
     /// The newest incident about `subject_key` that is not resolved, or
     /// was resolved at or after `resolved_since`: its id.
     pub fn incident_about(&self, subject_key: &str, resolved_since: Millis) -> Result<Option<i64>> {
@@ -112,6 +124,7 @@ mod tests {
             ("SELECT ip_key FROM known_addresses WHERE user_id = 1 ORDER BY last_full_login_at DESC LIMIT 5", "PRIMARY KEY"),
             ("SELECT COUNT(*) FROM (SELECT 1 FROM security_events WHERE user_id = 1 AND created_at >= 0 AND (event_type = 'login_failed' OR event_type = 'otp_failed') LIMIT 3)", "security_events_user"),
             ("SELECT ip FROM security_events WHERE is_suspicious = 1 AND created_at >= 0 AND ip IS NOT NULL ORDER BY created_at DESC LIMIT 5", "security_events_suspicious"),
+            ("SELECT EXISTS(SELECT 1 FROM security_events WHERE ip = '192.0.2.7' AND created_at >= 0 AND is_suspicious = 1 LIMIT 1)", "security_events_ip"),
             ("SELECT id FROM incidents WHERE subject_key = 'address:192.0.2.7' AND (status <> 'resolved' OR resolved_at >= 0) ORDER BY created_at DESC LIMIT 1", "incidents_subject"),
             ("SELECT authenticated_at FROM sessions WHERE user_id = 1 ORDER BY started_at DESC LIMIT 5", "sessions_user"),
         ];

@@ -180,7 +180,9 @@ pub(crate) enum NetKey {
 }
 
 impl NetKey {
-    fn of(ip: IpAddr, v4: u8, v6: u8) -> NetKey {
+    /// Also the key of the risk score's incident lookups (`core::risk`),
+    /// so they find the network incidents the rules open.
+    pub(crate) fn of(ip: IpAddr, v4: u8, v6: u8) -> NetKey {
         match ip {
             IpAddr::V4(a) => NetKey::V4(mask32(u32::from(a), v4), v4),
             IpAddr::V6(a) => match a.to_ipv4_mapped() {
