@@ -1002,7 +1002,8 @@ pub fn scan_report(r: &crate::core::scans::ScanReport, json: bool) -> anyhow::Re
     let i = r.incidents;
     if i.opened + i.attached > 0 {
         gap();
-        println!("incidents: {} opened, {} already open (see `security incidents list`)", i.opened, i.attached);
+        let folded = if i.folded > 0 { format!("; {} address finding(s) reported in their network's incident", i.folded) } else { String::new() };
+        println!("incidents: {} opened, {} already open{folded} (see `security incidents list`)", i.opened, i.attached);
     }
     std::io::stdout().flush()?;
     Ok(())

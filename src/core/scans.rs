@@ -169,6 +169,74 @@ pub struct SessionScan {
 pub struct IncidentCounts {
     pub opened: u64,
     pub attached: u64,
+    /// Address findings reported in the incident of their network's
+    /// finding of the same rule instead of one of their own.
+    pub folded: u64,
+}
+
+/// Addresses a folded network finding names at most.
+const FOLDED_ADDRESSES: usize = 20;
+
+/// The findings a scan opens incidents for: an address finding whose
+/// network has a finding of the same rule (slow brute force and username
+/// enumeration count both) goes into the network's finding — its details
+/// gain `addresses_folded` and the busiest `addresses` — rather than
+/// opening an incident of its own. Over a week of a botnet that is one
+/// incident per attacking network a sysop can act on (the network's block
+/// covers its addresses), not tens of thousands, one per address. The
+/// report still lists every finding. Returns the findings to report and
+/// how many were folded.
+fn fold_into_networks(summary: &[Finding]) -> (Vec<Finding>, u64) {
+    let rule = |f: &Finding| f.details.get("rule").and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    let mut networks: BTreeMap<(String, crate::model::IpNetwork), usize> = BTreeMap::new();
+    for (i, f) in summary.iter().enumerate() {
+        if let Subject::Network(n) = &f.subject {
+            if let Ok(net) = crate::model::IpNetwork::parse(n) {
+                networks.insert((rule(f), net), i);
+            }
+        }
+    }
+    let mut widths: BTreeMap<String, std::collections::BTreeSet<u8>> = BTreeMap::new();
+    for (r, n) in networks.keys() {
+        widths.entry(r.clone()).or_default().insert(n.bits());
+    }
+    let mut into: BTreeMap<usize, Vec<(String, u64)>> = BTreeMap::new();
+    let mut folded_away = vec![false; summary.len()];
+    if !networks.is_empty() {
+        for (i, f) in summary.iter().enumerate() {
+            let Subject::Address(a) = &f.subject else { continue };
+            let Ok(addr) = crate::model::IpNetwork::parse(a) else { continue };
+            let r = rule(f);
+            let Some(ws) = widths.get(&r) else { continue };
+            let holder = ws.iter().filter(|b| **b <= addr.bits()).find_map(|b| networks.get(&(r.clone(), crate::model::IpNetwork::containing(addr.addr(), *b))));
+            if let Some(&n) = holder {
+                let count = ["failures", "usernames", "attempts"].iter().find_map(|k| f.details.get(*k).and_then(|v| v.as_u64())).unwrap_or(f.event_ids.len() as u64);
+                into.entry(n).or_default().push((a.clone(), count));
+                folded_away[i] = true;
+            }
+        }
+    }
+    let mut folded = 0;
+    let mut out = Vec::with_capacity(summary.len());
+    for (i, f) in summary.iter().enumerate() {
+        if folded_away[i] {
+            folded += 1;
+            continue;
+        }
+        let mut f = f.clone();
+        if let Some(mut addresses) = into.remove(&i) {
+            addresses.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+            let n = addresses.len();
+            addresses.truncate(FOLDED_ADDRESSES);
+            if let Some(d) = f.details.as_object_mut() {
+                d.insert("addresses_folded".into(), serde_json::json!(n));
+                d.insert("addresses".into(), serde_json::json!(addresses.iter().map(|(a, c)| serde_json::json!({ "address": a, "count": c })).collect::<Vec<_>>()));
+            }
+            f.description = format!("{} ({n} of its addresses also crossed the rule on their own)", f.description);
+        }
+        out.push(f);
+    }
+    (out, folded)
 }
 
 /// What `Core::scan` found, per kind run.
@@ -232,7 +300,9 @@ impl Core {
         // Findings over history open incidents (or attach to the open
         // ones) but run no playbook: the attack may be long over, and the
         // sysop decides what to do (`security incidents`).
-        for f in report.suspicious_summary.clone() {
+        let (to_report, folded) = fold_into_networks(&report.suspicious_summary);
+        report.incidents.folded = folded;
+        for f in to_report {
             self.count_reported(&mut report.incidents, f, now)?;
         }
         if let Some(m) = &mut report.mfa {
@@ -425,7 +495,8 @@ fn scan_event(r: &ScanReport, since: Option<Millis>, now: Millis) -> Event {
     .detail("counts", serde_json::to_value(&counts).unwrap_or_default())
     .detail("findings", total)
     .detail("incidents_opened", r.incidents.opened)
-    .detail("incidents_attached", r.incidents.attached);
+    .detail("incidents_attached", r.incidents.attached)
+    .detail("findings_folded", r.incidents.folded);
     if let Some(s) = &r.suspicious {
         let mut by_type: BTreeMap<&'static str, u64> = BTreeMap::new();
         for f in &r.suspicious_summary {
@@ -558,13 +629,13 @@ mod tests {
                 f(&keyless, "below_required_level", false, 2, 3, None),
             ]
         );
-        assert_eq!(r.incidents, IncidentCounts { opened: 1, attached: 0 });
+        assert_eq!(r.incidents, IncidentCounts { opened: 1, attached: 0, folded: 0 });
         let i = core.store.incident(incident).expect("read").expect("incident");
         assert_eq!((i.incident_type, i.severity, i.subject.key()), (IncidentType::SysopFactorLevel, IncidentSeverity::High, format!("account:{}", sysop.id)));
         assert_eq!(i.title, "sysop root is below the required factor level (1 of 2)");
         // The next scan attaches to the open incident.
         let again = rt.block_on(core.scan(&[ScanKind::Mfa], None, T0.plus(Duration::from_secs(60)), &NoProgress)).expect("scan");
-        assert_eq!(again.incidents, IncidentCounts { opened: 0, attached: 1 });
+        assert_eq!(again.incidents, IncidentCounts { opened: 0, attached: 1, folded: 0 });
         let done = scan_events(&core);
         assert_eq!(done[0].details["counts"], serde_json::json!({ "mfa": 4 }));
         assert_eq!(done[0].details["incidents_attached"], 1);
@@ -646,11 +717,38 @@ mod tests {
         let kinds: Vec<(&str, &str)> = r.suspicious_summary.iter().map(|f| (f.incident_type.as_str(), f.details["rule"].as_str().unwrap_or(""))).collect();
         assert_eq!(kinds, vec![("brute_force_account", "brute_force_account")], "{:#?}", r.suspicious_summary);
         assert_eq!(r.suspicious_summary[0].subject, Subject::Account { user_id: Some(alice.id), username: "alice".into() });
-        assert_eq!(r.incidents, IncidentCounts { opened: 1, attached: 0 });
+        assert_eq!(r.incidents, IncidentCounts { opened: 1, attached: 0, folded: 0 });
         let done = scan_events(&core);
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].details["scan"], "passwords,mfa,sessions,suspicious");
         assert_eq!(done[0].details["counts"], serde_json::json!({ "passwords": 0, "mfa": 1, "sessions": 0, "suspicious": 1 }));
         assert_eq!(done[0].details["by_type"], serde_json::json!({ "brute_force_account": 1 }));
+    }
+
+    /// Address findings go into their network's finding of the same rule;
+    /// another rule's, or an address outside every such network, keep
+    /// their own.
+    #[test]
+    fn address_findings_fold_into_their_networks_finding_of_the_same_rule() {
+        let f = |subject: Subject, rule: &str, failures: u64, id: i64| {
+            crate::core::detect::finding(IncidentType::BruteForceIp, subject, IncidentSeverity::Medium, "t".into(), "d".into(), vec![id], T0, serde_json::json!({ "rule": rule, "failures": failures }))
+        };
+        let summary = vec![
+            f(Subject::Address("10.0.1.5".into()), "slow_brute_force", 120, 1),
+            f(Subject::Network("10.0.1.0/24".into()), "slow_brute_force", 400, 2),
+            f(Subject::Address("10.0.1.6".into()), "slow_brute_force", 150, 3),
+            f(Subject::Address("10.0.2.7".into()), "slow_brute_force", 110, 4),
+            f(Subject::Address("10.0.1.8".into()), "brute_force_ip", 10, 5),
+        ];
+        let (out, folded) = fold_into_networks(&summary);
+        assert_eq!(folded, 2);
+        let subjects: Vec<String> = out.iter().map(|f| f.subject.key()).collect();
+        assert_eq!(subjects, ["network:10.0.1.0/24", "address:10.0.2.7", "address:10.0.1.8"]);
+        assert_eq!(out[0].details["addresses_folded"], 2);
+        assert_eq!(out[0].details["addresses"], serde_json::json!([{ "address": "10.0.1.6", "count": 150 }, { "address": "10.0.1.5", "count": 120 }]));
+        assert!(out[0].description.ends_with("(2 of its addresses also crossed the rule on their own)"), "{}", out[0].description);
+        // Nothing to fold into: everything is reported as it is.
+        let (alone, none) = fold_into_networks(&summary[2..]);
+        assert_eq!((alone.len(), none), (3, 0));
     }
 }

@@ -90,7 +90,7 @@ fn scans_report_exactly_the_seeded_findings() {
             }]
         },
         "suspicious": { "since": null, "events_read": null, "findings": [] },
-        "incidents": { "opened": 1, "attached": 0 }
+        "incidents": { "opened": 1, "attached": 0, "folded": 0 }
     });
     assert_eq!(got, expected, "{}", serde_json::to_string_pretty(&got).unwrap_or_default());
     let checked_at = checked_at.as_str().unwrap_or_default().to_owned();
@@ -149,7 +149,7 @@ fn scans_report_exactly_the_seeded_findings() {
     assert_eq!(lines.last().copied(), Some("incidents: 0 opened, 1 already open (see `security incidents list`)"), "{report}");
     // One kind alone: only its key.
     let only: Value = serde_json::from_str(&g.cli_ok(&["security", "scan", "sessions", "--json"])).expect("json");
-    assert_eq!(only, json!({ "sessions": { "open": 0, "closed": 0, "still_open": 0, "stale_after_seconds": 3600, "findings": [] }, "incidents": { "opened": 0, "attached": 0 } }));
+    assert_eq!(only, json!({ "sessions": { "open": 0, "closed": 0, "still_open": 0, "stale_after_seconds": 3600, "findings": [] }, "incidents": { "opened": 0, "attached": 0, "folded": 0 } }));
     let bad = g.cli(&["security", "scan", "everything"]);
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
 }

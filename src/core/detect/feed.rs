@@ -130,7 +130,9 @@ pub fn start(
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let handle = std::thread::Builder::new().name("detection".into()).spawn(move || {
-        let mut feed = Feed { detector: Detector::new(&config.settings, config.ipv6_prefix), store, stats, findings, pending: Pending::default(), next_id: 1, quiet: false, now: Millis::now() };
+        // Room for every account there is at start (see `with_accounts`).
+        let accounts = store.count_users().unwrap_or(0);
+        let mut feed = Feed { detector: Detector::new(&config.settings, config.ipv6_prefix).with_accounts(accounts), store, stats, findings, pending: Pending::default(), next_id: 1, quiet: false, now: Millis::now() };
         feed.run(&config, handoff, tags, &flag);
     })?;
     Ok(DetectionThread { stop, handle: Some(handle) })

@@ -23,7 +23,8 @@
 //! `detection.max_tracked` keys (default 50,000): entries untouched for
 //! the map's longest window are swept every minute, and a new key at a
 //! full map first drops the stale ones, then the oldest eighth (counted
-//! in `evicted`). Within a key every sliding window holds at most 16 ×
+//! in `evicted`); the account map holds at least every account of the
+//! gate (`with_accounts`: accounts cannot be made up). Within a key every sliding window holds at most 16 ×
 //! its threshold attempts (at most 1,024), is made on its first attempt
 //! and allocates only for what it holds; day-long tiers keep at most 24
 //! buckets each, only those that hold events; the distinct names and
@@ -45,6 +46,7 @@ mod windows;
 use crate::config::detection::DetectionSettings;
 use crate::core::admission::AddressKey;
 use crate::model::{escape_control, Event, EventType, Finding, IncidentSeverity, IncidentType, Millis, StoredEvent, Subject};
+use crate::store::events::DetectRow;
 use spray::PasswordTag;
 use std::net::IpAddr;
 use windows::BoundedMap;
@@ -102,42 +104,188 @@ pub const EVENT_TYPES: &[EventType] = &[
     EventType::SuspiciousInput,
 ];
 
-fn detail<'a>(details: &'a serde_json::Value, key: &str) -> Option<&'a str> {
-    details.get(key).and_then(|v| v.as_str())
+/// The few `details` fields the rules read, borrowed where the JSON
+/// allows. Lenient as `Value::get(..).as_str()` is: a field of another
+/// JSON type reads as missing, and it never makes the others unreadable.
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    reason: Text<'a>,
+    #[serde(borrow)]
+    stage: Text<'a>,
+    #[serde(borrow)]
+    actor: Text<'a>,
+    #[serde(borrow)]
+    field: Text<'a>,
+    #[serde(borrow)]
+    kind: Text<'a>,
+    #[serde(borrow)]
+    source: Text<'a>,
+    #[serde(borrow)]
+    text: Text<'a>,
+    #[serde(borrow)]
+    categories: Texts<'a>,
+    /// Present (with any value but `null`).
+    after_enrollment: Option<serde::de::IgnoredAny>,
 }
 
-fn kind_of(t: EventType, details: &serde_json::Value, user_id: Option<i64>) -> Option<Kind> {
-    let by_sysop = || detail(details, "actor").is_some_and(|a| a.starts_with("cli:"));
+/// A JSON string (borrowed unless it holds escapes), or `None` for any
+/// other JSON value.
+#[derive(Default)]
+struct Text<'a>(Option<std::borrow::Cow<'a, str>>);
+
+impl<'a> Text<'a> {
+    fn get(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Some(std::borrow::Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Some(std::borrow::Cow::Owned(v.to_owned()))))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E>(self) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_none<E>(self) -> Result<Text<'de>, E> {
+                Ok(Text(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Text<'de>, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Text<'de>, A::Error> {
+                while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+        }
+        d.deserialize_any(V).map(|t| Text(t.0))
+    }
+}
+
+/// The strings of a JSON array (other elements skipped); empty for any
+/// other JSON value.
+#[derive(Default)]
+struct Texts<'a>(Vec<Text<'a>>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Texts<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Texts<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Texts<'de>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(t) = a.next_element::<Text<'de>>()? {
+                    out.push(t);
+                }
+                Ok(Texts(out))
+            }
+            fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Texts<'de>, E> {
+                Ok(Texts::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Texts<'de>, E> {
+                Ok(Texts::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Texts<'de>, E> {
+                Ok(Texts::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Texts<'de>, E> {
+                Ok(Texts::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Texts<'de>, E> {
+                Ok(Texts::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Texts<'de>, E> {
+                Ok(Texts::default())
+            }
+            fn visit_unit<E>(self) -> Result<Texts<'de>, E> {
+                Ok(Texts::default())
+            }
+            fn visit_none<E>(self) -> Result<Texts<'de>, E> {
+                Ok(Texts::default())
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Texts<'de>, A::Error> {
+                while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Texts::default())
+            }
+        }
+        d.deserialize_any(V).map(|t| Texts(t.0.into_iter().map(|x| Text(x.0)).collect()))
+    }
+}
+
+/// Whether the rules need the details of an event of this type at all
+/// (a success or a new device is read from its columns alone).
+fn needs_details(t: EventType) -> bool {
+    !matches!(t, EventType::LoginSuccess | EventType::DeviceNew)
+}
+
+fn kind_of(t: EventType, d: &Fields<'_>, user_id: Option<i64>) -> Option<Kind> {
+    let by_sysop = || d.actor.get().is_some_and(|a| a.starts_with("cli:"));
     match t {
         EventType::LoginFailed => {
-            let reason = detail(details, "reason").unwrap_or("");
+            let reason = d.reason.get().unwrap_or("");
             if NOT_ATTEMPTS.contains(&reason) {
                 return None;
             }
             Some(Kind::Failure { unknown_user: reason == "unknown_user" && user_id.is_none() })
         }
-        EventType::OtpFailed if detail(details, "stage") != Some("enrollment") && user_id.is_some() => Some(Kind::Failure { unknown_user: false }),
-        EventType::OtpReplay if details.get("after_enrollment").is_none() && user_id.is_some() => Some(Kind::Failure { unknown_user: false }),
+        EventType::OtpFailed if d.stage.get() != Some("enrollment") && user_id.is_some() => Some(Kind::Failure { unknown_user: false }),
+        EventType::OtpReplay if d.after_enrollment.is_none() && user_id.is_some() => Some(Kind::Failure { unknown_user: false }),
         EventType::LoginSuccess if user_id.is_some() => Some(Kind::Success),
         EventType::DeviceNew if user_id.is_some() => Some(Kind::NewDevice),
         EventType::PasswordChanged if !by_sysop() => Some(Kind::Change("password")),
-        EventType::UserUpdated if detail(details, "field") == Some("email") && !by_sysop() => Some(Kind::Change("email")),
+        EventType::UserUpdated if d.field.get() == Some("email") && !by_sysop() => Some(Kind::Change("email")),
         EventType::MfaEnabled | EventType::MfaDisabled | EventType::WebauthnRegistered | EventType::WebauthnRemoved if !by_sysop() => Some(Kind::Change("2fa")),
         EventType::SshKeyAdded if !by_sysop() => Some(Kind::Change("ssh_key")),
-        EventType::SuspiciousInput if detail(details, "kind") == Some("injection") => Some(Kind::Injection {
-            source: detail(details, "source").unwrap_or("input").to_owned(),
-            categories: details.get("categories").and_then(|v| v.as_array()).map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect()).unwrap_or_default(),
-            text: detail(details, "text").unwrap_or("").to_owned(),
+        EventType::SuspiciousInput if d.kind.get() == Some("injection") => Some(Kind::Injection {
+            source: d.source.get().unwrap_or("input").to_owned(),
+            categories: d.categories.0.iter().filter_map(|c| c.get().map(str::to_owned)).collect(),
+            text: d.text.get().unwrap_or("").to_owned(),
         }),
         _ => None,
     }
+}
+
+/// The fields of a `details` object (a JSON value the rules cannot read,
+/// as an object without them).
+fn fields_of_value(t: EventType, details: &serde_json::Value) -> Fields<'_> {
+    if !needs_details(t) {
+        return Fields::default();
+    }
+    serde::Deserialize::deserialize(details).unwrap_or_default()
 }
 
 impl DetectEvent {
     /// The detector's view of an event (with its id), or `None` for an
     /// event no rule looks at.
     pub fn from_event(id: i64, e: &Event) -> Option<DetectEvent> {
-        let kind = kind_of(e.event_type, &e.details, e.user_id)?;
+        let kind = kind_of(e.event_type, &fields_of_value(e.event_type, &e.details), e.user_id)?;
         Some(DetectEvent {
             id,
             at: e.created_at,
@@ -153,7 +301,7 @@ impl DetectEvent {
     /// The same from an event read back for display.
     pub fn from_stored(e: &StoredEvent) -> Option<DetectEvent> {
         let t = EventType::parse(&e.event_type)?;
-        let kind = kind_of(t, &e.details, e.user_id)?;
+        let kind = kind_of(t, &fields_of_value(t, &e.details), e.user_id)?;
         Some(DetectEvent {
             id: e.id,
             at: Millis::parse_rfc3339(&e.created_at)?,
@@ -162,6 +310,24 @@ impl DetectEvent {
             username: e.username.clone(),
             ip: e.ip.as_deref().and_then(|s| s.parse().ok()),
             session_id: e.session_id,
+            tag: None,
+        })
+    }
+
+    /// The same from a row read for the rules (`Store::detect_rows_by_id`):
+    /// the details text is parsed for the few fields the rules read, and
+    /// only for the types whose rules read them.
+    pub fn from_row(r: &DetectRow<'_>) -> Option<DetectEvent> {
+        let fields = if needs_details(r.event_type) { serde_json::from_str(r.details).unwrap_or_default() } else { Fields::default() };
+        let kind = kind_of(r.event_type, &fields, r.user_id)?;
+        Some(DetectEvent {
+            id: r.id,
+            at: r.created_at,
+            kind,
+            user_id: r.user_id,
+            username: r.username.map(str::to_owned),
+            ip: r.ip.and_then(|s| s.parse().ok()),
+            session_id: r.session_id,
             tag: None,
         })
     }
@@ -237,6 +403,9 @@ pub struct Detector {
     events: u64,
     findings: u64,
     last_sweep: Millis,
+    /// This detector's part of the keys when several share the events
+    /// (`with_shard`): (index, count); (0, 1) owns every key.
+    shard: (u64, u64),
 }
 
 const SWEEP_EVERY_MS: i64 = 60_000;
@@ -276,7 +445,43 @@ impl Detector {
             events: 0,
             findings: 0,
             last_sweep: Millis(i64::MIN),
+            shard: (0, 1),
         }
+    }
+
+    /// Lets the account map hold `accounts` keys when that is more than
+    /// `max_tracked`. Account keys are accounts that exist (a failure for a
+    /// name that is not an account has no user id), so an attacker cannot
+    /// multiply them; a gate with more accounts than `max_tracked` would
+    /// otherwise drop each account's state before its next event (losing
+    /// the addresses account takeover compares with, and paying for a new
+    /// state on every event).
+    pub fn with_accounts(mut self, accounts: u64) -> Detector {
+        self.accounts.raise_cap(usize::try_from(accounts).unwrap_or(usize::MAX).saturating_add(accounts as usize / 8));
+        self
+    }
+
+    /// Makes this detector one of `count` that each see every event and
+    /// keep the state of their own part of the keys (addresses, networks
+    /// and accounts by a hash; password tags and the gate-wide state with
+    /// shard 0): the scan over history runs them on separate threads.
+    /// Every rule reads the state of one key (or the gate's) only, so the
+    /// shards together find exactly what one detector finds.
+    pub fn with_shard(mut self, index: u64, count: u64) -> Detector {
+        let count = count.max(1);
+        self.shard = (index % count, count);
+        self
+    }
+
+    /// Whether this detector keeps the state of the key hashed to `h`.
+    pub(crate) fn owns(&self, h: u64) -> bool {
+        self.shard.1 <= 1 || h % self.shard.1 == self.shard.0
+    }
+
+    /// `owns` for the keys that have no hash of their own (the gate's
+    /// state, password tags): shard 0.
+    pub(crate) fn owns_gate(&self) -> bool {
+        self.shard.0 == 0
     }
 
     /// Looks at one event; returns what it made fire (usually nothing).

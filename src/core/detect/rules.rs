@@ -168,8 +168,11 @@ impl Detector {
         let attempt = Attempt { at: ev.at, id: ev.id, name: name_h, addr: addr_h, failed: true };
         // Escaped for titles only when a rule fires (most events fire none).
         let shown_name = || shown(ev.username.as_deref().unwrap_or(""));
+        // Each part below reads and writes the state of one key; a shard
+        // (`Detector::with_shard`) runs the parts whose key it owns.
+        let mine = (address.is_some() && self.owns(addr_h), network.is_some_and(|n| self.shard.1 <= 1 || self.owns(h(&n))), ev.user_id.is_some_and(|u| self.owns(u as u64)), self.owns_gate());
 
-        if let Some(key) = address {
+        if let Some(key) = address.filter(|_| mine.0) {
             let s = &self.s;
             let in_dictionary = unknown_user && s.dictionary_usernames.enabled && self.dictionary.contains(&name);
             let st = self.addresses.touch(key, ev.at);
@@ -237,7 +240,7 @@ impl Detector {
                 slow_tiers(&mut st.slow, &s.slow_brute_force.tiers, ev, &|| (subject(), key.to_string()), "address", None, out);
             }
         }
-        if let Some(net) = network {
+        if let Some(net) = network.filter(|_| mine.1) {
             let s = &self.s;
             let st = self.networks.touch(net, ev.at);
             st.addresses.see(addr_h, ev.at);
@@ -256,7 +259,7 @@ impl Detector {
                 }
             }
         }
-        if let Some(user_id) = ev.user_id {
+        if let Some(user_id) = ev.user_id.filter(|_| mine.2) {
             let s = &self.s;
             let st = self.accounts.touch(user_id, ev.at);
             if s.brute_force_account.enabled {
@@ -290,7 +293,7 @@ impl Detector {
                 st.failures.push_back((ev.at, ev.id));
             }
         }
-        if let Some(tag) = ev.tag {
+        if let Some(tag) = ev.tag.filter(|_| mine.3) {
             if self.s.password_spraying.enabled {
                 let r = &self.s.password_spraying;
                 let st = self.sprays.touch(tag, ev.at);
@@ -326,7 +329,7 @@ impl Detector {
                 }
             }
         }
-        if self.s.distributed_stuffing.enabled {
+        if self.s.distributed_stuffing.enabled && mine.3 {
             self.gate_attempt(ev, name_h, addr_h, false, out);
         }
     }
@@ -335,17 +338,17 @@ impl Detector {
         let name_h = h(&*lowered(ev.username.as_deref().unwrap_or("")));
         let address = ev.ip.map(|ip| self.address_key(ip));
         let addr_h = address.map(|a| h(&a)).unwrap_or(0);
-        if let Some(key) = address {
+        if let Some(key) = address.filter(|_| self.owns(addr_h)) {
             if self.s.credential_stuffing.enabled {
                 let r = &self.s.credential_stuffing;
                 let st = self.addresses.touch(key, ev.at);
                 st.stuffing.push(Attempt { at: ev.at, id: ev.id, name: name_h, addr: addr_h, failed: false }, ms(r.window), 256, NAMES);
             }
         }
-        if self.s.distributed_stuffing.enabled {
+        if self.s.distributed_stuffing.enabled && self.owns_gate() {
             self.gate_attempt(ev, name_h, addr_h, true, out);
         }
-        let Some(user_id) = ev.user_id else { return };
+        let Some(user_id) = ev.user_id.filter(|u| self.owns(*u as u64)) else { return };
         let r = self.s.account_takeover.clone();
         if !r.enabled {
             return;
@@ -390,7 +393,7 @@ impl Detector {
 
     fn new_device(&mut self, ev: &DetectEvent) {
         let (Some(user_id), Some(session)) = (ev.user_id, ev.session_id) else { return };
-        if !self.s.account_takeover.enabled {
+        if !self.s.account_takeover.enabled || !self.owns(user_id as u64) {
             return;
         }
         let st = self.accounts.touch(user_id, ev.at);
@@ -401,7 +404,7 @@ impl Detector {
     }
 
     fn change(&mut self, ev: &DetectEvent, what: &str, out: &mut Vec<Finding>) {
-        let Some(user_id) = ev.user_id else { return };
+        let Some(user_id) = ev.user_id.filter(|u| self.owns(*u as u64)) else { return };
         let r = self.s.account_takeover.clone();
         if !r.enabled {
             return;
@@ -439,6 +442,14 @@ impl Detector {
         }
         let r = self.s.injection.clone();
         let attempt = Attempt { at: ev.at, id: ev.id, name: h(text), addr: 0, failed: true };
+        let owner = match (ev.ip, ev.user_id) {
+            (Some(ip), _) => self.owns(h(&self.address_key(ip))),
+            (None, Some(id)) => self.owns(id as u64),
+            (None, None) => false,
+        };
+        if !owner {
+            return;
+        }
         let (window, subject, who) = match (ev.ip, ev.user_id) {
             (Some(ip), _) => {
                 let key = self.address_key(ip);

@@ -10,6 +10,16 @@ use crate::core::{Core, Result};
 use crate::model::{Event, EventType, Finding, Millis, Severity};
 use std::collections::BTreeMap;
 
+/// Rows read per query (and between progress updates).
+const PAGE: usize = 10_000;
+
+/// Detector threads of the scan (the machine this was measured on has 2
+/// cores; the reading thread shares them).
+const SHARDS: u64 = 2;
+
+/// Pages read ahead of the slowest detector.
+const QUEUED_PAGES: usize = 4;
+
 /// What a scan found.
 #[derive(Debug, Clone)]
 pub struct SuspiciousScan {
@@ -85,33 +95,83 @@ impl Core {
 
     /// The rules over the events since `since` (default: the longest
     /// window), recording nothing; `progress` counts event ids.
+    ///
+    /// This thread reads the rows and hands them, a page at a time, to
+    /// `SHARDS` detectors on threads of their own, each keeping the state
+    /// of its part of the keys (`Detector::with_shard`); their findings
+    /// are put back in event order. The work is memory-bound (a state per
+    /// address, network and account, a week of them), so the shards'
+    /// cache misses overlap.
     pub fn run_suspicious_scan(&self, since: Option<Millis>, now: Millis, progress: &dyn crate::core::scans::Progress) -> Result<SuspiciousScan> {
         let settings = self.settings();
         let since = since.unwrap_or_else(|| now.minus(settings.detection.longest_window()));
-        let mut detector = Detector::new(&settings.detection, settings.ssh.penalties.ipv6_prefix);
+        let accounts = self.store.count_users()?;
         let upto = self.store.last_event_id()?;
         let mut after = self.store.event_id_before(since)?.min(upto);
         let mut scan = SuspiciousScan { since, events_read: 0, findings: Vec::new() };
         progress.start(crate::core::scans::ScanKind::Suspicious, (upto - after).max(0) as u64);
-        if settings.detection.any_enabled() {
-            loop {
-                let page = self.store.events_by_id(after, upto, Some(since), EVENT_TYPES, 10_000)?;
-                let full = page.len() == 10_000;
-                let before = after;
-                for (id, e) in &page {
-                    after = *id;
-                    scan.events_read += 1;
-                    if let Some(ev) = DetectEvent::from_event(*id, e) {
-                        // History replays on its own clock.
-                        scan.findings.extend(detector.observe(&ev, ev.at));
+        if !settings.detection.any_enabled() {
+            progress.finish(crate::core::scans::ScanKind::Suspicious);
+            return Ok(scan);
+        }
+        let detectors: Vec<Detector> = (0..SHARDS).map(|i| Detector::new(&settings.detection, settings.ssh.penalties.ipv6_prefix).with_accounts(accounts).with_shard(i, SHARDS)).collect();
+        let read: Result<()> = std::thread::scope(|threads| {
+            let mut pages = Vec::new();
+            let mut handles = Vec::new();
+            for mut d in detectors {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<DetectEvent>>>(QUEUED_PAGES);
+                pages.push(tx);
+                handles.push(threads.spawn(move || {
+                    // (the event's place in the replay, what it made fire)
+                    let mut found: Vec<(u64, Finding)> = Vec::new();
+                    let mut seq = 0u64;
+                    for page in rx {
+                        for ev in page.iter() {
+                            // History replays on its own clock.
+                            found.extend(d.observe(ev, ev.at).into_iter().map(|f| (seq, f)));
+                            seq += 1;
+                        }
+                    }
+                    found
+                }));
+            }
+            let read = (|| -> Result<()> {
+                loop {
+                    let before = after;
+                    let mut page = Vec::with_capacity(PAGE);
+                    let (n, last) = self.store.detect_rows_by_id(after, upto, Some(since), EVENT_TYPES, PAGE, |row| {
+                        scan.events_read += 1;
+                        page.extend(DetectEvent::from_row(row));
+                    })?;
+                    after = last;
+                    let page = std::sync::Arc::new(page);
+                    for tx in &pages {
+                        // A detector thread that is gone panicked: its
+                        // join below says so.
+                        let _ = tx.send(page.clone());
+                    }
+                    let full = n == PAGE;
+                    progress.advance(if full { (after - before).max(0) as u64 } else { (upto - before).max(0) as u64 });
+                    if !full {
+                        return Ok(());
                     }
                 }
-                progress.advance(if full { (after - before).max(0) as u64 } else { (upto - before).max(0) as u64 });
-                if !full {
-                    break;
+            })();
+            drop(pages);
+            let mut all: Vec<(u64, usize, Finding)> = Vec::new();
+            for (shard, h) in handles.into_iter().enumerate() {
+                match h.join() {
+                    Ok(found) => all.extend(found.into_iter().map(|(seq, f)| (seq, shard, f))),
+                    Err(_) => return Err(crate::core::Error::Conflict("the suspicious-activity scan failed: a detector thread panicked".into())),
                 }
             }
-        }
+            // Each shard's findings are in event order already; a stable
+            // sort by the event's place merges them.
+            all.sort_by_key(|(seq, shard, _)| (*seq, *shard));
+            scan.findings = all.into_iter().map(|(_, _, f)| f).collect();
+            read
+        });
+        read?;
         progress.finish(crate::core::scans::ScanKind::Suspicious);
         Ok(scan)
     }

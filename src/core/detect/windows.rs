@@ -21,15 +21,25 @@ pub(crate) struct BoundedMap<K, V> {
     /// calls (at most `cap`): a map at its cap makes room every `cap / 8`
     /// new keys, and a fresh buffer each time costs more than the choice.
     times: Vec<Millis>,
+    /// No entry was touched last before this (a lower bound: touches only
+    /// move entries later, removals only raise the true minimum), so a
+    /// sweep with nothing stale costs a comparison, not a pass over the
+    /// map. A scan over a week of history sweeps every replayed minute.
+    oldest: Millis,
 }
 
 impl<K: Hash + Eq + Clone, V: Default> BoundedMap<K, V> {
     pub fn new(cap: usize, horizon_ms: i64) -> Self {
-        BoundedMap { map: HashMap::new(), cap: cap.max(8), horizon_ms, evicted: 0, times: Vec::new() }
+        BoundedMap { map: HashMap::new(), cap: cap.max(8), horizon_ms, evicted: 0, times: Vec::new(), oldest: Millis(i64::MAX) }
     }
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Raises the cap to `cap` (never lowers it).
+    pub fn raise_cap(&mut self, cap: usize) {
+        self.cap = self.cap.max(cap);
     }
 
     #[cfg(test)]
@@ -47,7 +57,11 @@ impl<K: Hash + Eq + Clone, V: Default> BoundedMap<K, V> {
         if self.map.len() >= self.cap && !self.map.contains_key(&key) {
             self.make_room(at);
         }
-        let entry = self.map.entry(key).or_insert_with(|| (at, V::default()));
+        let oldest = &mut self.oldest;
+        let entry = self.map.entry(key).or_insert_with(|| {
+            *oldest = (*oldest).min(at);
+            (at, V::default())
+        });
         if at > entry.0 {
             entry.0 = at;
         }
@@ -57,7 +71,18 @@ impl<K: Hash + Eq + Clone, V: Default> BoundedMap<K, V> {
     /// Drops the entries untouched since `now - horizon`.
     pub fn sweep(&mut self, now: Millis) {
         let cutoff = now.0.saturating_sub(self.horizon_ms);
-        self.map.retain(|_, (last, _)| last.0 >= cutoff);
+        if self.oldest.0 >= cutoff {
+            return;
+        }
+        let mut oldest = i64::MAX;
+        self.map.retain(|_, (last, _)| {
+            let keep = last.0 >= cutoff;
+            if keep {
+                oldest = oldest.min(last.0);
+            }
+            keep
+        });
+        self.oldest = Millis(oldest);
     }
 
     /// Stale entries first; if none, the oldest eighth (by last touch).
@@ -436,6 +461,30 @@ mod tests {
         m.sweep(Millis(5000));
         assert_eq!(m.len(), 1);
         assert_eq!(m.evicted, 2);
+    }
+
+    /// The sweep's shortcut (nothing can be stale before the oldest
+    /// touch) never keeps a stale entry: not after a sweep raised the
+    /// bound, nor for a key made later with an older time.
+    #[test]
+    fn a_sweep_with_nothing_stale_keeps_everything_and_the_bound_stays_true() {
+        let mut m: BoundedMap<u32, u32> = BoundedMap::new(64, 1000);
+        m.touch(1, Millis(0));
+        m.touch(2, Millis(500));
+        m.sweep(Millis(900));
+        assert_eq!(m.len(), 2, "nothing is older than the horizon");
+        m.sweep(Millis(1200));
+        assert!(m.get(&1).is_none() && m.get(&2).is_some(), "1 was stale");
+        // A key made later with an older time (events out of order).
+        m.touch(3, Millis(300));
+        m.sweep(Millis(1400));
+        assert!(m.get(&3).is_none() && m.get(&2).is_some(), "3 was stale although made after the last sweep");
+        // Touches move an entry later and keep it.
+        m.touch(2, Millis(2000));
+        m.sweep(Millis(2900));
+        assert!(m.get(&2).is_some());
+        m.sweep(Millis(3001));
+        assert_eq!(m.len(), 0);
     }
 
     #[test]
