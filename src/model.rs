@@ -449,6 +449,10 @@ pub fn strip_unsafe(text: &str) -> String {
 /// only C0). Such characters can only occur inside JSON strings, where
 /// `\uXXXX` means the same character.
 pub fn json_terminal_safe(json: &str) -> String {
+    // Nearly every report is ASCII (a scan's runs to tens of megabytes).
+    if json.is_ascii() {
+        return json.to_owned();
+    }
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
         // C0 controls are either escaped by serde_json already (inside

@@ -487,6 +487,31 @@ mod tests {
         assert_eq!(m.len(), 0);
     }
 
+    /// Counts and first times match the events of the window: events in
+    /// time order at irregular steps, each count checked against the
+    /// events themselves.
+    #[test]
+    fn bucket_counts_match_the_events_in_the_window() {
+        let w = 24 * 1000;
+        let mut b = Buckets::default();
+        let mut times: Vec<i64> = Vec::new();
+        let mut t = 0i64;
+        for i in 0..3000i64 {
+            t += (i * 7919) % 2300;
+            b.add(Millis(t), i, w);
+            times.push(t);
+            let now = t.div_euclid(1000);
+            let want = times.iter().filter(|x| x.div_euclid(1000) > now - 24).count() as u64;
+            let first = times.iter().copied().filter(|x| x.div_euclid(1000) > now - 24).min().unwrap_or(t);
+            assert_eq!(b.count(Millis(t), w), (want, Millis(first)), "event {i} at {t}");
+            // And later, with no new event (the general path).
+            let later = t + 5_000;
+            let lnow = later.div_euclid(1000);
+            let lwant = times.iter().filter(|x| x.div_euclid(1000) > lnow - 24).count() as u64;
+            assert_eq!(b.count(Millis(later), w).0, lwant, "after event {i}");
+        }
+    }
+
     #[test]
     fn attempt_window_counts_as_attempts_come_and_go() {
         let mut w = AttemptWindow::default();
