@@ -449,8 +449,9 @@ pub fn strip_unsafe(text: &str) -> String {
 /// only C0). Such characters can only occur inside JSON strings, where
 /// `\uXXXX` means the same character.
 pub fn json_terminal_safe(json: &str) -> String {
-    // Nearly every report is ASCII (a scan's runs to tens of megabytes).
-    if json.is_ascii() {
+    // Nearly every report is ASCII without DEL (a scan's runs to tens of
+    // megabytes): nothing to escape.
+    if json.bytes().all(|b| b < 0x7f) {
         return json.to_owned();
     }
     let mut out = String::with_capacity(json.len());

@@ -24,7 +24,8 @@
 //! the map's longest window are swept every minute, and a new key at a
 //! full map first drops the stale ones, then the oldest eighth (counted
 //! in `evicted`); the account map holds at least every account of the
-//! gate (`with_accounts`: accounts cannot be made up). Within a key every sliding window holds at most 16 ×
+//! gate (`with_accounts`: accounts cannot be made up). Within a key every
+//! sliding window holds at most 16 ×
 //! its threshold attempts (at most 1,024), is made on its first attempt
 //! and allocates only for what it holds; day-long tiers keep at most 24
 //! buckets each, only those that hold events; the distinct names and
@@ -126,8 +127,20 @@ struct Fields<'a> {
     text: Text<'a>,
     #[serde(borrow)]
     categories: Texts<'a>,
-    /// Present (with any value but `null`).
-    after_enrollment: Option<serde::de::IgnoredAny>,
+    /// Present, with any value (`null` too, as `Value::get` sees it).
+    after_enrollment: Present,
+}
+
+/// Whether a field is there at all (`#[serde(default)]` makes a missing
+/// one `false`).
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> serde::Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Present(true))
+    }
 }
 
 /// A JSON string (borrowed unless it holds escapes), or `None` for any
@@ -256,7 +269,7 @@ fn kind_of(t: EventType, d: &Fields<'_>, user_id: Option<i64>) -> Option<Kind> {
             Some(Kind::Failure { unknown_user: reason == "unknown_user" && user_id.is_none() })
         }
         EventType::OtpFailed if d.stage.get() != Some("enrollment") && user_id.is_some() => Some(Kind::Failure { unknown_user: false }),
-        EventType::OtpReplay if d.after_enrollment.is_none() && user_id.is_some() => Some(Kind::Failure { unknown_user: false }),
+        EventType::OtpReplay if !d.after_enrollment.0 && user_id.is_some() => Some(Kind::Failure { unknown_user: false }),
         EventType::LoginSuccess if user_id.is_some() => Some(Kind::Success),
         EventType::DeviceNew if user_id.is_some() => Some(Kind::NewDevice),
         EventType::PasswordChanged if !by_sysop() => Some(Kind::Change("password")),
@@ -275,10 +288,27 @@ fn kind_of(t: EventType, d: &Fields<'_>, user_id: Option<i64>) -> Option<Kind> {
 /// The fields of a `details` object (a JSON value the rules cannot read,
 /// as an object without them).
 fn fields_of_value(t: EventType, details: &serde_json::Value) -> Fields<'_> {
-    if !needs_details(t) {
+    if !needs_details(t) || !details.is_object() {
         return Fields::default();
     }
     serde::Deserialize::deserialize(details).unwrap_or_default()
+}
+
+/// The fields of a stored `details` text. Only an object has fields (a
+/// struct would also take an array, by position); a text the struct
+/// refuses (a repeated key, which the store never writes) is read through
+/// `Value`, which keeps the last of each key, as the rules read it before.
+fn fields_of_text<'a>(t: EventType, details: &'a str, parsed: &'a mut Option<serde_json::Value>) -> Fields<'a> {
+    if !needs_details(t) || !details.trim_start().starts_with('{') {
+        return Fields::default();
+    }
+    match serde_json::from_str(details) {
+        Ok(f) => f,
+        Err(_) => {
+            let v = parsed.insert(serde_json::from_str(details).unwrap_or(serde_json::Value::Null));
+            fields_of_value(t, v)
+        }
+    }
 }
 
 impl DetectEvent {
@@ -318,7 +348,8 @@ impl DetectEvent {
     /// the details text is parsed for the few fields the rules read, and
     /// only for the types whose rules read them.
     pub fn from_row(r: &DetectRow<'_>) -> Option<DetectEvent> {
-        let fields = if needs_details(r.event_type) { serde_json::from_str(r.details).unwrap_or_default() } else { Fields::default() };
+        let mut parsed = None;
+        let fields = fields_of_text(r.event_type, r.details, &mut parsed);
         let kind = kind_of(r.event_type, &fields, r.user_id)?;
         Some(DetectEvent {
             id: r.id,
@@ -466,7 +497,10 @@ impl Detector {
     /// and accounts by a hash; password tags and the gate-wide state with
     /// shard 0): the scan over history runs them on separate threads.
     /// Every rule reads the state of one key (or the gate's) only, so the
-    /// shards together find exactly what one detector finds.
+    /// shards together find what one detector finds, event by event (in
+    /// another order within one event), as long as no map is full: each
+    /// shard holds up to `max_tracked` keys of its own part, so together
+    /// they drop fewer keys than one detector would.
     pub fn with_shard(mut self, index: u64, count: u64) -> Detector {
         let count = count.max(1);
         self.shard = (index % count, count);

@@ -147,8 +147,10 @@ impl Core {
                     let page = std::sync::Arc::new(page);
                     for tx in &pages {
                         // A detector thread that is gone panicked: its
-                        // join below says so.
-                        let _ = tx.send(page.clone());
+                        // join below says so; reading on is no use.
+                        if tx.send(page.clone()).is_err() {
+                            return Ok(());
+                        }
                     }
                     let full = n == PAGE;
                     progress.advance(if full { (after - before).max(0) as u64 } else { (upto - before).max(0) as u64 });
@@ -159,14 +161,22 @@ impl Core {
             })();
             drop(pages);
             let mut all: Vec<(u64, usize, Finding)> = Vec::new();
+            let mut panicked = false;
+            // Every thread is joined (a panic is this scan's error, not
+            // the scope's).
             for (shard, h) in handles.into_iter().enumerate() {
                 match h.join() {
                     Ok(found) => all.extend(found.into_iter().map(|(seq, f)| (seq, shard, f))),
-                    Err(_) => return Err(crate::core::Error::Conflict("the suspicious-activity scan failed: a detector thread panicked".into())),
+                    Err(_) => panicked = true,
                 }
             }
+            if panicked {
+                return Err(crate::core::Error::Conflict("the suspicious-activity scan failed: a detector thread panicked".into()));
+            }
             // Each shard's findings are in event order already; a stable
-            // sort by the event's place merges them.
+            // sort by the event's place merges them (within one event, the
+            // first shard's first: the order may differ from one
+            // detector's there, never across events).
             all.sort_by_key(|(seq, shard, _)| (*seq, *shard));
             scan.findings = all.into_iter().map(|(_, _, f)| f).collect();
             read

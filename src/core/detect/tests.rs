@@ -503,6 +503,12 @@ fn events_map_to_what_the_rules_read() {
         (ev(EventType::OtpFailed, Some(1), json!({"reason": "wrong_code"})), Some(Kind::Failure { unknown_user: false })),
         (ev(EventType::OtpFailed, Some(1), json!({"stage": "enrollment"})), None),
         (ev(EventType::OtpReplay, Some(1), json!({"after_enrollment": true})), None),
+        (ev(EventType::OtpReplay, Some(1), json!({"after_enrollment": null})), None),
+        (ev(EventType::OtpReplay, Some(1), json!({})), Some(Kind::Failure { unknown_user: false })),
+        // Fields of another JSON type read as missing, and never hide the others.
+        (ev(EventType::LoginFailed, Some(1), json!({"reason": 5})), Some(Kind::Failure { unknown_user: false })),
+        (ev(EventType::LoginFailed, Some(1), json!({"stage": ["x"], "reason": "locked"})), None),
+        (ev(EventType::LoginFailed, Some(1), json!(["locked"])), Some(Kind::Failure { unknown_user: false })),
         (ev(EventType::LoginSuccess, Some(1), json!({})), Some(Kind::Success)),
         (ev(EventType::DeviceNew, Some(1), json!({})), Some(Kind::NewDevice)),
         (ev(EventType::PasswordChanged, Some(1), json!({"actor": "user:1"})), Some(Kind::Change("password"))),
@@ -517,6 +523,23 @@ fn events_map_to_what_the_rules_read() {
     ];
     for (i, (got, want)) in cases.into_iter().enumerate() {
         assert_eq!(got, want, "case {i}");
+    }
+    // The stored text reads the same, escapes and repeated keys included.
+    let row = |t: EventType, details: &str| {
+        let r = crate::store::events::DetectRow { id: 1, event_type: t, user_id: Some(1), username: Some("alice"), ip: Some("192.0.2.1"), session_id: None, created_at: Millis(T0), details };
+        DetectEvent::from_row(&r).map(|d| d.kind)
+    };
+    let texts: Vec<(Option<Kind>, Option<Kind>)> = vec![
+        (row(EventType::LoginFailed, r#"{"reason":"bad_password","risk":{"score":40,"factors":[{"name":"new_device"}]}}"#), Some(Kind::Failure { unknown_user: false })),
+        (row(EventType::LoginFailed, r#"{"reason":"lo\u0063ked"}"#), None),
+        (row(EventType::LoginFailed, r#"{"reason":"bad_password","reason":"locked"}"#), None),
+        (row(EventType::LoginFailed, r#"["locked"]"#), Some(Kind::Failure { unknown_user: false })),
+        (row(EventType::LoginFailed, "not json"), Some(Kind::Failure { unknown_user: false })),
+        (row(EventType::OtpReplay, r#"{"after_enrollment":null}"#), None),
+        (row(EventType::SuspiciousInput, r#"{"kind":"injection","source":"username","categories":["sql",7,"xss"],"text":"a\"b"}"#), Some(Kind::Injection { source: "username".into(), categories: vec!["sql".into(), "xss".into()], text: "a\"b".into() })),
+    ];
+    for (i, (got, want)) in texts.into_iter().enumerate() {
+        assert_eq!(got, want, "text case {i}");
     }
 }
 
