@@ -370,20 +370,16 @@ impl Stream {
         if !self.sinks() {
             return;
         }
-        if let Some(f) = self.file.as_mut() {
-            match serde_json::to_string(e) {
-                Ok(json) => {
-                    let ok = f.write_line(&json_terminal_safe(&json));
-                    (if ok { &self.stats.file_written } else { &self.stats.file_dropped }).fetch_add(1, Ordering::Relaxed);
+        self.write(
+            || match serde_json::to_string(e) {
+                Ok(json) => Some(json_terminal_safe(&json)),
+                Err(err) => {
+                    tracing::error!(error = %err, id = e.id, "export: an event could not be serialised");
+                    None
                 }
-                Err(err) => tracing::error!(error = %err, id = e.id, "export: an event could not be serialised"),
-            }
-        }
-        if let Some(s) = self.syslog.as_mut() {
-            s.send(&syslog::event_record(&self.header, e));
-            self.stats.syslog_sent.store(s.sent, Ordering::Relaxed);
-            self.stats.syslog_dropped.store(s.dropped, Ordering::Relaxed);
-        }
+            },
+            |header| syslog::event_record(header, e),
+        );
         self.since_head += 1;
         if self.since_head >= self.every {
             self.head_at(e.id);
@@ -406,17 +402,24 @@ impl Stream {
         }
         let at = Millis::now().rfc3339();
         let hex = head.hex();
+        self.write(|| Some(serde_json::json!({ "chain_head": { "id": head.id, "hash": hex, "at": at } }).to_string()), |header| syslog::chain_head_record(header, head.id, &hex, &at));
+        self.stats.chain_heads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes one line into the file (when there is one and `line` gives
+    /// it) and one record to syslog (when configured), and counts them.
+    fn write(&mut self, line: impl FnOnce() -> Option<String>, record: impl FnOnce(&syslog::Header) -> String) {
         if let Some(f) = self.file.as_mut() {
-            let line = serde_json::json!({ "chain_head": { "id": head.id, "hash": hex, "at": at } }).to_string();
-            let ok = f.write_line(&line);
-            (if ok { &self.stats.file_written } else { &self.stats.file_dropped }).fetch_add(1, Ordering::Relaxed);
+            if let Some(line) = line() {
+                let ok = f.write_line(&line);
+                (if ok { &self.stats.file_written } else { &self.stats.file_dropped }).fetch_add(1, Ordering::Relaxed);
+            }
         }
         if let Some(s) = self.syslog.as_mut() {
-            s.send(&syslog::chain_head_record(&self.header, head.id, &hex, &at));
+            s.send(&record(&self.header));
             self.stats.syslog_sent.store(s.sent, Ordering::Relaxed);
             self.stats.syslog_dropped.store(s.dropped, Ordering::Relaxed);
         }
-        self.stats.chain_heads.fetch_add(1, Ordering::Relaxed);
     }
 
     fn flush(&mut self) {
