@@ -154,101 +154,83 @@ impl<'a> Text<'a> {
     }
 }
 
-impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
-                Ok(Text(Some(std::borrow::Cow::Borrowed(v))))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
-                Ok(Text(Some(std::borrow::Cow::Owned(v.to_owned()))))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Text<'de>, E> {
-                Ok(Text(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Text<'de>, E> {
-                Ok(Text(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Text<'de>, E> {
-                Ok(Text(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Text<'de>, E> {
-                Ok(Text(None))
-            }
-            fn visit_unit<E>(self) -> Result<Text<'de>, E> {
-                Ok(Text(None))
-            }
-            fn visit_none<E>(self) -> Result<Text<'de>, E> {
-                Ok(Text(None))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Text<'de>, A::Error> {
-                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Text(None))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Text<'de>, A::Error> {
-                while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Text(None))
-            }
-        }
-        d.deserialize_any(V).map(|t| Text(t.0))
-    }
-}
-
 /// The strings of a JSON array (other elements skipped); empty for any
 /// other JSON value.
 #[derive(Default)]
 struct Texts<'a>(Vec<Text<'a>>);
 
-impl<'de: 'a, 'a> serde::Deserialize<'de> for Texts<'a> {
+/// What `Text` and `Texts` take from any JSON value: a string, an array
+/// (its elements read as `Text`), or nothing (numbers, booleans, null and
+/// objects are skipped).
+enum Shape<'a> {
+    Str(std::borrow::Cow<'a, str>),
+    Seq(Vec<Text<'a>>),
+    Other,
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Shape<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Texts<'de>;
+            type Value = Shape<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Texts<'de>, A::Error> {
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Shape<'de>, E> {
+                Ok(Shape::Str(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Shape<'de>, E> {
+                Ok(Shape::Str(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Shape<'de>, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Shape<'de>, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Shape<'de>, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Shape<'de>, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Shape<'de>, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_none<E>(self) -> Result<Shape<'de>, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Shape<'de>, A::Error> {
                 let mut out = Vec::new();
                 while let Some(t) = a.next_element::<Text<'de>>()? {
                     out.push(t);
                 }
-                Ok(Texts(out))
+                Ok(Shape::Seq(out))
             }
-            fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Texts<'de>, E> {
-                Ok(Texts::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Texts<'de>, E> {
-                Ok(Texts::default())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Texts<'de>, E> {
-                Ok(Texts::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Texts<'de>, E> {
-                Ok(Texts::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Texts<'de>, E> {
-                Ok(Texts::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Texts<'de>, E> {
-                Ok(Texts::default())
-            }
-            fn visit_unit<E>(self) -> Result<Texts<'de>, E> {
-                Ok(Texts::default())
-            }
-            fn visit_none<E>(self) -> Result<Texts<'de>, E> {
-                Ok(Texts::default())
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Texts<'de>, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Shape<'de>, A::Error> {
                 while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Texts::default())
+                Ok(Shape::Other)
             }
         }
-        d.deserialize_any(V).map(|t| Texts(t.0.into_iter().map(|x| Text(x.0)).collect()))
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Shape::deserialize(d)? {
+            Shape::Str(s) => Text(Some(s)),
+            _ => Text(None),
+        })
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Texts<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Shape::deserialize(d)? {
+            Shape::Seq(v) => Texts(v),
+            _ => Texts::default(),
+        })
     }
 }
 
