@@ -117,19 +117,7 @@ pub fn start(settings: ExportSettings, store: Arc<Store>, handoff: FeedReceiver,
     if let Some(t) = &settings.syslog {
         tracing::info!(target_addr = %t, facility = settings.facility, hostname = %header.hostname, "export: events are sent to syslog (RFC 5424)");
     }
-    let mut stream = Stream {
-        file: settings.file.clone().map(FileSink::new),
-        syslog: settings.syslog.clone().map(syslog::SyslogSink::new),
-        header,
-        every: settings.chain_head_every.max(1),
-        log_logins: settings.log_logins,
-        since_head: 0,
-        next_id: 1,
-        store,
-        stats,
-        reopen: reopen.clone(),
-        read_failing: false,
-    };
+    let mut stream = Stream::new(&settings, header, store, stats, reopen.clone());
     let s = stop.clone();
     let handle = std::thread::Builder::new().name("event-export".into()).spawn(move || stream.run(from, handoff, &s))?;
     Ok(Exporter { stop, reopen, handle: Some(handle) })
@@ -234,6 +222,9 @@ struct Stream {
     reopen: Arc<AtomicBool>,
     /// Reading events from the table failed (logged once until it works).
     read_failing: bool,
+    /// The chain's head could not be read at the start: the stream starts
+    /// at the first batch handed over, or after the newest id a poll reads.
+    start_unknown: bool,
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -241,6 +232,23 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 impl Stream {
+    fn new(settings: &ExportSettings, header: syslog::Header, store: Arc<Store>, stats: Arc<ExportCounts>, reopen: Arc<AtomicBool>) -> Stream {
+        Stream {
+            file: settings.file.clone().map(FileSink::new),
+            syslog: settings.syslog.clone().map(syslog::SyslogSink::new),
+            header,
+            every: settings.chain_head_every.max(1),
+            log_logins: settings.log_logins,
+            since_head: 0,
+            next_id: 1,
+            store,
+            stats,
+            reopen,
+            read_failing: false,
+            start_unknown: false,
+        }
+    }
+
     fn sinks(&self) -> bool {
         self.file.is_some() || self.syslog.is_some()
     }
@@ -259,7 +267,13 @@ impl Stream {
                 self.next_id = head.id + 1;
                 self.chain_head(head);
             }
-            Err(e) => tracing::error!(error = %e, "export: cannot read the event chain's head; streaming from the next event written"),
+            Err(e) => {
+                // Not from the start of the table: from the first event
+                // the writer hands over (or, without one, the newest id a
+                // poll reads).
+                tracing::error!(error = %e, "export: cannot read the event chain's head; streaming from the next event written");
+                self.start_unknown = true;
+            }
         }
         self.flush();
         let mut writer_gone = false;
@@ -303,6 +317,9 @@ impl Stream {
     fn batch(&mut self, b: Committed) {
         self.maybe_reopen();
         let Some(&first) = b.ids.first() else { return };
+        if std::mem::take(&mut self.start_unknown) {
+            self.next_id = first;
+        }
         if first > self.next_id {
             self.catch_up(first - 1);
             if first > self.next_id {
@@ -320,6 +337,10 @@ impl Stream {
     fn poll(&mut self) {
         self.maybe_reopen();
         match self.store.last_event_id() {
+            Ok(last) if self.start_unknown => {
+                self.start_unknown = true;
+                self.next_id = last + 1;
+            }
             Ok(last) if last >= self.next_id => self.catch_up(last),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "export: reading the newest event id"),
@@ -522,5 +543,39 @@ mod tests {
         assert_eq!(heads, vec![1, 6], "at start and at stop");
         assert_eq!(stats.file_written.load(Ordering::Relaxed), 7);
         assert_eq!(stats.file_dropped.load(Ordering::Relaxed), 0);
+    }
+
+    /// A head that cannot be read starts the stream at the first event the
+    /// writer hands over, as the log line says, not at the table's start.
+    #[test]
+    fn an_unreadable_head_streams_from_the_next_event_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).expect("open");
+        store.migrate(None).expect("migrate");
+        store.insert_events(&[event(1), event(2), event(3)]).expect("insert");
+        let export_store = Arc::new(Store::open(&path).expect("open"));
+        // A temporary table of the same name hides the chain's anchor from
+        // this connection only (the writer's is untouched).
+        export_store.conn().execute_batch("CREATE TEMP TABLE security_event_chain (one INTEGER)").expect("temp table");
+        assert!(head(&export_store).is_none());
+        let (tx, rx) = crate::store::writer::feed(1000);
+        let (writer, writer_thread) = EventWriter::start_with_feed(&path, 100, Some(tx)).expect("writer");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async {
+            for n in 4..=5 {
+                writer.record(event(n)).await;
+            }
+            assert!(writer.flush().await);
+        });
+        let file = dir.path().join("events.jsonl");
+        let header = syslog::Header { facility: 10, hostname: "gate".into(), procid: 1 };
+        let mut stream = Stream::new(&settings(file.clone()), header, export_store, Arc::new(ExportCounts::default()), Arc::new(AtomicBool::new(false)));
+        // Stopped already: the thread's last round (what was handed over,
+        // then a poll) on this thread.
+        stream.run(None, rx, &AtomicBool::new(true));
+        drop(writer);
+        writer_thread.join();
+        assert_eq!(lines(&file).1, vec![4, 5]);
     }
 }
