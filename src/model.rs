@@ -448,11 +448,11 @@ pub fn strip_unsafe(text: &str) -> String {
 /// [`is_terminal_unsafe`] become `\uXXXX` escapes (serde_json escapes
 /// only C0). Such characters can only occur inside JSON strings, where
 /// `\uXXXX` means the same character.
-pub fn json_terminal_safe(json: &str) -> String {
+pub fn json_terminal_safe(json: String) -> String {
     // Nearly every report is ASCII without DEL (a scan's runs to tens of
-    // megabytes): nothing to escape.
+    // megabytes): nothing to escape, nothing to copy.
     if json.bytes().all(|b| b < 0x7f) {
-        return json.to_owned();
+        return json;
     }
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
@@ -576,7 +576,7 @@ mod tests {
         ];
         for (input, want) in cases {
             let raw = serde_json::to_string(input).expect("serialize");
-            let safe = json_terminal_safe(&raw);
+            let safe = json_terminal_safe(raw);
             assert_eq!(safe, *want, "input {input:?}");
             assert!(!safe.chars().any(is_terminal_unsafe), "unsafe left in {safe:?}");
             let back: String = serde_json::from_str(&safe).expect("still JSON");
@@ -584,7 +584,7 @@ mod tests {
         }
         // Keys and nested values too, and pretty output stays parseable.
         let value = serde_json::json!({ "user\u{9b}": ["x\u{202e}y", { "z": "\u{85}" }] });
-        let safe = json_terminal_safe(&serde_json::to_string_pretty(&value).expect("serialize"));
+        let safe = json_terminal_safe(serde_json::to_string_pretty(&value).expect("serialize"));
         assert!(!safe.chars().any(|c| c != '\n' && is_terminal_unsafe(c)), "{safe:?}");
         assert_eq!(serde_json::from_str::<serde_json::Value>(&safe).expect("parses"), value);
     }

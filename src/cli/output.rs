@@ -10,18 +10,18 @@ use std::io::Write;
 
 /// One JSON document, pretty, safe for a terminal.
 fn json_text<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
-    Ok(json_terminal_safe(&serde_json::to_string_pretty(value)?))
+    Ok(json_terminal_safe(serde_json::to_string_pretty(value)?))
 }
 
 /// One JSON object on one line (follow mode), safe for a terminal.
 fn json_line<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
-    Ok(json_terminal_safe(&serde_json::to_string(value)?))
+    Ok(json_terminal_safe(serde_json::to_string(value)?))
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    let text = json_text(value)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}")?;
+    let mut text = json_text(value)?;
+    text.push('\n');
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }
 

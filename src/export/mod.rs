@@ -393,7 +393,7 @@ impl Stream {
         }
         self.write(
             || match serde_json::to_string(e) {
-                Ok(json) => Some(json_terminal_safe(&json)),
+                Ok(json) => Some(json_terminal_safe(json)),
                 Err(err) => {
                     tracing::error!(error = %err, id = e.id, "export: an event could not be serialised");
                     None

@@ -60,7 +60,7 @@ pub struct DetectEvent {
     pub kind: Kind,
     pub user_id: Option<i64>,
     /// As attempted or recorded (attacker-supplied for failures).
-    pub username: Option<String>,
+    pub username: Option<Name>,
     pub ip: Option<IpAddr>,
     pub session_id: Option<i64>,
     /// The keyed hash of the attempted password (failed password attempts
@@ -81,8 +81,83 @@ pub enum Kind {
     /// A password, email, 2FA or SSH key change of the account, not made
     /// by the sysop ("password", "email", "2fa", "ssh_key").
     Change(&'static str),
-    /// A `suspicious_input` event of kind `injection`.
-    Injection { source: String, categories: Vec<String>, text: String },
+    /// A `suspicious_input` event of kind `injection` (boxed: rare, and
+    /// the other kinds fit in a word).
+    Injection(Box<Injection>),
+}
+
+/// What an injection-looking input was.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Injection {
+    pub source: String,
+    pub categories: Vec<String>,
+    pub text: String,
+}
+
+impl Kind {
+    pub fn injection(source: impl Into<String>, categories: Vec<String>, text: impl Into<String>) -> Kind {
+        Kind::Injection(Box::new(Injection { source: source.into(), categories, text: text.into() }))
+    }
+}
+
+/// A username as the detector keeps it: in place up to `Name::INLINE`
+/// bytes (nearly every name: the scan over history replays millions of
+/// events, and a heap string each, made on the reading thread and freed on
+/// a detector's, was a sixth of the reading), on the heap beyond.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Name(NameRepr);
+
+#[derive(Clone, PartialEq, Eq)]
+enum NameRepr {
+    Inline(u8, [u8; Name::INLINE]),
+    Heap(Box<str>),
+}
+
+impl Name {
+    pub const INLINE: usize = 22;
+
+    pub fn new(s: &str) -> Name {
+        if s.len() <= Name::INLINE {
+            let mut b = [0u8; Name::INLINE];
+            b[..s.len()].copy_from_slice(s.as_bytes());
+            Name(NameRepr::Inline(s.len() as u8, b))
+        } else {
+            Name(NameRepr::Heap(s.into()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Made from a `str` cut at its end: always UTF-8.
+            NameRepr::Inline(n, b) => std::str::from_utf8(&b[..usize::from(*n)]).unwrap_or_default(),
+            NameRepr::Heap(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Name {
+        Name::new(s)
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Name {
+        Name::new(&s)
+    }
 }
 
 /// The `login_failed` reasons that are not an attempt at a credential.
@@ -258,11 +333,11 @@ fn kind_of(t: EventType, d: &Fields<'_>, user_id: Option<i64>) -> Option<Kind> {
         EventType::UserUpdated if d.field.get() == Some("email") && !by_sysop() => Some(Kind::Change("email")),
         EventType::MfaEnabled | EventType::MfaDisabled | EventType::WebauthnRegistered | EventType::WebauthnRemoved if !by_sysop() => Some(Kind::Change("2fa")),
         EventType::SshKeyAdded if !by_sysop() => Some(Kind::Change("ssh_key")),
-        EventType::SuspiciousInput if d.kind.get() == Some("injection") => Some(Kind::Injection {
-            source: d.source.get().unwrap_or("input").to_owned(),
-            categories: d.categories.0.iter().filter_map(|c| c.get().map(str::to_owned)).collect(),
-            text: d.text.get().unwrap_or("").to_owned(),
-        }),
+        EventType::SuspiciousInput if d.kind.get() == Some("injection") => Some(Kind::injection(
+            d.source.get().unwrap_or("input"),
+            d.categories.0.iter().filter_map(|c| c.get().map(str::to_owned)).collect(),
+            d.text.get().unwrap_or(""),
+        )),
         _ => None,
     }
 }
@@ -303,7 +378,7 @@ impl DetectEvent {
             at: e.created_at,
             kind,
             user_id: e.user_id,
-            username: e.username.clone(),
+            username: e.username.as_deref().map(Name::new),
             ip: e.ip.as_deref().and_then(|s| s.parse().ok()),
             session_id: e.session_id,
             tag: None,
@@ -319,7 +394,7 @@ impl DetectEvent {
             at: Millis::parse_rfc3339(&e.created_at)?,
             kind,
             user_id: e.user_id,
-            username: e.username.clone(),
+            username: e.username.as_deref().map(Name::new),
             ip: e.ip.as_deref().and_then(|s| s.parse().ok()),
             session_id: e.session_id,
             tag: None,
@@ -338,7 +413,7 @@ impl DetectEvent {
             at: r.created_at,
             kind,
             user_id: r.user_id,
-            username: r.username.map(str::to_owned),
+            username: r.username.map(Name::new),
             ip: r.ip.and_then(|s| s.parse().ok()),
             session_id: r.session_id,
             tag: None,

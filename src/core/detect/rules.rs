@@ -155,7 +155,7 @@ impl Detector {
             Kind::Success => self.success(ev, out),
             Kind::NewDevice => self.new_device(ev),
             Kind::Change(what) => self.change(ev, what, out),
-            Kind::Injection { source, categories, text } => self.injection(ev, source, categories, text, out),
+            Kind::Injection(i) => self.injection(ev, &i.source, &i.categories, &i.text, out),
         }
     }
 
@@ -275,7 +275,7 @@ impl Detector {
                     let shown_name = shown_name();
                     out.push(finding(
                         IncidentType::BruteForceAccount,
-                        Subject::Account { user_id: Some(user_id), username: ev.username.clone().unwrap_or_default() },
+                        Subject::Account { user_id: Some(user_id), username: ev.username.as_deref().unwrap_or_default().to_owned() },
                         if distributed { IncidentSeverity::High } else { IncidentSeverity::Medium },
                         format!("brute force on account {shown_name}: {n} failures in {}{}", span(r.window), if distributed { format!(" from {addresses} addresses") } else { String::new() }),
                         format!("{n} failed attempts against {shown_name} from {addresses} address(es) within {}; the threshold is {}", span(r.window), r.failures),
@@ -367,7 +367,7 @@ impl Detector {
             let skip = ids.len().saturating_sub(IDS);
             out.push(finding(
                 IncidentType::AccountTakeover,
-                Subject::Account { user_id: Some(user_id), username: ev.username.clone().unwrap_or_default() },
+                Subject::Account { user_id: Some(user_id), username: ev.username.as_deref().unwrap_or_default().to_owned() },
                 IncidentSeverity::High,
                 format!("possible takeover of {name}: login from a new device and address {from} after {} failures", recent.len()),
                 format!(
@@ -426,7 +426,7 @@ impl Detector {
         let from = risky.address.map(|a| a.to_string()).unwrap_or_default();
         out.push(finding(
             IncidentType::AccountTakeover,
-            Subject::Account { user_id: Some(user_id), username: ev.username.clone().unwrap_or_default() },
+            Subject::Account { user_id: Some(user_id), username: ev.username.as_deref().unwrap_or_default().to_owned() },
             IncidentSeverity::Critical,
             format!("possible takeover of {name}: {what} changed soon after a risky login"),
             format!("the {what} of {name} was changed {} after a login from a new device and address ({from}) that followed failed attempts", span(Duration::from_secs(((ev.at.0 - risky.at.0).max(0) / 1000) as u64))),
@@ -456,7 +456,7 @@ impl Detector {
                 (&mut self.addresses.touch(key, ev.at).injection, Subject::Address(key.to_string()), key.to_string())
             }
             (None, Some(id)) => {
-                let name = ev.username.clone().unwrap_or_default();
+                let name = ev.username.as_deref().unwrap_or_default().to_owned();
                 let who = shown(&name);
                 (&mut self.accounts.touch(id, ev.at).injection, Subject::Account { user_id: Some(id), username: name }, who)
             }

@@ -31,7 +31,7 @@ impl Script {
             at: Millis(T0 + at),
             kind,
             user_id: user.map(|u| u.0),
-            username: name.or(user.map(|u| u.1)).map(str::to_owned),
+            username: name.or(user.map(|u| u.1)).map(Name::new),
             ip: if ip.is_empty() { None } else { Some(ip.parse().expect("ip")) },
             session_id: None,
             tag: None,
@@ -422,7 +422,7 @@ fn username_enumeration_per_address_and_network() {
 fn injection_inputs_become_findings() {
     let s = only(|s| s.injection.enabled = true);
     let mut sc = Script::new();
-    let kind = Kind::Injection { source: "username".into(), categories: vec!["sql".into()], text: "x';DROP TABLE users;--".into() };
+    let kind = Kind::injection("username", vec!["sql".into()], "x';DROP TABLE users;--");
     sc.push(0, kind.clone(), None, Some("x';DROP TABLE users;--"), "127.0.0.2");
     let found = run(&s, &sc.events);
     assert_eq!(shape(&found), vec![first("injection_attempt", "address:127.0.0.2")]);
@@ -431,7 +431,7 @@ fn injection_inputs_become_findings() {
     assert_eq!(found[0].details["text"], "x';DROP TABLE users;--");
     // Text with escapes stays escaped in the finding.
     let mut sc = Script::new();
-    let kind = Kind::Injection { source: "prompt:end_session".into(), categories: vec!["terminal_escape".into()], text: "a\u{1b}[2J".into() };
+    let kind = Kind::injection("prompt:end_session", vec!["terminal_escape".into()], "a\u{1b}[2J");
     sc.push(0, kind, Some(ALICE), None, "");
     let found = run(&s, &sc.events);
     assert_eq!(shape(&found), vec![first("injection_attempt", "account:1")]);
@@ -517,7 +517,7 @@ fn events_map_to_what_the_rules_read() {
         (ev(EventType::UserUpdated, Some(1), json!({"group": "sysops"})), None),
         (ev(EventType::MfaDisabled, Some(1), json!({"actor": "user:1"})), Some(Kind::Change("2fa"))),
         (ev(EventType::SshKeyAdded, Some(1), json!({"actor": "cli:root"})), None),
-        (ev(EventType::SuspiciousInput, None, json!({"kind": "injection", "source": "username", "categories": ["sql"], "text": "x'--"})), Some(Kind::Injection { source: "username".into(), categories: vec!["sql".into()], text: "x'--".into() })),
+        (ev(EventType::SuspiciousInput, None, json!({"kind": "injection", "source": "username", "categories": ["sql"], "text": "x'--"})), Some(Kind::injection("username", vec!["sql".into()], "x'--"))),
         (ev(EventType::SuspiciousInput, None, json!({"kind": "other"})), None),
         (ev(EventType::SessionStarted, Some(1), json!({})), None),
     ];
@@ -536,7 +536,7 @@ fn events_map_to_what_the_rules_read() {
         (row(EventType::LoginFailed, r#"["locked"]"#), Some(Kind::Failure { unknown_user: false })),
         (row(EventType::LoginFailed, "not json"), Some(Kind::Failure { unknown_user: false })),
         (row(EventType::OtpReplay, r#"{"after_enrollment":null}"#), None),
-        (row(EventType::SuspiciousInput, r#"{"kind":"injection","source":"username","categories":["sql",7,"xss"],"text":"a\"b"}"#), Some(Kind::Injection { source: "username".into(), categories: vec!["sql".into(), "xss".into()], text: "a\"b".into() })),
+        (row(EventType::SuspiciousInput, r#"{"kind":"injection","source":"username","categories":["sql",7,"xss"],"text":"a\"b"}"#), Some(Kind::injection("username", vec!["sql".into(), "xss".into()], "a\"b"))),
     ];
     for (i, (got, want)) in texts.into_iter().enumerate() {
         assert_eq!(got, want, "text case {i}");
@@ -650,7 +650,7 @@ fn memory_stays_bounded_under_a_botnet() {
     let mut findings = 0;
     for i in 0..50_000u32 {
         let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i * 7);
-        let ev = DetectEvent { id: i64::from(i) + 1, at: Millis(T0 + i64::from(i) * 10), kind: Kind::Failure { unknown_user: true }, user_id: None, username: Some(format!("n{}", i % 5000)), ip: Some(ip.into()), session_id: None, tag: Some(PasswordTag([(i % 251) as u8; 16])) };
+        let ev = DetectEvent { id: i64::from(i) + 1, at: Millis(T0 + i64::from(i) * 10), kind: Kind::Failure { unknown_user: true }, user_id: None, username: Some(format!("n{}", i % 5000).into()), ip: Some(ip.into()), session_id: None, tag: Some(PasswordTag([(i % 251) as u8; 16])) };
         findings += d.observe(&ev, ev.at).len();
     }
     let st = d.stats();
@@ -745,7 +745,7 @@ fn shards_together_find_what_one_detector_finds() {
                 sc.push(at, Kind::Change("password"), Some(user), None, &ip);
             }
             _ => {
-                sc.push(at, Kind::Injection { source: "username".into(), categories: vec!["sql".into()], text: "' or 1=1 --".into() }, None, Some("' or 1=1 --"), if i % 2 == 0 { &ip } else { "" });
+                sc.push(at, Kind::injection("username", vec!["sql".into()], "' or 1=1 --"), None, Some("' or 1=1 --"), if i % 2 == 0 { &ip } else { "" });
                 sc.events.last_mut().expect("pushed").user_id = Some(*uid);
             }
         }
@@ -771,5 +771,23 @@ fn shards_together_find_what_one_detector_finds() {
             got.sort();
             assert_eq!(got, want[n], "{count} shards, event {}", e.id);
         }
+    }
+}
+
+/// A name is kept in place up to `Name::INLINE` bytes and on the heap
+/// beyond, and reads back the same either way (multi-byte characters at
+/// the boundary included).
+#[test]
+fn names_read_back_as_they_were_given() {
+    let at_limit = "a".repeat(Name::INLINE);
+    let over = "a".repeat(Name::INLINE + 1);
+    let accented_fits = format!("{}é", "a".repeat(Name::INLINE - 2));
+    let accented_over = format!("{}é", "a".repeat(Name::INLINE - 1));
+    for s in ["", "u", "Ünïcødé", "x';DROP TABLE users;--", at_limit.as_str(), over.as_str(), accented_fits.as_str(), accented_over.as_str()] {
+        let n = Name::new(s);
+        assert_eq!(n.as_str(), s);
+        assert_eq!(&*n, s);
+        assert_eq!(format!("{n:?}"), format!("{s:?}"));
+        assert_eq!(n, Name::from(s.to_owned()));
     }
 }
