@@ -19,10 +19,7 @@ fn json_line<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    let mut text = json_text(value)?;
-    text.push('\n');
-    std::io::stdout().lock().write_all(text.as_bytes())?;
-    Ok(())
+    print_json_text(json_text(value)?)
 }
 
 /// A simple left-aligned table; cells are escaped and cut to a width.
@@ -752,6 +749,37 @@ mod tests {
         assert!(!spark_bars(&[Some(1.0), None, Some(2.0)]).chars().any(crate::model::is_terminal_unsafe));
     }
 
+    /// The draft finished with the incidents is the text of the finished
+    /// report, whatever the findings' strings hold (a key-like line in a
+    /// title included), with and without other kinds before it.
+    #[test]
+    fn a_finished_scan_draft_is_the_finished_report() {
+        use crate::core::detect::scan::SuspiciousScan;
+        use crate::core::scans::{IncidentCounts, ScanKind, ScanReport, SessionScan};
+        use crate::model::{Finding, IncidentSeverity, IncidentType, Millis, Subject};
+        let hostile = Finding {
+            incident_type: IncidentType::BruteForceIp,
+            subject: Subject::Address("192.0.2.1".into()),
+            severity: IncidentSeverity::Medium,
+            title: "x\n  \"incidents\": {\u{7f}".into(),
+            description: "d".into(),
+            event_ids: vec![1, 2],
+            first_event_at: Millis(1_800_000_000_000),
+            details: serde_json::json!({ "rule": "brute_force_ip", "incidents": 7 }),
+        };
+        let sessions = SessionScan { open: 3, closed: 1, still_open: 2, stale_after_seconds: 60, findings: Vec::new() };
+        let suspicious = SuspiciousScan { since: Millis(1_800_000_000_000), events_read: 9, findings: vec![hostile.clone()] };
+        let so_far = IncidentCounts { opened: 1, attached: 0, folded: 0 };
+        let done = IncidentCounts { opened: 4, attached: 12, folded: 30 };
+        for (sessions, suspicious) in [(None, None), (Some(sessions.clone()), None), (None, Some(suspicious.clone())), (Some(sessions), Some(suspicious))] {
+            let summary = if suspicious.is_some() { vec![hostile.clone()] } else { Vec::new() };
+            let mut r = ScanReport { kinds: vec![ScanKind::Sessions, ScanKind::Suspicious], passwords: None, mfa: None, sessions, suspicious, suspicious_summary: summary, incidents: so_far };
+            let draft = scan_json_draft(&r).expect("draft");
+            r.incidents = done;
+            assert_eq!(scan_json_finish(draft, done).expect("finish"), json_text(&scan_json(&r)).expect("report"));
+        }
+    }
+
     fn event(username: &str, description: &str) -> StoredEvent {
         StoredEvent {
             id: 1,
@@ -913,18 +941,50 @@ struct ScanJson<'a> {
     incidents: crate::core::scans::IncidentCounts,
 }
 
+fn scan_json(r: &crate::core::scans::ScanReport) -> ScanJson<'_> {
+    ScanJson {
+        passwords: r.passwords.as_ref(),
+        mfa: r.mfa.as_ref(),
+        sessions: r.sessions.as_ref(),
+        suspicious: r.suspicious.as_ref().map(|s| SuspiciousJson { since: s.since.rfc3339(), events_read: s.events_read, findings: r.suspicious_summary.iter().map(finding_json).collect() }),
+        incidents: r.incidents,
+    }
+}
+
+/// `security scan --json`'s text with the incidents counted so far: made
+/// beside the opening of the suspicious findings' incidents
+/// (`Core::scan_with`), finished by `scan_json_finish`.
+pub fn scan_json_draft(r: &crate::core::scans::ScanReport) -> anyhow::Result<String> {
+    json_text(&scan_json(r))
+}
+
+/// The draft with its `incidents` (the object's last key) replaced by
+/// `incidents`: the same text `scan_report` prints for the finished report.
+pub fn scan_json_finish(mut draft: String, incidents: crate::core::scans::IncidentCounts) -> anyhow::Result<String> {
+    // Pretty output puts each top-level key on a line of its own, indented
+    // by two; a newline inside a string is escaped, so the last such line
+    // is the key's.
+    const KEY: &str = "\n  \"incidents\": ";
+    let at = draft.rfind(KEY).ok_or_else(|| anyhow::anyhow!("the scan's JSON report has no incidents key"))?;
+    draft.truncate(at + KEY.len());
+    draft.push_str(&serde_json::to_string_pretty(&incidents)?.replace('\n', "\n  "));
+    draft.push_str("\n}");
+    Ok(draft)
+}
+
+/// Prints a text made by `json_text` and its newline.
+pub fn print_json_text(mut text: String) -> anyhow::Result<()> {
+    text.push('\n');
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
 /// The report of `security scan`: a section per kind run (counts, then
 /// the findings), then the incidents; `--json`: one object with a key per
 /// kind and `incidents`.
 pub fn scan_report(r: &crate::core::scans::ScanReport, json: bool) -> anyhow::Result<()> {
     if json {
-        return print_json(&ScanJson {
-            passwords: r.passwords.as_ref(),
-            mfa: r.mfa.as_ref(),
-            sessions: r.sessions.as_ref(),
-            suspicious: r.suspicious.as_ref().map(|s| SuspiciousJson { since: s.since.rfc3339(), events_read: s.events_read, findings: r.suspicious_summary.iter().map(finding_json).collect() }),
-            incidents: r.incidents,
-        });
+        return print_json(&scan_json(r));
     }
     let mut first = true;
     let mut gap = || {

@@ -283,6 +283,16 @@ impl Core {
     /// incidents their findings warrant, and records one `scan_completed`
     /// with the counts per kind. `since` is the suspicious scan's start.
     pub async fn scan(&self, kinds: &[ScanKind], since: Option<Millis>, now: Millis, progress: &dyn Progress) -> Result<ScanReport> {
+        Ok(self.scan_with(kinds, since, now, progress, |_| ()).await?.0)
+    }
+
+    /// `scan`, running `beside` on a thread of its own while the incidents
+    /// of the suspicious findings are opened (for a large store the longest
+    /// step after the replay, and one that leaves the other cores idle):
+    /// it sees the report with every finding and the incidents of the
+    /// other kinds counted so far (`incidents` is complete in the report
+    /// returned). The command line renders its JSON report there.
+    pub async fn scan_with<T: Send>(&self, kinds: &[ScanKind], since: Option<Millis>, now: Millis, progress: &dyn Progress, beside: impl FnOnce(&ScanReport) -> T + Send) -> Result<(ScanReport, T)> {
         let kinds: Vec<ScanKind> = ScanKind::ALL.into_iter().filter(|k| kinds.contains(k)).collect();
         let mut report = ScanReport { kinds: kinds.clone(), passwords: None, mfa: None, sessions: None, suspicious: None, suspicious_summary: Vec::new(), incidents: IncidentCounts::default() };
         for kind in &kinds {
@@ -297,22 +307,33 @@ impl Core {
                 }
             }
         }
-        // Findings over history open incidents (or attach to the open
-        // ones) but run no playbook: the attack may be long over, and the
-        // sysop decides what to do (`security incidents`).
-        let (to_report, folded) = fold_into_networks(&report.suspicious_summary);
-        report.incidents.folded = folded;
-        for f in to_report {
-            self.count_reported(&mut report.incidents, f, now)?;
-        }
+        // Findings open incidents (or attach to the open ones) but run no
+        // playbook: an attack seen over history may be long over, and the
+        // sysop decides what to do (`security incidents`). The sysops'
+        // first: their findings carry the incident's id.
         if let Some(m) = &mut report.mfa {
             for f in m.findings.iter_mut().filter(|f| f.sysop && f.finding == "below_required_level") {
                 let id = self.count_reported(&mut report.incidents, sysop_below_level(f, now), now)?;
                 f.incident_id = Some(id);
             }
         }
+        let (suspicious, beside) = std::thread::scope(|threads| {
+            let report = &report;
+            let beside = threads.spawn(move || beside(report));
+            let mut counts = IncidentCounts::default();
+            let (to_report, folded) = fold_into_networks(&report.suspicious_summary);
+            counts.folded = folded;
+            let reported = to_report.into_iter().try_for_each(|f| self.count_reported(&mut counts, f, now).map(|_| ()));
+            // A panic there is the caller's, as it would be on this thread.
+            let beside = beside.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (reported.map(|()| counts), beside)
+        });
+        let suspicious = suspicious?;
+        report.incidents.opened += suspicious.opened;
+        report.incidents.attached += suspicious.attached;
+        report.incidents.folded += suspicious.folded;
         self.record(scan_event(&report, since, now)).await;
-        Ok(report)
+        Ok((report, beside))
     }
 
     fn count_reported(&self, counts: &mut IncidentCounts, f: Finding, now: Millis) -> Result<i64> {

@@ -99,12 +99,17 @@ pub(super) async fn run(core: Core, args: ScanArgs) -> anyhow::Result<i32> {
         None => ScanKind::ALL.to_vec(),
     };
     let bar = Bar::new();
-    let report = core.scan(&kinds, since, now, &bar).await;
+    // The JSON report is rendered while the incidents are opened.
+    let json = args.json;
+    let report = core.scan_with(&kinds, since, now, &bar, |r| json.then(|| output::scan_json_draft(r))).await;
     if let Some(b) = &bar.0 {
         b.finish_and_clear();
     }
-    let report = report?;
-    output::scan_report(&report, args.json)?;
+    let (report, draft) = report?;
+    match draft {
+        Some(draft) => output::print_json_text(output::scan_json_finish(draft?, report.incidents)?)?,
+        None => output::scan_report(&report, false)?,
+    }
     // The process ends with this command: a large store's report (hundreds
     // of thousands of findings) is left to the exit, not freed piece by
     // piece (a tenth of the time after the replay, over 10M events).
