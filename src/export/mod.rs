@@ -490,6 +490,16 @@ mod tests {
         Event::new(EventType::LoginFailed, Severity::Low, &format!("e{n}"), Millis::now())
     }
 
+    /// Records events `ns` through `writer` and waits for their commit.
+    fn record(rt: &tokio::runtime::Runtime, writer: &EventWriter, ns: std::ops::RangeInclusive<usize>) {
+        rt.block_on(async {
+            for n in ns {
+                writer.record(event(n)).await;
+            }
+            assert!(writer.flush().await);
+        });
+    }
+
     /// (chain head ids, event ids) of the lines of the events file.
     fn lines(path: &std::path::Path) -> (Vec<i64>, Vec<i64>) {
         let body = std::fs::read_to_string(path).expect("read the events file");
@@ -520,21 +530,11 @@ mod tests {
         let (tx, rx) = crate::store::writer::feed(1000);
         let (writer, writer_thread) = EventWriter::start_with_feed(&path, 100, Some(tx)).expect("writer");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-        rt.block_on(async {
-            for n in 1..=3 {
-                writer.record(event(n)).await;
-            }
-            assert!(writer.flush().await);
-        });
+        record(&rt, &writer, 1..=3);
         let file = dir.path().join("events.jsonl");
         let stats = Arc::new(ExportCounts::default());
         let exporter = start(settings(file.clone()), export_store, rx, from, stats.clone()).expect("start");
-        rt.block_on(async {
-            for n in 4..=5 {
-                writer.record(event(n)).await;
-            }
-            assert!(writer.flush().await);
-        });
+        record(&rt, &writer, 4..=5);
         exporter.stop();
         drop(writer);
         writer_thread.join();
@@ -562,12 +562,7 @@ mod tests {
         let (tx, rx) = crate::store::writer::feed(1000);
         let (writer, writer_thread) = EventWriter::start_with_feed(&path, 100, Some(tx)).expect("writer");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-        rt.block_on(async {
-            for n in 4..=5 {
-                writer.record(event(n)).await;
-            }
-            assert!(writer.flush().await);
-        });
+        record(&rt, &writer, 4..=5);
         let file = dir.path().join("events.jsonl");
         let header = syslog::Header { facility: 10, hostname: "gate".into(), procid: 1 };
         let mut stream = Stream::new(&settings(file.clone()), header, export_store, Arc::new(ExportCounts::default()), Arc::new(AtomicBool::new(false)));
