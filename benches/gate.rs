@@ -754,7 +754,11 @@ fn p3_ingest(secs: u64) {
 /// device it came from and its risk score and factors (`details.risk`,
 /// what `core::risk` puts there), for P3 "with devices and risk".
 fn sample_event_with_risk(mix: Mix, i: u64, now: Millis) -> Event {
-    let mut e = sample_event(mix, i, now);
+    with_risk(sample_event(mix, i, now), i)
+}
+
+/// `e` with a device and `details.risk` when it has an account.
+fn with_risk(mut e: Event, i: u64) -> Event {
     if e.user_id.is_some() {
         let risk = serde_json::json!({
             "score": 40,
@@ -777,7 +781,7 @@ fn sample_event_with_risk(mix: Mix, i: u64, now: Millis) -> Event {
 fn sample_event_as_written(mix: Mix, i: u64, now: Millis) -> Event {
     let e = sample_event(mix, i, now);
     if e.event_type == EventType::LoginSuccess {
-        sample_event_with_risk(mix, i, now)
+        with_risk(e, i)
     } else {
         e
     }

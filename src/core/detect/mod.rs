@@ -420,6 +420,11 @@ impl DetectEvent {
         })
     }
 
+    /// The username, or "" for an event without one.
+    pub fn name(&self) -> &str {
+        self.username.as_deref().unwrap_or_default()
+    }
+
     pub fn with_tag(mut self, tag: Option<PasswordTag>) -> DetectEvent {
         self.tag = tag;
         self

@@ -160,14 +160,14 @@ impl Detector {
     }
 
     fn failure(&mut self, ev: &DetectEvent, unknown_user: bool, out: &mut Vec<Finding>) {
-        let name = lowered(ev.username.as_deref().unwrap_or(""));
+        let name = lowered(ev.name());
         let name_h = h(&*name);
         let address = ev.ip.map(|ip| self.address_key(ip));
         let network = ev.ip.map(|ip| self.network_key(ip));
         let addr_h = address.map(|a| h(&a)).unwrap_or(0);
         let attempt = Attempt { at: ev.at, id: ev.id, name: name_h, addr: addr_h, failed: true };
         // Escaped for titles only when a rule fires (most events fire none).
-        let shown_name = || shown(ev.username.as_deref().unwrap_or(""));
+        let shown_name = || shown(ev.name());
         // Each part below reads and writes the state of one key; a shard
         // (`Detector::with_shard`) runs the parts whose key it owns.
         let mine = (address.is_some() && self.owns(addr_h), network.is_some_and(|n| self.shard.1 <= 1 || self.owns(h(&n))), ev.user_id.is_some_and(|u| self.owns(u as u64)), self.owns_gate());
@@ -275,7 +275,7 @@ impl Detector {
                     let shown_name = shown_name();
                     out.push(finding(
                         IncidentType::BruteForceAccount,
-                        Subject::Account { user_id: Some(user_id), username: ev.username.as_deref().unwrap_or_default().to_owned() },
+                        Subject::Account { user_id: Some(user_id), username: ev.name().to_owned() },
                         if distributed { IncidentSeverity::High } else { IncidentSeverity::Medium },
                         format!("brute force on account {shown_name}: {n} failures in {}{}", span(r.window), if distributed { format!(" from {addresses} addresses") } else { String::new() }),
                         format!("{n} failed attempts against {shown_name} from {addresses} address(es) within {}; the threshold is {}", span(r.window), r.failures),
@@ -335,7 +335,7 @@ impl Detector {
     }
 
     fn success(&mut self, ev: &DetectEvent, out: &mut Vec<Finding>) {
-        let name_h = h(&*lowered(ev.username.as_deref().unwrap_or("")));
+        let name_h = h(&*lowered(ev.name()));
         let address = ev.ip.map(|ip| self.address_key(ip));
         let addr_h = address.map(|a| h(&a)).unwrap_or(0);
         if let Some(key) = address.filter(|_| self.owns(addr_h)) {
@@ -360,14 +360,14 @@ impl Detector {
         let is_recent = |(t, _): &&(Millis, i64)| t.0 >= ev.at.0 - within && *t <= ev.at;
         if new_device && new_address && st.failures.iter().filter(is_recent).count() as u32 >= r.failures {
             let recent: Vec<(Millis, i64)> = st.failures.iter().filter(is_recent).copied().collect();
-            let name = shown(ev.username.as_deref().unwrap_or(""));
+            let name = shown(ev.name());
             let from = address.map(|a| a.to_string()).unwrap_or_default();
             let mut ids: Vec<i64> = recent.iter().map(|(_, id)| *id).collect();
             ids.push(ev.id);
             let skip = ids.len().saturating_sub(IDS);
             out.push(finding(
                 IncidentType::AccountTakeover,
-                Subject::Account { user_id: Some(user_id), username: ev.username.as_deref().unwrap_or_default().to_owned() },
+                Subject::Account { user_id: Some(user_id), username: ev.name().to_owned() },
                 IncidentSeverity::High,
                 format!("possible takeover of {name}: login from a new device and address {from} after {} failures", recent.len()),
                 format!(
@@ -422,11 +422,11 @@ impl Detector {
             return;
         }
         risky.changes += 1;
-        let name = shown(ev.username.as_deref().unwrap_or(""));
+        let name = shown(ev.name());
         let from = risky.address.map(|a| a.to_string()).unwrap_or_default();
         out.push(finding(
             IncidentType::AccountTakeover,
-            Subject::Account { user_id: Some(user_id), username: ev.username.as_deref().unwrap_or_default().to_owned() },
+            Subject::Account { user_id: Some(user_id), username: ev.name().to_owned() },
             IncidentSeverity::Critical,
             format!("possible takeover of {name}: {what} changed soon after a risky login"),
             format!("the {what} of {name} was changed {} after a login from a new device and address ({from}) that followed failed attempts", span(Duration::from_secs(((ev.at.0 - risky.at.0).max(0) / 1000) as u64))),
@@ -456,7 +456,7 @@ impl Detector {
                 (&mut self.addresses.touch(key, ev.at).injection, Subject::Address(key.to_string()), key.to_string())
             }
             (None, Some(id)) => {
-                let name = ev.username.as_deref().unwrap_or_default().to_owned();
+                let name = ev.name().to_owned();
                 let who = shown(&name);
                 (&mut self.accounts.touch(id, ev.at).injection, Subject::Account { user_id: Some(id), username: name }, who)
             }
