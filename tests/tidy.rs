@@ -19,6 +19,8 @@ const CRATE_HOMES: &[(&str, &[&str])] = &[
     ("sha1", &["src/core/otp.rs"]),
     ("md5", &["src/core/devices.rs"]),
     ("woothee", &["src/core/useragent.rs"]),
+    ("webauthn_rs", &["src/core/webauthn.rs"]),
+    ("serde_cbor_2", &["src/core/webauthn.rs"]),
     ("lettre", &["src/mail/"]),
     ("url", &["src/config/smtp.rs"]),
     ("axum", &["src/web/"]),

@@ -1147,3 +1147,32 @@ pub fn devices(list: &[(crate::store::devices::DeviceRow, Vec<crate::store::devi
             .collect(),
     )
 }
+
+/// `security webauthn list`: a user's hardware keys (the seed's fields
+/// first in `--json`).
+pub fn webauthn_keys(keys: &[crate::core::webauthn::KeyInfo], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&keys);
+    }
+    if keys.is_empty() {
+        println!("no hardware keys");
+        return Ok(());
+    }
+    table(
+        &["ID", "TYPE", "ATTACHMENT", "AUTHENTICATOR", "COUNTER", "CREATED", "LAST USED", "NAME"],
+        keys.iter()
+            .map(|k| {
+                vec![
+                    k.id.to_string(),
+                    k.credential_type.clone(),
+                    k.authenticator_attachment.clone().unwrap_or_else(|| "unknown".into()),
+                    k.authenticator.clone().or_else(|| k.aaguid.clone()).unwrap_or_else(|| "unknown".into()),
+                    k.sign_count.to_string(),
+                    k.created_at.clone(),
+                    k.last_used_at.clone().unwrap_or_else(|| "never".into()),
+                    k.name.clone(),
+                ]
+            })
+            .collect(),
+    )
+}

@@ -20,6 +20,12 @@ const TEMPLATES: &[Template] = &[
         html: include_str!("../../templates/otp_enroll.html"),
     },
     Template {
+        name: "webauthn_enroll",
+        subject: "Register a hardware key",
+        text: include_str!("../../templates/webauthn_enroll.txt"),
+        html: include_str!("../../templates/webauthn_enroll.html"),
+    },
+    Template {
         name: "code_failed",
         subject: "A wrong one-time code was entered after your password",
         text: include_str!("../../templates/code_failed.txt"),

@@ -26,6 +26,7 @@ pub mod scans;
 pub mod rollups;
 pub mod retention;
 pub mod secrets;
+pub mod webauthn;
 pub mod webhooks;
 pub mod sessions;
 pub mod useragent;
@@ -140,6 +141,8 @@ pub struct Core {
     /// What the event export has done (`/metrics`; the daemon hands it to
     /// the export thread).
     pub export_counts: Arc<metrics::ExportCounts>,
+    /// WebAuthn ceremonies waiting for the browser's answer.
+    pub(crate) ceremonies: webauthn::Ceremonies,
 }
 
 impl Core {
@@ -168,6 +171,7 @@ impl Core {
             code_checks: std::sync::Mutex::new(()),
             blocks: block_set,
             block_feed: std::sync::Mutex::new(0),
+            ceremonies: Default::default(),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod risk;
 pub mod scans;
 pub mod sessions;
 pub mod users;
+pub mod webauthn;
 pub mod webhooks;
 pub mod writer;
 

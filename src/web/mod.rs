@@ -1,4 +1,5 @@
-//! The HTTPS front end: OTP enrollment pages, `/healthz` and `/metrics`.
+//! The HTTPS front end: OTP and hardware key enrollment pages, `/healthz`
+//! and `/metrics`.
 //!
 //! axum on hyper with rustls (aws-lc-rs); `serve.rs` owns the accept
 //! loop and bounds every connection. Handlers hold the
@@ -7,6 +8,7 @@
 //! name the route template only.
 
 mod csrf;
+mod keys;
 mod pages;
 mod serve;
 mod tls;
@@ -152,6 +154,10 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/static/style.css", get(stylesheet))
+        .route(keys::ROUTE_PAGE, get(keys::page))
+        .route(keys::ROUTE_OPTIONS, axum::routing::post(keys::options))
+        .route(keys::ROUTE_FINISH, axum::routing::post(keys::finish))
+        .route("/static/webauthn.js", get(keys::script))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(request_deadline))
@@ -177,7 +183,7 @@ async fn security_headers(mut response: Response) -> Response {
         (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
         (
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::CACHE_CONTROL, "no-store"),
@@ -775,7 +781,7 @@ mod tests {
             ("strict-transport-security", "max-age=31536000"),
             (
                 "content-security-policy",
-                "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+                "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
             ),
             ("referrer-policy", "no-referrer"),
             ("cache-control", "no-store"),

@@ -19,6 +19,8 @@ code, .secret, .codes { font-family: ui-monospace, monospace; }
 .codes li { font-size: 1.1rem; }
 label { display: block; font-weight: bold; margin-top: 1rem; }
 input[type=text] { font-size: 1.3rem; font-family: ui-monospace, monospace; width: 12ch; padding: 0.3rem; }
+#key-name { width: 24ch; font-family: inherit; font-size: 1rem; }
+[hidden] { display: none !important; }
 button { font-size: 1rem; padding: 0.4rem 1.2rem; margin-top: 0.8rem; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 0.2rem 1rem; }
 dt { font-weight: bold; }
@@ -287,4 +289,37 @@ mod tests {
     fn qr_of_a_huge_uri_is_none() {
         assert!(qr_svg(&"x".repeat(10_000)).is_none());
     }
+}
+
+/// The hardware key page of an enrollment link. Fetching it starts
+/// nothing: the ceremony begins when a button is pressed (a POST from the
+/// gate's script with the CSRF value). Without script, it says so.
+pub(super) fn key_enroll(view: &crate::core::webauthn::KeyEnrollView, csrf: &str, base: &str) -> String {
+    let mut b = String::new();
+    let _ = writeln!(b, "<div id=\"key-enroll\" data-csrf=\"{}\" data-base=\"{}\">", escape(csrf), escape(base));
+    b.push_str("<h1>Register a hardware key</h1>\n");
+    let _ = writeln!(
+        b,
+        "<p>Account <strong>{}</strong>. {}</p>",
+        escape(&view.username),
+        match view.keys {
+            0 => "It has no hardware key yet.".to_owned(),
+            1 => "It has 1 hardware key; this adds another.".to_owned(),
+            n => format!("It has {n} hardware keys; this adds another."),
+        }
+    );
+    b.push_str("<noscript><p class=\"error\">Registering a key needs JavaScript (the browser talks to the key): turn it on for this page.</p></noscript>\n");
+    b.push_str(
+        "<form>\n<label for=\"key-name\">A name for the key (optional)</label>\n\
+<input type=\"text\" id=\"key-name\" name=\"name\" maxlength=\"64\" autocomplete=\"off\" placeholder=\"Blue YubiKey\">\n\
+<p><button type=\"button\" data-platform=\"false\" id=\"use-security-key\" disabled>Use a security key</button>\n\
+<button type=\"button\" data-platform=\"true\" id=\"use-this-device\" disabled>Use this device (Touch ID, Windows Hello, passkey)</button></p>\n</form>\n",
+    );
+    b.push_str("<p id=\"status\" class=\"note\" role=\"status\" hidden></p>\n");
+    b.push_str(
+        "<div id=\"done\" hidden>\n<h2>Key registered</h2>\n<p>The key <strong class=\"key-name\"></strong> is now on your account. \
+You can close this page; the link does not work again.</p>\n</div>\n",
+    );
+    b.push_str("</div>\n<script src=\"/static/webauthn.js\"></script>\n");
+    page("Register a hardware key", &b)
 }

@@ -3,6 +3,7 @@
 
 mod attacks;
 mod auth;
+mod browser;
 mod blocks;
 mod chain;
 mod cli;
@@ -22,6 +23,7 @@ mod scans;
 mod sessions;
 mod takeover;
 mod web;
+mod webauthn;
 
 use harness::{detail, poll, text, Gate, Ssh, ALICE_PW, BIN, BOB_PW, DEFAULT_CONFIG};
 use serde_json::Value;

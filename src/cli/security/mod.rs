@@ -1,5 +1,5 @@
 //! `portcullis security`: security events, incidents, two-factor
-//! authentication, webhooks, address blocks, sessions and devices.
+//! authentication, hardware keys, webhooks, address blocks, sessions and devices.
 
 mod devices;
 mod events;
@@ -10,6 +10,7 @@ mod mfa;
 mod webhooks;
 mod sessions;
 mod scan;
+mod webauthn;
 
 use crate::core::Core;
 use clap::Subcommand;
@@ -25,6 +26,9 @@ pub(super) enum SecurityCmd {
     /// Two-factor authentication with one-time codes.
     #[command(subcommand)]
     Mfa(mfa::MfaCmd),
+    /// Hardware keys (WebAuthn/FIDO2): enroll by mail, list, rename, remove.
+    #[command(subcommand)]
+    Webauthn(webauthn::WebauthnCmd),
     /// Webhooks: list them, their delivery queue, a test delivery.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCmd),
@@ -49,6 +53,7 @@ pub(super) async fn run(core: Core, cmd: SecurityCmd) -> anyhow::Result<i32> {
         SecurityCmd::Events(args) => events::run(core, args).await,
         SecurityCmd::Incidents(cmd) => incidents::run(core, cmd),
         SecurityCmd::Mfa(cmd) => mfa::run(core, cmd).await,
+        SecurityCmd::Webauthn(cmd) => webauthn::run(core, cmd).await,
         SecurityCmd::Webhooks(cmd) => webhooks::run(core, cmd),
         SecurityCmd::Ip(cmd) => ip::run(core, cmd).await,
         SecurityCmd::Sessions(cmd) => sessions::run(core, cmd).await,

@@ -1,0 +1,624 @@
+//! Hardware keys (SPEC §6): WebAuthn registration by emailed single-use
+//! link, the keys' list, names and removal. webauthn-rs does the
+//! ceremonies; this module keeps what the library leaves to its caller:
+//! the ceremony state server-side, used once and expiring within five
+//! minutes; the AAGUID (which the library keeps only for some attestation
+//! formats) read from the authenticator data; the key's name; the events.
+//!
+//! Choices, written down for the docs:
+//! - Every key is registered with the library's *security key* ceremony
+//!   (user verification preferred, not required): a key is a factor next
+//!   to the password, so a key without a PIN is still a key. The page asks
+//!   for a security key or for this device's own authenticator (Touch ID,
+//!   Windows Hello, a passkey manager); the second only changes the
+//!   browser's hints (`authenticatorAttachment: platform`).
+//! - `credential_type` is `passkey` for a backup-eligible credential (it
+//!   may be synced to other devices) and `security_key` for one bound to
+//!   a single authenticator.
+//! - Registering a key does not by itself raise the level a login must
+//!   reach (a code does, to 2): level 3 is asked when policy says so
+//!   (group policy, an imposed level) or a risky login steps up to it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use webauthn_rs::prelude::*;
+
+use super::accounts::Actor;
+use super::mfa::{LinkRefusal, WebClient};
+use super::secrets::{new_token, token_hash};
+use super::{Core, Error, Result};
+use crate::model::{Event, EventType, Millis, Severity, User};
+use crate::store::mfa::NewMail;
+use crate::store::webauthn::{KeyRow, NewKey};
+
+/// A ceremony's state lives this long on the server (SPEC §6: within 5 minutes).
+pub const CEREMONY_TTL: Duration = Duration::from_secs(5 * 60);
+/// What the browser is told it has (a little less than the server keeps the state).
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(4 * 60);
+/// Ceremonies pending at once, all users together; past it the oldest goes.
+const MAX_CEREMONIES: usize = 4096;
+/// Ceremonies pending on one link at once (tabs); past it the oldest goes.
+const MAX_PER_LINK: usize = 3;
+/// Keys one account may have.
+pub const MAX_KEYS_PER_USER: u32 = 20;
+/// Longest key name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Well-known AAGUIDs and the authenticators they name (see
+/// `aaguids.SOURCE.md`).
+const AAGUIDS: &str = include_str!("aaguids.txt");
+
+/// The authenticator an AAGUID names, from the shipped table.
+pub fn authenticator_name(aaguid: &str) -> Option<&'static str> {
+    AAGUIDS
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .find(|(id, _)| id.eq_ignore_ascii_case(aaguid))
+        .map(|(_, name)| name.trim())
+}
+
+/// A ceremony waiting for the browser's answer.
+enum Pending {
+    Register { state: SecurityKeyRegistration, token_id: i64, user_id: i64 },
+}
+
+struct Ceremony {
+    pending: Pending,
+    /// For the per-link cap: the link (token row) it belongs to.
+    link: i64,
+    created: Millis,
+    expires: Millis,
+}
+
+/// Ceremony states by the SHA-256 of their id (the id itself goes only to
+/// the browser). Bounded; expired entries are dropped as new ones come.
+#[derive(Default)]
+pub struct Ceremonies {
+    map: Mutex<HashMap<String, Ceremony>>,
+}
+
+impl Ceremonies {
+    fn insert(&self, pending: Pending, link: i64, now: Millis) -> Result<String> {
+        let (id, hash) = new_token().map_err(Error::Invalid)?;
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, c| c.expires > now);
+        let mut same_link: Vec<(Millis, String)> = map.iter().filter(|(_, c)| c.link == link).map(|(k, c)| (c.created, k.clone())).collect();
+        if same_link.len() >= MAX_PER_LINK {
+            same_link.sort();
+            for (_, k) in &same_link[..=same_link.len() - MAX_PER_LINK] {
+                map.remove(k);
+            }
+        }
+        if map.len() >= MAX_CEREMONIES {
+            if let Some(oldest) = map.iter().min_by_key(|(_, c)| c.created).map(|(k, _)| k.clone()) {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(hash, Ceremony { pending, link, created: now, expires: now.plus(CEREMONY_TTL) });
+        Ok(id)
+    }
+
+    /// Takes a ceremony out (it is used once, whatever the answer); `None`
+    /// when unknown or expired.
+    fn take(&self, id: &str, now: Millis) -> Option<Pending> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let c = map.remove(&token_hash(id))?;
+        (c.expires > now).then_some(c.pending)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.lock().unwrap().len()
+    }
+}
+
+/// Why a registration was refused; `message` is what the page shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRefusal {
+    Link(LinkRefusal),
+    /// The ceremony is unknown, used or older than [`CEREMONY_TTL`].
+    CeremonyExpired,
+    /// The browser's answer did not verify (or was not one).
+    NotVerified(String),
+    AlreadyRegistered,
+    TooManyKeys,
+    BadName(String),
+}
+
+impl KeyRefusal {
+    pub fn message(&self) -> String {
+        match self {
+            KeyRefusal::Link(LinkRefusal::InvalidToken) => "This link is not valid any more. Ask for a new one.".into(),
+            KeyRefusal::Link(LinkRefusal::TooManyTries) => "Too many tries with this link. Ask for a new one.".into(),
+            KeyRefusal::Link(_) => "The gate cannot do this right now. Try again in a minute.".into(),
+            KeyRefusal::CeremonyExpired => "That took too long (or the page was used twice). Press the button to try again.".into(),
+            KeyRefusal::NotVerified(why) => format!("The key's answer was not accepted: {why}. Press the button to try again."),
+            KeyRefusal::AlreadyRegistered => "This key is already registered.".into(),
+            KeyRefusal::TooManyKeys => format!("This account already has {MAX_KEYS_PER_USER} keys: remove one first."),
+            KeyRefusal::BadName(why) => why.clone(),
+        }
+    }
+
+    /// For the log line of the web route (no user input in it).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            KeyRefusal::Link(LinkRefusal::InvalidToken) => "invalid_token",
+            KeyRefusal::Link(LinkRefusal::TooManyTries) => "too_many_tries",
+            KeyRefusal::Link(_) => "unavailable",
+            KeyRefusal::CeremonyExpired => "ceremony_expired",
+            KeyRefusal::NotVerified(_) => "not_verified",
+            KeyRefusal::AlreadyRegistered => "already_registered",
+            KeyRefusal::TooManyKeys => "too_many_keys",
+            KeyRefusal::BadName(_) => "bad_name",
+        }
+    }
+}
+
+/// What the enrollment page shows before the ceremony.
+#[derive(Debug, Clone)]
+pub struct KeyEnrollView {
+    pub username: String,
+    pub keys: u32,
+}
+
+/// A key name as typed: trimmed, 1 to [`MAX_NAME_CHARS`] characters, no
+/// control or bidirectional-override characters. Empty means "choose one".
+pub fn clean_key_name(input: &str) -> std::result::Result<Option<String>, String> {
+    let name = input.trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(format!("A key's name has at most {MAX_NAME_CHARS} characters."));
+    }
+    if name != crate::model::strip_unsafe(name) || name.chars().any(char::is_control) {
+        return Err("A key's name cannot hold control characters.".into());
+    }
+    Ok(Some(name.to_owned()))
+}
+
+/// The AAGUID in a registration's attestation object (CBOR map with
+/// `authData`: rpIdHash 32 | flags 1 | signCount 4 | AAGUID 16 | ...
+/// when flag AT, 0x40, is set), lowercase and hyphenated.
+pub fn aaguid_of(attestation_object: &[u8]) -> Option<String> {
+    use serde_cbor_2::Value;
+    let Value::Map(map) = serde_cbor_2::from_slice::<Value>(attestation_object).ok()? else { return None };
+    let Value::Bytes(auth) = map.get(&Value::Text("authData".into()))? else { return None };
+    if auth.len() < 53 || auth[32] & 0x40 == 0 {
+        return None;
+    }
+    Some(Uuid::from_slice(&auth[37..53]).ok()?.hyphenated().to_string())
+}
+
+/// Whether a counter may follow the stored one (SPEC §6): both 0 is "no
+/// counter"; otherwise it must grow.
+pub fn counter_ok(stored: u32, new: u32) -> bool {
+    (stored == 0 && new == 0) || new > stored
+}
+
+/// A key as the CLI and the pages list it (the seed's field names).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    pub id: i64,
+    pub name: String,
+    pub credential_type: String,
+    pub authenticator_attachment: Option<String>,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub user_id: i64,
+    pub authenticator: Option<String>,
+    pub aaguid: Option<String>,
+    pub transports: Vec<String>,
+    pub attestation_format: String,
+    pub attestation_verified: bool,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+    pub sign_count: u32,
+}
+
+impl From<&KeyRow> for KeyInfo {
+    fn from(k: &KeyRow) -> KeyInfo {
+        KeyInfo {
+            id: k.id,
+            name: k.name.clone(),
+            credential_type: k.credential_type.clone(),
+            authenticator_attachment: k.authenticator_attachment.clone(),
+            created_at: k.created_at.rfc3339(),
+            last_used_at: k.last_used_at.map(|t| t.rfc3339()),
+            user_id: k.user_id,
+            authenticator: k.authenticator_name.clone(),
+            aaguid: k.aaguid.clone(),
+            transports: k.transports.clone(),
+            attestation_format: k.attestation_format.clone(),
+            attestation_verified: k.attestation_verified,
+            backup_eligible: k.backup_eligible,
+            backup_state: k.backup_state,
+            sign_count: k.sign_count,
+        }
+    }
+}
+
+/// The relying party named by `base_url` (an `https://` URL; checked at
+/// config load): its host is the RP ID, which must be a name.
+pub fn relying_party(base_url: &str, rp_name: &str) -> std::result::Result<Webauthn, String> {
+    let origin = Url::parse(base_url).map_err(|e| format!("web.base_url {base_url:?}: {e}"))?;
+    let Some(host) = origin.domain() else {
+        return Err(format!(
+            "web.base_url {base_url:?} names an address, not a host name: browsers allow hardware keys only for a name (e.g. \"https://gate.example.org\" or \"https://localhost:8443\")"
+        ));
+    };
+    WebauthnBuilder::new(host, &origin)
+        .and_then(|b| b.rp_name(rp_name).timeout(BROWSER_TIMEOUT).build())
+        .map_err(|e| format!("web.base_url {base_url:?}: cannot serve hardware keys: {e}"))
+}
+
+/// The account's WebAuthn user handle: stable, not the database id (the
+/// authenticator may keep it), derived with the gate's key.
+fn user_handle(core: &Core, user_id: i64) -> Uuid {
+    let hex = core.keyring.keyed_hash("webauthn-user", &user_id.to_be_bytes());
+    Uuid::try_parse(&hex[..32]).unwrap_or_else(|_| Uuid::nil())
+}
+
+fn attachment_name(a: Option<&str>) -> Option<&'static str> {
+    match a {
+        Some("platform") => Some("platform"),
+        Some("cross-platform") => Some("cross-platform"),
+        _ => None,
+    }
+}
+
+/// What the page posts to finish a registration.
+#[derive(serde::Deserialize)]
+struct FinishBody {
+    ceremony: String,
+    #[serde(default)]
+    name: String,
+    /// JS `credential.authenticatorAttachment` (not in the library's type).
+    #[serde(default)]
+    attachment: Option<String>,
+    credential: RegisterPublicKeyCredential,
+}
+
+impl Core {
+    fn relying_party(&self) -> Result<Webauthn> {
+        let s = self.settings();
+        relying_party(&s.web.base_url, &s.mfa.issuer).map_err(Error::Invalid)
+    }
+
+    /// Mails `user` a single-use link to register a hardware key (valid for
+    /// `mfa.link_ttl`; an earlier such link stops working).
+    pub async fn send_webauthn_enrollment(&self, user: &User, actor: &Actor, now: Millis) -> Result<super::mfa::EnrollmentSent> {
+        let email = user.email.clone().ok_or_else(|| Error::Invalid(format!("user {} has no email address to send the link to", user.username)))?;
+        self.relying_party()?;
+        let s = self.settings();
+        let (token, hash) = new_token().map_err(Error::Invalid)?;
+        let link = format!("{}/webauthn/enroll/{token}", s.web.base_url);
+        let expires = super::mail::humanize(s.mfa.link_ttl);
+        let voided_earlier = self.store.live_tokens(user.id, "webauthn_enroll", now)? > 0;
+        let replaces = if voided_earlier { " It replaces the link mailed earlier: that one no longer works." } else { "" };
+        let (subject, body) = self.seal_mail(
+            "webauthn_enroll",
+            &email,
+            &[("username", &user.username), ("issuer", &s.mfa.issuer), ("link", &link), ("expires", &expires), ("replaces", replaces)],
+        )?;
+        let ev = actor.stamp(
+            Event::new(EventType::MfaEnrollmentSent, Severity::Info, format!("hardware key enrollment link mailed to {}", user.username), now)
+                .user(Some(user.id), Some(&user.username))
+                .detail("method", "webauthn")
+                .detail("expires_at", now.plus(s.mfa.link_ttl).rfc3339())
+                .detail("earlier_link_voided", voided_earlier),
+        );
+        self.store.issue_token_with_mail(
+            user.id,
+            "webauthn_enroll",
+            &hash,
+            &serde_json::json!({ "tries": 0 }),
+            now.plus(s.mfa.link_ttl),
+            &NewMail { recipient: &email, subject: &subject, body_sealed: &body, template: "webauthn_enroll" },
+            &[ev],
+            now,
+        )?;
+        self.mail_queued.notify_one();
+        Ok(super::mfa::EnrollmentSent { to: email, voided_earlier })
+    }
+
+    fn key_enrollment(&self, token: &str, now: Millis) -> std::result::Result<(crate::store::mfa::TokenRow, User), LinkRefusal> {
+        let t = self.store.token(&token_hash(token)).map_err(|_| LinkRefusal::Unavailable)?.ok_or(LinkRefusal::InvalidToken)?;
+        if t.purpose != "webauthn_enroll" || t.used_at.is_some() || t.expires_at <= now {
+            return Err(LinkRefusal::InvalidToken);
+        }
+        let user = self.store.user_by_id(t.user_id).map_err(|_| LinkRefusal::Unavailable)?.ok_or(LinkRefusal::InvalidToken)?;
+        Ok((t, user))
+    }
+
+    /// Whether `token` is a usable key enrollment link, and for whom.
+    pub fn webauthn_enrollment_view(&self, token: &str, now: Millis) -> std::result::Result<KeyEnrollView, LinkRefusal> {
+        let (_, user) = self.key_enrollment(token, now)?;
+        let keys = self.store.webauthn_key_count(user.id).map_err(|_| LinkRefusal::Unavailable)?;
+        Ok(KeyEnrollView { username: user.username, keys })
+    }
+
+    /// Starts a registration on the link `token`: the options for
+    /// `navigator.credentials.create` (JSON, with `ceremony`, the id the
+    /// page sends back). `platform` asks for this device's authenticator
+    /// rather than a security key.
+    pub async fn webauthn_register_start(&self, token: &str, platform: bool, client: &WebClient, now: Millis) -> std::result::Result<serde_json::Value, KeyRefusal> {
+        let (t, user) = self.key_enrollment(token, now).map_err(KeyRefusal::Link)?;
+        let rp = self.relying_party().map_err(|e| {
+            tracing::error!(error = %e, "webauthn: no relying party");
+            KeyRefusal::Link(LinkRefusal::Unavailable)
+        })?;
+        let existing = self.store.webauthn_keys(user.id).map_err(|_| KeyRefusal::Link(LinkRefusal::Unavailable))?;
+        if existing.len() as u32 >= MAX_KEYS_PER_USER {
+            return Err(KeyRefusal::TooManyKeys);
+        }
+        let exclude: Vec<CredentialID> = existing.iter().map(|k| CredentialID::from(k.credential_id.clone())).collect();
+        let (options, state) = rp
+            .start_securitykey_registration(user_handle(self, user.id), &user.username, &user.username, Some(exclude), None, None)
+            .map_err(|e| {
+                tracing::error!(error = %e, "webauthn: starting a registration");
+                KeyRefusal::Link(LinkRefusal::Unavailable)
+            })?;
+        let ceremony = self
+            .ceremonies
+            .insert(Pending::Register { state, token_id: t.id, user_id: user.id }, t.id, now)
+            .map_err(|_| KeyRefusal::Link(LinkRefusal::Unavailable))?;
+        self.see_web_device(&user, t.id, client, super::devices::WebUse::Opened, now).await;
+        let mut json = serde_json::to_value(&options).map_err(|_| KeyRefusal::Link(LinkRefusal::Unavailable))?;
+        // The library asks for credProtect "userVerificationRequired" (not
+        // enforced) on this ceremony, whose user verification is only
+        // preferred; Chromium refuses that pair for a non-resident key
+        // ("Requested protection policy is inconsistent..."). A key that
+        // is a second factor after the password needs no such protection.
+        if let Some(ext) = json["publicKey"]["extensions"].as_object_mut() {
+            ext.remove("credentialProtectionPolicy");
+            ext.remove("enforceCredentialProtectionPolicy");
+        }
+        if platform {
+            // Only the browser's hints change (the state does not check them).
+            let pk = &mut json["publicKey"];
+            pk["hints"] = serde_json::json!(["client-device"]);
+            pk["authenticatorSelection"]["authenticatorAttachment"] = serde_json::json!("platform");
+        }
+        json["ceremony"] = serde_json::Value::String(ceremony);
+        Ok(json)
+    }
+
+    /// Finishes a registration with the page's answer (`body`, JSON: the
+    /// ceremony id, the key's name, the attachment and the credential).
+    pub async fn webauthn_register_finish(&self, token: &str, body: &[u8], client: &WebClient, now: Millis) -> std::result::Result<KeyInfo, KeyRefusal> {
+        let (t, user) = self.key_enrollment(token, now).map_err(KeyRefusal::Link)?;
+        let body: FinishBody = serde_json::from_slice(body).map_err(|_| KeyRefusal::NotVerified("the browser sent no credential".into()))?;
+        let name = clean_key_name(&body.name).map_err(KeyRefusal::BadName)?;
+        let Some(Pending::Register { state, token_id, user_id }) = self.ceremonies.take(&body.ceremony, now) else {
+            return Err(KeyRefusal::CeremonyExpired);
+        };
+        if token_id != t.id || user_id != user.id {
+            return Err(KeyRefusal::CeremonyExpired);
+        }
+        let rp = self.relying_party().map_err(|_| KeyRefusal::Link(LinkRefusal::Unavailable))?;
+        let key = match rp.finish_securitykey_registration(&body.credential, &state) {
+            Ok(k) => k,
+            Err(e) => {
+                let device = self.see_web_device(&user, t.id, client, super::devices::WebUse::WrongCode, now).await;
+                self.record(client.stamp(
+                    Event::new(EventType::OtpFailed, Severity::Low, format!("a hardware key's registration for {} did not verify", user.username), now)
+                        .user(Some(user.id), Some(&user.username))
+                        .device(device)
+                        .detail("stage", "webauthn_registration")
+                        .detail("method", "webauthn")
+                        .detail("error", e.to_string()),
+                ))
+                .await;
+                let tries = self.store.count_on_token(t.id, "tries").ok().flatten().unwrap_or(0);
+                if tries >= i64::from(super::mfa::ENROLL_TRIES) {
+                    let _ = self.store.burn_token(t.id, now);
+                    return Err(KeyRefusal::Link(LinkRefusal::TooManyTries));
+                }
+                return Err(KeyRefusal::NotVerified(e.to_string()));
+            }
+        };
+        let mut cred = Credential::from(key);
+        if cred.transports.is_none() {
+            // Kept with the credential: the browser's hint at sign-in.
+            cred.transports = body.credential.response.transports.clone();
+        }
+        let aaguid = aaguid_of(&body.credential.response.attestation_object);
+        let known = aaguid.as_deref().and_then(authenticator_name);
+        let count = self.store.webauthn_key_count(user.id).map_err(|_| KeyRefusal::Link(LinkRefusal::Unavailable))?;
+        let name = name.unwrap_or_else(|| match known {
+            Some(k) => k.to_owned(),
+            None => format!("Key {}", count + 1),
+        });
+        // As the browser reported them (`getTransports()`); the library does
+        // not copy them into its record.
+        let transports: Vec<String> = body.credential.response.transports.iter().flatten().map(|t| t.to_string()).collect();
+        let attachment = attachment_name(body.attachment.as_deref());
+        let credential_type = if cred.backup_eligible { "passkey" } else { "security_key" };
+        let format = serde_json::to_value(&cred.attestation_format).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "none".into());
+        let json = serde_json::to_string(&cred).map_err(|_| KeyRefusal::Link(LinkRefusal::Unavailable))?;
+        let device = self.see_web_device(&user, t.id, client, super::devices::WebUse::Confirmed, now).await;
+        let ev = client.stamp(
+            Event::new(EventType::WebauthnRegistered, Severity::Medium, format!("hardware key \"{name}\" registered for {}", user.username), now)
+                .user(Some(user.id), Some(&user.username))
+                .device(device)
+                .detail("name", name.clone())
+                .detail("credential_type", credential_type)
+                .detail("authenticator_attachment", attachment)
+                .detail("aaguid", aaguid.clone())
+                .detail("authenticator", known)
+                .detail("transports", transports.clone())
+                .detail("attestation_format", format.clone()),
+        );
+        let new = NewKey {
+            user_id: user.id,
+            name: &name,
+            credential_id: cred.cred_id.as_ref(),
+            credential_json: &json,
+            credential_type,
+            authenticator_attachment: attachment,
+            transports: &transports,
+            aaguid: aaguid.as_deref(),
+            authenticator_name: known,
+            attestation_format: &format,
+            attestation_verified: false,
+            backup_eligible: cred.backup_eligible,
+            backup_state: cred.backup_state,
+            user_verified: cred.user_verified,
+            sign_count: cred.counter,
+        };
+        let id = match self.store.register_webauthn_key(&new, t.id, &[ev], now) {
+            Ok(id) => id,
+            Err(crate::store::Error::Conflict(m)) if m.contains("already registered") => return Err(KeyRefusal::AlreadyRegistered),
+            Err(crate::store::Error::Conflict(_)) => return Err(KeyRefusal::Link(LinkRefusal::InvalidToken)),
+            Err(e) => {
+                tracing::error!(error = %e, "webauthn: storing a key");
+                return Err(KeyRefusal::Link(LinkRefusal::Unavailable));
+            }
+        };
+        if let Some(d) = device {
+            if let Err(e) = self.store.count_device_login(d, now) {
+                tracing::warn!(error = %e, "counting a web device's use");
+            }
+        }
+        let row = self.store.webauthn_key(id).ok().flatten().ok_or(KeyRefusal::Link(LinkRefusal::Unavailable))?;
+        Ok(KeyInfo::from(&row))
+    }
+
+    /// A user's keys, oldest first.
+    pub fn webauthn_keys(&self, user: &User) -> Result<Vec<KeyInfo>> {
+        Ok(self.store.webauthn_keys(user.id)?.iter().map(KeyInfo::from).collect())
+    }
+
+    /// One key, by id.
+    pub fn webauthn_key(&self, id: i64) -> Result<KeyInfo> {
+        Ok(KeyInfo::from(&self.store.webauthn_key(id)?.ok_or_else(|| Error::Invalid(format!("no hardware key {id}")))?))
+    }
+
+    /// Renames a key of `user`.
+    pub async fn rename_webauthn_key(&self, user: &User, id: i64, name: &str, actor: &Actor, now: Millis) -> Result<()> {
+        let name = clean_key_name(name).map_err(Error::Invalid)?.ok_or_else(|| Error::Invalid("a key's name cannot be empty".into()))?;
+        let ev = actor.stamp(
+            Event::new(EventType::UserUpdated, Severity::Info, format!("hardware key {id} of {} renamed to \"{name}\"", user.username), now)
+                .user(Some(user.id), Some(&user.username))
+                .detail("key_id", id)
+                .detail("name", name.clone()),
+        );
+        if self.store.rename_webauthn_key(id, user.id, &name, &[ev])? {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!("no hardware key {id} of {}", user.username)))
+        }
+    }
+
+    /// Removes key `id` (of `owner` when given: a user removing their own).
+    /// The last key of a user whose policy requires level 3 stays.
+    pub async fn remove_webauthn_key(&self, id: i64, owner: Option<&User>, actor: &Actor, now: Millis) -> Result<KeyInfo> {
+        let row = self.store.webauthn_key(id)?.ok_or_else(|| Error::Invalid(format!("no hardware key {id}")))?;
+        if owner.is_some_and(|o| o.id != row.user_id) {
+            return Err(Error::Invalid(format!("no hardware key {id}")));
+        }
+        let user = self.store.user_by_id(row.user_id)?.ok_or_else(|| Error::Invalid(format!("no hardware key {id}")))?;
+        let keep_one = self.policy_level(&user) >= 3;
+        let ev = actor.stamp(
+            Event::new(EventType::WebauthnRemoved, Severity::Medium, format!("hardware key \"{}\" of {} removed", row.name, user.username), now)
+                .user(Some(user.id), Some(&user.username))
+                .detail("key_id", id)
+                .detail("name", row.name.clone()),
+        );
+        match self.store.remove_webauthn_key(id, keep_one, &[ev]) {
+            Ok(Some(r)) => Ok(KeyInfo::from(&r)),
+            Ok(None) => Err(Error::Invalid(format!("no hardware key {id}"))),
+            Err(crate::store::Error::Conflict(_)) => Err(Error::Invalid(format!(
+                "key {id} is the last hardware key of {}, whose policy requires level 3 (a hardware key): register another key first, or lower the policy",
+                user.username
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_rule_table() {
+        // (stored, new, accepted)
+        let table = [(0, 0, true), (0, 1, true), (1, 2, true), (5, 6, true), (1, 1, false), (2, 1, false), (5, 0, false), (0, u32::MAX, true), (u32::MAX, u32::MAX, false)];
+        for (stored, new, ok) in table {
+            assert_eq!(counter_ok(stored, new), ok, "stored {stored}, new {new}");
+        }
+    }
+
+    #[test]
+    fn key_names() {
+        assert_eq!(clean_key_name("  "), Ok(None));
+        assert_eq!(clean_key_name(" Blue YubiKey "), Ok(Some("Blue YubiKey".into())));
+        assert_eq!(clean_key_name(&"x".repeat(64)), Ok(Some("x".repeat(64))));
+        assert_eq!(clean_key_name(&"x".repeat(65)), Err("A key's name has at most 64 characters.".into()));
+        assert_eq!(clean_key_name("a\u{1b}[2Jb"), Err("A key's name cannot hold control characters.".into()));
+        assert_eq!(clean_key_name("a\u{202e}b"), Err("A key's name cannot hold control characters.".into()));
+    }
+
+    #[test]
+    fn aaguid_table() {
+        assert_eq!(authenticator_name("ea9b8d66-4d01-1d21-3ce4-b6b48cb575d4"), Some("Google Password Manager"));
+        assert_eq!(authenticator_name("EA9B8D66-4D01-1D21-3CE4-B6B48CB575D4"), Some("Google Password Manager"));
+        assert_eq!(authenticator_name("00000000-0000-0000-0000-000000000001"), None);
+    }
+
+    #[test]
+    fn aaguid_from_attestation_object() {
+        use serde_cbor_2::Value;
+        let mut auth = vec![0u8; 32];
+        auth.push(0x41); // UP | AT
+        auth.extend_from_slice(&7u32.to_be_bytes());
+        auth.extend_from_slice(&[0xea, 0x9b, 0x8d, 0x66, 0x4d, 0x01, 0x1d, 0x21, 0x3c, 0xe4, 0xb6, 0xb4, 0x8c, 0xb5, 0x75, 0xd4]);
+        auth.extend_from_slice(&[0, 1, 9]);
+        let object = |auth: Vec<u8>| {
+            let mut m = std::collections::BTreeMap::new();
+            m.insert(Value::Text("fmt".into()), Value::Text("none".into()));
+            m.insert(Value::Text("attStmt".into()), Value::Map(Default::default()));
+            m.insert(Value::Text("authData".into()), Value::Bytes(auth));
+            serde_cbor_2::to_vec(&Value::Map(m)).unwrap()
+        };
+        assert_eq!(aaguid_of(&object(auth.clone())).as_deref(), Some("ea9b8d66-4d01-1d21-3ce4-b6b48cb575d4"));
+        let mut no_at = auth.clone();
+        no_at[32] = 0x01;
+        assert_eq!(aaguid_of(&object(no_at)), None, "no attested credential data");
+        assert_eq!(aaguid_of(&object(auth[..40].to_vec())), None, "too short");
+        assert_eq!(aaguid_of(b"\xff\x00garbage"), None);
+    }
+
+    #[test]
+    fn relying_party_needs_a_name() {
+        assert!(relying_party("https://localhost:8443", "Gate").is_ok());
+        assert!(relying_party("https://gate.example.org", "Gate").is_ok());
+        let e = relying_party("https://127.0.0.1:8443", "Gate").err().unwrap();
+        assert_eq!(
+            e,
+            "web.base_url \"https://127.0.0.1:8443\" names an address, not a host name: browsers allow hardware keys only for a name (e.g. \"https://gate.example.org\" or \"https://localhost:8443\")"
+        );
+    }
+
+    #[test]
+    fn ceremonies_are_single_use_bounded_and_expire() {
+        let rp = relying_party("https://localhost:8443", "Gate").unwrap();
+        let state = || rp.start_securitykey_registration(Uuid::nil(), "a", "a", None, None, None).unwrap().1;
+        let c = Ceremonies::default();
+        let now = Millis(1_000_000);
+        let id = c.insert(Pending::Register { state: state(), token_id: 1, user_id: 1 }, 1, now).unwrap();
+        assert!(c.take(&id, now).is_some());
+        assert!(c.take(&id, now).is_none(), "used once");
+        let id = c.insert(Pending::Register { state: state(), token_id: 1, user_id: 1 }, 1, now).unwrap();
+        assert!(c.take(&id, now.plus(CEREMONY_TTL)).is_none(), "expired at 5 minutes");
+        let ids: Vec<String> = (0..5).map(|i| c.insert(Pending::Register { state: state(), token_id: 1, user_id: 1 }, 1, Millis(now.0 + i)).unwrap()).collect();
+        assert_eq!(c.len(), MAX_PER_LINK, "per link");
+        assert!(c.take(&ids[0], now).is_none(), "the oldest went");
+        assert!(c.take(&ids[4], now).is_some());
+    }
+}
