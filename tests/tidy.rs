@@ -29,7 +29,7 @@ const CRATE_HOMES: &[(&str, &[&str])] = &[
     ("tokio_rustls", &["src/web/", "src/hooks/"]),
     ("rustls", &["src/web/", "src/hooks/"]),
     ("rcgen", &["src/web/"]),
-    ("qrcode", &["src/web/"]),
+    ("qrcode", &["src/web/", "src/core/webauthn.rs"]),
     ("prometheus_client", &["src/core/metrics.rs", "src/core/kdf.rs"]),
 ];
 

@@ -44,6 +44,8 @@ pub struct Attempt {
     risk_refused: bool,
     /// The id of the last failure's event, when it was waited for.
     failure_event: Option<i64>,
+    /// The pending factor is a hardware key's approval, not a code.
+    awaiting_key: bool,
 }
 
 struct Pending {
@@ -60,13 +62,23 @@ pub enum Credential<'a> {
     Password { username: &'a str, password: &'a Secret<String>, method: &'static str },
     /// A public key whose signature the SSH layer has verified.
     PublicKey { username: &'a str, fingerprint: &'a str },
+    /// The login's hardware key approval was decided (`Core::start_login_approval`):
+    /// approved by key `key_id`, or not (`None`: refused or expired, with why).
+    KeyApproval { key_id: Option<i64>, failure: Option<KeyFailure> },
+}
+
+/// Why a login's hardware key approval did not pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFailure {
+    Expired,
+    Refused,
 }
 
 impl Credential<'_> {
     fn username(&self) -> &str {
         match self {
             Credential::Password { username, .. } | Credential::PublicKey { username, .. } => username,
-            Credential::Code { .. } => "",
+            Credential::Code { .. } | Credential::KeyApproval { .. } => "",
         }
     }
     fn method(&self) -> &'static str {
@@ -74,6 +86,7 @@ impl Credential<'_> {
             Credential::Password { method, .. } => method,
             Credential::PublicKey { .. } => "publickey",
             Credential::Code { .. } => "code",
+            Credential::KeyApproval { .. } => "webauthn",
         }
     }
 }
@@ -124,6 +137,9 @@ pub enum Prompt {
     /// Keyboard-interactive only: the login is refused for its risk
     /// (`RISK_REFUSED`); whatever is answered ends the connection.
     RiskRefused,
+    /// A hardware key's approval (keyboard-interactive: the SSH layer
+    /// opens it with `Core::start_login_approval` and waits).
+    KeyApproval,
 }
 
 /// What a client refused for its risk score reads (keyboard-interactive:
@@ -187,6 +203,8 @@ enum Reason {
     CodeThrottled,
     SecondFactorNotEnrolled,
     HardwareKeyRequired,
+    KeyApprovalExpired,
+    KeyApprovalRefused,
     NoFirstFactor,
     RiskDenied,
     RiskStepUpUnavailable,
@@ -208,6 +226,8 @@ impl Reason {
             Reason::CodeThrottled => "code_factor_closed",
             Reason::SecondFactorNotEnrolled => "second_factor_not_enrolled",
             Reason::HardwareKeyRequired => "hardware_key_required",
+            Reason::KeyApprovalExpired => "key_approval_expired",
+            Reason::KeyApprovalRefused => "key_approval_refused",
             Reason::NoFirstFactor => "code_without_first_factor",
             Reason::RiskDenied => "risk_score_too_high",
             Reason::RiskStepUpUnavailable => "risk_step_up_unavailable",
@@ -234,6 +254,7 @@ fn hide_behind_code_prompt(attempt: &mut Attempt, kbd: bool, method: &'static st
 enum SecondFactor {
     NotNeeded,
     Code,
+    Key,
     Unavailable(Reason),
 }
 
@@ -253,6 +274,7 @@ impl Attempt {
             level: None,
             risk_refused: false,
             failure_event: None,
+            awaiting_key: false,
         }
     }
 
@@ -263,7 +285,12 @@ impl Attempt {
 
     /// Whether the next answer expected is a code.
     pub fn awaiting_code(&self) -> bool {
-        self.pending.is_some()
+        self.pending.is_some() && !self.awaiting_key
+    }
+
+    /// Whether the login waits for a hardware key's approval.
+    pub fn awaiting_key(&self) -> bool {
+        self.pending.is_some() && self.awaiting_key
     }
 
     /// The risk score of this login so far (0 before its first factor
@@ -323,6 +350,10 @@ impl Core {
         if let Credential::Code { code } = credential {
             return self.submit_code(attempt, code, now).await;
         }
+        if let Credential::KeyApproval { key_id, failure } = credential {
+            return self.submit_key_approval(attempt, key_id, failure, now).await;
+        }
+        attempt.awaiting_key = false;
         attempt.pending = None;
         attempt.key_fingerprint = None;
         attempt.lock = None;
@@ -354,7 +385,7 @@ impl Core {
                 attempt.key_fingerprint = Some(fingerprint.to_owned());
                 self.check_key(user.as_ref(), fingerprint, now)
             }
-            Credential::Code { .. } => Err(Reason::NoFirstFactor),
+            Credential::Code { .. } | Credential::KeyApproval { .. } => Err(Reason::NoFirstFactor),
         };
         let method = credential.method();
         let reason = match (verdict, &user) {
@@ -422,6 +453,12 @@ impl Core {
                 attempt.pending = Some(Pending { user: Some(user), method });
                 Outcome::Need(Prompt::Code)
             }
+            // Any method: the approval is asked through keyboard-interactive.
+            Ok(SecondFactor::Key) => {
+                attempt.pending = Some(Pending { user: Some(user), method });
+                attempt.awaiting_key = true;
+                Outcome::Need(Prompt::KeyApproval)
+            }
             Ok(SecondFactor::Unavailable(why)) => {
                 let outcome = self.fail(attempt, username, method, why, Some(&user), now, None).await;
                 hide_behind_code_prompt(attempt, kbd, method, outcome)
@@ -440,13 +477,47 @@ impl Core {
             return Ok(SecondFactor::NotNeeded);
         }
         if level >= 3 {
-            // Hardware keys are not supported yet: such a login cannot pass.
-            return Ok(SecondFactor::Unavailable(Reason::HardwareKeyRequired));
+            return Ok(if self.has_webauthn_key(user.id)? { SecondFactor::Key } else { SecondFactor::Unavailable(Reason::HardwareKeyRequired) });
         }
         if self.store.otp(user.id)?.is_some_and(|o| o.enabled) {
             Ok(SecondFactor::Code)
         } else {
             Ok(SecondFactor::Unavailable(Reason::SecondFactorNotEnrolled))
+        }
+    }
+
+    /// Opens the hardware key approval of a login waiting for one: the
+    /// link and code to show. It expires with the approval's own time or
+    /// 5 s before the login grace time runs out, whichever is first, so
+    /// the user always reads why.
+    pub fn start_login_approval(&self, attempt: &Attempt, now: Millis) -> super::Result<super::webauthn::ApprovalTicket> {
+        let user = match (&attempt.pending, attempt.awaiting_key) {
+            (Some(Pending { user: Some(u), .. }), true) => u,
+            _ => return Err(super::Error::Invalid("no login is waiting for a hardware key".into())),
+        };
+        let grace_end = attempt.connected_at.plus(self.settings().ssh.login_grace_time).minus(std::time::Duration::from_secs(5));
+        self.start_key_approval(user, attempt.ip, &attempt.client_version, grace_end, now)
+    }
+
+    async fn submit_key_approval(&self, attempt: &mut Attempt, key_id: Option<i64>, failure: Option<KeyFailure>, now: Millis) -> Outcome {
+        let waiting = attempt.awaiting_key;
+        attempt.awaiting_key = false;
+        let Some(p) = attempt.pending.take().filter(|_| waiting) else {
+            return self.fail(attempt, "", "webauthn", Reason::NoFirstFactor, None, now, None).await;
+        };
+        let Some(user) = p.user else {
+            return Outcome::Rejected(Rejection::Denied);
+        };
+        match (key_id, failure) {
+            (Some(id), None) => {
+                let _ = id; // `webauthn_used` (recorded by the page) names the key.
+                self.succeed(attempt, user, format!("{}+webauthn", p.method), 3, Vec::new(), now).await
+            }
+            (_, f) => {
+                let reason = if f == Some(KeyFailure::Refused) { Reason::KeyApprovalRefused } else { Reason::KeyApprovalExpired };
+                let username = user.username.clone();
+                self.fail(attempt, &username, p.method, reason, Some(&user), now, None).await
+            }
         }
     }
 

@@ -143,6 +143,8 @@ pub struct Core {
     pub export_counts: Arc<metrics::ExportCounts>,
     /// WebAuthn ceremonies waiting for the browser's answer.
     pub(crate) ceremonies: webauthn::Ceremonies,
+    /// SSH logins waiting for a hardware key's touch.
+    pub(crate) approvals: webauthn::Approvals,
 }
 
 impl Core {
@@ -172,6 +174,7 @@ impl Core {
             blocks: block_set,
             block_feed: std::sync::Mutex::new(0),
             ceremonies: Default::default(),
+            approvals: Default::default(),
         }
     }
 

@@ -265,6 +265,9 @@ impl Core {
         if self.store.otp(user.id)?.is_some_and(|o| o.enabled) {
             levels.push(2);
         }
+        if self.has_webauthn_key(user.id)? {
+            levels.push(3);
+        }
         Ok(levels)
     }
 

@@ -121,7 +121,7 @@ pub struct PasswordScan {
 
 /// One factor finding: `no_second_factor` or `below_required_level`.
 /// `level` is what the account's factors reach (1 password or key, 2 with
-/// a one-time code); `required_level` what its groups and any imposed
+/// a one-time code, 3 with a hardware key); `required_level` what its groups and any imposed
 /// level ask; `incident_id` the incident it opened or attached to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MfaFinding {
@@ -404,11 +404,11 @@ impl Core {
                     required = required.max(*l);
                 }
             }
-            // Hardware keys are not supported yet: level 3 cannot be met.
-            let level = if a.otp_enabled { 2 } else { 1 };
+            // What the account's factors reach: a hardware key 3, a code 2.
+            let level = if a.has_webauthn_key { 3 } else if a.otp_enabled { 2 } else { 1 };
             let sysop = a.groups.iter().any(|g| g.eq_ignore_ascii_case(super::playbooks::SYSOPS_GROUP));
             let finding = |finding| MfaFinding { user_id: a.id, username: a.username.clone(), finding, sysop, level, required_level: required, incident_id: None };
-            if !a.otp_enabled {
+            if !a.otp_enabled && !a.has_webauthn_key {
                 findings.push(finding("no_second_factor"));
             }
             if level < required {

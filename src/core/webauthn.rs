@@ -541,6 +541,319 @@ impl Core {
     }
 }
 
+// ---------------------------------------------------------------------
+// SSH logins approved by a key (SPEC §6, issue 10 item 3).
+//
+// A login that must reach level 3 gets, in keyboard-interactive, a link
+// `{base_url}/webauthn/approve/{id}` (a 256-bit id, kept hashed) and a
+// short code; the page shows the same code, the account, the address and
+// the client, and asks for a touch of one of *that account's* keys (the
+// assertion's allowed credentials are only theirs, so another user's key
+// cannot release it). The approval is bound to the one waiting login (the
+// SSH side holds the only receiver: once it is gone the page says so),
+// used once, and expires after `APPROVAL_TTL`.
+
+/// How long an approval waits for its touch.
+pub const APPROVAL_TTL: Duration = Duration::from_secs(2 * 60);
+/// Approvals waiting at once (each belongs to a connection already
+/// admitted and past its first factor).
+const MAX_APPROVALS: usize = 4096;
+/// The short code's alphabet: no look-alikes (0/O, 1/I/L).
+const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+/// Where an approval stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalState {
+    Pending,
+    Approved { key_id: i64, key_name: String },
+    /// Refused on the page ("this was not me"), or by the key's check
+    /// (a counter regression); the text is what the SSH user reads.
+    Refused(String),
+    Expired,
+}
+
+struct Approval {
+    user_id: i64,
+    username: String,
+    ip: String,
+    client: String,
+    code: String,
+    created: Millis,
+    expires: Millis,
+    state: tokio::sync::watch::Sender<ApprovalState>,
+    ceremony: Option<SecurityKeyAuthentication>,
+}
+
+/// Pending approvals by the SHA-256 of their id.
+#[derive(Default)]
+pub struct Approvals {
+    map: Mutex<HashMap<String, Approval>>,
+}
+
+/// The SSH side of an approval: what to show, and the receiver it waits on.
+pub struct ApprovalTicket {
+    pub link: String,
+    pub code: String,
+    pub expires: Millis,
+    rx: tokio::sync::watch::Receiver<ApprovalState>,
+}
+
+/// What the approval page shows.
+#[derive(Debug, Clone)]
+pub struct ApprovalView {
+    pub username: String,
+    pub ip: String,
+    pub client: String,
+    pub code: String,
+    pub seconds_left: i64,
+}
+
+/// `link` as a QR code for a terminal (two modules per character cell,
+/// dark on light with a quiet zone, lines ended by CRLF for a raw
+/// terminal); `None` if it does not fit.
+pub fn terminal_qr(link: &str) -> Option<String> {
+    let code = qrcode::QrCode::with_error_correction_level(link.as_bytes(), qrcode::EcLevel::L).ok()?;
+    let art = code
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .dark_color(qrcode::render::unicode::Dense1x2::Light)
+        .light_color(qrcode::render::unicode::Dense1x2::Dark)
+        .quiet_zone(true)
+        .build();
+    Some(art.lines().collect::<Vec<_>>().join("\r\n"))
+}
+
+fn short_code() -> Result<String> {
+    let mut raw = [0u8; 8];
+    getrandom::fill(&mut raw).map_err(|e| Error::Invalid(format!("generating a code: {e}")))?;
+    let c: String = raw.iter().map(|b| CODE_ALPHABET[(*b as usize) % CODE_ALPHABET.len()] as char).collect();
+    Ok(format!("{}-{}", &c[..4], &c[4..]))
+}
+
+fn load_keys(core: &Core, user_id: i64) -> Result<Vec<(i64, SecurityKey)>> {
+    let mut keys = Vec::new();
+    for (id, json) in core.store.webauthn_credential_json(user_id)? {
+        match serde_json::from_str::<Credential>(&json) {
+            Ok(c) => keys.push((id, SecurityKey::from(c))),
+            Err(e) => tracing::error!(key = id, error = %e, "webauthn: a stored key cannot be read"),
+        }
+    }
+    Ok(keys)
+}
+
+impl Core {
+    /// Whether `user` has a hardware key (level 3 is reachable).
+    pub fn has_webauthn_key(&self, user_id: i64) -> Result<bool> {
+        Ok(self.store.webauthn_key_count(user_id)? > 0)
+    }
+
+    /// Opens an approval for the login of `user` from `ip` with `client`
+    /// (its version string): the link and code to show.
+    /// It expires after [`APPROVAL_TTL`], or at `not_after` if sooner.
+    pub fn start_key_approval(&self, user: &User, ip: std::net::IpAddr, client: &str, not_after: Millis, now: Millis) -> Result<ApprovalTicket> {
+        let s = self.settings();
+        relying_party(&s.web.base_url, &s.mfa.issuer).map_err(Error::Invalid)?;
+        let (id, hash) = new_token().map_err(Error::Invalid)?;
+        let code = short_code()?;
+        let (tx, rx) = tokio::sync::watch::channel(ApprovalState::Pending);
+        let expires = now.plus(APPROVAL_TTL).min(not_after);
+        let approval = Approval {
+            user_id: user.id,
+            username: user.username.clone(),
+            ip: ip.to_canonical().to_string(),
+            client: crate::model::strip_unsafe(client).chars().take(100).collect(),
+            code: code.clone(),
+            created: now,
+            expires,
+            state: tx,
+            ceremony: None,
+        };
+        let mut map = self.approvals.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, a| a.expires > now && !a.state.is_closed());
+        if map.len() >= MAX_APPROVALS {
+            if let Some(oldest) = map.iter().min_by_key(|(_, a)| a.created).map(|(k, _)| k.clone()) {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(hash, approval);
+        Ok(ApprovalTicket { link: format!("{}/webauthn/approve/{id}", s.web.base_url), code, expires, rx })
+    }
+
+    /// Waits up to `max` for the approval to be decided; `Expired` once
+    /// its time is up.
+    pub async fn wait_key_approval(&self, ticket: &mut ApprovalTicket, max: Duration) -> ApprovalState {
+        let left = Duration::from_millis(ticket.expires.0.saturating_sub(Millis::now().0).max(0) as u64);
+        let slice = max.min(left);
+        let decided = tokio::time::timeout(slice, ticket.rx.wait_for(|s| *s != ApprovalState::Pending)).await;
+        match decided {
+            Ok(Ok(state)) => state.clone(),
+            // The page side is gone (dropped as expired): nothing can approve it.
+            Ok(Err(_)) => ApprovalState::Expired,
+            Err(_) if Millis::now() >= ticket.expires => ApprovalState::Expired,
+            Err(_) => ApprovalState::Pending,
+        }
+    }
+
+    /// Runs `f` on a live approval (known, not expired, its login still
+    /// waiting, not decided).
+    fn with_approval<T>(&self, id: &str, now: Millis, f: impl FnOnce(&mut Approval) -> std::result::Result<T, KeyRefusal>) -> std::result::Result<T, KeyRefusal> {
+        let mut map = self.approvals.map.lock().unwrap_or_else(|p| p.into_inner());
+        let hash = token_hash(id);
+        let live = map.get(&hash).is_some_and(|a| a.expires > now && !a.state.is_closed() && *a.state.borrow() == ApprovalState::Pending);
+        if !live {
+            if let Some(a) = map.remove(&hash) {
+                if a.expires <= now {
+                    a.state.send_replace(ApprovalState::Expired);
+                }
+            }
+            return Err(KeyRefusal::Link(LinkRefusal::InvalidToken));
+        }
+        f(map.get_mut(&hash).expect("checked above"))
+    }
+
+    pub fn key_approval_view(&self, id: &str, now: Millis) -> std::result::Result<ApprovalView, KeyRefusal> {
+        self.with_approval(id, now, |a| {
+            Ok(ApprovalView { username: a.username.clone(), ip: a.ip.clone(), client: a.client.clone(), code: a.code.clone(), seconds_left: (a.expires.0 - now.0) / 1000 })
+        })
+    }
+
+    /// The options of the assertion that approves `id` (the account's keys only).
+    pub fn key_approval_start(&self, id: &str, now: Millis) -> std::result::Result<serde_json::Value, KeyRefusal> {
+        let user_id = self.with_approval(id, now, |a| Ok(a.user_id))?;
+        let keys = load_keys(self, user_id).map_err(|_| KeyRefusal::Link(LinkRefusal::Unavailable))?;
+        if keys.is_empty() {
+            // The library would start a ceremony no key can answer.
+            return Err(KeyRefusal::NotVerified("this account has no hardware key".into()));
+        }
+        let rp = self.relying_party().map_err(|_| KeyRefusal::Link(LinkRefusal::Unavailable))?;
+        let creds: Vec<SecurityKey> = keys.into_iter().map(|(_, k)| k).collect();
+        let (options, state) = rp.start_securitykey_authentication(&creds).map_err(|e| {
+            tracing::error!(error = %e, "webauthn: starting an assertion");
+            KeyRefusal::Link(LinkRefusal::Unavailable)
+        })?;
+        self.with_approval(id, now, |a| {
+            a.ceremony = Some(state);
+            Ok(())
+        })?;
+        serde_json::to_value(&options).map_err(|_| KeyRefusal::Link(LinkRefusal::Unavailable))
+    }
+
+    /// "This was not me": the waiting login is refused.
+    pub async fn key_approval_deny(&self, id: &str, client: &WebClient, now: Millis) -> std::result::Result<(), KeyRefusal> {
+        let (user_id, username) = self.with_approval(id, now, |a| {
+            a.state.send_replace(ApprovalState::Refused("The login was refused on the approval page.".into()));
+            Ok((a.user_id, a.username.clone()))
+        })?;
+        self.record(client.stamp(
+            Event::new(EventType::LoginFailed, Severity::Medium, format!("a login of {username} waiting for its hardware key was refused on the approval page"), now)
+                .user(Some(user_id), Some(&username))
+                .detail("reason", "approval_refused")
+                .detail("method", "webauthn"),
+        ))
+        .await;
+        Ok(())
+    }
+
+    /// Checks the page's assertion for approval `id`: the key's counter is
+    /// saved, `webauthn_used` recorded and the waiting login released; a
+    /// counter that went back refuses it, raises
+    /// `webauthn_counter_regression` and opens `cloned_authenticator`.
+    pub async fn key_approval_finish(&self, id: &str, body: &[u8], client: &WebClient, now: Millis) -> std::result::Result<ApprovalState, KeyRefusal> {
+        let (state, user_id, username, ip) = self.with_approval(id, now, |a| match a.ceremony.take() {
+            Some(st) => Ok((st, a.user_id, a.username.clone(), a.ip.clone())),
+            None => Err(KeyRefusal::CeremonyExpired),
+        })?;
+        let response: PublicKeyCredential = serde_json::from_slice(body).map_err(|_| KeyRefusal::NotVerified("the browser sent no assertion".into()))?;
+        let rp = self.relying_party().map_err(|_| KeyRefusal::Link(LinkRefusal::Unavailable))?;
+        let keys = load_keys(self, user_id).map_err(|_| KeyRefusal::Link(LinkRefusal::Unavailable))?;
+        let raw_id: &[u8] = response.raw_id.as_ref();
+        let used = keys.iter().find(|(_, k)| AsRef::<[u8]>::as_ref(k.cred_id()) == raw_id).map(|(id, _)| *id);
+        let row = used.and_then(|k| self.store.webauthn_key(k).ok().flatten());
+        match rp.finish_securitykey_authentication(&response, &state) {
+            Ok(result) => {
+                let (Some(key_id), Some(row)) = (used, row) else {
+                    return Err(KeyRefusal::NotVerified("that key is not one of this account's".into()));
+                };
+                let mut key = keys.into_iter().find(|(k, _)| *k == key_id).map(|(_, k)| k).expect("found above");
+                key.update_credential(&result);
+                let cred = Credential::from(key);
+                let json = serde_json::to_string(&cred).map_err(|_| KeyRefusal::Link(LinkRefusal::Unavailable))?;
+                let ev = client.stamp(
+                    Event::new(EventType::WebauthnUsed, Severity::Info, format!("hardware key \"{}\" of {username} approved a login from {ip}", row.name), now)
+                        .user(Some(user_id), Some(&username))
+                        .detail("key_id", key_id)
+                        .detail("name", row.name.clone())
+                        .detail("counter", result.counter())
+                        .detail("user_verified", result.user_verified())
+                        .detail("login_address", ip.clone()),
+                );
+                match self.store.webauthn_key_used(key_id, &json, result.counter(), result.backup_state(), &[ev], now) {
+                    Ok(()) => {}
+                    // Another assertion saved this counter meanwhile: the same
+                    // signature count twice is what a clone looks like.
+                    Err(crate::store::Error::Conflict(_)) => return Err(KeyRefusal::NotVerified("the key was used twice at once".into())),
+                    Err(e) => {
+                        tracing::error!(error = %e, "webauthn: saving a key's use");
+                        return Err(KeyRefusal::Link(LinkRefusal::Unavailable));
+                    }
+                }
+                let approved = ApprovalState::Approved { key_id, key_name: row.name.clone() };
+                self.with_approval(id, now, |a| {
+                    a.state.send_replace(approved.clone());
+                    Ok(())
+                })?;
+                Ok(approved)
+            }
+            Err(WebauthnError::CredentialPossibleCompromise) => {
+                let stored = row.as_ref().map_or(0, |r| r.sign_count);
+                let new = response.response.authenticator_data.get(33..37).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                let name = row.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+                let ev = client.stamp(
+                    Event::new(
+                        EventType::WebauthnCounterRegression,
+                        Severity::Critical,
+                        format!("hardware key \"{name}\" of {username} answered with signature counter {new}, not above the stored {stored}: it may have been cloned"),
+                        now,
+                    )
+                    .user(Some(user_id), Some(&username))
+                    .detail("key_id", used)
+                    .detail("name", name.clone())
+                    .detail("stored_counter", stored)
+                    .detail("new_counter", new)
+                    .detail("login_address", ip.clone()),
+                );
+                let event_id = self.events.record_committed_id(ev).await;
+                let finding = crate::model::Finding {
+                    incident_type: crate::model::IncidentType::ClonedAuthenticator,
+                    subject: crate::model::Subject::Account { user_id: Some(user_id), username: username.clone() },
+                    severity: crate::model::IncidentSeverity::Critical,
+                    title: format!("hardware key of {username} may be cloned (counter went back)"),
+                    description: format!(
+                        "key {} (\"{}\") of {username} signed with counter {new} while {stored} was stored; the login from {ip} it was to approve was refused",
+                        used.map_or("?".into(), |k| k.to_string()),
+                        crate::model::escape_control(&name)
+                    ),
+                    event_ids: event_id.into_iter().collect(),
+                    first_event_at: now,
+                    details: serde_json::json!({ "rule": "cloned_authenticator", "key_id": used, "stored_counter": stored, "new_counter": new, "address": ip }),
+                };
+                if let Err(e) = self.respond_to_finding(finding, now).await {
+                    tracing::error!(error = %e, "opening the incident of a cloned key");
+                }
+                let refused = ApprovalState::Refused("The hardware key failed its check (its counter went back); the login was refused and your sysop told.".into());
+                let _ = self.with_approval(id, now, |a| {
+                    a.state.send_replace(refused.clone());
+                    Ok(())
+                });
+                Err(KeyRefusal::NotVerified("the key's signature counter went back, as a cloned key's would; the login was refused and your sysop told".into()))
+            }
+            Err(e) => {
+                // The ceremony is spent; the page may start another.
+                Err(KeyRefusal::NotVerified(e.to_string()))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

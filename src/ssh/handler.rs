@@ -80,6 +80,8 @@ pub(super) async fn connection(core: Arc<Core>, config: Arc<Config>, menus: flow
         methods: config.methods.clone(),
         term_type: String::new(),
         menus,
+        approval: None,
+        approval_closing: false,
     };
     let started = tokio::time::timeout(grace, russh::server::run_stream(config, Sniff::new(QuickAck::new(stream), client_id.clone()), handler)).await;
     let running = match started {
@@ -180,6 +182,10 @@ struct Handler {
     methods: russh::MethodSet,
     term_type: String,
     menus: flow::menu::SharedMenus,
+    /// The hardware key approval this login waits for.
+    approval: Option<crate::core::webauthn::ApprovalTicket>,
+    /// The approval failed and its message was shown: the next answer ends it.
+    approval_closing: bool,
 }
 
 impl Handler {
@@ -206,6 +212,14 @@ impl Handler {
             // Only ever asked through keyboard-interactive (the code step).
             Outcome::Need(Prompt::CodeJustUsed) => code_prompt_again(),
             Outcome::Need(Prompt::RiskRefused) => risk_refused_prompt(),
+            Outcome::Need(Prompt::KeyApproval) if kbd => Box::pin(self.key_round()).await,
+            // Asked through keyboard-interactive, the one method that can
+            // show a link and wait.
+            Outcome::Need(Prompt::KeyApproval) => {
+                let mut only = russh::MethodSet::empty();
+                only.push(russh::MethodKind::KeyboardInteractive);
+                Auth::Reject { proceed_with_methods: Some(only), partial_success: true }
+            }
             Outcome::Rejected(Rejection::Risky) => {
                 self.shared.kick.notify_one();
                 Auth::reject()
@@ -234,8 +248,89 @@ impl Handler {
         }
     }
 
+    /// One keyboard-interactive round of a hardware key approval: the link,
+    /// QR code and code first; then waits of up to `APPROVAL_SLICE`, each
+    /// ended by a silent round (no prompt: OpenSSH answers at once, and
+    /// the traffic keeps `ServerAliveInterval` clients connected) until
+    /// the key is touched (the login goes on by itself), refused or
+    /// expired (a last prompt says why; its answer ends the connection).
+    async fn key_round(&mut self) -> Auth {
+        use crate::core::login::{Credential as C, KeyFailure};
+        use crate::core::webauthn::ApprovalState;
+        if self.approval_closing {
+            self.shared.kick.notify_one();
+            return Auth::reject();
+        }
+        let Some(ticket) = self.approval.as_mut() else {
+            return match self.core.start_login_approval(&self.attempt, Millis::now()) {
+                Ok(t) => {
+                    let prompt = approval_prompt(&t);
+                    self.approval = Some(t);
+                    prompt
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "ssh: cannot open a hardware key approval");
+                    let _ = self.login(C::KeyApproval { key_id: None, failure: Some(KeyFailure::Refused) }, true).await;
+                    self.approval_closing = true;
+                    closing_prompt("Hardware key approval is not available on this gate right now; the login was refused. Tell your sysop.")
+                }
+            };
+        };
+        match self.core.wait_key_approval(ticket, APPROVAL_SLICE).await {
+            ApprovalState::Pending => Auth::Partial { name: Cow::Borrowed(""), instructions: Cow::Borrowed(""), prompts: Cow::Owned(Vec::new()) },
+            ApprovalState::Approved { key_id, .. } => {
+                self.approval = None;
+                self.login(C::KeyApproval { key_id: Some(key_id), failure: None }, true).await
+            }
+            ApprovalState::Refused(why) => {
+                self.approval = None;
+                let _ = self.login(C::KeyApproval { key_id: None, failure: Some(KeyFailure::Refused) }, true).await;
+                self.approval_closing = true;
+                closing_prompt(&why)
+            }
+            ApprovalState::Expired => {
+                self.approval = None;
+                let _ = self.login(C::KeyApproval { key_id: None, failure: Some(KeyFailure::Expired) }, true).await;
+                self.approval_closing = true;
+                closing_prompt("The approval expired before a key was touched: the login was refused. Connect again for a new link.")
+            }
+        }
+    }
+
     fn authenticated(&self) -> Option<Arc<Authenticated>> {
         lock(&self.shared.auth).clone()
+    }
+}
+
+/// How long one keyboard-interactive reply is held while an approval
+/// waits (below OpenSSH's ServerAliveInterval x CountMax of most setups).
+const APPROVAL_SLICE: Duration = Duration::from_secs(15);
+
+/// The first round of an approval: the link, its QR code and the code in
+/// the instructions (shown by OpenSSH at its default log level), and the
+/// code and link again in the prompt (always shown, also by clients that
+/// hide instructions). Enter may be pressed at once: the answer is only
+/// the signal to start waiting.
+fn approval_prompt(t: &crate::core::webauthn::ApprovalTicket) -> Auth {
+    let secs = ((t.expires.0 - Millis::now().0) / 1000).max(0);
+    let qr = crate::core::webauthn::terminal_qr(&t.link).unwrap_or_default();
+    let instructions = format!(
+        "This login needs your hardware key. Open this link on a device with your key:\r\n\r\n  {link}\r\n\r\n{qr}\r\n\r\nThe page shows the code {code}: check that it is the same, then touch your key.\r\nThe link works once and expires in {m}:{s:02}.",
+        link = t.link,
+        code = t.code,
+        m = secs / 60,
+        s = secs % 60
+    );
+    let prompt = format!("Code {}: approve at {} then press Enter (the login goes on once the key is touched): ", t.code, t.link);
+    Auth::Partial { name: Cow::Borrowed(""), instructions: Cow::Owned(instructions), prompts: Cow::Owned(vec![(Cow::Owned(prompt), true)]) }
+}
+
+/// A last round that says why the login ends; its answer ends it.
+fn closing_prompt(why: &str) -> Auth {
+    Auth::Partial {
+        name: Cow::Borrowed(""),
+        instructions: Cow::Owned(why.to_owned()),
+        prompts: Cow::Owned(vec![(Cow::Owned(format!("{why} Press Enter to close: ")), true)]),
     }
 }
 
@@ -347,6 +442,11 @@ impl russh::server::Handler for Handler {
     }
 
     async fn auth_keyboard_interactive<'a>(&'a mut self, user: &str, _submethods: &str, response: Option<Response<'a>>) -> Result<Auth, Self::Error> {
+        if self.attempt.awaiting_key() || self.approval_closing {
+            // The answers mean nothing here: the key decides.
+            drop(response);
+            return Ok(self.key_round().await);
+        }
         let awaiting_code = self.attempt.awaiting_code();
         let Some(response) = response else {
             if awaiting_code {

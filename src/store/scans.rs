@@ -21,6 +21,8 @@ pub struct ScanAccount {
     /// Sorted.
     pub groups: Vec<String>,
     pub otp_enabled: bool,
+    /// At least one hardware key is registered.
+    pub has_webauthn_key: bool,
     /// The verdict of the last successful login with the password.
     pub password_weak: Option<bool>,
     pub weak_reasons: Vec<String>,
@@ -50,7 +52,8 @@ impl Store {
                 "SELECT u.id, u.username, u.password_hash, u.password_changed_at, u.created_at, u.imposed_level,
                         (SELECT json_group_array(g.group_name) FROM user_groups g WHERE g.user_id = u.id),
                         EXISTS(SELECT 1 FROM otp_secrets o WHERE o.user_id = u.id AND o.enabled = 1),
-                        u.password_weak, u.password_weak_reasons, u.password_checked_at
+                        u.password_weak, u.password_weak_reasons, u.password_checked_at,
+                        EXISTS(SELECT 1 FROM webauthn_credentials w WHERE w.user_id = u.id)
                  FROM users u WHERE u.id > ?1 ORDER BY u.id LIMIT ?2",
             )
             .doing("reading accounts to scan")?;
@@ -70,6 +73,7 @@ impl Store {
                     password_weak: r.get(8)?,
                     weak_reasons: reasons.as_deref().and_then(|g| serde_json::from_str(g).ok()).unwrap_or_default(),
                     password_checked_at: r.get::<_, Option<i64>>(10)?.map(Millis),
+                    has_webauthn_key: r.get(11)?,
                 })
             })
             .doing("reading accounts to scan")?;

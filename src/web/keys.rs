@@ -21,6 +21,10 @@ use crate::model::Millis;
 pub(super) const ROUTE_PAGE: &str = "/webauthn/enroll/{token}";
 pub(super) const ROUTE_OPTIONS: &str = "/webauthn/enroll/{token}/options";
 pub(super) const ROUTE_FINISH: &str = "/webauthn/enroll/{token}/finish";
+pub(super) const ROUTE_APPROVE: &str = "/webauthn/approve/{id}";
+pub(super) const ROUTE_APPROVE_OPTIONS: &str = "/webauthn/approve/{id}/options";
+pub(super) const ROUTE_APPROVE_FINISH: &str = "/webauthn/approve/{id}/finish";
+pub(super) const ROUTE_APPROVE_DENY: &str = "/webauthn/approve/{id}/deny";
 
 /// The script of the page (the CSP allows scripts from the gate only).
 pub(super) const SCRIPT: &str = include_str!("static/webauthn.js");
@@ -150,6 +154,92 @@ pub(super) async fn finish(
             Json(serde_json::json!({ "key": key })).into_response()
         }
         Err(r) => refusal(ROUTE_FINISH, &r),
+    }
+}
+
+/// The CSRF value a page keeps (from the cookie, or a new one).
+fn csrf_for(headers: &HeaderMap) -> Option<String> {
+    let existing = csrf::from_cookie_headers(cookie_headers(headers)).filter(|v| csrf::well_formed(v));
+    match existing {
+        Some(v) => Some(v.to_owned()),
+        None => csrf::new_token().map_err(|e| tracing::error!(error = %e, "web: no randomness for the CSRF value")).ok(),
+    }
+}
+
+pub(super) async fn approve_page(State(state): State<AppState>, id: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+    let id = match id {
+        Ok(Path(t)) if plausible_token(&t) => t,
+        _ => {
+            tracing::info!(route = ROUTE_APPROVE, outcome = "invalid_token", "web: approval page");
+            return refusal_page(LinkRefusal::InvalidToken);
+        }
+    };
+    let view = match state.core.key_approval_view(&id, Millis::now()) {
+        Ok(v) => v,
+        Err(_) => {
+            tracing::info!(route = ROUTE_APPROVE, outcome = "invalid_token", "web: approval page");
+            return html(StatusCode::NOT_FOUND, pages::approval_gone());
+        }
+    };
+    let Some(csrf_value) = csrf_for(&headers) else { return refusal_page(LinkRefusal::Unavailable) };
+    tracing::info!(route = ROUTE_APPROVE, outcome = "shown", "web: approval page");
+    let mut response = html(StatusCode::OK, pages::key_approve(&view, &csrf_value, &format!("/webauthn/approve/{id}")));
+    if let Ok(cookie) = HeaderValue::from_str(&csrf::set_cookie(&csrf_value)) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+pub(super) async fn approve_options(State(state): State<AppState>, id: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+    let id = match admit(ROUTE_APPROVE_OPTIONS, id, &headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match state.core.key_approval_start(&id, Millis::now()) {
+        Ok(options) => {
+            tracing::info!(route = ROUTE_APPROVE_OPTIONS, outcome = "started", "web: approval");
+            Json(options).into_response()
+        }
+        Err(r) => refusal(ROUTE_APPROVE_OPTIONS, &r),
+    }
+}
+
+pub(super) async fn approve_finish(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let id = match admit(ROUTE_APPROVE_FINISH, id, &headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match state.core.key_approval_finish(&id, &body, &client(peer, &headers), Millis::now()).await {
+        Ok(_) => {
+            tracing::info!(route = ROUTE_APPROVE_FINISH, outcome = "approved", "web: approval");
+            Json(serde_json::json!({ "approved": true })).into_response()
+        }
+        Err(r) => refusal(ROUTE_APPROVE_FINISH, &r),
+    }
+}
+
+pub(super) async fn approve_deny(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let id = match admit(ROUTE_APPROVE_DENY, id, &headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match state.core.key_approval_deny(&id, &client(peer, &headers), Millis::now()).await {
+        Ok(()) => {
+            tracing::info!(route = ROUTE_APPROVE_DENY, outcome = "refused", "web: approval");
+            Json(serde_json::json!({ "refused": true })).into_response()
+        }
+        Err(r) => refusal(ROUTE_APPROVE_DENY, &r),
     }
 }
 

@@ -323,3 +323,34 @@ You can close this page; the link does not work again.</p>\n</div>\n",
     b.push_str("</div>\n<script src=\"/static/webauthn.js\"></script>\n");
     page("Register a hardware key", &b)
 }
+
+/// The approval page of an SSH login waiting for a hardware key: the code
+/// to compare with the terminal's, who, from where, with what; approve
+/// (a touch) or refuse.
+pub(super) fn key_approve(view: &crate::core::webauthn::ApprovalView, csrf: &str, base: &str) -> String {
+    let mut b = String::new();
+    let _ = writeln!(b, "<div id=\"key-approve\" data-csrf=\"{}\" data-base=\"{}\">", escape(csrf), escape(base));
+    b.push_str("<h1>Approve a login</h1>\n");
+    let _ = writeln!(b, "<p class=\"secret\" id=\"code\">{}</p>", escape(&view.code));
+    b.push_str("<p>Check that your terminal shows this same code. Approve only a login you are making yourself, now.</p>\n<dl>\n");
+    let _ = writeln!(b, "<dt>Account</dt><dd id=\"account\">{}</dd>", escape(&view.username));
+    let _ = writeln!(b, "<dt>From</dt><dd id=\"address\">{}</dd>", escape(&view.ip));
+    let _ = writeln!(b, "<dt>Client</dt><dd id=\"client\">{}</dd>", escape(&crate::model::escape_control(&view.client)));
+    let _ = writeln!(b, "<dt>Expires in</dt><dd>{}:{:02}</dd>", view.seconds_left / 60, view.seconds_left % 60);
+    b.push_str("</dl>\n<noscript><p class=\"error\">Approving needs JavaScript (the browser talks to the key): turn it on for this page.</p></noscript>\n");
+    b.push_str(
+        "<p class=\"actions\"><button type=\"button\" id=\"approve\" disabled>Approve with my key</button>\n\
+<button type=\"button\" id=\"deny\" disabled>This was not me</button></p>\n",
+    );
+    b.push_str("<p id=\"status\" class=\"note\" role=\"status\" hidden></p>\n<div id=\"done\" hidden><p></p></div>\n");
+    b.push_str("</div>\n<script src=\"/static/webauthn.js\"></script>\n");
+    page("Approve a login", &b)
+}
+
+/// An approval link that is unknown, used, expired, or whose login stopped waiting.
+pub(super) fn approval_gone() -> String {
+    message(
+        "Approval not valid",
+        "This approval is not valid any more: it was used, it expired, or the login that asked for it has ended. Connect again for a new link.",
+    )
+}

@@ -12,8 +12,16 @@ use std::time::Duration;
 
 /// A gate whose web page is `https://localhost:PORT`.
 fn gate_on_localhost() -> (Gate, u16) {
+    gate_on_localhost_with("")
+}
+
+/// `gate_on_localhost` with `ssh_extra` added to the `ssh` section, and
+/// the group `keyholders` requiring level 3 (a hardware key).
+fn gate_on_localhost_with(ssh_extra: &str) -> (Gate, u16) {
     let port = free_port();
-    let config = DEFAULT_CONFIG.replace(
+    let config = format!("{DEFAULT_CONFIG}groups: {{\n  keyholders: {{\n    require_level: 3\n  }}\n}}\n")
+        .replace("auth_rejection_time: 50ms", &format!("auth_rejection_time: 50ms\n  {ssh_extra}"))
+        .replace(
         "web: {\n  listen: \"127.0.0.1:0\"\n}",
         &format!("web: {{\n  listen: \"127.0.0.1:{port}\"\n  base_url: \"https://localhost:{port}\"\n}}"),
     );
@@ -189,4 +197,216 @@ fn key_enrollment_calls_refuse_forgeries() {
     assert_eq!(bad.status, 422, "{bad:#?}");
     assert!(bad.body.contains("control characters"), "{}", bad.body);
     assert_eq!(keys_of(&g, "alice"), Vec::<Value>::new());
+}
+
+
+/// The approval prompts the askpass of the gate's ssh runs logged so far:
+/// (code, link) of each.
+fn approval_prompts(g: &Gate) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(g.dir.path()) else { return found };
+    // ssh-N, one per run: in the order of the runs.
+    let mut runs: Vec<(u64, std::path::PathBuf)> = dirs
+        .flatten()
+        .filter_map(|d| d.file_name().to_str().and_then(|n| n.strip_prefix("ssh-")).and_then(|n| n.parse().ok()).map(|n| (n, d.path())))
+        .collect();
+    runs.sort();
+    for (_, dir) in runs {
+        let Ok(prompts) = std::fs::read_to_string(dir.join("prompts")) else { continue };
+        for line in prompts.lines() {
+            // "Code ABCD-EFGH: approve at https://... then press Enter ..."
+            if let Some(rest) = line.split("Code ").nth(1) {
+                if let Some((code, tail)) = rest.split_once(": approve at ") {
+                    let link = tail.split_whitespace().next().unwrap_or_default().to_owned();
+                    found.push((code.to_owned(), link));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Starts alice's SSH login (password, then the approval) on a thread.
+fn ssh_alice(g: &Gate) -> std::thread::JoinHandle<crate::harness::SshRun> {
+    let client = g.client();
+    std::thread::spawn(move || client.ssh(&crate::harness::Ssh::kbd("alice", ALICE_PW).prompts(3)))
+}
+
+/// Waits for the `n`th approval prompt; returns its code and link.
+fn nth_approval(g: &Gate, n: usize) -> (String, String) {
+    poll(Duration::from_secs(20), "the approval prompt in the terminal", || {
+        let p = approval_prompts(g);
+        (p.len() >= n).then(|| p[n - 1].clone())
+    })
+}
+
+/// Opens an approval link in `page` and checks what it shows.
+fn open_approval(browser: &mut Browser, page: &crate::browser::Page, link: &str, code: &str) {
+    browser.open(page, link, "document.getElementById('key-approve') && document.getElementById('key-approve').dataset.ready === 'yes'");
+    assert_eq!(browser.eval(page, "document.getElementById('code').textContent"), code, "the page shows the terminal's code");
+    assert_eq!(browser.eval(page, "document.getElementById('account').textContent"), "alice");
+    assert_eq!(browser.eval(page, "document.getElementById('address').textContent"), "127.0.0.1");
+    let client = browser.eval(page, "document.getElementById('client').textContent");
+    assert!(client.as_str().unwrap_or_default().starts_with("SSH-2.0-OpenSSH"), "{client}");
+}
+
+/// Presses "Approve" and waits for the page's verdict.
+fn press_approve(browser: &mut Browser, page: &crate::browser::Page) -> String {
+    browser.eval(page, "document.getElementById('approve').click(); true");
+    browser.wait_for(page, "!document.getElementById('done').hidden || document.getElementById('status').className === 'error'", Duration::from_secs(30));
+    let said = browser.eval(page, "document.getElementById('done').hidden ? 'error: ' + document.getElementById('status').textContent : document.querySelector('#done p').textContent");
+    said.as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn ssh_login_approved_by_a_touch() {
+    let (g, port) = gate_on_localhost_with("");
+    g.cli_ok(&["user", "group", "add", "alice", "keyholders"]);
+    // Without a key, a login that needs level 3 cannot pass.
+    let run = g.ssh(&crate::harness::Ssh::kbd("alice", ALICE_PW));
+    assert!(!run.authenticated_exec(), "{run:#?}");
+    let failed = g.wait_events(Some("alice"), "login_failed", |ev| !ev.is_empty());
+    assert_eq!(crate::harness::detail(&failed[0], "reason"), "hardware_key_required", "{}", failed[0]);
+
+    let link = key_link(&g, "alice");
+    let mut browser = Browser::launch();
+    let (page, authenticator, said) = register(&mut browser, &link, "Blue key");
+    assert_eq!(said, "done: Blue key");
+    let counter_before = browser.credentials(&page, &authenticator)[0]["signCount"].as_i64().unwrap();
+
+    // The terminal shows a code and a link; the page shows the same code;
+    // a touch lets the waiting login go on by itself.
+    let ssh = ssh_alice(&g);
+    let (code, approve) = nth_approval(&g, 1);
+    assert!(approve.starts_with(&format!("https://localhost:{port}/webauthn/approve/")), "{approve}");
+    assert_eq!(code.len(), 9, "{code}");
+    open_approval(&mut browser, &page, &approve, &code);
+    let said = press_approve(&mut browser, &page);
+    assert!(said.starts_with("Approved."), "the page said: {said}\n{}", g.daemon_log());
+    let run = ssh.join().unwrap();
+    assert!(run.authenticated_exec(), "{run:#?}\n{}", g.daemon_log());
+
+    let ok = g.wait_events(Some("alice"), "login_success", |ev| !ev.is_empty());
+    assert_eq!(crate::harness::detail(&ok[0], "method"), "keyboard-interactive+webauthn", "{}", ok[0]);
+    let used = g.wait_events(Some("alice"), "webauthn_used", |ev| !ev.is_empty());
+    let keys = keys_of(&g, "alice");
+    assert_eq!(crate::harness::detail(&used[0], "key_id"), &keys[0]["id"], "{}", used[0]);
+    assert!(!keys[0]["last_used_at"].is_null(), "{}", keys[0]);
+    let counter_after = browser.credentials(&page, &authenticator)[0]["signCount"].as_i64().unwrap();
+    assert!(counter_after > counter_before, "{counter_before} -> {counter_after}");
+    assert_eq!(keys[0]["sign_count"].as_i64(), Some(counter_after), "the gate saved the counter: {}", keys[0]);
+
+    // The approval was used once: its page is gone.
+    let again = curl(&g.web_url(&approve[approve.find("/webauthn").unwrap()..]), &["-k"]);
+    assert_eq!(again.status, 404, "{again:#?}");
+
+    // A key of another user cannot release alice's login: bob's key (in
+    // its own tab) signs alice's challenge, and the gate refuses it.
+    let bob_link = key_link(&g, "bob");
+    let (bob_page, bob_auth, said) = register(&mut browser, &bob_link, "Bob's key");
+    assert_eq!(said, "done: Bob's key");
+    let bob_cred = browser.credentials(&bob_page, &bob_auth)[0]["credentialId"].as_str().unwrap().to_owned();
+    let ssh = ssh_alice(&g);
+    let (code, approve) = nth_approval(&g, 2);
+    open_approval(&mut browser, &bob_page, &approve, &code);
+    // The page's own flow, with bob's credential allowed instead of alice's.
+    let forged = browser.eval(
+        &bob_page,
+        &format!(
+            r#"(async () => {{
+                const main = document.getElementById('key-approve');
+                const h = {{ "Content-Type": "application/json", "X-CSRF-Token": main.dataset.csrf }};
+                const opts = await (await fetch(main.dataset.base + '/options', {{ method: 'POST', headers: h, body: '{{}}' }})).json();
+                const b = s => Uint8Array.from(atob(s.replace(/-/g, '+').replace(/_/g, '/') + '==='.slice((s.length + 3) % 4)), c => c.charCodeAt(0)).buffer;
+                const e = x => btoa(String.fromCharCode(...new Uint8Array(x))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+                opts.publicKey.challenge = b(opts.publicKey.challenge);
+                opts.publicKey.allowCredentials = [{{ type: 'public-key', id: b({bob:?}) }}];
+                const c = await navigator.credentials.get({{ publicKey: opts.publicKey }});
+                const r = c.response;
+                const res = await fetch(main.dataset.base + '/finish', {{ method: 'POST', headers: h, body: JSON.stringify({{ id: c.id, rawId: e(c.rawId), type: c.type,
+                    response: {{ authenticatorData: e(r.authenticatorData), clientDataJSON: e(r.clientDataJSON), signature: e(r.signature), userHandle: r.userHandle ? e(r.userHandle) : null }}, extensions: {{}} }}) }});
+                return res.status + ' ' + (await res.text());
+            }})()"#,
+            bob = bob_cred.replace('+', "-").replace('/', "_").trim_end_matches('=')
+        ),
+    );
+    let forged = forged.as_str().unwrap_or_default().to_owned();
+    assert!(forged.starts_with("422 "), "bob's key must not release alice's login: {forged}");
+    // Alice's own key still can (the refused answer spent only that ceremony).
+    open_approval(&mut browser, &page, &approve, &code);
+    let said = press_approve(&mut browser, &page);
+    assert!(said.starts_with("Approved."), "{said}");
+    let run = ssh.join().unwrap();
+    assert!(run.authenticated_exec(), "{run:#?}");
+}
+
+/// A cloned key: the virtual authenticator's counter is set back below
+/// what the gate stored; the assertion is refused, a critical
+/// `webauthn_counter_regression` raised and `cloned_authenticator` opened.
+#[test]
+fn counter_regression_is_refused_and_opens_an_incident() {
+    let (g, _) = gate_on_localhost_with("");
+    g.cli_ok(&["user", "group", "add", "alice", "keyholders"]);
+    let link = key_link(&g, "alice");
+    let mut browser = Browser::launch();
+    let (page, authenticator, said) = register(&mut browser, &link, "Blue key");
+    assert_eq!(said, "done: Blue key");
+    // One good login: the gate stores the counter.
+    let ssh = ssh_alice(&g);
+    let (code, approve) = nth_approval(&g, 1);
+    open_approval(&mut browser, &page, &approve, &code);
+    assert!(press_approve(&mut browser, &page).starts_with("Approved."));
+    assert!(ssh.join().unwrap().authenticated_exec());
+    let stored = keys_of(&g, "alice")[0]["sign_count"].as_i64().unwrap();
+    assert!(stored >= 1, "{stored}");
+
+    // The "clone": the same private key with its counter set back.
+    let mut cred = browser.credentials(&page, &authenticator).remove(0);
+    browser.call(Some(&page.session), "WebAuthn.removeCredential", serde_json::json!({ "authenticatorId": authenticator, "credentialId": cred["credentialId"] }));
+    cred["signCount"] = serde_json::json!(0);
+    browser.call(Some(&page.session), "WebAuthn.addCredential", serde_json::json!({ "authenticatorId": authenticator, "credential": cred }));
+
+    let ssh = ssh_alice(&g);
+    let (code, approve) = nth_approval(&g, 2);
+    open_approval(&mut browser, &page, &approve, &code);
+    let said = press_approve(&mut browser, &page);
+    assert!(said.starts_with("error: ") && said.contains("counter"), "the page said: {said}");
+    let run = ssh.join().unwrap();
+    assert!(!run.authenticated_exec(), "{run:#?}");
+    assert!(run.prompts.iter().any(|p| p.contains("counter went back")), "the terminal says why: {:?}", run.prompts);
+
+    let ev = g.wait_events(Some("alice"), "webauthn_counter_regression", |ev| !ev.is_empty());
+    assert_eq!(ev.len(), 1, "{ev:#?}");
+    assert_eq!(ev[0]["severity"], "critical", "{}", ev[0]);
+    assert_eq!(crate::harness::detail(&ev[0], "stored_counter").as_i64(), Some(stored), "{}", ev[0]);
+    assert!(crate::harness::detail(&ev[0], "new_counter").as_i64().unwrap() <= stored, "{}", ev[0]);
+    let incidents: Value = serde_json::from_str(&g.cli_ok(&["security", "incidents", "list", "--json"])).unwrap();
+    let cloned: Vec<&Value> = incidents.as_array().unwrap().iter().filter(|i| i["incident_type"] == "cloned_authenticator").collect();
+    assert_eq!(cloned.len(), 1, "{incidents:#}");
+    assert_eq!(cloned[0]["severity"], "critical");
+    assert_eq!(keys_of(&g, "alice")[0]["sign_count"].as_i64(), Some(stored), "the stored counter did not move back");
+    let failed = g.wait_events(Some("alice"), "login_failed", |ev| ev.iter().any(|e| crate::harness::detail(e, "reason") == "key_approval_refused"));
+    assert!(!failed.is_empty());
+}
+
+/// An approval nobody answers expires: the login ends with its message,
+/// never a hang (the approval's time is cut to the login grace time).
+#[test]
+fn an_unanswered_approval_expires_with_a_message() {
+    let (g, _) = gate_on_localhost_with("login_grace_time: 12s");
+    g.cli_ok(&["user", "group", "add", "alice", "keyholders"]);
+    let link = key_link(&g, "alice");
+    let mut browser = Browser::launch();
+    let (_page, _authenticator, said) = register(&mut browser, &link, "Blue key");
+    assert_eq!(said, "done: Blue key");
+    let started = std::time::Instant::now();
+    let run = ssh_alice(&g).join().unwrap();
+    assert!(!run.authenticated_exec(), "{run:#?}");
+    assert!(started.elapsed() < Duration::from_secs(25), "{:?}", started.elapsed());
+    assert!(run.prompts.iter().any(|p| p.contains("The approval expired")), "the terminal says why: {:?}", run.prompts);
+    let failed = g.wait_events(Some("alice"), "login_failed", |ev| ev.iter().any(|e| crate::harness::detail(e, "reason") == "key_approval_expired"));
+    assert!(!failed.is_empty());
+    let (_, approve) = nth_approval(&g, 1);
+    let gone = curl(&g.web_url(&approve[approve.find("/webauthn").unwrap()..]), &["-k"]);
+    assert_eq!(gone.status, 404, "{gone:#?}");
 }

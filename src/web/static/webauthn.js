@@ -96,3 +96,104 @@
   }
   main.dataset.ready = "yes";
 })();
+
+// The approval of an SSH login: the page shows the code the terminal
+// shows; a touch of one of the account's keys lets the waiting login go on.
+(function () {
+  const main = document.getElementById("key-approve");
+  if (!main) return;
+  const csrf = main.dataset.csrf;
+  const status = document.getElementById("status");
+  const approve = document.getElementById("approve");
+  const deny = document.getElementById("deny");
+  const done = document.getElementById("done");
+
+  function fromB64u(s) {
+    s = s.replace(/-/g, "+").replace(/_/g, "/");
+    while (s.length % 4) s += "=";
+    const bin = atob(s);
+    const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out.buffer;
+  }
+  function toB64u(buf) {
+    const bytes = new Uint8Array(buf);
+    let bin = "";
+    for (let i = 0; i < bytes.length; i++) bin += String.fromCharCode(bytes[i]);
+    return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+  function show(text, isError) {
+    status.textContent = text;
+    status.className = isError ? "error" : "note";
+    status.hidden = false;
+  }
+  async function post(path, body) {
+    const r = await fetch(main.dataset.base + path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify(body),
+      credentials: "same-origin",
+    });
+    let data = {};
+    try { data = await r.json(); } catch (e) { /* not JSON */ }
+    if (!r.ok) throw new Error(data.error || ("The gate answered " + r.status + "."));
+    return data;
+  }
+  function finished(text) {
+    main.querySelector(".actions").hidden = true;
+    status.hidden = true;
+    done.querySelector("p").textContent = text;
+    done.hidden = false;
+  }
+  async function run() {
+    approve.disabled = true;
+    deny.disabled = true;
+    try {
+      show("Asking the gate…", false);
+      const opts = await post("/options", {});
+      const pk = opts.publicKey;
+      pk.challenge = fromB64u(pk.challenge);
+      (pk.allowCredentials || []).forEach(c => { c.id = fromB64u(c.id); });
+      show("Touch your key…", false);
+      const cred = await navigator.credentials.get({ publicKey: pk });
+      const r = cred.response;
+      await post("/finish", {
+        id: cred.id,
+        rawId: toB64u(cred.rawId),
+        type: cred.type,
+        response: {
+          authenticatorData: toB64u(r.authenticatorData),
+          clientDataJSON: toB64u(r.clientDataJSON),
+          signature: toB64u(r.signature),
+          userHandle: r.userHandle ? toB64u(r.userHandle) : null,
+        },
+        extensions: {},
+      });
+      finished("Approved. The login in your terminal goes on now; you can close this page.");
+    } catch (e) {
+      const cancelled = e && (e.name === "NotAllowedError" || e.name === "AbortError");
+      show(cancelled ? "The key was not used (cancelled, or it took too long). Press the button to try again." : (e.message || String(e)), true);
+      approve.disabled = false;
+      deny.disabled = false;
+    }
+  }
+  async function refuse() {
+    approve.disabled = true;
+    deny.disabled = true;
+    try {
+      await post("/deny", {});
+      finished("Refused. The login in the terminal has been turned away. If it was not you, change your password and tell your sysop.");
+    } catch (e) {
+      show(e.message || String(e), true);
+    }
+  }
+  approve.addEventListener("click", ev => { ev.preventDefault(); run(); });
+  deny.addEventListener("click", ev => { ev.preventDefault(); refuse(); });
+  if (window.PublicKeyCredential && navigator.credentials) {
+    approve.disabled = false;
+  } else {
+    show("This browser cannot use hardware keys: open the link in a current Chrome, Edge, Firefox or Safari.", true);
+  }
+  deny.disabled = false;
+  main.dataset.ready = "yes";
+})();
