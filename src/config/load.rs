@@ -27,6 +27,8 @@ pub struct Settings {
     pub web: WebSettings,
     pub email: super::schema::Email,
     pub mfa: MfaSettings,
+    /// Hardware keys: the SSH approval's time, enrollment grace, device trust.
+    pub webauthn: super::schema::Webauthn,
     /// Who is mailed when an incident opens (addresses checked).
     pub incidents: super::schema::Incidents,
     pub blocks: BlockSettings,
@@ -287,6 +289,12 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
     if s.mfa.max_lockout < s.mfa.lockout {
         problems.push(format!("{}: must be at least mfa.lockout", at("mfa.max_lockout")));
     }
+    if s.webauthn.approval_ttl < Duration::from_secs(30) || s.webauthn.approval_ttl > Duration::from_secs(600) {
+        problems.push(format!("{}: must be between 30s and 10m", at("webauthn.approval_ttl")));
+    }
+    if s.webauthn.trust_device_for > Duration::from_secs(90 * 86_400) {
+        problems.push(format!("{}: must be at most 90d", at("webauthn.trust_device_for")));
+    }
     if s.mfa.hotp_lookahead > 100 {
         problems.push(format!("{}: must be at most 100", at("mfa.hotp_lookahead")));
     }
@@ -412,6 +420,7 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
             descriptor_reserve: s.web.descriptor_reserve,
         },
         email: s.email,
+        webauthn: s.webauthn.clone(),
         mfa: MfaSettings {
             issuer: s.mfa.issuer,
             algorithm: algorithm.expect("checked above"),
@@ -618,6 +627,12 @@ mod tests {
              "portcullis.hjson:2:3: blocks.first: must be longer than 0s"),
             ("blocks: {\n  recidive_after: 0\n}\n",
              "portcullis.hjson:2:3: blocks.recidive_after: must be at least 1"),
+            ("webauthn: {\n  approval_ttl: 5s\n}\n",
+             "portcullis.hjson:2:3: webauthn.approval_ttl: must be between 30s and 10m"),
+            ("webauthn: {\n  trust_device_for: 100d\n}\n",
+             "portcullis.hjson:2:3: webauthn.trust_device_for: must be at most 90d"),
+            ("webauthn: {\n  enroll_grace: maybe\n}\n",
+             "portcullis.hjson:2:17: webauthn.enroll_grace: invalid type: string \"maybe\", expected a boolean"),
             ("blocks: {\n  recidve: 7d\n}\n",
              "portcullis.hjson:2:3: blocks.recidve: unknown field \"recidve\", expected one of \"first\", \"max\", \"repeat_window\", \"recidive_after\", \"recidive_window\", \"recidive\", \"never_block\""),
         ];
@@ -637,7 +652,7 @@ mod tests {
             vec![
                 "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
                 "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
-                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"incidents\", \"blocks\", \"locks\", \"detection\", \"risk\", \"groups\", \"playbooks\", \"webhooks\", \"retention\", \"export\"".to_string(),
+                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"webauthn\", \"incidents\", \"blocks\", \"locks\", \"detection\", \"risk\", \"groups\", \"playbooks\", \"webhooks\", \"retention\", \"export\"".to_string(),
             ]
         );
     }

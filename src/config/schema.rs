@@ -34,6 +34,8 @@ pub struct Schema {
     pub risk: super::risk::Risk,
     /// Policy per group: `groups: { sysops: { require_level: 2 } }`.
     pub groups: std::collections::BTreeMap<String, GroupPolicy>,
+    /// Hardware keys (level 3): the SSH approval and its options.
+    pub webauthn: Webauthn,
     /// Response playbooks: an array, or the name of a file holding
     /// `playbooks: [...]`. Unset: the built-in `config/playbooks.hjson`.
     /// The content is read from the tree (`config::playbooks::load`).
@@ -65,6 +67,7 @@ impl Default for Schema {
             detection: Default::default(),
             risk: Default::default(),
             groups: Default::default(),
+            webauthn: Default::default(),
             playbooks: None,
             webhooks: Default::default(),
             retention: Default::default(),
@@ -294,6 +297,33 @@ impl Default for Email {
     }
 }
 
+/// `webauthn`: hardware keys as the third factor.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webauthn {
+    /// How long an SSH login waits for its key's touch (30s to 10m; never
+    /// beyond the login grace time, less 5 s).
+    #[serde(deserialize_with = "duration")]
+    pub approval_ttl: Duration,
+    /// A user whose policy requires level 3 and who has no key yet may log
+    /// in with password and code (level 2) only to register one: the
+    /// session offers nothing else. Off: such a login is refused, with a
+    /// message saying what to do.
+    pub enroll_grace: bool,
+    /// After a key approved an SSH login, trust that SSH device (its
+    /// client, key exchange offer and public key) for this long: its next
+    /// logins need their other factors but no touch. 0s (the default):
+    /// every login asks for the key.
+    #[serde(deserialize_with = "duration")]
+    pub trust_device_for: Duration,
+}
+
+impl Default for Webauthn {
+    fn default() -> Self {
+        Webauthn { approval_ttl: Duration::from_secs(120), enroll_grace: false, trust_device_for: Duration::ZERO }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Mfa {
@@ -452,4 +482,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, incidents, blocks, locks, detection, risk, groups, playbooks, webhooks, retention, export);
+sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, webauthn, incidents, blocks, locks, detection, risk, groups, playbooks, webhooks, retention, export);

@@ -46,6 +46,9 @@ pub struct Attempt {
     failure_event: Option<i64>,
     /// The pending factor is a hardware key's approval, not a code.
     awaiting_key: bool,
+    /// The code is asked only to let the user register a key
+    /// (`webauthn.enroll_grace`).
+    key_enrollment_only: bool,
 }
 
 struct Pending {
@@ -103,6 +106,10 @@ pub struct Authenticated {
     pub required_level: u8,
     /// The previous login, for the welcome screen.
     pub previous_login: Option<(Millis, String)>,
+    /// Required at level 3 with no hardware key yet, let in with password
+    /// and code under `webauthn.enroll_grace`: the session only registers
+    /// a key.
+    pub key_enrollment_only: bool,
     /// The login's risk score and its factors (`None`: scoring is off).
     pub risk: Option<LoginRisk>,
 }
@@ -137,6 +144,9 @@ pub enum Prompt {
     /// Keyboard-interactive only: the login is refused for its risk
     /// (`RISK_REFUSED`); whatever is answered ends the connection.
     RiskRefused,
+    /// Keyboard-interactive only: the account must use a hardware key and
+    /// has none (`KEY_REQUIRED`); whatever is answered ends the connection.
+    KeyRequired,
     /// A hardware key's approval (keyboard-interactive: the SSH layer
     /// opens it with `Core::start_login_approval` and waits).
     KeyApproval,
@@ -147,6 +157,10 @@ pub enum Prompt {
 /// right first factor, as a risk refusal is; the owner is told as well
 /// (the `risky_login` incident's playbook mails them).
 pub const RISK_REFUSED: &str = "This login was refused: it looks too risky (new device or place, recent failures). Your sysop has been told; log in from a device or place you have used before, or ask them.";
+
+/// What a user whose policy requires a hardware key, and who has none, is
+/// told after a right first factor (keyboard-interactive).
+pub const KEY_REQUIRED: &str = "This account must log in with a hardware key and has none registered: ask your sysop for a link to register one (portcullis security webauthn enroll).";
 
 /// What the user is told when the code just used to enroll is typed again
 /// (only ever after a right first factor).
@@ -255,6 +269,9 @@ enum SecondFactor {
     NotNeeded,
     Code,
     Key,
+    /// Level 3 without a key, under `webauthn.enroll_grace`: the code, then
+    /// only the key's registration.
+    CodeToEnrollKey,
     Unavailable(Reason),
 }
 
@@ -275,6 +292,7 @@ impl Attempt {
             risk_refused: false,
             failure_event: None,
             awaiting_key: false,
+            key_enrollment_only: false,
         }
     }
 
@@ -354,6 +372,7 @@ impl Core {
             return self.submit_key_approval(attempt, key_id, failure, now).await;
         }
         attempt.awaiting_key = false;
+        attempt.key_enrollment_only = false;
         attempt.pending = None;
         attempt.key_fingerprint = None;
         attempt.lock = None;
@@ -459,8 +478,26 @@ impl Core {
                 attempt.awaiting_key = true;
                 Outcome::Need(Prompt::KeyApproval)
             }
+            // Under `enroll_grace`: password and code, then only the key's
+            // registration.
+            Ok(SecondFactor::CodeToEnrollKey) if method == "password" => {
+                attempt.key_enrollment_only = true;
+                self.succeed(attempt, user, method.to_owned(), 1, Vec::new(), now).await
+            }
+            Ok(SecondFactor::CodeToEnrollKey) => {
+                attempt.key_enrollment_only = true;
+                attempt.pending = Some(Pending { user: Some(user), method });
+                Outcome::Need(Prompt::Code)
+            }
             Ok(SecondFactor::Unavailable(why)) => {
                 let outcome = self.fail(attempt, username, method, why, Some(&user), now, None).await;
+                // The first factor was right: the user may learn why (as
+                // for a risk refusal), over the one method that shows text.
+                if why == Reason::HardwareKeyRequired && kbd && matches!(outcome, Outcome::Rejected(Rejection::Denied)) {
+                    attempt.pending = Some(Pending { user: None, method });
+                    attempt.risk_refused = true;
+                    return Outcome::Need(Prompt::KeyRequired);
+                }
                 hide_behind_code_prompt(attempt, kbd, method, outcome)
             }
             Err(e) => {
@@ -477,7 +514,11 @@ impl Core {
             return Ok(SecondFactor::NotNeeded);
         }
         if level >= 3 {
-            return Ok(if self.has_webauthn_key(user.id)? { SecondFactor::Key } else { SecondFactor::Unavailable(Reason::HardwareKeyRequired) });
+            if self.has_webauthn_key(user.id)? {
+                return Ok(SecondFactor::Key);
+            }
+            let otp = self.store.otp(user.id)?.is_some_and(|o| o.enabled);
+            return Ok(if otp && self.settings().webauthn.enroll_grace { SecondFactor::CodeToEnrollKey } else { SecondFactor::Unavailable(Reason::HardwareKeyRequired) });
         }
         if self.store.otp(user.id)?.is_some_and(|o| o.enabled) {
             Ok(SecondFactor::Code)
@@ -1017,7 +1058,8 @@ impl Core {
             }
             self.record_full_login(&user, attempt.ip, now);
         }
-        Outcome::Accepted(Box::new(Authenticated { user, session_id, device_id, factors, required_level, previous_login, risk }))
+        let key_enrollment_only = attempt.key_enrollment_only;
+        Outcome::Accepted(Box::new(Authenticated { user, session_id, device_id, factors, required_level, previous_login, risk, key_enrollment_only }))
     }
 
     /// Ends a session row and records `session_ended`.

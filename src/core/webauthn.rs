@@ -553,8 +553,6 @@ impl Core {
 // SSH side holds the only receiver: once it is gone the page says so),
 // used once, and expires after `APPROVAL_TTL`.
 
-/// How long an approval waits for its touch.
-pub const APPROVAL_TTL: Duration = Duration::from_secs(2 * 60);
 /// Approvals waiting at once (each belongs to a connection already
 /// admitted and past its first factor).
 const MAX_APPROVALS: usize = 4096;
@@ -648,14 +646,14 @@ impl Core {
 
     /// Opens an approval for the login of `user` from `ip` with `client`
     /// (its version string): the link and code to show.
-    /// It expires after [`APPROVAL_TTL`], or at `not_after` if sooner.
+    /// It expires after `webauthn.approval_ttl`, or at `not_after` if sooner.
     pub fn start_key_approval(&self, user: &User, ip: std::net::IpAddr, client: &str, not_after: Millis, now: Millis) -> Result<ApprovalTicket> {
         let s = self.settings();
         relying_party(&s.web.base_url, &s.mfa.issuer).map_err(Error::Invalid)?;
         let (id, hash) = new_token().map_err(Error::Invalid)?;
         let code = short_code()?;
         let (tx, rx) = tokio::sync::watch::channel(ApprovalState::Pending);
-        let expires = now.plus(APPROVAL_TTL).min(not_after);
+        let expires = now.plus(s.webauthn.approval_ttl).min(not_after);
         let approval = Approval {
             user_id: user.id,
             username: user.username.clone(),

@@ -39,11 +39,23 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                 }
             }
         }
+        // Let in only to register a hardware key (`webauthn.enroll_grace`),
+        // its code given: that, and nothing else, once the art is drawn.
+        if s.auth.key_enrollment_only && s.auth.factors >= 2 && !matches!(menu.module, Module::Art | Module::Logoff) {
+            return key_enrollment_grace(term, s).await;
+        }
         // Whatever the menus say, nothing but art and the code prompt runs
         // for a session below its required level.
         if !s.auth.complete() && !matches!(menu.module, Module::Art | Module::LoginTwoFactorAuthOtp | Module::Logoff) {
             if s.auth.required_level >= 3 {
-                term.write(&crlf("\n  This account needs a hardware key, which this gate cannot check yet.\n")).await?;
+                if s.auth.key_enrollment_only {
+                    // A plain-password client: the code first, then the above.
+                    if let Some(end) = terminal_code(term, s).await? {
+                        return Ok(end);
+                    }
+                    return key_enrollment_grace(term, s).await;
+                }
+                term.write(&crlf("\n  This account must log in with a hardware key.\n")).await?;
                 return Ok(Ending::CodeRequired);
             }
             if let Some(end) = terminal_code(term, s).await? {
@@ -187,6 +199,29 @@ async fn choose<T: Terminal>(term: &mut T, s: &Session<'_>, menu: &Menu) -> std:
 /// ENiGMA's `loginTwoFactorAuthOTP`: when the SSH login did not pass the
 /// code factor (a `password`-only client), ask for it here, three tries,
 /// before anything else. Passes at once when the session has the factor.
+/// `webauthn.enroll_grace`: a user required at level 3 with no key yet got
+/// in with password and code, only for this: a link to register a key is
+/// mailed, and the session ends.
+async fn key_enrollment_grace<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Result<Ending> {
+    let actor = crate::core::accounts::Actor::User { id: s.auth.user.id, session: Some(s.auth.session_id), ip: s.ip.to_string() };
+    term.write(&crlf("\n  This account must log in with a hardware key (a security key, Touch ID,\n  Windows Hello or a passkey) and has none registered yet.\n")).await?;
+    match s.core.send_webauthn_enrollment(&s.auth.user, &actor, Millis::now()).await {
+        Ok(sent) => {
+            let expires = crate::core::mail::humanize(s.core.settings().mfa.link_ttl);
+            term.write(&crlf(&format!(
+                "  A link to register one was mailed to {}; it works once, for {expires}.\n  Open it on a device with your key, then log in again.\n",
+                crate::model::escape_control(&sent.to)
+            )))
+            .await?;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "mailing a key enrollment link from a session");
+            term.write(&crlf("  A registration link cannot be mailed right now (is there an address on the account?): ask your sysop.\n")).await?;
+        }
+    }
+    Ok(Ending::CodeRequired)
+}
+
 async fn terminal_code<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Result<Option<Ending>> {
     if s.auth.complete() {
         return Ok(None);

@@ -135,7 +135,7 @@ mod tests {
             core.store.set_must_reset(user.id, true).expect("flag");
         }
         let user = core.find_user("alice").expect("find");
-        Authenticated { user, session_id: 1, device_id: 1, factors: 1, required_level: 1, previous_login: previous, risk: None }
+        Authenticated { user, session_id: 1, device_id: 1, factors: 1, required_level: 1, previous_login: previous, risk: None, key_enrollment_only: false }
     }
 
     fn check(must_reset: bool, previous: Option<(Millis, String)>, input: &[&[u8]], want_end: Option<Ending>, want_text: &[&str]) -> Core {

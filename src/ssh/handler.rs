@@ -212,6 +212,7 @@ impl Handler {
             // Only ever asked through keyboard-interactive (the code step).
             Outcome::Need(Prompt::CodeJustUsed) => code_prompt_again(),
             Outcome::Need(Prompt::RiskRefused) => risk_refused_prompt(),
+            Outcome::Need(Prompt::KeyRequired) => closing_prompt(crate::core::login::KEY_REQUIRED),
             Outcome::Need(Prompt::KeyApproval) if kbd => Box::pin(self.key_round()).await,
             // Asked through keyboard-interactive, the one method that can
             // show a link and wait.

@@ -267,6 +267,8 @@ fn ssh_login_approved_by_a_touch() {
     assert!(!run.authenticated_exec(), "{run:#?}");
     let failed = g.wait_events(Some("alice"), "login_failed", |ev| !ev.is_empty());
     assert_eq!(crate::harness::detail(&failed[0], "reason"), "hardware_key_required", "{}", failed[0]);
+    // The password was right, so the terminal says why and what to do.
+    assert!(run.prompts.iter().any(|p| p.contains("must log in with a hardware key and has none registered")), "{:?}", run.prompts);
 
     let link = key_link(&g, "alice");
     let mut browser = Browser::launch();
@@ -409,4 +411,33 @@ fn an_unanswered_approval_expires_with_a_message() {
     let (_, approve) = nth_approval(&g, 1);
     let gone = curl(&g.web_url(&approve[approve.find("/webauthn").unwrap()..]), &["-k"]);
     assert_eq!(gone.status, 404, "{gone:#?}");
+}
+
+
+/// `webauthn.enroll_grace`: a user required at level 3 with no key gets in
+/// with password and code only to be mailed a registration link.
+#[test]
+fn enroll_grace_mails_a_link_and_lets_nothing_else_run() {
+    let config = format!("{DEFAULT_CONFIG}groups: {{\n  keyholders: {{\n    require_level: 3\n  }}\n}}\nwebauthn: {{\n  enroll_grace: true\n}}\n");
+    let g = Gate::start_with(&config);
+    g.add_user("alice", ALICE_PW);
+    let enrolled = crate::mfa::enroll_totp_spool(&g, "alice");
+    g.cli_ok(&["user", "group", "add", "alice", "keyholders"]);
+    let before = g.spooled_mail().len();
+    let code = crate::mfa::next_totp(&enrolled.secret);
+    let run = g.ssh_script(&crate::harness::Ssh::kbd("alice", ALICE_PW).code(&code), &[("then log in again", "")]);
+    assert!(run.stdout.contains("must log in with a hardware key"), "{run:#?}\n{}", g.daemon_log());
+    assert!(run.stdout.contains("A link to register one was mailed to alice@example.org"), "{run:#?}");
+    assert!(!run.stdout.contains("Your choice"), "no menu runs: {run:#?}");
+    poll(Duration::from_secs(15), "the registration mail", || {
+        g.spooled_mail().iter().skip(before).map(|p| read_mail(p)).find(|m| m.text.contains("/webauthn/enroll/")).map(|_| ())
+    });
+    // Without the grace the same login is refused, saying why.
+    let strict = Gate::start_with(&config.replace("enroll_grace: true", "enroll_grace: false"));
+    strict.add_user("alice", ALICE_PW);
+    let enrolled = crate::mfa::enroll_totp_spool(&strict, "alice");
+    strict.cli_ok(&["user", "group", "add", "alice", "keyholders"]);
+    let run = strict.ssh(&crate::harness::Ssh::kbd("alice", ALICE_PW).code(&crate::mfa::next_totp(&enrolled.secret)).prompts(3));
+    assert!(!run.authenticated_exec(), "{run:#?}");
+    assert!(run.prompts.iter().any(|p| p.contains("has none registered")), "{:?}", run.prompts);
 }
