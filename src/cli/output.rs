@@ -1091,6 +1091,8 @@ struct DeviceJson<'a> {
     key_fingerprint: Option<&'a str>,
     trusted_at: Option<&'a str>,
     trusted_by: Option<&'a str>,
+    /// Until when a hardware key's approval stands for the device.
+    key_trusted_until: Option<String>,
 }
 
 /// An account's devices, each with the addresses it was seen at.
@@ -1118,6 +1120,7 @@ pub fn devices(list: &[(crate::store::devices::DeviceRow, Vec<crate::store::devi
                 key_fingerprint: d.key_fingerprint.as_deref(),
                 trusted_at: d.trusted_at.as_deref(),
                 trusted_by: d.trusted_by.as_deref(),
+                key_trusted_until: d.key_trusted_until.map(|t| t.rfc3339()),
             })
             .collect();
         return print_json(&rows);

@@ -49,6 +49,8 @@ pub struct Attempt {
     /// The code is asked only to let the user register a key
     /// (`webauthn.enroll_grace`).
     key_enrollment_only: bool,
+    /// A key's approval of this device still stands (until then): no touch.
+    key_trust: Option<Millis>,
 }
 
 struct Pending {
@@ -293,6 +295,7 @@ impl Attempt {
             failure_event: None,
             awaiting_key: false,
             key_enrollment_only: false,
+            key_trust: None,
         }
     }
 
@@ -373,6 +376,7 @@ impl Core {
         }
         attempt.awaiting_key = false;
         attempt.key_enrollment_only = false;
+        attempt.key_trust = None;
         attempt.pending = None;
         attempt.key_fingerprint = None;
         attempt.lock = None;
@@ -457,6 +461,15 @@ impl Core {
         };
         attempt.level = Some(risk.as_ref().map_or(base, |r| r.level));
         attempt.risk = risk;
+        // A device a key approved lately (`webauthn.trust_device_for`):
+        // the approval stands in for the key, the other factors are asked.
+        if attempt.level.is_some_and(|l| l >= 3) {
+            if let Some(until) = self.key_trust_of(&user, attempt, now) {
+                let otp = self.store.otp(user.id).map(|o| o.is_some_and(|o| o.enabled)).unwrap_or(false);
+                attempt.level = Some(if otp { 2 } else { 1 });
+                attempt.key_trust = Some(until);
+            }
+        }
         match attempt.risk.as_ref().map(|r| r.decision) {
             Some(Decision::Deny) => return self.refuse_for_risk(attempt, &user, method, Reason::RiskDenied, kbd, now).await,
             Some(Decision::RefusedStepUpUnavailable) => return self.refuse_for_risk(attempt, &user, method, Reason::RiskStepUpUnavailable, kbd, now).await,
@@ -540,6 +553,44 @@ impl Core {
         self.start_key_approval(user, attempt.ip, &attempt.client_version, grace_end, now)
     }
 
+    /// Until when a key's approval stands for the device of `attempt`
+    /// (`webauthn.trust_device_for`; `None`: it does not, or it is off).
+    fn key_trust_of(&self, user: &User, attempt: &Attempt, now: Millis) -> Option<Millis> {
+        if self.settings().webauthn.trust_device_for.is_zero() {
+            return None;
+        }
+        let fingerprint = attempt.device().fingerprint();
+        let device = self.store.device_by_fingerprint(user.id, &fingerprint).ok().flatten()?;
+        device.key_trusted_until.filter(|until| *until > now)
+    }
+
+    /// After a key approved a login: with `webauthn.trust_device_for`, the
+    /// device needs no touch for that long (a `device_trusted` event says
+    /// so, with the key and the time).
+    fn open_key_trust(&self, auth: &Authenticated, key_id: i64, attempt: &Attempt, now: Millis) {
+        let window = self.settings().webauthn.trust_device_for;
+        if window.is_zero() {
+            return;
+        }
+        let until = now.plus(window);
+        let e = Event::new(
+            EventType::DeviceTrusted,
+            Severity::Medium,
+            format!("device {} of {} needs no hardware key until {} (approved by key {key_id})", auth.device_id, auth.user.username, until.rfc3339()),
+            now,
+        )
+        .user(Some(auth.user.id), Some(&auth.user.username))
+        .ip(Some(&attempt.ip.to_string()))
+        .session(Some(auth.session_id))
+        .device(Some(auth.device_id))
+        .detail("scope", "hardware_key")
+        .detail("key_id", key_id)
+        .detail("until", until.rfc3339());
+        if let Err(e) = self.store.set_key_trust(auth.device_id, until, &[e]) {
+            tracing::warn!(error = %e, "trusting a device for its key");
+        }
+    }
+
     async fn submit_key_approval(&self, attempt: &mut Attempt, key_id: Option<i64>, failure: Option<KeyFailure>, now: Millis) -> Outcome {
         let waiting = attempt.awaiting_key;
         attempt.awaiting_key = false;
@@ -550,9 +601,13 @@ impl Core {
             return Outcome::Rejected(Rejection::Denied);
         };
         match (key_id, failure) {
-            (Some(id), None) => {
-                let _ = id; // `webauthn_used` (recorded by the page) names the key.
-                self.succeed(attempt, user, format!("{}+webauthn", p.method), 3, Vec::new(), now).await
+            (Some(key_id), None) => {
+                // `webauthn_used` (recorded by the page) names the key.
+                let outcome = self.succeed(attempt, user, format!("{}+webauthn", p.method), 3, Vec::new(), now).await;
+                if let Outcome::Accepted(auth) = &outcome {
+                    self.open_key_trust(auth, key_id, attempt, now);
+                }
+                outcome
             }
             (_, f) => {
                 let reason = if f == Some(KeyFailure::Refused) { Reason::KeyApprovalRefused } else { Reason::KeyApprovalExpired };
@@ -1035,6 +1090,10 @@ impl Core {
             }
             if let Some(lock) = &attempt.lock {
                 success = success.detail("lock", lock.clone());
+            }
+            if let Some(until) = attempt.key_trust {
+                // No touch: a key approved this device lately.
+                success = success.detail("hardware_key_trusted_until", until.rfc3339());
             }
             events.push(success);
             events.push(base(EventType::SessionStarted, Severity::Info, format!("{} session started", attempt.protocol)));

@@ -196,6 +196,10 @@ pub struct DeviceRow {
     pub key_fingerprint: Option<String>,
     pub trusted_at: Option<String>,
     pub trusted_by: Option<String>,
+    /// A hardware key's approval stands for this device until then
+    /// (`webauthn.trust_device_for`).
+    #[serde(skip)]
+    pub key_trusted_until: Option<Millis>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -206,7 +210,8 @@ pub struct DeviceAddress {
 }
 
 const DEVICE_SELECT: &str = "SELECT d.id, d.user_id, u.username, d.device_name, d.device_type, d.is_trusted, d.risk_score, d.first_seen_at, d.last_seen_at,
-        COALESCE(d.last_ip, ''), d.login_count, d.failure_count, d.client_version, d.hassh, d.hassh_algorithms, d.key_fingerprint, d.trusted_at, d.trusted_by
+        COALESCE(d.last_ip, ''), d.login_count, d.failure_count, d.client_version, d.hassh, d.hassh_algorithms, d.key_fingerprint, d.trusted_at, d.trusted_by,
+        d.key_trusted_until
     FROM devices d JOIN users u ON u.id = d.user_id";
 
 fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
@@ -229,6 +234,7 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
         key_fingerprint: r.get(15)?,
         trusted_at: r.get::<_, Option<i64>>(16)?.map(|t| Millis(t).rfc3339()),
         trusted_by: r.get(17)?,
+        key_trusted_until: r.get::<_, Option<i64>>(18)?.map(Millis),
     })
 }
 
@@ -264,6 +270,19 @@ impl Store {
     }
 
     /// The account's device with this fingerprint.
+    /// Opens (or moves) the window in which a hardware key's approval
+    /// stands for device `id`, and records `events`, in one transaction.
+    pub fn set_key_trust(&self, id: i64, until: Millis, events: &[Event]) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).doing("starting a device change")?;
+        let n = tx.execute("UPDATE devices SET key_trusted_until = ?2 WHERE id = ?1", params![id, until.0]).doing("trusting a device for its key")?;
+        if n == 1 {
+            super::events::insert_batch_tx(&tx, events)?;
+        }
+        tx.commit().doing("committing a device change")?;
+        Ok(n == 1)
+    }
+
     pub fn device_by_fingerprint(&self, user_id: i64, fingerprint: &str) -> Result<Option<DeviceRow>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(&format!("{DEVICE_SELECT} WHERE d.user_id = ?1 AND d.fingerprint = ?2")).doing("reading a device")?;

@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { name: "0013_metrics_daily", sql: include_str!("../../migrations/0013_metrics_daily.sql") },
     Migration { name: "0014_incident_types", sql: include_str!("../../migrations/0014_incident_types.sql") },
     Migration { name: "0015_webauthn", sql: include_str!("../../migrations/0015_webauthn.sql") },
+    Migration { name: "0016_key_trust", sql: include_str!("../../migrations/0016_key_trust.sql") },
 ];
 
 /// A step in Rust that runs after a migration's SQL, in its transaction
@@ -123,7 +124,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.db")).expect("open");
         let err = store.migrate(Some("0099_nope")).unwrap_err().to_string();
-        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0009_incidents_rule, 0010_devices, 0011_event_chain, 0012_scans, 0013_metrics_daily, 0014_incident_types, 0015_webauthn)");
+        assert_eq!(err, "unknown migration \"0099_nope\" (known: 0001_init, 0002_mfa_mail, 0003_cli_deleted_users, 0004_review_retired_ids, 0005_ip_blocks, 0006_incidents, 0007_locks, 0008_webhooks, 0009_incidents_rule, 0010_devices, 0011_event_chain, 0012_scans, 0013_metrics_daily, 0014_incident_types, 0015_webauthn, 0016_key_trust)");
     }
 
     /// 0009 on a database that already holds incidents: the old rows stay

@@ -441,3 +441,48 @@ fn enroll_grace_mails_a_link_and_lets_nothing_else_run() {
     assert!(!run.authenticated_exec(), "{run:#?}");
     assert!(run.prompts.iter().any(|p| p.contains("has none registered")), "{:?}", run.prompts);
 }
+
+
+/// `webauthn.trust_device_for`: after a key approved a login, the same SSH
+/// device logs in without a touch for that long (an event says so, and
+/// the device list shows until when); another device still needs the key.
+#[test]
+fn an_approved_device_may_skip_the_touch_for_a_while() {
+    let (g, _) = gate_on_localhost_with("");
+    let config = std::fs::read_to_string(&g.config).unwrap();
+    std::fs::write(&g.config, format!("{config}webauthn: {{\n  trust_device_for: 1h\n}}\n")).unwrap();
+    g.signal(libc::SIGHUP);
+    g.wait_events(None, "config_reloaded", |ev| !ev.is_empty());
+    g.cli_ok(&["user", "group", "add", "alice", "keyholders"]);
+    let link = key_link(&g, "alice");
+    let mut browser = Browser::launch();
+    let (page, _authenticator, said) = register(&mut browser, &link, "Blue key");
+    assert_eq!(said, "done: Blue key");
+    let ssh = ssh_alice(&g);
+    let (code, approve) = nth_approval(&g, 1);
+    open_approval(&mut browser, &page, &approve, &code);
+    assert!(press_approve(&mut browser, &page).starts_with("Approved."));
+    assert!(ssh.join().unwrap().authenticated_exec());
+    let trusted = g.wait_events(Some("alice"), "device_trusted", |ev| !ev.is_empty());
+    assert_eq!(crate::harness::detail(&trusted[0], "scope"), "hardware_key", "{}", trusted[0]);
+
+    // The same client again: in with the password alone, no approval.
+    let run = g.ssh(&crate::harness::Ssh::kbd("alice", ALICE_PW));
+    assert!(run.authenticated_exec(), "{run:#?}\n{}", g.daemon_log());
+    assert_eq!(approval_prompts(&g).len(), 1, "no second approval was asked");
+    let ok = g.events_of(Some("alice"), "login_success");
+    assert!(!crate::harness::detail(&ok[0], "hardware_key_trusted_until").is_null(), "{}", ok[0]);
+    let devices: Value = serde_json::from_str(&g.cli_ok(&["security", "devices", "list", "alice", "--json"])).unwrap();
+    assert!(devices.as_array().unwrap().iter().any(|d| !d["key_trusted_until"].is_null()), "{devices:#}");
+
+    // Another client configuration (another key exchange offer: another
+    // device) still needs the touch.
+    let client = g.client();
+    let other = std::thread::spawn(move || {
+        client.ssh(&crate::harness::Ssh::kbd("alice", ALICE_PW).prompts(3).options(&["KexAlgorithms=curve25519-sha256"]))
+    });
+    let (code, approve) = nth_approval(&g, 2);
+    open_approval(&mut browser, &page, &approve, &code);
+    assert!(press_approve(&mut browser, &page).starts_with("Approved."));
+    assert!(other.join().unwrap().authenticated_exec());
+}
