@@ -1,7 +1,8 @@
 //! The account menu: change the password, enable or disable one-time codes
 //! (by emailed link; disabling needs a session that passed the code),
 //! regenerate backup codes, see own sessions, devices (and trust, untrust
-//! or remove one) and recent events.
+//! or remove one), hardware keys (add one by emailed link, rename, remove)
+//! and recent events.
 
 use super::session::{actor, esc, Session};
 use super::prompt::{read_line, read_visible_line, Line};
@@ -19,6 +20,7 @@ const MENU: &str = "
   [B] New backup codes
   [S] Your sessions (and end one)
   [D] Your devices
+  [K] Hardware keys: add, rename, remove
   [E] Your recent security events
   [Q] Back
 
@@ -36,7 +38,7 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                 // Escape sequences (cursor keys) are ignored; a lone Esc is "back".
                 Ok(Some(bytes)) if bytes.len() > 1 && bytes[0] == 0x1b => {}
                 Ok(Some(bytes)) => {
-                    if let Some(k) = bytes.iter().map(|b| (*b as char).to_ascii_uppercase()).find(|c| "COBSDEQ\x1b".contains(*c)) {
+                    if let Some(k) = bytes.iter().map(|b| (*b as char).to_ascii_uppercase()).find(|c| "COBSDKEQ\x1b".contains(*c)) {
                         break k;
                     }
                     // Enter or another key: say what works rather than wait in silence.
@@ -226,6 +228,11 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                 }
                 Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
             },
+            'K' => {
+                if let Some(end) = hardware_keys(term, s, now).await? {
+                    return Ok(Some(end));
+                }
+            }
             'E' => {
                 match s.core.user_events(s.auth.user.id, 15) {
                     Ok(list) => {
@@ -243,6 +250,94 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
     }
 }
 
+/// `[K]`: the user's hardware keys; A mails a link to add one, N renames
+/// one, R removes one (only from a session that passed a second factor;
+/// the last key of an account whose policy requires one stays).
+async fn hardware_keys<T: Terminal>(term: &mut T, s: &mut Session<'_>, now: Millis) -> std::io::Result<Option<Ending>> {
+    let keys = match s.core.webauthn_keys(&s.auth.user) {
+        Ok(k) => k,
+        Err(e) => {
+            say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?;
+            return Ok(None);
+        }
+    };
+    let mut text = if keys.is_empty() { String::from("  You have no hardware key.\n") } else { String::from("  Your hardware keys:\n") };
+    for k in &keys {
+        text.push_str(&format!(
+            "    #{:<4} {}\n          {}, {}, added {}, last used {}\n",
+            k.id,
+            esc(&k.name),
+            k.authenticator.as_deref().map(esc).unwrap_or_else(|| k.credential_type.replace('_', " ")),
+            k.authenticator_attachment.as_deref().unwrap_or("unknown attachment"),
+            k.created_at,
+            k.last_used_at.as_deref().unwrap_or("never")
+        ));
+    }
+    say(term, &text).await?;
+    let answer = match read_visible_line(s, term, "  A mails you a link to add a key, N and a number renames one (N12 Blue key), R and a number removes one (Enter for none): ", "key_action").await? {
+        Line::Text(t) => t,
+        Line::Idle => return Ok(Some(Ending::IdleTimeout)),
+        Line::Closed => return Ok(Some(Ending::Disconnected)),
+        Line::Cancelled => {
+            say(term, "  Cancelled: your keys are unchanged.\n").await?;
+            return Ok(None);
+        }
+    };
+    match key_action(answer.trim()) {
+        None if answer.trim().is_empty() => say(term, "  Your keys are unchanged.\n").await?,
+        None => say(term, "  Type A, or N or R and a key number, e.g. R12.\n").await?,
+        Some(KeyAction::Add) => match s.core.send_webauthn_enrollment(&s.auth.user, &actor(s), now).await {
+            Ok(sent) => say(term, &format!(
+                "  A link to add a key was mailed to {}; it works once, for {}. Open it on a device with your key.\n",
+                esc(&sent.to),
+                crate::core::mail::humanize(s.core.settings().mfa.link_ttl)
+            ))
+            .await?,
+            Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
+        },
+        Some(KeyAction::Rename(id, _)) | Some(KeyAction::Remove(id)) if !keys.iter().any(|k| k.id == id) => say(term, &format!("  #{id} is not one of your keys.\n")).await?,
+        Some(KeyAction::Rename(id, name)) => match s.core.rename_webauthn_key(&s.auth.user, id, &name, &actor(s), now).await {
+            Ok(()) => say(term, &format!("  Key #{id} is now called {}.\n", esc(name.trim()))).await?,
+            Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
+        },
+        Some(KeyAction::Remove(_)) if s.auth.factors < 2 => {
+            say(term, "  Removing a key needs a session that passed a second factor (a code or a key): log in with it first, or ask your sysop.\n").await?
+        }
+        Some(KeyAction::Remove(id)) => match s.core.remove_webauthn_key(id, Some(&s.auth.user), &actor(s), now).await {
+            Ok(k) => say(term, &format!("  Key #{id} ({}) has been removed.\n", esc(&k.name))).await?,
+            Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
+        },
+    }
+    Ok(None)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum KeyAction {
+    Add,
+    Rename(i64, String),
+    Remove(i64),
+}
+
+/// "A", "N12 Blue key", "r #12" → what to do with the keys.
+fn key_action(text: &str) -> Option<KeyAction> {
+    let mut chars = text.chars();
+    let key = chars.next()?.to_ascii_uppercase();
+    let rest = chars.as_str().trim().trim_start_matches('#');
+    match key {
+        'A' if rest.is_empty() => Some(KeyAction::Add),
+        'R' => rest.parse().ok().map(KeyAction::Remove),
+        'N' => {
+            let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            let name = rest[digits.len()..].trim();
+            if name.is_empty() {
+                return None;
+            }
+            Some(KeyAction::Rename(digits.parse().ok()?, name.to_owned()))
+        }
+        _ => None,
+    }
+}
+
 /// "T12", "u 12", "R#12" → the action and the device id.
 fn device_action(text: &str) -> Option<(char, i64)> {
     let mut chars = text.chars();
@@ -256,4 +351,30 @@ fn device_action(text: &str) -> Option<(char, i64)> {
 
 async fn say<T: Terminal>(term: &mut T, text: &str) -> std::io::Result<()> {
     term.write(&crlf(text)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_actions() {
+        let table: &[(&str, Option<KeyAction>)] = &[
+            ("a", Some(KeyAction::Add)),
+            ("A", Some(KeyAction::Add)),
+            ("A12", None),
+            ("R12", Some(KeyAction::Remove(12))),
+            ("r #7", Some(KeyAction::Remove(7))),
+            ("R", None),
+            ("N12 Blue key", Some(KeyAction::Rename(12, "Blue key".into()))),
+            ("n 3 Spare", Some(KeyAction::Rename(3, "Spare".into()))),
+            ("N12", None),
+            ("N Blue", None),
+            ("X1", None),
+            ("", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(&key_action(text), want, "{text:?}");
+        }
+    }
 }

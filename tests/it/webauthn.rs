@@ -486,3 +486,57 @@ fn an_approved_device_may_skip_the_touch_for_a_while() {
     assert!(press_approve(&mut browser, &page).starts_with("Approved."));
     assert!(other.join().unwrap().authenticated_exec());
 }
+
+/// The account menu's `[K]`: a link mailed from the session, the key
+/// listed, renamed; removing it needs a session that passed a second factor.
+#[test]
+fn keys_in_the_account_menu() {
+    let (g, _) = gate_on_localhost();
+    let before = g.spooled_mail().len();
+    let run = g.ssh_script(
+        &crate::harness::Ssh::kbd("alice", ALICE_PW),
+        &[("Your choice: ", "a"), ("[K] Hardware keys", ""), ("Your choice: ", "k"), ("(Enter for none): ", "a\r"), ("A link to add a key was mailed", ""), ("Your choice: ", "q"), ("[Q] Log off", ""), ("Your choice: ", "q")],
+    );
+    assert!(run.stdout.contains("You have no hardware key."), "{run:#?}\n{}", g.daemon_log());
+    assert!(run.stdout.contains("A link to add a key was mailed to alice@example.org"), "{run:#?}");
+    let link = poll(Duration::from_secs(15), "the key enrollment mail", || {
+        g.spooled_mail().iter().skip(before).map(|p| read_mail(p)).find(|m| m.text.contains("/webauthn/enroll/")).map(|m| {
+            let start = m.text.find("https://").unwrap();
+            m.text[start..].chars().take_while(|c| !c.is_whitespace()).collect::<String>()
+        })
+    });
+    let mut browser = Browser::launch();
+    let (_page, _auth, said) = register(&mut browser, &link, "");
+    // No name given: one is chosen ("Key 1": the virtual authenticator's model is hidden).
+    assert_eq!(said, "done: Key 1");
+    let id = keys_of(&g, "alice")[0]["id"].as_i64().unwrap();
+
+    let rename = format!("N{id} Blue \x1b[2Jkey\r");
+    let good_rename = format!("N{id} Blue key\r");
+    let remove = format!("R{id}\r");
+    let run = g.ssh_script(
+        &crate::harness::Ssh::kbd("alice", ALICE_PW),
+        &[
+            ("Your choice: ", "a"),
+            ("[K] Hardware keys", ""),
+            ("Your choice: ", "k"),
+            // Esc in the line ends it: nothing of it is used.
+            ("(Enter for none): ", &rename),
+            ("Cancelled: your keys are unchanged.", ""),
+            ("Your choice: ", "k"),
+            ("(Enter for none): ", &good_rename),
+            ("is now called Blue key", ""),
+            ("Your choice: ", "k"),
+            ("(Enter for none): ", &remove),
+            ("needs a session that passed a second factor", ""),
+            ("Your choice: ", "q"),
+            ("[Q] Log off", ""),
+            ("Your choice: ", "q"),
+        ],
+    );
+    assert!(!run.stdout.contains("\u{1b}[2J"), "nothing typed reaches the screen raw");
+    assert!(run.stdout.contains("needs a session that passed a second factor"), "{run:#?}");
+    let keys = keys_of(&g, "alice");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["name"], "Blue key");
+}
