@@ -44,17 +44,7 @@ pub(super) async fn page(State(state): State<AppState>, token: Result<Path<Strin
             return refusal_page(r);
         }
     };
-    let existing = csrf::from_cookie_headers(cookie_headers(&headers)).filter(|v| csrf::well_formed(v));
-    let csrf_value = match existing {
-        Some(v) => v.to_owned(),
-        None => match csrf::new_token() {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %e, "web: no randomness for the CSRF value");
-                return refusal_page(LinkRefusal::Unavailable);
-            }
-        },
-    };
+    let Some(csrf_value) = csrf_for(&headers) else { return refusal_page(LinkRefusal::Unavailable) };
     tracing::info!(route = ROUTE_PAGE, outcome = "shown", "web: key enrollment page");
     let base = format!("/webauthn/enroll/{token}");
     let mut response = html(StatusCode::OK, pages::key_enroll(&view, &csrf_value, &base));
