@@ -462,8 +462,11 @@ impl Core {
         attempt.level = Some(risk.as_ref().map_or(base, |r| r.level));
         attempt.risk = risk;
         // A device a key approved lately (`webauthn.trust_device_for`):
-        // the approval stands in for the key, the other factors are asked.
-        if attempt.level.is_some_and(|l| l >= 3) {
+        // the approval stands in for the key the policy asks, the other
+        // factors are asked. Not for a key the risk score asks: a risky
+        // login from that device touches the key again.
+        let stepped_up = attempt.risk.as_ref().is_some_and(|r| matches!(r.decision, Decision::StepUp(_)));
+        if base >= 3 && !stepped_up {
             if let Some(until) = self.key_trust_of(&user, attempt, now) {
                 let otp = self.store.otp(user.id).map(|o| o.is_some_and(|o| o.enabled)).unwrap_or(false);
                 attempt.level = Some(if otp { 2 } else { 1 });

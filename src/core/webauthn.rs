@@ -736,19 +736,12 @@ impl Core {
     }
 
     /// "This was not me": the waiting login is refused.
-    pub async fn key_approval_deny(&self, id: &str, client: &WebClient, now: Millis) -> std::result::Result<(), KeyRefusal> {
-        let (user_id, username) = self.with_approval(id, now, |a| {
+    pub fn key_approval_deny(&self, id: &str, now: Millis) -> std::result::Result<(), KeyRefusal> {
+        // The waiting SSH login records its own failure (`key_approval_refused`).
+        self.with_approval(id, now, |a| {
             a.state.send_replace(ApprovalState::Refused("The login was refused on the approval page.".into()));
-            Ok((a.user_id, a.username.clone()))
-        })?;
-        self.record(client.stamp(
-            Event::new(EventType::LoginFailed, Severity::Medium, format!("a login of {username} waiting for its hardware key was refused on the approval page"), now)
-                .user(Some(user_id), Some(&username))
-                .detail("reason", "approval_refused")
-                .detail("method", "webauthn"),
-        ))
-        .await;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Checks the page's assertion for approval `id`: the key's counter is
@@ -845,7 +838,19 @@ impl Core {
                 Err(KeyRefusal::NotVerified("the key's signature counter went back, as a cloned key's would; the login was refused and your sysop told".into()))
             }
             Err(e) => {
-                // The ceremony is spent; the page may start another.
+                // Recorded: a wrong key (another account's), a bad signature
+                // or a replayed answer. The ceremony is spent; the page may
+                // start another while the login still waits.
+                self.record(client.stamp(
+                    Event::new(EventType::LoginFailed, Severity::Medium, format!("a hardware key's answer for the waiting login of {username} was refused"), now)
+                        .user(Some(user_id), Some(&username))
+                        .detail("reason", "key_assertion_refused")
+                        .detail("method", "webauthn")
+                        .detail("key_id", used)
+                        .detail("error", e.to_string())
+                        .detail("login_address", ip.clone()),
+                ))
+                .await;
                 Err(KeyRefusal::NotVerified(e.to_string()))
             }
         }

@@ -214,17 +214,12 @@ pub(super) async fn approve_finish(
     }
 }
 
-pub(super) async fn approve_deny(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-) -> Response {
+pub(super) async fn approve_deny(State(state): State<AppState>, id: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
     let id = match admit(ROUTE_APPROVE_DENY, id, &headers) {
         Ok(t) => t,
         Err(r) => return r,
     };
-    match state.core.key_approval_deny(&id, &client(peer, &headers), Millis::now()).await {
+    match state.core.key_approval_deny(&id, Millis::now()) {
         Ok(()) => {
             tracing::info!(route = ROUTE_APPROVE_DENY, outcome = "refused", "web: approval");
             Json(serde_json::json!({ "refused": true })).into_response()

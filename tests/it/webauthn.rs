@@ -334,6 +334,9 @@ fn ssh_login_approved_by_a_touch() {
     );
     let forged = forged.as_str().unwrap_or_default().to_owned();
     assert!(forged.starts_with("422 "), "bob's key must not release alice's login: {forged}");
+    // And the refusal is recorded against alice's waiting login.
+    let refused = g.wait_events(Some("alice"), "login_failed", |ev| ev.iter().any(|e| crate::harness::detail(e, "reason") == "key_assertion_refused"));
+    assert!(refused.iter().any(|e| crate::harness::detail(e, "reason") == "key_assertion_refused"), "{refused:#?}");
     // Alice's own key still can (the refused answer spent only that ceremony).
     open_approval(&mut browser, &page, &approve, &code);
     let said = press_approve(&mut browser, &page);
