@@ -316,11 +316,17 @@ pub struct Webauthn {
     /// every login asks for the key.
     #[serde(deserialize_with = "duration")]
     pub trust_device_for: Duration,
+    /// PEM files of the authenticator makers' attestation roots (relative
+    /// to the config's folder). Empty (the default): any authenticator is
+    /// accepted and its attestation is not asked for ("none"). Set: every
+    /// registration asks for attestation and accepts only a key whose
+    /// certificate chain ends at one of these.
+    pub attestation_ca: Vec<String>,
 }
 
 impl Default for Webauthn {
     fn default() -> Self {
-        Webauthn { approval_ttl: Duration::from_secs(120), enroll_grace: false, trust_device_for: Duration::ZERO }
+        Webauthn { approval_ttl: Duration::from_secs(120), enroll_grace: false, trust_device_for: Duration::ZERO, attestation_ca: Vec::new() }
     }
 }
 

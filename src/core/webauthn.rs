@@ -126,6 +126,9 @@ pub enum KeyRefusal {
     AlreadyRegistered,
     TooManyKeys,
     BadName(String),
+    /// Attestation roots are configured and this key's attestation does
+    /// not chain to one of them (or it brought none).
+    UntrustedMaker,
 }
 
 impl KeyRefusal {
@@ -139,6 +142,7 @@ impl KeyRefusal {
             KeyRefusal::AlreadyRegistered => "This key is already registered.".into(),
             KeyRefusal::TooManyKeys => format!("This account already has {MAX_KEYS_PER_USER} keys: remove one first."),
             KeyRefusal::BadName(why) => why.clone(),
+            KeyRefusal::UntrustedMaker => "This gate accepts only keys from the makers its sysop lists, and this key is not one of them (or did not say who made it). Use another key, or ask the sysop.".into(),
         }
     }
 
@@ -153,6 +157,7 @@ impl KeyRefusal {
             KeyRefusal::AlreadyRegistered => "already_registered",
             KeyRefusal::TooManyKeys => "too_many_keys",
             KeyRefusal::BadName(_) => "bad_name",
+            KeyRefusal::UntrustedMaker => "untrusted_maker",
         }
     }
 }
@@ -191,6 +196,41 @@ pub fn aaguid_of(attestation_object: &[u8]) -> Option<String> {
         return None;
     }
     Some(Uuid::from_slice(&auth[37..53]).ok()?.hyphenated().to_string())
+}
+
+/// What a registration's attestation statement says, for the sysop (the
+/// event of a refused key): its format, and the first certificate's
+/// subject, issuer and SHA-256 fingerprint when it has a chain (`x5c`).
+pub fn attestation_summary(attestation_object: &[u8]) -> serde_json::Value {
+    use serde_cbor_2::Value;
+    use x509_cert::der::Decode;
+    let mut out = serde_json::Map::new();
+    let Ok(Value::Map(map)) = serde_cbor_2::from_slice::<Value>(attestation_object) else {
+        out.insert("format".into(), "unreadable".into());
+        return out.into();
+    };
+    if let Some(Value::Text(fmt)) = map.get(&Value::Text("fmt".into())) {
+        out.insert("format".into(), crate::model::strip_unsafe(fmt).chars().take(32).collect::<String>().into());
+    }
+    let chain = match map.get(&Value::Text("attStmt".into())) {
+        Some(Value::Map(st)) => match st.get(&Value::Text("x5c".into())) {
+            Some(Value::Array(certs)) => certs.iter().filter_map(|c| if let Value::Bytes(b) = c { Some(b.as_slice()) } else { None }).collect::<Vec<_>>(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    out.insert("certificates".into(), chain.len().into());
+    if let Some(leaf) = chain.first() {
+        use sha2::Digest;
+        out.insert("sha256".into(), super::devices::hex(&sha2::Sha256::digest(leaf)).into());
+        if let Ok(cert) = x509_cert::Certificate::from_der(leaf) {
+            // Names as RFC 4514 text, cleaned: they come from the device.
+            let name = |n: &x509_cert::name::Name| crate::model::strip_unsafe(&n.to_string()).chars().take(200).collect::<String>();
+            out.insert("subject".into(), name(&cert.tbs_certificate().subject()).into());
+            out.insert("issuer".into(), name(&cert.tbs_certificate().issuer()).into());
+        }
+    }
+    out.into()
 }
 
 /// Whether a counter may follow the stored one (SPEC §6): both 0 is "no
@@ -356,8 +396,12 @@ impl Core {
             return Err(KeyRefusal::TooManyKeys);
         }
         let exclude: Vec<CredentialID> = existing.iter().map(|k| CredentialID::from(k.credential_id.clone())).collect();
+        // With attestation roots configured the library asks for the
+        // attestation ("direct") and its finish accepts only a chain to one
+        // of them (none and self attestation are refused).
+        let roots = self.settings().attestation_cas.clone();
         let (options, state) = rp
-            .start_securitykey_registration(user_handle(self, user.id), &user.username, &user.username, Some(exclude), None, None)
+            .start_securitykey_registration(user_handle(self, user.id), &user.username, &user.username, Some(exclude), roots, None)
             .map_err(|e| {
                 tracing::error!(error = %e, "webauthn: starting a registration");
                 KeyRefusal::Link(LinkRefusal::Unavailable)
@@ -403,6 +447,10 @@ impl Core {
         let key = match rp.finish_securitykey_registration(&body.credential, &state) {
             Ok(k) => k,
             Err(e) => {
+                let untrusted = matches!(
+                    e,
+                    WebauthnError::AttestationNotVerifiable | WebauthnError::AttestationChainNotTrusted(_) | WebauthnError::AttestationUntrustedAaguid | WebauthnError::AttestationFormatMissingAaguid
+                );
                 let device = self.see_web_device(&user, t.id, client, super::devices::WebUse::WrongCode, now).await;
                 self.record(client.stamp(
                     Event::new(EventType::OtpFailed, Severity::Low, format!("a hardware key's registration for {} did not verify", user.username), now)
@@ -410,13 +458,17 @@ impl Core {
                         .device(device)
                         .detail("stage", "webauthn_registration")
                         .detail("method", "webauthn")
-                        .detail("error", e.to_string()),
+                        .detail("error", e.to_string())
+                        .detail("attestation", attestation_summary(&body.credential.response.attestation_object)),
                 ))
                 .await;
                 let tries = self.store.count_on_token(t.id, "tries").ok().flatten().unwrap_or(0);
                 if tries >= i64::from(super::mfa::ENROLL_TRIES) {
                     let _ = self.store.burn_token(t.id, now);
                     return Err(KeyRefusal::Link(LinkRefusal::TooManyTries));
+                }
+                if untrusted {
+                    return Err(KeyRefusal::UntrustedMaker);
                 }
                 return Err(KeyRefusal::NotVerified(e.to_string()));
             }
@@ -464,7 +516,7 @@ impl Core {
             aaguid: aaguid.as_deref(),
             authenticator_name: known,
             attestation_format: &format,
-            attestation_verified: false,
+            attestation_verified: self.settings().attestation_cas.is_some(),
             backup_eligible: cred.backup_eligible,
             backup_state: cred.backup_state,
             user_verified: cred.user_verified,
@@ -936,5 +988,156 @@ mod tests {
         assert_eq!(c.len(), MAX_PER_LINK, "per link");
         assert!(c.take(&ids[0], now).is_none(), "the oldest went");
         assert!(c.take(&ids[4], now).is_some());
+    }
+
+    /// A maker for the attestation tests: a root CA (PEM) and, issued by
+    /// it, an attestation certificate of the form packed attestation needs
+    /// (C, O, OU "Authenticator Attestation", CN; not a CA) with its key.
+    fn maker(name: &str) -> (String, Vec<u8>, rcgen::KeyPair) {
+        let root_key = rcgen::KeyPair::generate().unwrap();
+        let mut root = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        root.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} Root CA"));
+        root.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        root.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let root_pem = root.self_signed(&root_key).unwrap().pem();
+        let issuer = rcgen::Issuer::from_params(&root, &root_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        for (t, v) in [(rcgen::DnType::CountryName, "SE"), (rcgen::DnType::OrganizationName, name), (rcgen::DnType::OrganizationalUnitName, "Authenticator Attestation"), (rcgen::DnType::CommonName, "Batch 1")] {
+            leaf.distinguished_name.push(t, v);
+        }
+        leaf.is_ca = rcgen::IsCa::ExplicitNoCa;
+        let leaf_der = leaf.signed_by(&leaf_key, &issuer).unwrap().der().to_vec();
+        (root_pem, leaf_der, leaf_key)
+    }
+
+    /// What a security key answers to `options` (the gate's JSON): a new
+    /// P-256 credential for `localhost`, with packed attestation signed by
+    /// `attestation` (`Some((certificate, key))`) or by the credential's
+    /// own key (self attestation, no chain).
+    fn soft_key_answer(options: &serde_json::Value, origin: &str, attestation: Option<(&[u8], &rcgen::KeyPair)>) -> serde_json::Value {
+        use base64::Engine;
+        use rcgen::{PublicKeyData, SigningKey};
+        use serde_cbor_2::Value;
+        use sha2::Digest;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let challenge = options["publicKey"]["challenge"].as_str().expect("challenge");
+        let client_data = serde_json::json!({ "type": "webauthn.create", "challenge": challenge, "origin": origin, "crossOrigin": false }).to_string();
+        let credential = rcgen::KeyPair::generate().unwrap();
+        let point = credential.subject_public_key_info();
+        // The uncompressed point is the SPKI's last 65 bytes (04 | x | y).
+        let point = &point[point.len() - 65..];
+        assert_eq!(point[0], 4);
+        let cose = Value::Map(
+            [(1, Value::Integer(2)), (3, Value::Integer(-7)), (-1, Value::Integer(1)), (-2, Value::Bytes(point[1..33].to_vec())), (-3, Value::Bytes(point[33..].to_vec()))]
+                .into_iter()
+                .map(|(k, v)| (Value::Integer(k), v))
+                .collect(),
+        );
+        let cred_id = [7u8; 32];
+        let mut auth = sha2::Sha256::digest(b"localhost").to_vec();
+        auth.push(0x45); // UP | UV | AT
+        auth.extend_from_slice(&0u32.to_be_bytes());
+        auth.extend_from_slice(&[0x11; 16]); // AAGUID
+        auth.extend_from_slice(&(cred_id.len() as u16).to_be_bytes());
+        auth.extend_from_slice(&cred_id);
+        auth.extend_from_slice(&serde_cbor_2::to_vec(&cose).unwrap());
+        let mut signed = auth.clone();
+        signed.extend_from_slice(&sha2::Sha256::digest(client_data.as_bytes()));
+        let mut statement = std::collections::BTreeMap::new();
+        statement.insert(Value::Text("alg".into()), Value::Integer(-7));
+        match attestation {
+            Some((cert, key)) => {
+                statement.insert(Value::Text("sig".into()), Value::Bytes(key.sign(&signed).unwrap()));
+                statement.insert(Value::Text("x5c".into()), Value::Array(vec![Value::Bytes(cert.to_vec())]));
+            }
+            None => {
+                statement.insert(Value::Text("sig".into()), Value::Bytes(credential.sign(&signed).unwrap()));
+            }
+        }
+        let mut object = std::collections::BTreeMap::new();
+        object.insert(Value::Text("fmt".into()), Value::Text("packed".into()));
+        object.insert(Value::Text("attStmt".into()), Value::Map(statement));
+        object.insert(Value::Text("authData".into()), Value::Bytes(auth));
+        serde_json::json!({
+            "id": b64.encode(cred_id),
+            "rawId": b64.encode(cred_id),
+            "type": "public-key",
+            "response": {
+                "attestationObject": b64.encode(serde_cbor_2::to_vec(&Value::Map(object)).unwrap()),
+                "clientDataJSON": b64.encode(client_data.as_bytes()),
+                "transports": ["usb"]
+            },
+            "extensions": {}
+        })
+    }
+
+    /// With `webauthn.attestation_ca` set, a key whose packed attestation
+    /// chains to a listed root registers and is marked verified; one from
+    /// another maker, or with self attestation, is refused as an untrusted
+    /// maker and the event names its certificate. Without roots the gate
+    /// does not ask for attestation at all.
+    #[tokio::test]
+    async fn attestation_roots_decide_which_keys_register() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, our_cert, our_key) = maker("Good Keys AB");
+        let (_, their_cert, their_key) = maker("Other Keys AB");
+        std::fs::write(dir.path().join("roots.pem"), &ours).unwrap();
+        let origin = "https://localhost:8443";
+        let base = format!("web: {{\n  base_url: \"{origin}\"\n}}\n");
+        let core = crate::core::test_core(dir.path(), &format!("{base}webauthn: {{\n  attestation_ca: [\"roots.pem\"]\n}}\n"));
+        let now = Millis(1_800_000_000_000);
+        let user = core.store.create_user(&crate::store::users::NewUser { username: "alice", email: Some("alice@example.org"), password_hash: "$x", groups: &[], now }).unwrap();
+        let client = WebClient { ip: Some("127.0.0.1".parse().unwrap()), user_agent: Some("test".into()) };
+        let link = |core: &Core| {
+            let (token, hash) = new_token().unwrap();
+            let mail = NewMail { recipient: "alice@example.org", subject: "s", body_sealed: b"b", template: "webauthn_enroll" };
+            core.store.issue_token_with_mail(user.id, "webauthn_enroll", &hash, &serde_json::json!({ "tries": 0 }), now.plus(Duration::from_secs(1800)), &mail, &[], now).unwrap();
+            token
+        };
+        let finish = |options: &serde_json::Value, credential: serde_json::Value| {
+            serde_json::to_vec(&serde_json::json!({ "ceremony": options["ceremony"], "name": "", "attachment": "cross-platform", "credential": credential })).unwrap()
+        };
+
+        // Another maker's chain, then self attestation: refused.
+        for attestation in [Some((their_cert.as_slice(), &their_key)), None] {
+            let token = link(&core);
+            let options = core.webauthn_register_start(&token, false, &client, now).await.unwrap();
+            assert_eq!(options["publicKey"]["attestation"], "direct", "{options}");
+            let body = finish(&options, soft_key_answer(&options, origin, attestation));
+            assert_eq!(core.webauthn_register_finish(&token, &body, &client, now).await.unwrap_err(), KeyRefusal::UntrustedMaker);
+        }
+        let mut refused = core.store.events(&crate::store::events::EventFilter { event_type: Some(EventType::OtpFailed), limit: 10, ..Default::default() }).unwrap();
+        refused.sort_by_key(|e| e.id);
+        assert_eq!(refused.len(), 2, "{refused:#?}");
+        let att = &refused[0].details["attestation"];
+        assert_eq!(att["format"], "packed", "{att}");
+        assert_eq!(att["certificates"], 1, "{att}");
+        assert_eq!(att["subject"], "OU=Authenticator Attestation,O=Other Keys AB,C=SE,CN=Batch 1", "{att}");
+        assert_eq!(att["issuer"], "CN=Other Keys AB Root CA", "{att}");
+        assert_eq!(refused[1].details["attestation"]["certificates"], 0, "self attestation has no chain");
+
+        // Our maker's chain: registered, verified.
+        let token = link(&core);
+        let options = core.webauthn_register_start(&token, false, &client, now).await.unwrap();
+        let body = finish(&options, soft_key_answer(&options, origin, Some((our_cert.as_slice(), &our_key))));
+        let key = core.webauthn_register_finish(&token, &body, &client, now).await.unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(key.attestation_format, "packed");
+        assert!(key.attestation_verified);
+        assert_eq!(key.aaguid.as_deref(), Some("11111111-1111-1111-1111-111111111111"));
+
+        // Without roots: attestation is not asked for, and the same
+        // self-attested answer registers, not verified.
+        let dir = tempfile::tempdir().unwrap();
+        let core = crate::core::test_core(dir.path(), &base);
+        let user = core.store.create_user(&crate::store::users::NewUser { username: "alice", email: Some("alice@example.org"), password_hash: "$x", groups: &[], now }).unwrap();
+        let (token, hash) = new_token().unwrap();
+        let mail = NewMail { recipient: "alice@example.org", subject: "s", body_sealed: b"b", template: "webauthn_enroll" };
+        core.store.issue_token_with_mail(user.id, "webauthn_enroll", &hash, &serde_json::json!({ "tries": 0 }), now.plus(Duration::from_secs(1800)), &mail, &[], now).unwrap();
+        let options = core.webauthn_register_start(&token, false, &client, now).await.unwrap();
+        assert_eq!(options["publicKey"]["attestation"], "none", "{options}");
+        let body = finish(&options, soft_key_answer(&options, origin, None));
+        let key = core.webauthn_register_finish(&token, &body, &client, now).await.unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(!key.attestation_verified);
     }
 }

@@ -174,9 +174,11 @@ impl Browser {
         Page { session }
     }
 
-    /// A virtual authenticator on `page` (CTAP2, USB, resident keys, user
+    /// A virtual authenticator on `page` (CTAP2, resident keys, user
     /// verification, touches that succeed at once); returns its id.
-    pub fn add_authenticator(&mut self, page: &Page) -> String {
+    /// `transport` is `"usb"` for a security key, `"internal"` for this
+    /// device's own authenticator (Touch ID, Windows Hello).
+    pub fn add_authenticator_on(&mut self, page: &Page, transport: &str) -> String {
         self.call(Some(&page.session), "WebAuthn.enable", json!({ "enableUI": false }));
         let r = self.call(
             Some(&page.session),
@@ -184,7 +186,7 @@ impl Browser {
             json!({ "options": {
                 "protocol": "ctap2",
                 "ctap2Version": "ctap2_1",
-                "transport": "usb",
+                "transport": transport,
                 "hasResidentKey": true,
                 "hasUserVerification": true,
                 "isUserVerified": true,
