@@ -10,6 +10,7 @@ mod cli;
 mod detect;
 mod devices;
 mod export;
+mod firefox;
 mod flow;
 mod harness;
 mod incidents;

@@ -656,3 +656,38 @@ fn this_devices_authenticator_registers_and_approves() {
     let used = g.wait_events(Some("alice"), "webauthn_used", |ev| !ev.is_empty());
     assert_eq!(crate::harness::detail(&used[0], "name"), "Laptop", "{}", used[0]);
 }
+
+/// The same pages in Firefox (headless Firefox ESR over Marionette, with
+/// its WebDriver virtual authenticator): a key registered from the mailed
+/// link, then an SSH login made with OpenSSH approved by a touch.
+#[test]
+fn firefox_registers_a_key_and_approves_a_login() {
+    let (g, _) = gate_on_localhost();
+    g.cli_ok(&["user", "group", "add", "alice", "keyholders"]);
+    let mut ff = crate::firefox::Firefox::launch();
+    let link = key_link(&g, "alice");
+    ff.open(&link, "document.getElementById('key-enroll') !== null && document.getElementById('key-enroll').dataset.ready === 'yes' && !document.getElementById('use-security-key').disabled");
+    let authenticator = ff.add_authenticator("usb");
+    ff.eval("(document.getElementById('key-name').value = 'Red key', document.getElementById('use-security-key').click(), true)");
+    ff.wait_for("!document.getElementById('done').hidden || document.getElementById('status').className === 'error'", Duration::from_secs(30));
+    let said = ff.eval("document.getElementById('done').hidden ? document.getElementById('status').textContent : 'done: ' + document.querySelector('#done .key-name').textContent");
+    assert_eq!(said, "done: Red key", "{}", g.daemon_log());
+    assert_eq!(ff.credentials(&authenticator).len(), 1);
+    let keys = keys_of(&g, "alice");
+    assert_eq!(keys.len(), 1, "{keys:#?}");
+    assert_eq!(keys[0]["name"], "Red key");
+    assert_eq!(keys[0]["transports"], serde_json::json!(["usb"]), "{}", keys[0]);
+
+    let ssh = ssh_alice(&g);
+    let (code, approve) = nth_approval(&g, 1);
+    ff.open(&approve, "document.getElementById('key-approve') !== null && document.getElementById('key-approve').dataset.ready === 'yes'");
+    assert_eq!(ff.eval("document.getElementById('code').textContent"), code.as_str(), "the page shows the terminal's code");
+    assert_eq!(ff.eval("document.getElementById('account').textContent"), "alice");
+    ff.eval("(document.getElementById('approve').click(), true)");
+    ff.wait_for("!document.getElementById('done').hidden || document.getElementById('status').className === 'error'", Duration::from_secs(30));
+    let said = ff.eval("document.getElementById('done').hidden ? 'error: ' + document.getElementById('status').textContent : document.querySelector('#done p').textContent");
+    assert!(said.as_str().unwrap_or_default().starts_with("Approved."), "{said}");
+    assert!(ssh.join().unwrap().authenticated_exec());
+    let used = g.wait_events(Some("alice"), "webauthn_used", |ev| !ev.is_empty());
+    assert_eq!(crate::harness::detail(&used[0], "name"), "Red key", "{}", used[0]);
+}
