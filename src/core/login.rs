@@ -51,6 +51,9 @@ pub struct Attempt {
     key_enrollment_only: bool,
     /// A key's approval of this device still stands (until then): no touch.
     key_trust: Option<Millis>,
+    /// The short code of this login's key approval (both screens show it;
+    /// `webauthn_used` and `login_success` record it, tying them together).
+    approval_code: Option<String>,
 }
 
 struct Pending {
@@ -296,6 +299,7 @@ impl Attempt {
             awaiting_key: false,
             key_enrollment_only: false,
             key_trust: None,
+            approval_code: None,
         }
     }
 
@@ -377,6 +381,7 @@ impl Core {
         attempt.awaiting_key = false;
         attempt.key_enrollment_only = false;
         attempt.key_trust = None;
+        attempt.approval_code = None;
         attempt.pending = None;
         attempt.key_fingerprint = None;
         attempt.lock = None;
@@ -547,13 +552,15 @@ impl Core {
     /// link and code to show. It expires with the approval's own time or
     /// 5 s before the login grace time runs out, whichever is first, so
     /// the user always reads why.
-    pub fn start_login_approval(&self, attempt: &Attempt, now: Millis) -> super::Result<super::webauthn::ApprovalTicket> {
+    pub fn start_login_approval(&self, attempt: &mut Attempt, now: Millis) -> super::Result<super::webauthn::ApprovalTicket> {
         let user = match (&attempt.pending, attempt.awaiting_key) {
             (Some(Pending { user: Some(u), .. }), true) => u,
             _ => return Err(super::Error::Invalid("no login is waiting for a hardware key".into())),
         };
         let grace_end = attempt.connected_at.plus(self.settings().ssh.login_grace_time).minus(std::time::Duration::from_secs(5));
-        self.start_key_approval(user, attempt.ip, &attempt.client_version, grace_end, now)
+        let ticket = self.start_key_approval(user, attempt.ip, &attempt.client_version, grace_end, now)?;
+        attempt.approval_code = Some(ticket.code.clone());
+        Ok(ticket)
     }
 
     /// Until when a key's approval stands for the device of `attempt`
@@ -1093,6 +1100,10 @@ impl Core {
             }
             if let Some(lock) = &attempt.lock {
                 success = success.detail("lock", lock.clone());
+            }
+            if let Some(code) = &attempt.approval_code {
+                // Approved by a touch: the approval's code, as on both screens.
+                success = success.detail("approval_code", code.clone());
             }
             if let Some(until) = attempt.key_trust {
                 // No touch: a key approved this device lately.

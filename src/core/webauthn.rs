@@ -801,8 +801,8 @@ impl Core {
     /// counter that went back refuses it, raises
     /// `webauthn_counter_regression` and opens `cloned_authenticator`.
     pub async fn key_approval_finish(&self, id: &str, body: &[u8], client: &WebClient, now: Millis) -> std::result::Result<ApprovalState, KeyRefusal> {
-        let (state, user_id, username, ip) = self.with_approval(id, now, |a| match a.ceremony.take() {
-            Some(st) => Ok((st, a.user_id, a.username.clone(), a.ip.clone())),
+        let (state, user_id, username, ip, login_client, code) = self.with_approval(id, now, |a| match a.ceremony.take() {
+            Some(st) => Ok((st, a.user_id, a.username.clone(), a.ip.clone(), a.client.clone(), a.code.clone())),
             None => Err(KeyRefusal::CeremonyExpired),
         })?;
         let response: PublicKeyCredential = serde_json::from_slice(body).map_err(|_| KeyRefusal::NotVerified("the browser sent no assertion".into()))?;
@@ -827,7 +827,9 @@ impl Core {
                         .detail("name", row.name.clone())
                         .detail("counter", result.counter())
                         .detail("user_verified", result.user_verified())
-                        .detail("login_address", ip.clone()),
+                        .detail("login_address", ip.clone())
+                        .detail("login_client", login_client.clone())
+                        .detail("approval_code", code.clone()),
                 );
                 match self.store.webauthn_key_used(key_id, &json, result.counter(), result.backup_state(), &[ev], now) {
                     Ok(()) => {}
@@ -862,7 +864,9 @@ impl Core {
                     .detail("name", name.clone())
                     .detail("stored_counter", stored)
                     .detail("new_counter", new)
-                    .detail("login_address", ip.clone()),
+                    .detail("login_address", ip.clone())
+                    .detail("login_client", login_client.clone())
+                    .detail("approval_code", code.clone()),
                 );
                 let event_id = self.events.record_committed_id(ev).await;
                 let finding = crate::model::Finding {

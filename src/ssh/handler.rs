@@ -263,7 +263,7 @@ impl Handler {
             return Auth::reject();
         }
         let Some(ticket) = self.approval.as_mut() else {
-            return match self.core.start_login_approval(&self.attempt, Millis::now()) {
+            return match self.core.start_login_approval(&mut self.attempt, Millis::now()) {
                 Ok(t) => {
                     let prompt = approval_prompt(&t);
                     self.approval = Some(t);

@@ -305,6 +305,12 @@ fn ssh_login_approved_by_a_touch() {
     let used = g.wait_events(Some("alice"), "webauthn_used", |ev| !ev.is_empty());
     let keys = keys_of(&g, "alice");
     assert_eq!(crate::harness::detail(&used[0], "key_id"), &keys[0]["id"], "{}", used[0]);
+    // Both events name the approval (its code, as on both screens) and
+    // the key's event the login it approved.
+    assert_eq!(crate::harness::detail(&used[0], "approval_code"), code.as_str(), "{}", used[0]);
+    assert_eq!(crate::harness::detail(&ok[0], "approval_code"), code.as_str(), "{}", ok[0]);
+    assert_eq!(crate::harness::detail(&used[0], "login_address"), "127.0.0.1", "{}", used[0]);
+    assert!(crate::harness::detail(&used[0], "login_client").as_str().is_some_and(|c| c.starts_with("SSH-2.0-OpenSSH")), "{}", used[0]);
     assert!(!keys[0]["last_used_at"].is_null(), "{}", keys[0]);
     let counter_after = browser.credentials(&page, &authenticator)[0]["signCount"].as_i64().unwrap();
     assert!(counter_after > counter_before, "{counter_before} -> {counter_after}");
