@@ -697,3 +697,42 @@ fn firefox_registers_a_key_and_approves_a_login() {
     let used = g.wait_events(Some("alice"), "webauthn_used", |ev| !ev.is_empty());
     assert_eq!(crate::harness::detail(&used[0], "name"), "Red key", "{}", used[0]);
 }
+
+/// An approval is bound to the one login it was opened for: two logins of
+/// alice wait at once, each with its own code and link; approving the
+/// first releases the first only (the second still waits), the first's
+/// link, once used, is gone, and the second's own approval releases it.
+#[test]
+fn an_approval_releases_only_its_own_login() {
+    let (g, _) = gate_on_localhost();
+    g.cli_ok(&["user", "group", "add", "alice", "keyholders"]);
+    let mut browser = Browser::launch();
+    let (page, _, said) = register(&mut browser, &key_link(&g, "alice"), "Blue key");
+    assert_eq!(said, "done: Blue key");
+    let first = ssh_alice(&g);
+    let (code1, link1) = nth_approval(&g, 1);
+    let second = ssh_alice(&g);
+    let (code2, link2) = nth_approval(&g, 2);
+    assert_ne!(code1, code2);
+    assert_ne!(link1, link2);
+
+    open_approval(&mut browser, &page, &link1, &code1);
+    assert!(press_approve(&mut browser, &page).starts_with("Approved."));
+    assert!(first.join().unwrap().authenticated_exec());
+    let ok = g.wait_events(Some("alice"), "login_success", |ev| !ev.is_empty());
+    assert_eq!(ok.len(), 1, "only the approved login got in: {ok:#?}");
+    assert_eq!(crate::harness::detail(&ok[0], "approval_code"), code1.as_str());
+    assert!(!second.is_finished(), "the second login still waits for its own approval");
+    let used = curl(&g.web_url(&link1[link1.find("/webauthn").unwrap()..]), &["-k"]);
+    assert_eq!(used.status, 404, "{used:#?}");
+
+    open_approval(&mut browser, &page, &link2, &code2);
+    assert!(press_approve(&mut browser, &page).starts_with("Approved."));
+    assert!(second.join().unwrap().authenticated_exec());
+    let ok = g.wait_events(Some("alice"), "login_success", |ev| ev.len() >= 2);
+    let mut codes: Vec<&str> = ok.iter().map(|e| crate::harness::detail(e, "approval_code").as_str().unwrap_or_default()).collect();
+    codes.sort();
+    let mut want = vec![code1.as_str(), code2.as_str()];
+    want.sort();
+    assert_eq!(codes, want);
+}
