@@ -97,6 +97,10 @@ pub fn check_all(settings: &Settings) -> (Vec<String>, Vec<String>) {
     for (key, e) in crate::hooks::check(&webhooks) {
         problems.push(format!("{}: {e}", config::locate(settings, &key)));
     }
+    if let Err(e) = crate::core::webauthn::attestation_roots(&settings.attestation_ca) {
+        let at = config::locate(settings, "webauthn.attestation_ca");
+        problems.extend(e.into_iter().map(|p| format!("{at}: {p}")));
+    }
     if settings.web.cert_configured {
         for (what, p) in [("web.tls_cert", &settings.web.cert), ("web.tls_key", &settings.web.key)] {
             if let Err(e) = std::fs::metadata(p) {

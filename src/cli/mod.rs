@@ -6,6 +6,7 @@
 
 mod auth;
 mod config;
+mod docs;
 mod mail;
 mod migrate;
 mod output;
@@ -64,6 +65,19 @@ enum Command {
     /// The outgoing mail queue.
     #[command(subcommand)]
     Mail(mail::MailCmd),
+    /// Print a shell completion script (e.g. `portcullis completions bash >
+    /// /etc/bash_completion.d/portcullis`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (portcullis.1 and one per subcommand) into
+    /// a folder, made if missing.
+    Man {
+        /// The folder.
+        dir: PathBuf,
+    },
 }
 
 /// Runs the command line; returns the process exit code.
@@ -182,6 +196,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Auth(cmd) => auth::run(open_core(load_settings(path)?)?, cmd).await,
         Command::Security(cmd) => security::run(open_core(load_settings(path)?)?, cmd).await,
         Command::Mail(cmd) => mail::run(open_core(load_settings(path)?)?, cmd),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { dir } => docs::man(&dir),
     }
 }
 

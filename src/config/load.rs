@@ -29,9 +29,10 @@ pub struct Settings {
     pub mfa: MfaSettings,
     /// Hardware keys: the SSH approval's time, enrollment grace, device trust.
     pub webauthn: super::schema::Webauthn,
-    /// The attestation roots of `webauthn.attestation_ca`, read and parsed
-    /// (`None`: not configured, attestation is not asked for).
-    pub attestation_cas: Option<webauthn_rs::prelude::AttestationCaList>,
+    /// The PEM files of `webauthn.attestation_ca`, resolved (read and
+    /// checked by `core::webauthn::attestation_roots`; empty: attestation
+    /// is not asked for).
+    pub attestation_ca: Vec<PathBuf>,
     /// Who is mailed when an incident opens (addresses checked).
     pub incidents: super::schema::Incidents,
     pub blocks: BlockSettings,
@@ -373,7 +374,6 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
         problems.push(format!("{}: must be at most {} (0 keeps every event)", at("retention.events_days"), super::export::MAX_EVENTS_DAYS));
     }
     let export = super::export::resolve(s.export, &absolute, &at, &mut problems);
-    let attestation_cas = attestation_roots(&s.webauthn.attestation_ca, &absolute, &at("webauthn.attestation_ca"), &mut problems);
     let risk = super::risk::resolve(s.risk, &at, &mut problems);
     if !problems.is_empty() {
         return Err(problems);
@@ -425,7 +425,7 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
         },
         email: s.email,
         webauthn: s.webauthn.clone(),
-        attestation_cas,
+        attestation_ca: s.webauthn.attestation_ca.iter().map(|p| absolute(p)).collect(),
         mfa: MfaSettings {
             issuer: s.mfa.issuer,
             algorithm: algorithm.expect("checked above"),
@@ -450,68 +450,6 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
         retention_days: s.retention.events_days,
         export: export.expect("checked above"),
     })
-}
-
-/// Reads the PEM files of `webauthn.attestation_ca`: every certificate in
-/// them is a root an authenticator's attestation may chain to. A file that
-/// cannot be read, holds no certificate or a certificate that does not
-/// parse is a problem naming the file (and the certificate's place in it).
-fn attestation_roots(files: &[String], absolute: &dyn Fn(&str) -> PathBuf, at: &str, problems: &mut Vec<String>) -> Option<webauthn_rs::prelude::AttestationCaList> {
-    use webauthn_rs::prelude::AttestationCaList;
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    if files.is_empty() {
-        return None;
-    }
-    let mut all = AttestationCaList::default();
-    for file in files {
-        let path = absolute(file);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                problems.push(format!("{at}: cannot read {}: {e}", path.display()));
-                continue;
-            }
-        };
-        let mut found = 0;
-        let mut rest = text.as_str();
-        while let Some(start) = rest.find(BEGIN) {
-            found += 1;
-            let Some(len) = rest[start..].find(END) else {
-                problems.push(format!("{at}: {}: certificate {found} has no \"{END}\" line", path.display()));
-                break;
-            };
-            let block = &rest[start..start + len + END.len()];
-            match AttestationCaList::try_from(block.as_bytes()) {
-                Ok(one) => match one.cas().values().try_for_each(|ca| can_sign_certificates(ca.ca())) {
-                    Ok(()) => all.union(&one),
-                    Err(why) => problems.push(format!("{at}: {}: certificate {found} cannot be a root: {why}", path.display())),
-                },
-                Err(e) => problems.push(format!("{at}: {}: certificate {found} is not a valid X.509 certificate ({e})", path.display())),
-            }
-            rest = &rest[start + len + END.len()..];
-        }
-        if found == 0 {
-            problems.push(format!("{at}: {} holds no PEM certificate (\"{BEGIN}\")", path.display()));
-        }
-    }
-    Some(all)
-}
-
-/// Whether `cert` can anchor an attestation chain, as the chain check will
-/// require: a CA (basicConstraints CA:TRUE) whose key usage includes
-/// signing certificates. An authenticator's own attestation certificate
-/// is not one (the usual mistake: list its maker's root instead).
-fn can_sign_certificates(cert: &x509_cert::Certificate) -> std::result::Result<(), &'static str> {
-    use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
-    let tbs = cert.tbs_certificate();
-    if !matches!(tbs.get_extension::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca) {
-        return Err("it is not a CA certificate (no basicConstraints CA:TRUE); list the maker's root, not a key's own certificate");
-    }
-    if !matches!(tbs.get_extension::<KeyUsage>(), Ok(Some((_, ku))) if ku.key_cert_sign()) {
-        return Err("its key usage does not include signing certificates (keyCertSign)");
-    }
-    Ok(())
 }
 
 /// One address, without a display name: `local@domain`, no spaces,
@@ -666,58 +604,10 @@ mod tests {
     }
 
     #[test]
-    fn attestation_roots_are_read_and_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = |cn: &str| {
-            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-            params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()
-        };
-        let leaf = {
-            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.distinguished_name.push(rcgen::DnType::CommonName, "Batch Certificate");
-            params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()
-        };
-        let no_signing = {
-            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-            params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()
-        };
-        std::fs::write(dir.path().join("leaf.pem"), leaf).unwrap();
-        std::fs::write(dir.path().join("no_signing.pem"), no_signing).unwrap();
-        std::fs::write(dir.path().join("one.pem"), root("Maker One")).unwrap();
-        std::fs::write(dir.path().join("two.pem"), format!("# two makers\n{}\n{}", root("Maker Two"), root("Maker Three"))).unwrap();
-        std::fs::write(dir.path().join("empty.pem"), "nothing here\n").unwrap();
-        std::fs::write(dir.path().join("bad.pem"), format!("{}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", root("Maker Four"))).unwrap();
-        std::fs::write(dir.path().join("cut.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
-        let at = |text: &str| from_text(text, "portcullis.hjson", dir.path());
-
-        let none = at("{}").unwrap();
-        assert!(none.attestation_cas.is_none());
-        let s = at("webauthn: {\n  attestation_ca: [\"one.pem\", \"two.pem\"]\n}\n").unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(s.attestation_cas.as_ref().map(|l| l.len()), Some(3));
-        assert_eq!(s.webauthn.attestation_ca, vec!["one.pem".to_string(), "two.pem".to_string()]);
-
-        let d = dir.path().display();
-        let cases: &[(&str, String)] = &[
-            ("missing.pem", format!("portcullis.hjson:2:3: webauthn.attestation_ca: cannot read {d}/missing.pem: No such file or directory (os error 2)")),
-            ("empty.pem", format!("portcullis.hjson:2:3: webauthn.attestation_ca: {d}/empty.pem holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\")")),
-            ("leaf.pem", format!("portcullis.hjson:2:3: webauthn.attestation_ca: {d}/leaf.pem: certificate 1 cannot be a root: it is not a CA certificate (no basicConstraints CA:TRUE); list the maker's root, not a key's own certificate")),
-            ("no_signing.pem", format!("portcullis.hjson:2:3: webauthn.attestation_ca: {d}/no_signing.pem: certificate 1 cannot be a root: its key usage does not include signing certificates (keyCertSign)")),
-            ("cut.pem", format!("portcullis.hjson:2:3: webauthn.attestation_ca: {d}/cut.pem: certificate 1 has no \"-----END CERTIFICATE-----\" line")),
-        ];
-        for (file, want) in cases {
-            match at(&format!("webauthn: {{\n  attestation_ca: [\"{file}\"]\n}}\n")) {
-                Ok(_) => panic!("{file} should fail"),
-                Err(e) => assert_eq!(e.join("\n"), *want, "{file}"),
-            }
-        }
-        // The bad one is named by its place in the file.
-        let e = at("webauthn: {\n  attestation_ca: [\"bad.pem\"]\n}\n").unwrap_err().join("\n");
-        assert!(e.starts_with(&format!("portcullis.hjson:2:3: webauthn.attestation_ca: {d}/bad.pem: certificate 2 is not a valid X.509 certificate (")), "{e}");
+    fn attestation_roots_follow_the_config_folder() {
+        let s = check("webauthn: {\n  attestation_ca: [\"roots.pem\", \"/usr/share/keys/yubico.pem\"]\n}\n").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(s.attestation_ca, vec![PathBuf::from("/etc/portcullis/roots.pem"), PathBuf::from("/usr/share/keys/yubico.pem")]);
+        assert!(check("{}").unwrap().attestation_ca.is_empty());
     }
 
     #[test]

@@ -62,7 +62,9 @@ pub fn authenticator_name(aaguid: &str) -> Option<&'static str> {
 
 /// A ceremony waiting for the browser's answer.
 enum Pending {
-    Register { state: SecurityKeyRegistration, token_id: i64, user_id: i64 },
+    /// `attested`: the ceremony asked for attestation and accepts only a
+    /// chain to the roots it was started with.
+    Register { state: SecurityKeyRegistration, token_id: i64, user_id: i64, attested: bool },
 }
 
 struct Ceremony {
@@ -233,6 +235,69 @@ pub fn attestation_summary(attestation_object: &[u8]) -> serde_json::Value {
     out.into()
 }
 
+/// Reads the PEM files of `webauthn.attestation_ca`: every certificate in
+/// them is a root an authenticator's attestation may chain to (`None`: no
+/// files, attestation is not asked for). A file that cannot be read,
+/// holds no certificate, or a certificate that does not parse or cannot
+/// anchor a chain is a problem naming the file and the certificate's place
+/// in it.
+pub fn attestation_roots(files: &[std::path::PathBuf]) -> std::result::Result<Option<AttestationCaList>, Vec<String>> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut all = AttestationCaList::default();
+    let mut problems = Vec::new();
+    for path in files {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("cannot read {}: {e}", path.display()));
+                continue;
+            }
+        };
+        let mut found = 0;
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find(BEGIN) {
+            found += 1;
+            let Some(len) = rest[start..].find(END) else {
+                problems.push(format!("{}: certificate {found} has no \"{END}\" line", path.display()));
+                break;
+            };
+            let block = &rest[start..start + len + END.len()];
+            match AttestationCaList::try_from(block.as_bytes()) {
+                Ok(one) => match one.cas().values().try_for_each(|ca| can_sign_certificates(ca.ca())) {
+                    Ok(()) => all.union(&one),
+                    Err(why) => problems.push(format!("{}: certificate {found} cannot be a root: {why}", path.display())),
+                },
+                Err(e) => problems.push(format!("{}: certificate {found} is not a valid X.509 certificate ({e})", path.display())),
+            }
+            rest = &rest[start + len + END.len()..];
+        }
+        if found == 0 {
+            problems.push(format!("{} holds no PEM certificate (\"{BEGIN}\")", path.display()));
+        }
+    }
+    if problems.is_empty() { Ok(Some(all)) } else { Err(problems) }
+}
+
+/// Whether `cert` can anchor an attestation chain, as the library's chain
+/// check will require: a CA (basicConstraints CA:TRUE) whose key usage
+/// includes signing certificates. An authenticator's own attestation
+/// certificate is not one (the usual mistake: list its maker's root).
+fn can_sign_certificates(cert: &x509_cert::Certificate) -> std::result::Result<(), &'static str> {
+    use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
+    let tbs = cert.tbs_certificate();
+    if !matches!(tbs.get_extension::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca) {
+        return Err("it is not a CA certificate (no basicConstraints CA:TRUE); list the maker's root, not a key's own certificate");
+    }
+    if !matches!(tbs.get_extension::<KeyUsage>(), Ok(Some((_, ku))) if ku.key_cert_sign()) {
+        return Err("its key usage does not include signing certificates (keyCertSign)");
+    }
+    Ok(())
+}
+
 /// Whether a counter may follow the stored one (SPEC §6): both 0 is "no
 /// counter"; otherwise it must grow.
 pub fn counter_ok(stored: u32, new: u32) -> bool {
@@ -399,7 +464,13 @@ impl Core {
         // With attestation roots configured the library asks for the
         // attestation ("direct") and its finish accepts only a chain to one
         // of them (none and self attestation are refused).
-        let roots = self.settings().attestation_cas.clone();
+        let roots = attestation_roots(&self.settings().attestation_ca).map_err(|problems| {
+            // Checked at start and reload; a file changed since refuses
+            // registrations (it never turns the check off).
+            tracing::error!(problems = %problems.join("; "), "webauthn: the attestation roots cannot be read");
+            KeyRefusal::Link(LinkRefusal::Unavailable)
+        })?;
+        let attested = roots.is_some();
         let (options, state) = rp
             .start_securitykey_registration(user_handle(self, user.id), &user.username, &user.username, Some(exclude), roots, None)
             .map_err(|e| {
@@ -408,7 +479,7 @@ impl Core {
             })?;
         let ceremony = self
             .ceremonies
-            .insert(Pending::Register { state, token_id: t.id, user_id: user.id }, t.id, now)
+            .insert(Pending::Register { state, token_id: t.id, user_id: user.id, attested }, t.id, now)
             .map_err(|_| KeyRefusal::Link(LinkRefusal::Unavailable))?;
         self.see_web_device(&user, t.id, client, super::devices::WebUse::Opened, now).await;
         let mut json = serde_json::to_value(&options).map_err(|_| KeyRefusal::Link(LinkRefusal::Unavailable))?;
@@ -437,7 +508,7 @@ impl Core {
         let (t, user) = self.key_enrollment(token, now).map_err(KeyRefusal::Link)?;
         let body: FinishBody = serde_json::from_slice(body).map_err(|_| KeyRefusal::NotVerified("the browser sent no credential".into()))?;
         let name = clean_key_name(&body.name).map_err(KeyRefusal::BadName)?;
-        let Some(Pending::Register { state, token_id, user_id }) = self.ceremonies.take(&body.ceremony, now) else {
+        let Some(Pending::Register { state, token_id, user_id, attested }) = self.ceremonies.take(&body.ceremony, now) else {
             return Err(KeyRefusal::CeremonyExpired);
         };
         if token_id != t.id || user_id != user.id {
@@ -516,7 +587,7 @@ impl Core {
             aaguid: aaguid.as_deref(),
             authenticator_name: known,
             attestation_format: &format,
-            attestation_verified: self.settings().attestation_cas.is_some(),
+            attestation_verified: attested,
             backup_eligible: cred.backup_eligible,
             backup_state: cred.backup_state,
             user_verified: cred.user_verified,
@@ -983,165 +1054,48 @@ mod tests {
         let state = || rp.start_securitykey_registration(Uuid::nil(), "a", "a", None, None, None).unwrap().1;
         let c = Ceremonies::default();
         let now = Millis(1_000_000);
-        let id = c.insert(Pending::Register { state: state(), token_id: 1, user_id: 1 }, 1, now).unwrap();
+        let id = c.insert(Pending::Register { state: state(), token_id: 1, user_id: 1, attested: false }, 1, now).unwrap();
         assert!(c.take(&id, now).is_some());
         assert!(c.take(&id, now).is_none(), "used once");
-        let id = c.insert(Pending::Register { state: state(), token_id: 1, user_id: 1 }, 1, now).unwrap();
+        let id = c.insert(Pending::Register { state: state(), token_id: 1, user_id: 1, attested: false }, 1, now).unwrap();
         assert!(c.take(&id, now.plus(CEREMONY_TTL)).is_none(), "expired at 5 minutes");
-        let ids: Vec<String> = (0..5).map(|i| c.insert(Pending::Register { state: state(), token_id: 1, user_id: 1 }, 1, Millis(now.0 + i)).unwrap()).collect();
+        let ids: Vec<String> = (0..5).map(|i| c.insert(Pending::Register { state: state(), token_id: 1, user_id: 1, attested: false }, 1, Millis(now.0 + i)).unwrap()).collect();
         assert_eq!(c.len(), MAX_PER_LINK, "per link");
         assert!(c.take(&ids[0], now).is_none(), "the oldest went");
         assert!(c.take(&ids[4], now).is_some());
     }
 
-    /// A maker for the attestation tests: a root CA (PEM) and, issued by
-    /// it, an attestation certificate of the form packed attestation needs
-    /// (C, O, OU "Authenticator Attestation", CN; not a CA) with its key.
-    fn maker(name: &str) -> (String, Vec<u8>, rcgen::KeyPair) {
-        let root_key = rcgen::KeyPair::generate().unwrap();
-        let mut root = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        root.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} Root CA"));
-        root.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        root.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-        let root_pem = root.self_signed(&root_key).unwrap().pem();
-        let issuer = rcgen::Issuer::from_params(&root, &root_key);
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        for (t, v) in [(rcgen::DnType::CountryName, "SE"), (rcgen::DnType::OrganizationName, name), (rcgen::DnType::OrganizationalUnitName, "Authenticator Attestation"), (rcgen::DnType::CommonName, "Batch 1")] {
-            leaf.distinguished_name.push(t, v);
-        }
-        leaf.is_ca = rcgen::IsCa::ExplicitNoCa;
-        let leaf_der = leaf.signed_by(&leaf_key, &issuer).unwrap().der().to_vec();
-        (root_pem, leaf_der, leaf_key)
-    }
-
-    /// What a security key answers to `options` (the gate's JSON): a new
-    /// P-256 credential for `localhost`, with packed attestation signed by
-    /// `attestation` (`Some((certificate, key))`) or by the credential's
-    /// own key (self attestation, no chain).
-    fn soft_key_answer(options: &serde_json::Value, origin: &str, attestation: Option<(&[u8], &rcgen::KeyPair)>) -> serde_json::Value {
-        use base64::Engine;
-        use rcgen::{PublicKeyData, SigningKey};
-        use serde_cbor_2::Value;
-        use sha2::Digest;
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let challenge = options["publicKey"]["challenge"].as_str().expect("challenge");
-        let client_data = serde_json::json!({ "type": "webauthn.create", "challenge": challenge, "origin": origin, "crossOrigin": false }).to_string();
-        let credential = rcgen::KeyPair::generate().unwrap();
-        let point = credential.subject_public_key_info();
-        // The uncompressed point is the SPKI's last 65 bytes (04 | x | y).
-        let point = &point[point.len() - 65..];
-        assert_eq!(point[0], 4);
-        let cose = Value::Map(
-            [(1, Value::Integer(2)), (3, Value::Integer(-7)), (-1, Value::Integer(1)), (-2, Value::Bytes(point[1..33].to_vec())), (-3, Value::Bytes(point[33..].to_vec()))]
-                .into_iter()
-                .map(|(k, v)| (Value::Integer(k), v))
-                .collect(),
-        );
-        let cred_id = [7u8; 32];
-        let mut auth = sha2::Sha256::digest(b"localhost").to_vec();
-        auth.push(0x45); // UP | UV | AT
-        auth.extend_from_slice(&0u32.to_be_bytes());
-        auth.extend_from_slice(&[0x11; 16]); // AAGUID
-        auth.extend_from_slice(&(cred_id.len() as u16).to_be_bytes());
-        auth.extend_from_slice(&cred_id);
-        auth.extend_from_slice(&serde_cbor_2::to_vec(&cose).unwrap());
-        let mut signed = auth.clone();
-        signed.extend_from_slice(&sha2::Sha256::digest(client_data.as_bytes()));
-        let mut statement = std::collections::BTreeMap::new();
-        statement.insert(Value::Text("alg".into()), Value::Integer(-7));
-        match attestation {
-            Some((cert, key)) => {
-                statement.insert(Value::Text("sig".into()), Value::Bytes(key.sign(&signed).unwrap()));
-                statement.insert(Value::Text("x5c".into()), Value::Array(vec![Value::Bytes(cert.to_vec())]));
-            }
-            None => {
-                statement.insert(Value::Text("sig".into()), Value::Bytes(credential.sign(&signed).unwrap()));
-            }
-        }
-        let mut object = std::collections::BTreeMap::new();
-        object.insert(Value::Text("fmt".into()), Value::Text("packed".into()));
-        object.insert(Value::Text("attStmt".into()), Value::Map(statement));
-        object.insert(Value::Text("authData".into()), Value::Bytes(auth));
-        serde_json::json!({
-            "id": b64.encode(cred_id),
-            "rawId": b64.encode(cred_id),
-            "type": "public-key",
-            "response": {
-                "attestationObject": b64.encode(serde_cbor_2::to_vec(&Value::Map(object)).unwrap()),
-                "clientDataJSON": b64.encode(client_data.as_bytes()),
-                "transports": ["usb"]
-            },
-            "extensions": {}
-        })
-    }
-
-    /// With `webauthn.attestation_ca` set, a key whose packed attestation
-    /// chains to a listed root registers and is marked verified; one from
-    /// another maker, or with self attestation, is refused as an untrusted
-    /// maker and the event names its certificate. Without roots the gate
-    /// does not ask for attestation at all.
-    #[tokio::test]
-    async fn attestation_roots_decide_which_keys_register() {
+    #[test]
+    fn attestation_roots_are_read_and_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let (ours, our_cert, our_key) = maker("Good Keys AB");
-        let (_, their_cert, their_key) = maker("Other Keys AB");
-        std::fs::write(dir.path().join("roots.pem"), &ours).unwrap();
-        let origin = "https://localhost:8443";
-        let base = format!("web: {{\n  base_url: \"{origin}\"\n}}\n");
-        let core = crate::core::test_core(dir.path(), &format!("{base}webauthn: {{\n  attestation_ca: [\"roots.pem\"]\n}}\n"));
-        let now = Millis(1_800_000_000_000);
-        let user = core.store.create_user(&crate::store::users::NewUser { username: "alice", email: Some("alice@example.org"), password_hash: "$x", groups: &[], now }).unwrap();
-        let client = WebClient { ip: Some("127.0.0.1".parse().unwrap()), user_agent: Some("test".into()) };
-        let link = |core: &Core| {
-            let (token, hash) = new_token().unwrap();
-            let mail = NewMail { recipient: "alice@example.org", subject: "s", body_sealed: b"b", template: "webauthn_enroll" };
-            core.store.issue_token_with_mail(user.id, "webauthn_enroll", &hash, &serde_json::json!({ "tries": 0 }), now.plus(Duration::from_secs(1800)), &mail, &[], now).unwrap();
-            token
+        let fixture = |name: &str| std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core/testdata").join(name)).unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
         };
-        let finish = |options: &serde_json::Value, credential: serde_json::Value| {
-            serde_json::to_vec(&serde_json::json!({ "ceremony": options["ceremony"], "name": "", "attachment": "cross-platform", "credential": credential })).unwrap()
-        };
+        let one = write("one.pem", &fixture("root_one.pem"));
+        let two = write("two.pem", &format!("# two makers\n{}\n{}", fixture("root_two.pem"), fixture("root_one.pem")));
+        assert!(attestation_roots(&[]).unwrap().is_none());
+        assert_eq!(attestation_roots(&[one.clone()]).unwrap().map(|l| l.len()), Some(1));
+        // The same root twice is one root.
+        assert_eq!(attestation_roots(&[one.clone(), two.clone()]).unwrap().map(|l| l.len()), Some(2));
 
-        // Another maker's chain, then self attestation: refused.
-        for attestation in [Some((their_cert.as_slice(), &their_key)), None] {
-            let token = link(&core);
-            let options = core.webauthn_register_start(&token, false, &client, now).await.unwrap();
-            assert_eq!(options["publicKey"]["attestation"], "direct", "{options}");
-            let body = finish(&options, soft_key_answer(&options, origin, attestation));
-            assert_eq!(core.webauthn_register_finish(&token, &body, &client, now).await.unwrap_err(), KeyRefusal::UntrustedMaker);
+        let d = dir.path().display();
+        let cases: Vec<(std::path::PathBuf, String)> = vec![
+            (dir.path().join("missing.pem"), format!("cannot read {d}/missing.pem: No such file or directory (os error 2)")),
+            (write("empty.pem", "nothing here\n"), format!("{d}/empty.pem holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\")")),
+            (write("cut.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n"), format!("{d}/cut.pem: certificate 1 has no \"-----END CERTIFICATE-----\" line")),
+            (write("leaf.pem", &fixture("leaf.pem")), format!("{d}/leaf.pem: certificate 1 cannot be a root: it is not a CA certificate (no basicConstraints CA:TRUE); list the maker's root, not a key's own certificate")),
+            (write("no_signing.pem", &fixture("no_signing.pem")), format!("{d}/no_signing.pem: certificate 1 cannot be a root: its key usage does not include signing certificates (keyCertSign)")),
+        ];
+        for (file, want) in &cases {
+            assert_eq!(attestation_roots(&[one.clone(), file.clone()]).unwrap_err(), vec![want.clone()], "{}", file.display());
         }
-        let mut refused = core.store.events(&crate::store::events::EventFilter { event_type: Some(EventType::OtpFailed), limit: 10, ..Default::default() }).unwrap();
-        refused.sort_by_key(|e| e.id);
-        assert_eq!(refused.len(), 2, "{refused:#?}");
-        let att = &refused[0].details["attestation"];
-        assert_eq!(att["format"], "packed", "{att}");
-        assert_eq!(att["certificates"], 1, "{att}");
-        assert_eq!(att["subject"], "OU=Authenticator Attestation,O=Other Keys AB,C=SE,CN=Batch 1", "{att}");
-        assert_eq!(att["issuer"], "CN=Other Keys AB Root CA", "{att}");
-        assert_eq!(refused[1].details["attestation"]["certificates"], 0, "self attestation has no chain");
-
-        // Our maker's chain: registered, verified.
-        let token = link(&core);
-        let options = core.webauthn_register_start(&token, false, &client, now).await.unwrap();
-        let body = finish(&options, soft_key_answer(&options, origin, Some((our_cert.as_slice(), &our_key))));
-        let key = core.webauthn_register_finish(&token, &body, &client, now).await.unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(key.attestation_format, "packed");
-        assert!(key.attestation_verified);
-        assert_eq!(key.aaguid.as_deref(), Some("11111111-1111-1111-1111-111111111111"));
-
-        // Without roots: attestation is not asked for, and the same
-        // self-attested answer registers, not verified.
-        let dir = tempfile::tempdir().unwrap();
-        let core = crate::core::test_core(dir.path(), &base);
-        let user = core.store.create_user(&crate::store::users::NewUser { username: "alice", email: Some("alice@example.org"), password_hash: "$x", groups: &[], now }).unwrap();
-        let (token, hash) = new_token().unwrap();
-        let mail = NewMail { recipient: "alice@example.org", subject: "s", body_sealed: b"b", template: "webauthn_enroll" };
-        core.store.issue_token_with_mail(user.id, "webauthn_enroll", &hash, &serde_json::json!({ "tries": 0 }), now.plus(Duration::from_secs(1800)), &mail, &[], now).unwrap();
-        let options = core.webauthn_register_start(&token, false, &client, now).await.unwrap();
-        assert_eq!(options["publicKey"]["attestation"], "none", "{options}");
-        let body = finish(&options, soft_key_answer(&options, origin, None));
-        let key = core.webauthn_register_finish(&token, &body, &client, now).await.unwrap_or_else(|e| panic!("{e:?}"));
-        assert!(!key.attestation_verified);
+        // A bad one is named by its place in its file.
+        let bad = write("bad.pem", &format!("{}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", fixture("root_two.pem")));
+        let e = attestation_roots(&[bad]).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with(&format!("{d}/bad.pem: certificate 2 is not a valid X.509 certificate (")), "{e:?}");
     }
 }

@@ -569,10 +569,10 @@ fn keys_in_the_account_menu() {
 /// with a message on the page and an event naming its certificate; and
 /// that certificate itself cannot be listed as a root (it is not a CA):
 /// the reload is refused saying so, and the old roots stay. (A chain that
-/// does end at a listed root registers, marked verified: the unit test
-/// `core::webauthn::tests::attestation_roots_decide_which_keys_register`,
-/// with a packed attestation made there, as no browser's virtual
-/// authenticator takes a certificate from outside.)
+/// does end at a listed root registers, marked verified:
+/// `attestation_roots_accept_a_chain_to_a_listed_root`, with keys made in
+/// the test, as no browser's virtual authenticator takes a certificate
+/// from outside.)
 #[test]
 fn attestation_roots_refuse_other_makers() {
     use base64::Engine;
@@ -735,4 +735,143 @@ fn an_approval_releases_only_its_own_login() {
     let mut want = vec![code1.as_str(), code2.as_str()];
     want.sort();
     assert_eq!(codes, want);
+}
+
+/// A maker for the attestation tests: a root CA (PEM) and, issued by it,
+/// an attestation certificate of the form packed attestation needs (C, O,
+/// OU "Authenticator Attestation", CN; not a CA), with its key.
+fn maker(name: &str) -> (String, Vec<u8>, rcgen::KeyPair) {
+    let root_key = rcgen::KeyPair::generate().unwrap();
+    let mut root = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    root.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} Root CA"));
+    root.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    root.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let root_pem = root.self_signed(&root_key).unwrap().pem();
+    let issuer = rcgen::Issuer::from_params(&root, &root_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    for (t, v) in [(rcgen::DnType::CountryName, "SE"), (rcgen::DnType::OrganizationName, name), (rcgen::DnType::OrganizationalUnitName, "Authenticator Attestation"), (rcgen::DnType::CommonName, "Batch 1")] {
+        leaf.distinguished_name.push(t, v);
+    }
+    leaf.is_ca = rcgen::IsCa::ExplicitNoCa;
+    let leaf_der = leaf.signed_by(&leaf_key, &issuer).unwrap().der().to_vec();
+    (root_pem, leaf_der, leaf_key)
+}
+
+/// What a security key made here answers to the gate's `options`: a new
+/// P-256 credential for `localhost` (AAGUID 11..11), with packed
+/// attestation signed by `attestation` (certificate and key) or, without
+/// one, by the credential's own key (self attestation, no chain).
+fn soft_key_answer(options: &Value, origin: &str, attestation: Option<(&[u8], &rcgen::KeyPair)>) -> Value {
+    use base64::Engine;
+    use rcgen::{PublicKeyData, SigningKey};
+    use serde_cbor_2::Value as Cbor;
+    use sha2::Digest;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let challenge = options["publicKey"]["challenge"].as_str().expect("challenge");
+    let client_data = serde_json::json!({ "type": "webauthn.create", "challenge": challenge, "origin": origin, "crossOrigin": false }).to_string();
+    let credential = rcgen::KeyPair::generate().unwrap();
+    let spki = credential.subject_public_key_info();
+    // The uncompressed point ends the SPKI: 04 | x | y.
+    let point = &spki[spki.len() - 65..];
+    assert_eq!(point[0], 4);
+    let cose = Cbor::Map(
+        [(1, Cbor::Integer(2)), (3, Cbor::Integer(-7)), (-1, Cbor::Integer(1)), (-2, Cbor::Bytes(point[1..33].to_vec())), (-3, Cbor::Bytes(point[33..].to_vec()))]
+            .into_iter()
+            .map(|(k, v)| (Cbor::Integer(k), v))
+            .collect(),
+    );
+    let cred_id: Vec<u8> = (0..32).map(|i| i as u8 ^ point[i + 1]).collect();
+    let mut auth = sha2::Sha256::digest(b"localhost").to_vec();
+    auth.push(0x45); // UP | UV | AT
+    auth.extend_from_slice(&0u32.to_be_bytes());
+    auth.extend_from_slice(&[0x11; 16]);
+    auth.extend_from_slice(&(cred_id.len() as u16).to_be_bytes());
+    auth.extend_from_slice(&cred_id);
+    auth.extend_from_slice(&serde_cbor_2::to_vec(&cose).unwrap());
+    let mut signed = auth.clone();
+    signed.extend_from_slice(&sha2::Sha256::digest(client_data.as_bytes()));
+    let mut statement = std::collections::BTreeMap::new();
+    statement.insert(Cbor::Text("alg".into()), Cbor::Integer(-7));
+    match attestation {
+        Some((cert, key)) => {
+            statement.insert(Cbor::Text("sig".into()), Cbor::Bytes(key.sign(&signed).unwrap()));
+            statement.insert(Cbor::Text("x5c".into()), Cbor::Array(vec![Cbor::Bytes(cert.to_vec())]));
+        }
+        None => {
+            statement.insert(Cbor::Text("sig".into()), Cbor::Bytes(credential.sign(&signed).unwrap()));
+        }
+    }
+    let mut object = std::collections::BTreeMap::new();
+    object.insert(Cbor::Text("fmt".into()), Cbor::Text("packed".into()));
+    object.insert(Cbor::Text("attStmt".into()), Cbor::Map(statement));
+    object.insert(Cbor::Text("authData".into()), Cbor::Bytes(auth));
+    serde_json::json!({
+        "id": b64.encode(&cred_id),
+        "rawId": b64.encode(&cred_id),
+        "type": "public-key",
+        "response": {
+            "attestationObject": b64.encode(serde_cbor_2::to_vec(&Cbor::Map(object)).unwrap()),
+            "clientDataJSON": b64.encode(client_data.as_bytes()),
+            "transports": ["usb"]
+        },
+        "extensions": {}
+    })
+}
+
+/// `webauthn.attestation_ca` over real HTTPS with keys made here: the
+/// options ask for attestation; a key whose packed attestation chains to
+/// the listed root registers, marked verified, with its AAGUID; one of
+/// another maker and one with self attestation are refused (422, the
+/// page's message) and the events name what they sent.
+#[test]
+fn attestation_roots_accept_a_chain_to_a_listed_root() {
+    let (g, port) = gate_on_localhost();
+    let (ours, our_cert, our_key) = maker("Good Keys AB");
+    let (_, their_cert, their_key) = maker("Other Keys AB");
+    std::fs::write(g.path("roots.pem"), &ours).unwrap();
+    let config = std::fs::read_to_string(&g.config).unwrap();
+    std::fs::write(&g.config, format!("{config}webauthn: {{\n  attestation_ca: [\"roots.pem\"]\n}}\n")).unwrap();
+    g.signal(libc::SIGHUP);
+    g.wait_events(None, "config_reloaded", |ev| !ev.is_empty());
+    let origin = format!("https://localhost:{port}");
+    let jar = g.path("jar");
+    let jar_s = jar.to_str().unwrap().to_owned();
+    let register = |attestation: Option<(&[u8], &rcgen::KeyPair)>| {
+        let link = key_link(&g, "alice");
+        let path = &link[link.find("/webauthn").unwrap()..];
+        let page = curl(&g.web_url(path), &["-k", "-c", &jar_s]);
+        assert_eq!(page.status, 200, "{page:#?}");
+        let csrf = page.body.split("data-csrf=\"").nth(1).and_then(|r| r.split('"').next()).expect("the CSRF value").to_owned();
+        let csrf = format!("X-CSRF-Token: {csrf}");
+        let post = |what: &str, body: &str| curl(&g.web_url(&format!("{path}/{what}")), &["-k", "-b", &jar_s, "-X", "POST", "-H", "Content-Type: application/json", "-H", &csrf, "--data-binary", body]);
+        let options = post("options", "{}");
+        assert_eq!(options.status, 200, "{options:#?}");
+        let options: Value = serde_json::from_str(&options.body).unwrap();
+        assert_eq!(options["publicKey"]["attestation"], "direct", "{options}");
+        let body = serde_json::json!({ "ceremony": options["ceremony"], "name": "", "attachment": "cross-platform", "credential": soft_key_answer(&options, &origin, attestation) });
+        post("finish", &body.to_string())
+    };
+
+    for attestation in [Some((their_cert.as_slice(), &their_key)), None] {
+        let refused = register(attestation);
+        assert_eq!(refused.status, 422, "{refused:#?}\n{}", g.daemon_log());
+        assert!(refused.body.contains("accepts only keys from the makers its sysop lists"), "{}", refused.body);
+    }
+    let mut events = g.events_of(Some("alice"), "otp_failed");
+    events.sort_by_key(|e| e["id"].as_i64());
+    assert_eq!(events.len(), 2, "{events:#?}");
+    let att = crate::harness::detail(&events[0], "attestation");
+    assert_eq!(att["issuer"], "CN=Other Keys AB Root CA", "{att}");
+    assert!(att["subject"].as_str().is_some_and(|s| s.contains("O=Other Keys AB") && s.contains("CN=Batch 1")), "{att}");
+    assert_eq!(crate::harness::detail(&events[1], "attestation")["certificates"], 0, "self attestation has no chain");
+    assert_eq!(keys_of(&g, "alice"), Vec::<Value>::new());
+
+    let ok = register(Some((our_cert.as_slice(), &our_key)));
+    assert_eq!(ok.status, 200, "{ok:#?}\n{}", g.daemon_log());
+    let keys = keys_of(&g, "alice");
+    assert_eq!(keys.len(), 1, "{keys:#?}");
+    assert_eq!(keys[0]["attestation_format"], "packed", "{}", keys[0]);
+    assert_eq!(keys[0]["attestation_verified"], true, "{}", keys[0]);
+    assert_eq!(keys[0]["aaguid"], "11111111-1111-1111-1111-111111111111", "{}", keys[0]);
 }
