@@ -163,7 +163,7 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-fn load_settings(path: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+pub(crate) fn load_settings(path: Option<&std::path::Path>) -> anyhow::Result<Settings> {
     crate::config::load(path).map_err(|problems| anyhow::anyhow!("invalid configuration:\n  {}", problems.join("\n  ")))
 }
 

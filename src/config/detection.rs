@@ -23,7 +23,7 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(30 * DAY);
 macro_rules! rule {
     ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty = $default:expr),* $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Deserialize)]
+        #[derive(Debug, Clone, Deserialize, serde::Serialize)]
         #[serde(deny_unknown_fields, default)]
         pub struct $name {
             pub enabled: bool,
@@ -42,7 +42,7 @@ macro_rules! rule {
 /// and of the resolved `DetectionSettings`, under the same name.
 macro_rules! rules {
     ($($field:ident: $ty:ident),+ $(,)?) => {
-        #[derive(Debug, Clone, Deserialize)]
+        #[derive(Debug, Clone, Deserialize, serde::Serialize)]
         #[serde(deny_unknown_fields, default)]
         pub struct Detection {
             /// Off: no rule runs (live or in `security scan suspicious`).
@@ -113,7 +113,7 @@ rule! {
     /// Failures against one account, from any number of addresses.
     BruteForceAccount {
         failures: u32 = 5,
-        #[serde(deserialize_with = "duration")]
+        #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
         window: Duration = Duration::from_secs(10 * MINUTE),
     }
 }
@@ -122,7 +122,7 @@ rule! {
     /// Failures from one address.
     BruteForceIp {
         failures: u32 = 10,
-        #[serde(deserialize_with = "duration")]
+        #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
         window: Duration = Duration::from_secs(10 * MINUTE),
     }
 }
@@ -135,11 +135,11 @@ rule! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tier {
     pub failures: u32,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub window: Duration,
 }
 
@@ -150,7 +150,7 @@ rule! {
         usernames: u32 = 5,
         /// Failed share of the address's attempts (0 to 1).
         failure_ratio: f64 = 0.8,
-        #[serde(deserialize_with = "duration")]
+        #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
         window: Duration = Duration::from_secs(10 * MINUTE),
     }
 }
@@ -164,7 +164,7 @@ rule! {
         attempts: u32 = 100,
         /// Fires while the successful share stays below this (0 to 1).
         max_success_ratio: f64 = 0.05,
-        #[serde(deserialize_with = "duration")]
+        #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
         window: Duration = Duration::from_secs(HOUR),
     }
 }
@@ -174,7 +174,7 @@ rule! {
     /// that lives only in the daemon's memory).
     PasswordSpraying {
         accounts: u32 = 5,
-        #[serde(deserialize_with = "duration")]
+        #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
         window: Duration = Duration::from_secs(HOUR),
         /// Password tags waiting for the detector; more are dropped (counted),
         /// never waited for.
@@ -191,7 +191,7 @@ rule! {
         /// Added to the shipped list.
         usernames: Vec<String> = Vec::new(),
         /// A hit fires once per address in this window; later hits attach.
-        #[serde(deserialize_with = "duration")]
+        #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
         window: Duration = Duration::from_secs(HOUR),
     }
 }
@@ -201,7 +201,7 @@ rule! {
     /// more addresses of one network.
     UsernameEnumeration {
         usernames: u32 = 10,
-        #[serde(deserialize_with = "duration")]
+        #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
         window: Duration = Duration::from_secs(HOUR),
     }
 }
@@ -211,7 +211,7 @@ rule! {
     /// prompts.
     Injection {
         /// One finding per subject in this window; later inputs attach.
-        #[serde(deserialize_with = "duration")]
+        #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
         window: Duration = Duration::from_secs(HOUR),
     }
 }
@@ -223,10 +223,10 @@ rule! {
         /// Failures against the account...
         failures: u32 = 3,
         /// ...within this long before the login.
-        #[serde(deserialize_with = "duration")]
+        #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
         failures_within: Duration = Duration::from_secs(HOUR),
         /// A change this soon after such a login fires again.
-        #[serde(deserialize_with = "duration")]
+        #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
         change_within: Duration = Duration::from_secs(HOUR),
     }
 }

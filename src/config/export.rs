@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 /// `retention: { events_days }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
     /// Events older than this many days are removed by the daemon's daily
@@ -25,7 +25,7 @@ impl Default for Retention {
 pub const MAX_EVENTS_DAYS: u32 = 36_500;
 
 /// `export: { file, syslog, facility, hostname, chain_head_every, queue, log_logins }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Export {
     /// A file every event is appended to as one JSON line (reopened on

@@ -54,6 +54,9 @@ pub struct Settings {
     pub retention_days: u32,
     /// Where committed events are streamed.
     pub export: super::export::ExportSettings,
+    /// The effective configuration for `config show`: every key, the
+    /// file's values over the defaults, paths resolved, secrets redacted.
+    pub effective: serde_json::Value,
 }
 
 #[derive(Clone)]
@@ -179,6 +182,7 @@ pub fn from_text(text: &str, name: &str, folder: &Path) -> Result<Settings, Vec<
 
 fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, folder: &Path) -> Result<Settings, Vec<String>> {
     let mut problems = Vec::new();
+    let mut effective = serde_json::to_value(&s).unwrap_or_default();
     // Semantic errors point at the key that holds the bad value.
     let at = |path: &str| -> String {
         match super::hjson::position_of(text, path) {
@@ -387,7 +391,9 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
         .unwrap_or_else(|| data_dir.join("ssh_host_ed25519_key"));
     let web_cert = s.web.tls_cert.as_deref().map(absolute).unwrap_or_else(|| data_dir.join("tls_cert.pem"));
     let web_key = s.web.tls_key.as_deref().map(absolute).unwrap_or_else(|| data_dir.join("tls_key.pem"));
+    show_resolved(&mut effective, &s.playbooks, &absolute, &data_dir, &host_key, &web_cert, &web_key);
     Ok(Settings {
+        effective,
         source: name.to_owned(),
         art_dir: s.art_dir.as_deref().map(absolute),
         menus: s.menus.as_deref().map(absolute),
@@ -450,6 +456,60 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
         retention_days: s.retention.events_days,
         export: export.expect("checked above"),
     })
+}
+
+/// What `config show` prints for what the file names: paths made
+/// absolute, and secrets replaced by `<redacted>` (the SMTP URL's password,
+/// the metrics token, webhook secrets and the paths of webhook URLs, which
+/// may carry a token).
+fn show_resolved(v: &mut serde_json::Value, playbooks: &Option<super::playbooks::PlaybooksKey>, absolute: &dyn Fn(&str) -> PathBuf, data_dir: &Path, host_key: &Path, web_cert: &Path, web_key: &Path) {
+    use serde_json::Value;
+    const REDACTED: &str = "<redacted>";
+    let path = |p: &Path| Value::String(p.display().to_string());
+    let resolve_in = |v: &mut Value| {
+        if let Some(p) = v.as_str() {
+            *v = Value::String(absolute(p).display().to_string());
+        }
+    };
+    v["data_dir"] = path(data_dir);
+    resolve_in(&mut v["art_dir"]);
+    resolve_in(&mut v["menus"]);
+    // Unset, these are made under data_dir on first start (null keeps
+    // that meaning; a path would require the file).
+    for (section, key, resolved) in [("ssh", "host_key", host_key), ("web", "tls_cert", web_cert), ("web", "tls_key", web_key)] {
+        if v[section][key].is_string() {
+            v[section][key] = path(resolved);
+        }
+    }
+    if v["web"]["metrics_token"].is_string() {
+        v["web"]["metrics_token"] = REDACTED.into();
+    }
+    if let Some(url) = v["email"]["smtp"].as_str() {
+        v["email"]["smtp"] = super::smtp::redact_url(url).replace(":***@", &format!(":{REDACTED}@")).into();
+    }
+    resolve_in(&mut v["export"]["file"]);
+    if let Some(files) = v["webauthn"]["attestation_ca"].as_array_mut() {
+        files.iter_mut().for_each(resolve_in);
+    }
+    if let Some(hooks) = v["webhooks"].as_object_mut() {
+        for hook in hooks.values_mut() {
+            if hook["secret"].is_string() {
+                hook["secret"] = REDACTED.into();
+            }
+            resolve_in(&mut hook["secret_file"]);
+            resolve_in(&mut hook["ca_file"]);
+            if let Some(url) = hook["url"].as_str() {
+                // Scheme, host and port; a path may hold a token.
+                let cut = url.find("://").map(|i| i + 3).and_then(|start| url[start..].find('/').map(|j| start + j));
+                if let Some(cut) = cut.filter(|c| *c + 1 < url.len()) {
+                    hook["url"] = format!("{}/{REDACTED}", &url[..cut]).into();
+                }
+            }
+        }
+    }
+    if let (Some(super::playbooks::PlaybooksKey::File(f)), Some(o)) = (playbooks, v.as_object_mut()) {
+        o.insert("playbooks".into(), Value::String(absolute(f).display().to_string()));
+    }
 }
 
 /// One address, without a display name: `local@domain`, no spaces,

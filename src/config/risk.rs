@@ -15,7 +15,7 @@ const DAY: u64 = 86_400;
 /// The longest window a factor may look back.
 pub const MAX_WINDOW: Duration = Duration::from_secs(30 * DAY);
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Risk {
     /// Off: no score is computed (every login scores 0, nothing steps up).
@@ -36,7 +36,7 @@ pub struct Risk {
     pub recent_failures: RecentFailures,
     /// Suspicious events from the address or its network within this long,
     /// and incidents about them open or resolved within it, count.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub suspicious_within: Duration,
     pub unusual_hour: UnusualHour,
 }
@@ -58,7 +58,7 @@ impl Default for Risk {
 }
 
 /// What each factor adds when it applies (`trusted_device` takes away).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Weights {
     /// The account has never logged in from this device.
@@ -97,11 +97,11 @@ impl Default for Weights {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecentFailures {
     pub failures: u32,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub within: Duration,
 }
 
@@ -115,7 +115,7 @@ impl Default for RecentFailures {
 /// logins fell within `margin_hours` of it (hour of day, UTC, around the
 /// clock); it needs `min_logins` logins to judge, else the factor does not
 /// apply.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UnusualHour {
     pub min_logins: u32,

@@ -9,7 +9,12 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     crate::model::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A duration as the config writes it ("90s", "2d"), for `config show`.
+pub(crate) fn show_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&super::playbooks::show_duration(*d))
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Schema {
     /// Database, host key, TLS certificate and mail spool.
@@ -39,6 +44,7 @@ pub struct Schema {
     /// Response playbooks: an array, or the name of a file holding
     /// `playbooks: [...]`. Unset: the built-in `config/playbooks.hjson`.
     /// The content is read from the tree (`config::playbooks::load`).
+    #[serde(skip_serializing)]
     pub playbooks: Option<super::playbooks::PlaybooksKey>,
     /// Webhooks by name: `webhooks: { ops: { url, secret, preset } }`. None by default.
     pub webhooks: std::collections::BTreeMap<String, super::webhooks::WebhookDef>,
@@ -76,7 +82,7 @@ impl Default for Schema {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ssh {
     pub listen: String,
@@ -84,16 +90,16 @@ pub struct Ssh {
     pub host_key: Option<String>,
     /// The version string sent to clients (must start with `SSH-2.0-`).
     pub server_id: String,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub login_grace_time: Duration,
     pub max_auth_tries: u32,
     /// OpenSSH's `MaxStartups start:rate:full`.
     pub max_startups: String,
     /// Unauthenticated connections one address may hold at once.
     pub max_startups_per_address: u32,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub auth_rejection_time: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub idle_timeout: Duration,
     pub penalties: Penalties,
 }
@@ -115,17 +121,17 @@ impl Default for Ssh {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Penalties {
     /// Failed attempts from one address within `window` before it is held off.
     pub max_failures: u32,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub window: Duration,
     /// First hold-off; doubles on each repeat up to `max_penalty`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub penalty: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub max_penalty: Duration,
     /// IPv6 addresses share caps and penalties per this prefix: 64 (one
     /// site's subnet) unless a wider one (down to 16) is set.
@@ -144,7 +150,7 @@ impl Default for Penalties {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Passwords {
     pub iterations: u32,
@@ -170,7 +176,7 @@ impl Default for Passwords {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Kdf {
     /// Threads that run password hashes; 0 means one per core.
@@ -185,7 +191,7 @@ impl Default for Kdf {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Events {
     /// Most events committed in one transaction by the writer.
@@ -198,7 +204,7 @@ impl Default for Events {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Web {
     pub listen: String,
@@ -218,13 +224,13 @@ pub struct Web {
     /// Open web connections at most from one address (IPv6 grouped by `ssh.penalties.ipv6_prefix`, /64 by default).
     pub max_connections_per_address: usize,
     /// An HTTP/2 connection with no request in flight for this long is closed.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub http2_idle_timeout: Duration,
     /// An HTTP/2 connection is closed (gracefully) once this old.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub http2_max_age: Duration,
     /// An HTTP/1.1 connection waiting for its next request is closed after this.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub http1_idle_timeout: Duration,
     /// File descriptors only SSH may use: the web server refuses
     /// connections that would leave fewer free.
@@ -250,7 +256,7 @@ impl Default for Web {
     }
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Email {
     pub from: String,
@@ -259,12 +265,12 @@ pub struct Email {
     pub smtp: Option<String>,
     /// Allow a plaintext `smtp://` URL to a host that is not loopback.
     pub allow_plaintext: bool,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub retry_base: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub retry_max: Duration,
     pub max_attempts: u32,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub poll: Duration,
 }
 
@@ -298,12 +304,12 @@ impl Default for Email {
 }
 
 /// `webauthn`: hardware keys as the third factor.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Webauthn {
     /// How long an SSH login waits for its key's touch (30s to 10m; never
     /// beyond the login grace time, less 5 s).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub approval_ttl: Duration,
     /// A user whose policy requires level 3 and who has no key yet may log
     /// in with password and code (level 2) only to register one: the
@@ -314,7 +320,7 @@ pub struct Webauthn {
     /// client, key exchange offer and public key) for this long: its next
     /// logins need their other factors but no touch. 0s (the default):
     /// every login asks for the key.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub trust_device_for: Duration,
     /// PEM files of the authenticator makers' attestation roots (relative
     /// to the config's folder). Empty (the default): any authenticator is
@@ -330,7 +336,7 @@ impl Default for Webauthn {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Mfa {
     /// Shown in authenticator apps.
@@ -339,7 +345,7 @@ pub struct Mfa {
     /// SHA256 or SHA512.
     pub algorithm: String,
     pub digits: u32,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub link_ttl: Duration,
     pub backup_codes: usize,
     /// Code attempts per account within one 30 s step.
@@ -347,10 +353,10 @@ pub struct Mfa {
     /// Consecutive failed codes that close the code factor...
     pub max_consecutive_failures: u32,
     /// ...for this long, doubling on each repeat...
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub lockout: Duration,
     /// ...up to this bound (a closure never lasts longer).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub max_lockout: Duration,
     pub hotp_lookahead: u64,
 }
@@ -372,7 +378,7 @@ impl Default for Mfa {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Incidents {
     /// Who is mailed when an incident opens. Empty (the default): every
@@ -383,25 +389,25 @@ pub struct Incidents {
 /// Address blocks (`security ip`, and the playbooks' "block" action).
 /// `N` is what a `never_block` entry is: the text here, the parsed
 /// network once `load` resolved it (`load::BlockSettings`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Blocks<N = String> {
     /// A block made without a duration (by a rule) lasts this long the
     /// first time...
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub first: Duration,
     /// ...doubling with each earlier block of the address within
     /// `repeat_window`, up to `max`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub max: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub repeat_window: Duration,
     /// Recidivists (fail2ban's `recidive`): an address with this many
     /// earlier blocks within `recidive_window` is blocked for `recidive`.
     pub recidive_after: u32,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub recidive_window: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub recidive: Duration,
     /// Addresses and networks never blocked and never held off by the
     /// admission penalties (loopback is not in it unless listed).
@@ -431,11 +437,11 @@ impl<N> Default for Blocks<N> {
 }
 
 /// Account locks made by rules (playbooks), and what still lets the owner in.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Locks {
     /// The longest a rule may lock an account (a longer request is cut to this).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub max_duration: Duration,
     /// A rule lock still admits the owner, with every factor, from an
     /// address where they completed a full login within this many days.
@@ -448,7 +454,7 @@ impl Default for Locks {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupPolicy {
     /// Factor level members need: 1 password or key, 2 a one-time code,

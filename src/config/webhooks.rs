@@ -15,7 +15,7 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 }
 
 /// One webhook as written in the config.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookDef {
     /// `https://host[:port]/path`; `http://` only to 127.0.0.0/8, ::1 or localhost.
@@ -30,13 +30,13 @@ pub struct WebhookDef {
     #[serde(default = "default_preset")]
     pub preset: String,
     /// Limit for one delivery (connect, TLS, request, response head).
-    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    #[serde(default = "default_timeout", deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub timeout: Duration,
     /// A failed delivery is retried after `retry_base`, doubling up to
     /// `retry_max`, at most `max_attempts` times.
-    #[serde(default = "default_retry_base", deserialize_with = "duration")]
+    #[serde(default = "default_retry_base", deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub retry_base: Duration,
-    #[serde(default = "default_retry_max", deserialize_with = "duration")]
+    #[serde(default = "default_retry_max", deserialize_with = "duration", serialize_with = "crate::config::schema::show_duration")]
     pub retry_max: Duration,
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,

@@ -278,3 +278,49 @@ fn config_check_lists_cross_field_problems_with_positions() {
     assert!(err.contains(&format!("{file}:{}:3: events.batch: must be at least 1", smtp_line + 3)), "{err}");
     assert!(err.contains("2 problems found"), "{err}");
 }
+
+/// `config show` prints the effective configuration: the file's values,
+/// the defaults of what it leaves out, durations as written, paths made
+/// absolute and no secret; its output is a config `config check` accepts
+/// and that shows the same again.
+#[test]
+fn config_show_prints_the_merged_values_and_no_secret() {
+    let plain = "data_dir: state\nssh: {\n  listen: \"127.0.0.1:2299\"\n  login_grace_time: 90s\n}\nexport: {\n  file: events.jsonl\n}\n";
+    let secrets = "web: {\n  metrics_token: \"s3cr3t-token-value\"\n}\nemail: {\n  smtp: \"smtps://user:pa55word@mail.example.org:465\"\n}\nwebhooks: {\n  ops: {\n    url: \"https://hooks.example.org/T000/B000/XXXXsecretpath\"\n    secret: \"0123456789abcdef-hook-secret\"\n  }\n}\n";
+    let g = Gate::fresh(&format!("{plain}{secrets}"));
+    let dir = g.config.parent().unwrap().display().to_string();
+    let out = g.cli_ok(&["config", "show"]);
+    for want in [
+        "listen: \"127.0.0.1:2299\"".to_string(),
+        "login_grace_time: \"90s\"".into(),
+        "max_auth_tries: 6".into(),
+        "idle_timeout: \"1h\"".into(),
+        format!("data_dir: \"{dir}/state\""),
+        format!("file: \"{dir}/events.jsonl\""),
+        "metrics_token: \"<redacted>\"".into(),
+        "smtp: \"smtps://user:<redacted>@mail.example.org:465\"".into(),
+        "url: \"https://hooks.example.org/<redacted>\"".into(),
+        "secret: \"<redacted>\"".into(),
+    ] {
+        assert!(out.contains(&want), "no {want} in:\n{out}");
+    }
+    for secret in ["s3cr3t-token-value", "pa55word", "XXXXsecretpath", "hook-secret"] {
+        assert!(!out.contains(secret), "{secret} shown:\n{out}");
+    }
+    let json: Value = serde_json::from_str(&g.cli_ok(&["config", "show", "--json"])).expect("JSON");
+    assert_eq!(json["ssh"]["listen"], "127.0.0.1:2299");
+    assert_eq!(json["ssh"]["login_grace_time"], "90s");
+    assert_eq!(json["passwords"]["iterations"], 600_000);
+    assert_eq!(json["web"]["metrics_token"], "<redacted>");
+    assert!(!json.to_string().contains("pa55word"));
+
+    // Without secrets the output is a config of its own, showing the same.
+    let g = Gate::fresh(plain);
+    let first = g.cli_ok(&["config", "show"]);
+    let copy = Gate::fresh(&first);
+    let check = copy.cli(&["config", "check"]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    let again = copy.cli_ok(&["config", "show"]);
+    let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&again), body(&first));
+}
