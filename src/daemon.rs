@@ -97,6 +97,19 @@ pub fn check_all(settings: &Settings) -> (Vec<String>, Vec<String>) {
     for (key, e) in crate::hooks::check(&webhooks) {
         problems.push(format!("{}: {e}", config::locate(settings, &key)));
     }
+    if let Some(dir) = &settings.templates_dir {
+        let at = config::locate(settings, "templates_dir");
+        let (p, w) = crate::core::mail::check_templates(dir);
+        problems.extend(p.into_iter().map(|p| format!("{at}: {p}")));
+        warnings.extend(w.into_iter().map(|w| format!("{at}: {w}")));
+    }
+    if settings.data_dir.starts_with("/etc") {
+        warnings.push(format!(
+            "{}: the data folder resolves to {}, under /etc, which is for configuration: set an absolute data_dir such as /var/lib/portcullis (a relative one follows the config file's folder)",
+            config::locate(settings, "data_dir"),
+            settings.data_dir.display()
+        ));
+    }
     if let Err(e) = crate::core::webauthn::attestation_roots(&settings.attestation_ca) {
         let at = config::locate(settings, "webauthn.attestation_ca");
         problems.extend(e.into_iter().map(|p| format!("{at}: {p}")));

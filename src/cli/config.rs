@@ -10,6 +10,13 @@ use std::path::Path;
 pub(super) enum ConfigCmd {
     /// Load everything `serve` would and report every problem.
     Check,
+    /// Write the documented default configuration into DIR for editing:
+    /// portcullis.hjson (pointing at the files beside it), menu.hjson,
+    /// playbooks.hjson, art/ and templates/. Refuses to overwrite a file.
+    Init {
+        /// The folder (made if missing).
+        dir: std::path::PathBuf,
+    },
     /// Print the effective configuration: every key, the file's values
     /// over the defaults, durations and paths resolved, secrets redacted.
     Show {
@@ -21,6 +28,7 @@ pub(super) enum ConfigCmd {
 
 pub(super) fn run(path: Option<&Path>, cmd: ConfigCmd) -> anyhow::Result<i32> {
     match cmd {
+        ConfigCmd::Init { dir } => init(&dir),
         ConfigCmd::Show { json } => {
             let s = super::load_settings(path)?;
             if json {
@@ -111,5 +119,72 @@ fn write_value(out: &mut String, v: &serde_json::Value, depth: usize) {
         }
         // Scalars as JSON writes them (strings quoted and escaped).
         other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The shipped config as `config init` writes it: data, art, menus,
+/// templates and playbooks in the folder of the file.
+fn init_config() -> String {
+    let mut text = config::DEFAULT_CONFIG.to_owned();
+    for (from, to) in [
+        ("  data_dir: ../data\n", "  data_dir: data\n"),
+        ("  # art_dir: ../art\n", "  art_dir: art\n"),
+        ("  # menus: menu.hjson\n", "  menus: menu.hjson\n"),
+        ("  # templates_dir: ../templates\n", "  templates_dir: templates\n"),
+        ("  # playbooks: playbooks.hjson\n", "  playbooks: playbooks.hjson\n"),
+    ] {
+        assert!(text.contains(from), "the shipped config lost {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+/// Every file `config init` writes, relative to its folder.
+fn init_files() -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = vec![
+        ("portcullis.hjson".into(), init_config().into_bytes()),
+        ("menu.hjson".into(), config::menu::DEFAULT_MENUS.as_bytes().to_vec()),
+        ("playbooks.hjson".into(), config::playbooks::DEFAULT_PLAYBOOKS.as_bytes().to_vec()),
+    ];
+    files.extend(crate::flow::art::built_in_files().map(|(name, bytes)| (Path::new("art").join(name), bytes.to_vec())));
+    files.extend(crate::core::mail::built_in_template_files().into_iter().map(|(name, text)| (Path::new("templates").join(name), text.into_bytes())));
+    files
+}
+
+fn init(dir: &Path) -> anyhow::Result<i32> {
+    use anyhow::Context as _;
+    let files = init_files();
+    let existing: Vec<String> = files.iter().map(|(p, _)| dir.join(p)).filter(|p| p.exists()).map(|p| escape_control(&p.display().to_string())).collect();
+    if !existing.is_empty() {
+        eprintln!("error: refusing to overwrite {} existing file{} (nothing was written): {}", existing.len(), if existing.len() == 1 { "" } else { "s" }, existing.join(", "));
+        return Ok(1);
+    }
+    for (rel, bytes) in &files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("making {}", parent.display()))?;
+        }
+        // create_new: a file that appeared meanwhile is not overwritten either.
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).with_context(|| format!("writing {}", path.display()))?;
+        std::io::Write::write_all(&mut f, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let conf = dir.join("portcullis.hjson");
+    println!("wrote {} files into {}", files.len(), escape_control(&dir.display().to_string()));
+    println!("check them with: portcullis --config {} config check", escape_control(&conf.display().to_string()));
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn init_points_the_config_at_the_files_beside_it() {
+        let text = super::init_config();
+        for line in ["  data_dir: data\n", "  art_dir: art\n", "  menus: menu.hjson\n", "  templates_dir: templates\n", "  playbooks: playbooks.hjson\n"] {
+            assert!(text.contains(line), "{line:?}");
+        }
+        let names: Vec<String> = super::init_files().iter().map(|(p, _)| p.display().to_string()).collect();
+        for want in ["menu.hjson", "playbooks.hjson", "art/WELCOME.asc", "templates/otp_enroll.subject", "templates/otp_enroll.txt", "templates/otp_enroll.html"] {
+            assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+        }
     }
 }

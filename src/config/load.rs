@@ -19,6 +19,8 @@ pub struct Settings {
     pub art_dir: Option<PathBuf>,
     /// `None`: the built-in menus.
     pub menus: Option<PathBuf>,
+    /// `None`: the built-in mail templates (see `core::mail`).
+    pub templates_dir: Option<PathBuf>,
     pub ssh: SshSettings,
     pub passwords: super::schema::Passwords,
     pub kdf_workers: usize,
@@ -397,6 +399,7 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
         source: name.to_owned(),
         art_dir: s.art_dir.as_deref().map(absolute),
         menus: s.menus.as_deref().map(absolute),
+        templates_dir: s.templates_dir.as_deref().map(absolute),
         data_dir,
         ssh: SshSettings {
             listen: listen.expect("checked above"),
@@ -474,6 +477,7 @@ fn show_resolved(v: &mut serde_json::Value, playbooks: &Option<super::playbooks:
     v["data_dir"] = path(data_dir);
     resolve_in(&mut v["art_dir"]);
     resolve_in(&mut v["menus"]);
+    resolve_in(&mut v["templates_dir"]);
     // Unset, these are made under data_dir on first start (null keeps
     // that meaning; a path would require the file).
     for (section, key, resolved) in [("ssh", "host_key", host_key), ("web", "tls_cert", web_cert), ("web", "tls_key", web_key)] {
@@ -724,7 +728,7 @@ mod tests {
             vec![
                 "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
                 "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
-                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"webauthn\", \"incidents\", \"blocks\", \"locks\", \"detection\", \"risk\", \"groups\", \"playbooks\", \"webhooks\", \"retention\", \"export\"".to_string(),
+                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"templates_dir\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"webauthn\", \"incidents\", \"blocks\", \"locks\", \"detection\", \"risk\", \"groups\", \"playbooks\", \"webhooks\", \"retention\", \"export\"".to_string(),
             ]
         );
     }

@@ -12,4 +12,4 @@ pub mod schema;
 pub mod smtp;
 pub mod webhooks;
 
-pub use load::{load, load_file, locate, Settings};
+pub use load::{load, load_file, locate, Settings, DEFAULT_CONFIG};

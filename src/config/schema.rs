@@ -23,6 +23,9 @@ pub struct Schema {
     pub art_dir: Option<String>,
     /// The login flow and menus; the built-in `menu.hjson` when unset.
     pub menus: Option<String>,
+    /// Mail templates that replace the built-in ones file by file
+    /// (`NAME.txt`, `NAME.html`, `NAME.subject`); unset: all built in.
+    pub templates_dir: Option<String>,
     pub ssh: Ssh,
     pub passwords: Passwords,
     pub kdf: Kdf,
@@ -58,6 +61,7 @@ impl Default for Schema {
     fn default() -> Self {
         Schema {
             data_dir: "data".into(),
+            templates_dir: None,
             art_dir: None,
             menus: None,
             ssh: Ssh::default(),
@@ -494,4 +498,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, menus, ssh, passwords, kdf, events, web, email, mfa, webauthn, incidents, blocks, locks, detection, risk, groups, playbooks, webhooks, retention, export);
+sections!(data_dir, art_dir, menus, templates_dir, ssh, passwords, kdf, events, web, email, mfa, webauthn, incidents, blocks, locks, detection, risk, groups, playbooks, webhooks, retention, export);

@@ -1,5 +1,6 @@
-//! Mails the gate sends: templates (text and HTML, built in) filled with
-//! escaped values, sealed into the outbox with the event that causes them.
+//! Mails the gate sends: templates (text and HTML, built in, or replaced
+//! file by file from `templates_dir`) filled with escaped values, sealed
+//! into the outbox with the event that causes them.
 
 use super::{Core, Result};
 use crate::model::{Event, Millis};
@@ -96,9 +97,98 @@ fn fill(template: &str, values: &[(&str, &str)], escape: bool) -> String {
 }
 
 pub fn render(template: &str, values: &[(&str, &str)]) -> Option<(String, Body)> {
+    render_from(None, template, values)
+}
+
+/// The three parts a template folder may replace, by file suffix.
+const PARTS: &[&str] = &["subject", "txt", "html"];
+
+/// A part of `name` from `dir` (`NAME.txt`, `NAME.html`, `NAME.subject`)
+/// when the file is there; `None` means the built-in part. A file that is
+/// there but cannot be read is logged and the built-in part used: a mail
+/// is never lost to a template (`config check` reports such files).
+fn part_from(dir: Option<&std::path::Path>, name: &str, suffix: &str) -> Option<String> {
+    let path = dir?.join(format!("{name}.{suffix}"));
+    match std::fs::read_to_string(&path) {
+        Ok(t) if suffix == "subject" => Some(t.lines().next().unwrap_or_default().trim().to_owned()).filter(|s| !s.is_empty()),
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "mail template unreadable; the built-in one is used");
+            None
+        }
+    }
+}
+
+/// `render` with the parts found in `dir` instead of the built-in ones.
+pub fn render_from(dir: Option<&std::path::Path>, template: &str, values: &[(&str, &str)]) -> Option<(String, Body)> {
     let t = TEMPLATES.iter().find(|t| t.name == template)?;
+    let subject = part_from(dir, t.name, "subject").unwrap_or_else(|| t.subject.to_owned());
+    let text = part_from(dir, t.name, "txt").unwrap_or_else(|| t.text.to_owned());
+    let html = part_from(dir, t.name, "html").unwrap_or_else(|| t.html.to_owned());
     // Subjects may hold placeholders too (never escaped: a header, not HTML).
-    Some((fill(t.subject, values, false), Body { text: fill(t.text, values, false), html: fill(t.html, values, true) }))
+    Some((fill(&subject, values, false), Body { text: fill(&text, values, false), html: fill(&html, values, true) }))
+}
+
+/// The `{{name}}` placeholders of a text.
+fn placeholders(text: &str) -> std::collections::BTreeSet<&str> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        found.insert(&after[..end]);
+        rest = &after[end + 2..];
+    }
+    found
+}
+
+/// What `config check` says of a template folder: problems (the folder
+/// cannot be read, a file is not UTF-8 text) and warnings (a file no mail
+/// uses, a placeholder the mail does not fill: it would be sent as typed).
+pub fn check_templates(dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    let (mut problems, mut warnings) = (Vec::new(), Vec::new());
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => return (vec![format!("cannot read the folder {}: {e}", dir.display())], warnings),
+    };
+    let mut names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    for file in names {
+        let shown = crate::model::escape_control(&file);
+        let known = file.rsplit_once('.').and_then(|(name, suffix)| TEMPLATES.iter().find(|t| t.name == name).filter(|_| PARTS.contains(&suffix)).map(|t| (t, suffix)));
+        let Some((t, _)) = known else {
+            let list: Vec<&str> = TEMPLATES.iter().map(|t| t.name).collect();
+            warnings.push(format!("{}: {shown} is not a template part (NAME.txt, NAME.html or NAME.subject, NAME one of {}): no mail uses it", dir.display(), list.join(", ")));
+            continue;
+        };
+        let text = match std::fs::read_to_string(dir.join(&file)) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{}: {shown}: cannot read it as UTF-8 text: {e}", dir.display()));
+                continue;
+            }
+        };
+        let filled: std::collections::BTreeSet<&str> = [t.subject, t.text, t.html].iter().flat_map(|p| placeholders(p)).collect();
+        for p in placeholders(&text).into_iter().filter(|p| !filled.contains(p)) {
+            let mut known: Vec<&str> = filled.iter().copied().collect();
+            known.sort_unstable();
+            warnings.push(format!("{}: {shown}: {{{{{}}}}} is not filled by this mail (it fills {}): it would be sent as written", dir.display(), crate::model::escape_control(p), known.iter().map(|k| format!("{{{{{k}}}}}")).collect::<Vec<_>>().join(", ")));
+        }
+    }
+    (problems, warnings)
+}
+
+/// The built-in templates, as files (`NAME.txt`, `NAME.html`,
+/// `NAME.subject`), for `config init`.
+pub fn built_in_template_files() -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for t in TEMPLATES {
+        files.push((format!("{}.subject", t.name), format!("{}\n", t.subject)));
+        files.push((format!("{}.txt", t.name), t.text.to_owned()));
+        files.push((format!("{}.html", t.name), t.html.to_owned()));
+    }
+    files
 }
 
 /// How long, in words, for mails.
@@ -139,7 +229,8 @@ impl std::fmt::Debug for Outgoing {
 impl Core {
     /// Renders and seals a mail; the caller stores it with its events.
     pub(crate) fn seal_mail(&self, template: &str, recipient: &str, values: &[(&str, &str)]) -> Result<(String, Vec<u8>)> {
-        let (subject, body) = render(template, values).ok_or_else(|| super::Error::Invalid(format!("no mail template {template:?}")))?;
+        let dir = self.settings().templates_dir.clone();
+        let (subject, body) = render_from(dir.as_deref(), template, values).ok_or_else(|| super::Error::Invalid(format!("no mail template {template:?}")))?;
         let json = serde_json::to_vec(&body).map_err(|e| super::Error::Invalid(format!("encoding a mail: {e}")))?;
         let sealed = self.keyring.seal(&format!("mail:{recipient}"), &json).map_err(super::Error::Invalid)?;
         Ok((subject, sealed))
@@ -245,5 +336,46 @@ mod tests {
         for (secs, want) in cases {
             assert_eq!(humanize(std::time::Duration::from_secs(secs)), want);
         }
+    }
+
+    #[test]
+    fn a_template_folder_replaces_parts_file_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("otp_enroll.txt"), "Hej {{username}}: {{link}}\n").unwrap();
+        std::fs::write(dir.path().join("otp_enroll.subject"), "Tvåstegsverifiering för {{username}}\nignored second line\n").unwrap();
+        let values = [("username", "alice"), ("issuer", "Gate"), ("link", "https://x/otp/enroll/abc"), ("expires", "30 minutes"), ("replaces", "")];
+        let (subject, body) = render_from(Some(dir.path()), "otp_enroll", &values).expect("template");
+        assert_eq!(subject, "Tvåstegsverifiering för alice");
+        assert_eq!(body.text, "Hej alice: https://x/otp/enroll/abc\n");
+        // The part not in the folder stays built in.
+        let (_, built_in) = render("otp_enroll", &values).unwrap();
+        assert_eq!(body.html, built_in.html);
+        // Other mails are untouched.
+        assert_eq!(render_from(Some(dir.path()), "mfa_disabled", &[]).unwrap().1.text, render("mfa_disabled", &[]).unwrap().1.text);
+    }
+
+    #[test]
+    fn template_folders_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("otp_enroll.txt"), "Hi {{usrname}}, {{link}}\n").unwrap();
+        std::fs::write(dir.path().join("otp_enrol.txt"), "typo\n").unwrap();
+        std::fs::write(dir.path().join("device_new.html"), [0xff, 0xfe, 0x00]).unwrap();
+        let d = dir.path().display();
+        let (problems, warnings) = check_templates(dir.path());
+        assert_eq!(problems, vec![format!("{d}: device_new.html: cannot read it as UTF-8 text: stream did not contain valid UTF-8")]);
+        assert_eq!(warnings.len(), 2, "{warnings:#?}");
+        assert!(warnings[0].starts_with(&format!("{d}: otp_enrol.txt is not a template part (NAME.txt, NAME.html or NAME.subject, NAME one of otp_enroll, ")), "{}", warnings[0]);
+        assert_eq!(warnings[1], format!("{d}: otp_enroll.txt: {{{{usrname}}}} is not filled by this mail (it fills {{{{expires}}}}, {{{{issuer}}}}, {{{{link}}}}, {{{{replaces}}}}, {{{{username}}}}): it would be sent as written"));
+        let (p, w) = check_templates(&dir.path().join("missing"));
+        assert!(p[0].starts_with(&format!("cannot read the folder {d}/missing: ")), "{p:?}");
+        assert!(w.is_empty());
+        // The files `config init` writes are all template parts, unchanged.
+        let out = tempfile::tempdir().unwrap();
+        for (name, text) in built_in_template_files() {
+            std::fs::write(out.path().join(name), text).unwrap();
+        }
+        assert_eq!(check_templates(out.path()), (vec![], vec![]));
+        let values = [("username", "alice"), ("issuer", "Gate"), ("link", "https://x"), ("expires", "30 minutes"), ("replaces", "")];
+        assert_eq!(render_from(Some(out.path()), "otp_enroll", &values).unwrap().1.text, render("otp_enroll", &values).unwrap().1.text);
     }
 }

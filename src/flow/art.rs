@@ -13,6 +13,11 @@ const BUILT_IN: &[(&str, &[u8])] = &[
     ("LOCKED.asc", include_bytes!("../../art/LOCKED.asc")),
 ];
 
+/// The built-in art files (name with extension, bytes), for `config init`.
+pub fn built_in_files() -> impl Iterator<Item = (&'static str, &'static [u8])> {
+    BUILT_IN.iter().copied()
+}
+
 /// The art's bytes and kind, or `None` when no file of that name exists
 /// (`.ans` first, then `.asc`; in the art folder when one is configured,
 /// then built in — so a sysop may replace some pieces and keep the rest).

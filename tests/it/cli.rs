@@ -324,3 +324,52 @@ fn config_show_prints_the_merged_values_and_no_secret() {
     let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
     assert_eq!(body(&again), body(&first));
 }
+
+/// `config init DIR` writes the documented defaults (config, menus,
+/// playbooks, art, mail templates) that `config check` accepts, refuses a
+/// second time without touching a file, and its templates folder, edited,
+/// changes the mail a real gate sends.
+#[test]
+fn config_init_writes_files_that_check_and_templates_that_mail() {
+    let g0 = Gate::fresh(DEFAULT_CONFIG);
+    let dir = g0.path("etc");
+    let d = dir.to_str().unwrap();
+    let out = g0.cli(&["config", "init", d]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("wrote 40 files into {d}")), "{}", text(&out.stdout));
+    for f in ["portcullis.hjson", "menu.hjson", "playbooks.hjson", "art/WELCOME.asc", "templates/otp_enroll.txt", "templates/otp_enroll.html", "templates/otp_enroll.subject"] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    let mut c = Gate::fresh(DEFAULT_CONFIG);
+    c.cli_config = dir.join("portcullis.hjson");
+    let check = c.cli(&["config", "check"]);
+    assert!(check.status.success(), "{}{}", text(&check.stdout), text(&check.stderr));
+    assert!(text(&check.stdout).contains(&format!("config ok: {d}/portcullis.hjson")));
+    let shown = c.cli_ok(&["config", "show"]);
+    assert!(shown.contains(&format!("templates_dir: \"{d}/templates\"")) && shown.contains(&format!("data_dir: \"{d}/data\"")), "{shown}");
+
+    std::fs::write(dir.join("templates/otp_enroll.subject"), "Codes for {{username}}\n").unwrap();
+    std::fs::write(dir.join("templates/otp_enroll.txt"), "Hello {{username}}, open {{link}} within {{expires}}.\n").unwrap();
+    let again = g0.cli(&["config", "init", d]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("refusing to overwrite 40 existing files (nothing was written)"), "{}", text(&again.stderr));
+    assert_eq!(std::fs::read_to_string(dir.join("templates/otp_enroll.subject")).unwrap(), "Codes for {{username}}\n");
+
+    let g = Gate::start_with(&crate::mfa::spool_config(&format!("templates_dir: \"{d}/templates\"\n")));
+    g.add_user("alice", ALICE_PW);
+    g.cli_ok(&["security", "mfa", "enable", "--user=alice"]);
+    let mail = poll(Duration::from_secs(15), "the enrollment mail", || g.spooled_mail().first().map(|p| read_mail(p)));
+    assert_eq!(mail.subject, "Codes for alice");
+    assert!(mail.text.starts_with("Hello alice, open https://") && mail.text.contains("within 30 minutes."), "{}", mail.text);
+}
+
+/// A data folder under /etc (the shipped `../data` copied to
+/// /etc/portcullis/ would make /etc/data) is a warning naming the key.
+#[test]
+fn config_check_warns_of_a_data_folder_under_etc() {
+    let g = Gate::fresh(&DEFAULT_CONFIG.replacen("data_dir: data\n", "data_dir: ../../etc/data\n", 1));
+    let out = g.cli(&["config", "check"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("warning: {}:1:1: data_dir: the data folder resolves to /etc/data, under /etc, which is for configuration: set an absolute data_dir such as /var/lib/portcullis", g.config.display())), "{err}");
+}
