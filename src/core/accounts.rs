@@ -268,7 +268,56 @@ pub enum PasswordStatus {
     MustChange,
 }
 
+/// What happened to an account since its previous login, for the welcome
+/// screen (as `pam_lastlog` and GDM tell it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinceLastLogin {
+    /// Failed logins since (this login's own wrong tries included).
+    pub failures: i64,
+    /// The newest failure: when, and from which address.
+    pub last_failure: Option<(Millis, Option<String>)>,
+    /// Devices first seen since, other than this login's: their names,
+    /// newest first (at most [`AWAY_DEVICES_SHOWN`]), and how many.
+    pub new_devices: Vec<String>,
+    pub new_device_count: usize,
+    /// Backup codes used since, and how many are left when any was.
+    pub backup_codes_used: usize,
+    pub backup_codes_left: Option<u32>,
+    /// Days until the password reaches `passwords.max_age_days`, when that
+    /// is within [`PASSWORD_NOTICE_DAYS`].
+    pub password_days_left: Option<u32>,
+}
+
+/// How many new devices the welcome screen names.
+pub const AWAY_DEVICES_SHOWN: usize = 3;
+/// From how many days before its maximum age a password is announced.
+pub const PASSWORD_NOTICE_DAYS: u32 = 14;
+
 impl Core {
+    /// What happened to `user` since `since` (their previous login), for a
+    /// login made now on the device `device_id`.
+    pub fn since_last_login(&self, user: &User, since: Millis, device_id: i64, now: Millis) -> Result<SinceLastLogin> {
+        let after = Millis(since.0 + 1);
+        let of = |t: EventType, limit: usize| self.store.events(&EventFilter { user_id: Some(user.id), event_type: Some(t), since: Some(after), limit, ..Default::default() });
+        let failures = self.store.failures_since(user.id, after)?;
+        let last_failure = if failures > 0 { of(EventType::LoginFailed, 1)?.first().and_then(|e| Millis::parse_rfc3339(&e.created_at).map(|at| (at, e.ip.clone()))) } else { None };
+        let devices: Vec<_> = of(EventType::DeviceNew, 100)?.into_iter().filter(|e| e.device_id != Some(device_id)).collect();
+        let backup = of(EventType::BackupCodeUsed, 100)?.len();
+        let p = &self.settings().passwords;
+        let changed = user.password_changed_at.unwrap_or(user.created_at);
+        let age_days = ((now.0 - changed.0).max(0) / 86_400_000) as u32;
+        let password_days_left = p.max_age_days.checked_sub(age_days).filter(|left| *left > 0 && *left <= PASSWORD_NOTICE_DAYS);
+        Ok(SinceLastLogin {
+            failures,
+            last_failure,
+            new_device_count: devices.len(),
+            new_devices: devices.iter().take(AWAY_DEVICES_SHOWN).map(|e| e.details["device_name"].as_str().unwrap_or("a device").to_owned()).collect(),
+            backup_codes_used: backup,
+            backup_codes_left: if backup > 0 { Some(self.store.backup_codes_left(user.id)?) } else { None },
+            password_days_left,
+        })
+    }
+
     pub fn password_status(&self, user: &User, now: Millis) -> PasswordStatus {
         if user.must_reset_password {
             return PasswordStatus::MustChange;
@@ -528,5 +577,46 @@ mod tests {
         for bad in ["", "a", "@b", "a@", "a@@b", "a b@c", "a@.b", "x@y\n"] {
             assert!(validate_email(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn what_happened_since_the_last_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = crate::core::test_core(dir.path(), "");
+        let settings = crate::config::load::from_text("passwords: {\n  iterations: 1000\n  max_age_days: 30\n}\n", "t.hjson", dir.path()).unwrap();
+        core.reload(settings);
+        let day = 86_400_000;
+        let t0 = Millis(1_800_000_000_000);
+        let user = core.store.create_user(&NewUser { username: "alice", email: None, password_hash: "$x", groups: &[], now: t0 }).unwrap();
+        let last = Millis(t0.0 + 20 * day);
+        let now = Millis(last.0 + 3_600_000);
+        let ev = |t: EventType, at: i64, ip: Option<&str>, device: Option<i64>, name: &str| {
+            Event::new(t, Severity::Info, "x", Millis(at)).user(Some(user.id), Some("alice")).ip(ip).device(device).detail("device_name", name)
+        };
+        core.store
+            .insert_events(&[
+                // Before the last login: not counted.
+                ev(EventType::LoginFailed, last.0 - 1000, Some("192.0.2.1"), None, ""),
+                ev(EventType::DeviceNew, last.0 - 1000, None, Some(1), "old"),
+                ev(EventType::LoginFailed, last.0 + 1000, Some("203.0.113.7"), None, ""),
+                ev(EventType::LoginFailed, last.0 + 2000, Some("203.0.113.9"), None, ""),
+                ev(EventType::DeviceNew, last.0 + 3000, None, Some(2), "OpenSSH_9.9 on Linux"),
+                // This login's own device is not news.
+                ev(EventType::DeviceNew, now.0 - 10, None, Some(3), "this one"),
+                ev(EventType::BackupCodeUsed, last.0 + 4000, None, None, ""),
+            ])
+            .unwrap();
+        let away = core.since_last_login(&user, last, 3, now).unwrap();
+        assert_eq!(away.failures, 2);
+        assert_eq!(away.last_failure, Some((Millis(last.0 + 2000), Some("203.0.113.9".into()))));
+        assert_eq!((away.new_devices.clone(), away.new_device_count), (vec!["OpenSSH_9.9 on Linux".to_string()], 1));
+        assert_eq!((away.backup_codes_used, away.backup_codes_left), (1, Some(0)));
+        // Created 20 days and an hour ago, 30 allowed: 10 days left (within 14).
+        assert_eq!(away.password_days_left, Some(10));
+        // Nothing since a later moment; a password with 20 days left is not news.
+        let quiet = core.since_last_login(&user, now, 3, now).unwrap();
+        assert_eq!(quiet, SinceLastLogin { password_days_left: Some(10), ..Default::default() });
+        let early = core.since_last_login(&user, now, 3, Millis(t0.0 + 5 * day)).unwrap();
+        assert_eq!(early.password_days_left, None);
     }
 }

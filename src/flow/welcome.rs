@@ -38,11 +38,57 @@ pub async fn greet<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Resul
         Some((at, ip)) => screen.push_str(&format!("  Last login: {} from {}\n", at.rfc3339(), escape_control(ip))),
         None => screen.push_str("  This is your first login.\n"),
     }
+    if let Some((since, _)) = &w.auth.previous_login {
+        match w.core.since_last_login(&w.auth.user, *since, w.auth.device_id, Millis::now()) {
+            Ok(away) => screen.push_str(&while_away(&away)),
+            Err(e) => tracing::warn!(error = %e, "reading what happened since the last login"),
+        }
+    }
     if let PasswordStatus::Old { age_days, max_days } = status {
         screen.push_str(&format!("\n  Your password is {age_days} days old (the limit is {max_days}). Please change it from your account menu.\n"));
     }
     term.write(&crlf(&screen)).await?;
     Ok(None)
+}
+
+/// `n` and the noun, in the singular for one ("1 failed login attempt").
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The lines of the welcome screen on what happened since the previous
+/// login (empty when nothing did). Device names and addresses are escaped:
+/// a client names itself.
+pub(super) fn while_away(a: &crate::core::accounts::SinceLastLogin) -> String {
+    let mut out = String::new();
+    if a.failures > 0 {
+        out.push_str(&format!("  {} since your last login", count(a.failures as usize, "failed login attempt", "failed login attempts")));
+        match &a.last_failure {
+            Some((at, Some(ip))) => out.push_str(&format!(", the last from {} on {}.\n", escape_control(ip), at.rfc3339())),
+            Some((at, None)) => out.push_str(&format!(", the last on {}.\n", at.rfc3339())),
+            None => out.push_str(".\n"),
+        }
+    }
+    if a.new_device_count > 0 {
+        let names: Vec<String> = a.new_devices.iter().map(|n| escape_control(n)).collect();
+        let more = a.new_device_count.saturating_sub(names.len());
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        out.push_str(&format!(
+            "  {} signed in since your last login: {}{more}. Not you? Change your password and remove it under Devices in the account menu.\n",
+            if a.new_device_count == 1 { "A new device".to_owned() } else { count(a.new_device_count, "new device", "new devices") },
+            names.join(", ")
+        ));
+    }
+    if a.backup_codes_used > 0 {
+        let left = a.backup_codes_left.unwrap_or(0);
+        let used = if a.backup_codes_used == 1 { "A backup code was".to_owned() } else { format!("{} backup codes were", a.backup_codes_used) };
+        let tail = if left == 0 { " Make new ones from the account menu." } else { "" };
+        out.push_str(&format!("  {used} used since your last login; {} left.{tail}\n", count(left as usize, "is", "are")));
+    }
+    if let Some(days) = a.password_days_left {
+        out.push_str(&format!("  Your password reaches its maximum age in {}: change it from the account menu.\n", count(days as usize, "day", "days")));
+    }
+    out
 }
 
 /// The account menu's "change password" (after the current password was
@@ -178,5 +224,29 @@ mod tests {
         check(true, None, &[b"\x1b"], Some(Ending::PasswordChangeRequired), &["Cancelled.", "was not changed"]);
         check(true, None, &[b"\r", b"\r", b"\r"], Some(Ending::PasswordChangeRequired), &["Nothing was entered (Esc cancels).", "was not changed"]);
         check(true, None, &[b"Maple-Quartz-Violin-77\r", b"Maple-Quartz-Violin-78\r", b"x\r", b"y\r", b"a\r", b"b\r"], Some(Ending::PasswordChangeRequired), &["The two passwords differ."]);
+    }
+
+    #[test]
+    fn while_away_lines() {
+        use crate::core::accounts::SinceLastLogin;
+        let at = Millis(1_764_072_000_000);
+        let cases: Vec<(SinceLastLogin, &str)> = vec![
+            (SinceLastLogin::default(), ""),
+            (SinceLastLogin { failures: 1, last_failure: Some((at, Some("203.0.113.9".into()))), ..Default::default() },
+             "  1 failed login attempt since your last login, the last from 203.0.113.9 on 2025-11-25T12:00:00.000Z.\n"),
+            (SinceLastLogin { failures: 3, last_failure: Some((at, None)), ..Default::default() },
+             "  3 failed login attempts since your last login, the last on 2025-11-25T12:00:00.000Z.\n"),
+            (SinceLastLogin { new_devices: vec!["OpenSSH 9.2 \u{1b}[2J".into()], new_device_count: 1, ..Default::default() },
+             "  A new device signed in since your last login: OpenSSH 9.2 \\x1b[2J. Not you? Change your password and remove it under Devices in the account menu.\n"),
+            (SinceLastLogin { new_devices: vec!["a".into(), "b".into(), "c".into()], new_device_count: 5, ..Default::default() },
+             "  5 new devices signed in since your last login: a, b, c and 2 more. Not you? Change your password and remove it under Devices in the account menu.\n"),
+            (SinceLastLogin { backup_codes_used: 1, backup_codes_left: Some(7), ..Default::default() }, "  A backup code was used since your last login; 7 are left.\n"),
+            (SinceLastLogin { backup_codes_used: 2, backup_codes_left: Some(1), ..Default::default() }, "  2 backup codes were used since your last login; 1 is left.\n"),
+            (SinceLastLogin { backup_codes_used: 1, backup_codes_left: Some(0), ..Default::default() }, "  A backup code was used since your last login; 0 are left. Make new ones from the account menu.\n"),
+            (SinceLastLogin { password_days_left: Some(1), ..Default::default() }, "  Your password reaches its maximum age in 1 day: change it from the account menu.\n"),
+        ];
+        for (away, want) in cases {
+            assert_eq!(while_away(&away), want, "{away:?}");
+        }
     }
 }

@@ -549,3 +549,24 @@ fn events_follow_streams_new_events() {
     assert_eq!(ev["event_type"], "login_success", "{ev}");
     assert_eq!(ev["username"], "alice", "{ev}");
 }
+
+/// The welcome screen says what happened while the user was away (as
+/// `pam_lastlog` does): failed attempts since the last login, how many and
+/// the last one's address.
+#[test]
+fn welcome_tells_of_failures_since_the_last_login() {
+    let g = with_alice();
+    let first = g.ssh_session(&Ssh::kbd("alice", ALICE_PW));
+    assert_eq!(first.code, Some(0), "{first:#?}");
+    assert!(!first.stdout.contains("failed login attempt"), "{}", first.stdout);
+    for _ in 0..2 {
+        let bad = g.ssh(&Ssh::kbd("alice", "not the password").bind("127.0.0.3").prompts(1));
+        assert!(!bad.authenticated_exec(), "{bad:#?}");
+    }
+    g.wait_events(Some("alice"), "login_failed", |ev| ev.len() >= 2);
+    let again = g.ssh_session(&Ssh::kbd("alice", ALICE_PW));
+    assert_eq!(again.code, Some(0), "{again:#?}");
+    assert!(again.stdout.contains("2 failed login attempts since your last login, the last from 127.0.0.3 on "), "{}", again.stdout);
+    let third = g.ssh_session(&Ssh::kbd("alice", ALICE_PW));
+    assert!(!third.stdout.contains("failed login attempt"), "told once: {}", third.stdout);
+}
