@@ -12,6 +12,7 @@ const CRATE_HOMES: &[(&str, &[&str])] = &[
     ("clap_complete", &["src/cli/"]),
     ("clap_mangen", &["src/cli/"]),
     ("x509_cert", &["src/core/webauthn.rs"]),
+    ("jiff", &["src/config/time.rs"]),
     ("indicatif", &["src/cli/"]),
     ("tracing_subscriber", &["src/cli/"]),
     ("libc", &["src/cli/", "src/flow/door.rs", "src/daemon.rs", "src/ssh/quickack.rs"]),

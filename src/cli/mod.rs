@@ -33,6 +33,9 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// Show times in tables in UTC instead of the configured time zone.
+    #[arg(long, global = true)]
+    utc: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -164,8 +167,16 @@ fn init_logging(format: LogFormat) {
 }
 
 pub(crate) fn load_settings(path: Option<&std::path::Path>) -> anyhow::Result<Settings> {
-    crate::config::load(path).map_err(|problems| anyhow::anyhow!("invalid configuration:\n  {}", problems.join("\n  ")))
+    let mut s = crate::config::load(path).map_err(|problems| anyhow::anyhow!("invalid configuration:\n  {}", problems.join("\n  ")))?;
+    if UTC.load(std::sync::atomic::Ordering::Relaxed) {
+        s.clock = crate::config::time::Clock::utc();
+    }
+    output::set_clock(s.clock.clone());
+    Ok(s)
 }
+
+/// `--utc`, for `load_settings`.
+static UTC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Opens the database for a CLI command the way `serve` does: the data
 /// folder and the database are created when missing and pending migrations
@@ -183,6 +194,7 @@ fn open_core(settings: Settings) -> anyhow::Result<Core> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
+    UTC.store(cli.utc, std::sync::atomic::Ordering::Relaxed);
     let path = cli.config.as_deref();
     match cli.command {
         Command::Serve => {

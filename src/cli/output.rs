@@ -8,6 +8,27 @@ use crate::model::{escape_control, json_terminal_safe, Finding, Millis, SshKey, 
 use crate::store::migrations::MigrationState;
 use std::io::Write;
 
+/// The zone table cells show times in (`timezone`, or UTC with `--utc`);
+/// set once when the command's settings are loaded. JSON keeps RFC 3339 UTC.
+static CLOCK: std::sync::OnceLock<crate::config::time::Clock> = std::sync::OnceLock::new();
+
+pub fn set_clock(clock: crate::config::time::Clock) {
+    let _ = CLOCK.set(clock);
+}
+
+/// A time for a table: `2026-12-01 19:14` in the command's zone.
+fn at(t: Millis) -> String {
+    match CLOCK.get() {
+        Some(c) => c.show(t),
+        None => crate::config::time::Clock::utc().show(t),
+    }
+}
+
+/// The same from a stored RFC 3339 text (left as it is when it is not one).
+fn at_text(t: &str) -> String {
+    Millis::parse_rfc3339(t).map(at).unwrap_or_else(|| t.to_owned())
+}
+
 /// One JSON document, pretty, safe for a terminal.
 fn json_text<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     Ok(json_terminal_safe(serde_json::to_string_pretty(value)?))
@@ -130,7 +151,7 @@ pub fn users(list: &[User], json: bool, now: Millis) -> anyhow::Result<()> {
             u.groups.join(","),
             if u.is_locked(now) { "yes".into() } else { "no".into() },
             u.login_count.to_string(),
-            u.last_login_at.map(|t| t.rfc3339()).unwrap_or_else(|| "never".into()),
+            u.last_login_at.map(at).unwrap_or_else(|| "never".into()),
         ]
     })
 }
@@ -174,8 +195,8 @@ pub fn keys(list: &[SshKey], json: bool) -> anyhow::Result<()> {
             k.id.to_string(),
             k.algorithm.clone(),
             k.fingerprint.clone(),
-            k.created_at.clone(),
-            k.last_used_at.clone().unwrap_or_else(|| "never".into()),
+            at_text(&k.created_at),
+            k.last_used_at.as_deref().map(at_text).unwrap_or_else(|| "never".into()),
             k.comment.clone(),
         ]
     })
@@ -203,7 +224,7 @@ pub fn events(list: &[StoredEvent], json: bool, as_array: bool) -> anyhow::Resul
         .map(|e| {
             vec![
                 e.id.to_string(),
-                e.created_at.clone(),
+                at_text(&e.created_at),
                 e.event_type.clone(),
                 e.severity.clone(),
                 e.username.clone().unwrap_or_default(),
@@ -344,8 +365,8 @@ pub fn sessions(list: &[crate::store::sessions::SessionRow], json: bool, all: bo
             s.ip.clone(),
             s.device_id.map(|d| d.to_string()).unwrap_or_default(),
             s.factors.to_string(),
-            s.started_at.clone(),
-            s.last_activity_at.clone(),
+            at_text(&s.started_at),
+            at_text(&s.last_activity_at),
         ];
         if all {
             row.push(s.ended_at.clone().unwrap_or_else(|| "open".into()));
@@ -385,7 +406,7 @@ pub fn mail_queue(list: &[crate::store::mfa::OutboxRow], json: bool) -> anyhow::
             m.id.to_string(),
             m.recipient.clone(),
             m.template.clone(),
-            m.created_at.clone(),
+            at_text(&m.created_at),
             m.attempts.to_string(),
             m.sent_at.clone().map(|t| format!("sent {t}")).unwrap_or_else(|| m.next_attempt_at.clone()),
             m.last_error.clone().unwrap_or_default(),
@@ -597,7 +618,7 @@ pub fn incidents(list: &[crate::core::incidents::Incident], json: bool) -> anyho
             i.subject.key(),
             i.event_count.to_string(),
             i.assigned_to.clone().unwrap_or_else(|| "-".into()),
-            i.created_at.rfc3339(),
+            at(i.created_at),
             i.title.clone(),
         ]
     })
@@ -652,19 +673,19 @@ pub fn incident(v: &crate::core::incidents::IncidentView, json: bool) -> anyhow:
         ("severity", format!("{} ({})", i.severity, priority_name(i.priority))),
         ("subject", subject_text(&i.subject)),
         ("events", i.event_count.to_string()),
-        ("first event", i.first_event_at.rfc3339()),
-        ("opened", i.created_at.rfc3339()),
+        ("first event", at(i.first_event_at)),
+        ("opened", at(i.created_at)),
         ("MTTD", duration_ms(mttd_ms(i))),
     ];
     if let Some(rule) = &i.rule {
         rows.insert(3, ("rule", rule.clone()));
     }
     if let Some(at) = i.resolved_at {
-        rows.push(("resolved", at.rfc3339()));
+        rows.push(("resolved", self::at(at)));
         rows.push(("MTTR", duration_ms(mttr_ms(i).unwrap_or(0))));
     }
     if i.escalations > 0 {
-        rows.push(("escalations", format!("{} (last {})", i.escalations, i.escalated_at.map(|t| t.rfc3339()).unwrap_or_default())));
+        rows.push(("escalations", format!("{} (last {})", i.escalations, i.escalated_at.map(at).unwrap_or_default())));
     }
     if !i.description.is_empty() {
         rows.push(("description", i.description.clone()));
@@ -685,7 +706,7 @@ pub fn incident(v: &crate::core::incidents::IncidentView, json: bool) -> anyhow:
     println!();
     table(
         &["TIME", "KIND", "ACTOR", "TEXT"],
-        v.timeline.iter().map(|e| vec![e.at.rfc3339(), e.kind.to_string(), e.actor.clone(), e.text.clone()]).collect(),
+        v.timeline.iter().map(|e| vec![at(e.at), e.kind.to_string(), e.actor.clone(), e.text.clone()]).collect(),
     )
 }
 
@@ -721,8 +742,8 @@ pub fn blocks(list: &[crate::store::blocks::BlockRow], json: bool) -> anyhow::Re
         vec![
             b.network.clone(),
             b.source.clone(),
-            b.created_at.rfc3339(),
-            b.expires_at.map(|t| t.rfc3339()).unwrap_or_else(|| "when unblocked".into()),
+            at(b.created_at),
+            b.expires_at.map(at).unwrap_or_else(|| "when unblocked".into()),
             b.incident_id.map(|i| i.to_string()).unwrap_or_default(),
             b.created_by.clone(),
             b.reason.clone(),
@@ -872,7 +893,7 @@ pub fn webhook_queue(list: &[crate::store::webhooks::DeliveryRow], json: bool) -
             d.webhook.clone(),
             d.event.clone(),
             d.incident_id.map(|i| i.to_string()).unwrap_or_default(),
-            d.created_at.clone(),
+            at_text(&d.created_at),
             d.attempts.to_string(),
             state,
             d.last_error.clone().unwrap_or_default(),
@@ -1042,19 +1063,19 @@ pub fn scan_report(r: &crate::core::scans::ScanReport, json: bool) -> anyhow::Re
         if !s.findings.is_empty() {
             table(
                 &["SESSION", "USER", "IP", "STARTED", "LAST SIGN OF LIFE"],
-                s.findings.iter().map(|f| vec![f.session_id.to_string(), f.username.clone(), f.ip.clone(), f.started_at.clone(), f.ended_at.clone()]).collect(),
+                s.findings.iter().map(|f| vec![f.session_id.to_string(), f.username.clone(), f.ip.clone(), at_text(&f.started_at), at_text(&f.ended_at)]).collect(),
             )?;
         }
     }
     if let Some(s) = &r.suspicious {
         gap();
         let list = &r.suspicious_summary;
-        println!("suspicious: {} finding(s) in {} events since {}", list.len(), s.events_read, s.since.rfc3339());
+        println!("suspicious: {} finding(s) in {} events since {}", list.len(), s.events_read, at(s.since));
         if !list.is_empty() {
             table(
                 &["TYPE", "SEVERITY", "SUBJECT", "EVENTS", "FIRST EVENT", "TITLE"],
                 list.iter()
-                    .map(|f| vec![f.incident_type.as_str().to_owned(), f.severity.as_str().to_owned(), subject_text(&f.subject), f.event_ids.len().to_string(), f.first_event_at.rfc3339(), f.title.clone()])
+                    .map(|f| vec![f.incident_type.as_str().to_owned(), f.severity.as_str().to_owned(), subject_text(&f.subject), f.event_ids.len().to_string(), at(f.first_event_at), f.title.clone()])
                     .collect(),
             )?;
         }
@@ -1140,7 +1161,7 @@ pub fn devices(list: &[(crate::store::devices::DeviceRow, Vec<crate::store::devi
                     d.login_count.to_string(),
                     d.failure_count.to_string(),
                     d.risk_score.to_string(),
-                    d.last_seen_at.clone(),
+                    at_text(&d.last_seen_at),
                     d.last_ip.clone(),
                     addresses.len().to_string(),
                     d.hassh.clone().unwrap_or_else(|| "unknown".into()),
@@ -1171,8 +1192,8 @@ pub fn webauthn_keys(keys: &[crate::core::webauthn::KeyInfo], json: bool) -> any
                     k.authenticator_attachment.clone().unwrap_or_else(|| "unknown".into()),
                     k.authenticator.clone().or_else(|| k.aaguid.clone()).unwrap_or_else(|| "unknown".into()),
                     k.sign_count.to_string(),
-                    k.created_at.clone(),
-                    k.last_used_at.clone().unwrap_or_else(|| "never".into()),
+                    at_text(&k.created_at),
+                    k.last_used_at.as_deref().map(at_text).unwrap_or_else(|| "never".into()),
                     k.name.clone(),
                 ]
             })

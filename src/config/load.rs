@@ -21,6 +21,8 @@ pub struct Settings {
     pub menus: Option<PathBuf>,
     /// `None`: the built-in mail templates (see `core::mail`).
     pub templates_dir: Option<PathBuf>,
+    /// How screens, mails and CLI tables show times (`timezone`).
+    pub clock: super::time::Clock,
     pub ssh: SshSettings,
     pub passwords: super::schema::Passwords,
     pub kdf_workers: usize,
@@ -381,6 +383,13 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
     }
     let export = super::export::resolve(s.export, &absolute, &at, &mut problems);
     let risk = super::risk::resolve(s.risk, &at, &mut problems);
+    let clock = match super::time::Clock::new(s.timezone.as_deref()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            problems.push(format!("{}: {e}", at("timezone")));
+            None
+        }
+    };
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -400,6 +409,7 @@ fn resolve(s: Schema, tree: &super::hjson::Spanned, name: &str, text: &str, fold
         art_dir: s.art_dir.as_deref().map(absolute),
         menus: s.menus.as_deref().map(absolute),
         templates_dir: s.templates_dir.as_deref().map(absolute),
+        clock: clock.expect("checked above"),
         data_dir,
         ssh: SshSettings {
             listen: listen.expect("checked above"),
@@ -656,6 +666,8 @@ mod tests {
              "portcullis.hjson:2:3: locks.max_duration: must be between 1m and 30d (a rule lock is bounded; the sysop locks for longer)"),
             ("locks: {\n  known_address_days: 0\n}\n",
              "portcullis.hjson:2:3: locks.known_address_days: must be between 1 and 365"),
+            ("timezone: Mars/Olympus\n",
+             "portcullis.hjson:1:1: timezone: unknown time zone \"Mars/Olympus\": expected an IANA name such as \"Europe/Stockholm\", \"America/New_York\" or \"UTC\""),
             ("locks: {\n  max_duration: forever\n}\n",
              "portcullis.hjson:2:17: locks.max_duration: invalid duration \"forever\": a unit needs a number before it"),
         ];
@@ -728,7 +740,7 @@ mod tests {
             vec![
                 "portcullis.hjson:2:3: ssh.listn: unknown field \"listn\", expected one of \"listen\", \"host_key\", \"server_id\", \"login_grace_time\", \"max_auth_tries\", \"max_startups\", \"max_startups_per_address\", \"auth_rejection_time\", \"idle_timeout\", \"penalties\"".to_string(),
                 "portcullis.hjson:5:15: passwords.iterations: invalid type: string \"lots\", expected u32".to_string(),
-                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"templates_dir\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"webauthn\", \"incidents\", \"blocks\", \"locks\", \"detection\", \"risk\", \"groups\", \"playbooks\", \"webhooks\", \"retention\", \"export\"".to_string(),
+                "portcullis.hjson:7:1: bogus: unknown field \"bogus\", expected one of \"data_dir\", \"art_dir\", \"menus\", \"templates_dir\", \"timezone\", \"ssh\", \"passwords\", \"kdf\", \"events\", \"web\", \"email\", \"mfa\", \"webauthn\", \"incidents\", \"blocks\", \"locks\", \"detection\", \"risk\", \"groups\", \"playbooks\", \"webhooks\", \"retention\", \"export\"".to_string(),
             ]
         );
     }

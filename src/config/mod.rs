@@ -7,6 +7,7 @@ pub mod hjson;
 pub mod load;
 pub mod menu;
 pub mod playbooks;
+pub mod time;
 pub mod risk;
 pub mod schema;
 pub mod smtp;

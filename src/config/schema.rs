@@ -23,6 +23,9 @@ pub struct Schema {
     pub art_dir: Option<String>,
     /// The login flow and menus; the built-in `menu.hjson` when unset.
     pub menus: Option<String>,
+    /// The time zone of screens, mails and CLI tables (an IANA name);
+    /// unset: the machine's.
+    pub timezone: Option<String>,
     /// Mail templates that replace the built-in ones file by file
     /// (`NAME.txt`, `NAME.html`, `NAME.subject`); unset: all built in.
     pub templates_dir: Option<String>,
@@ -62,6 +65,7 @@ impl Default for Schema {
         Schema {
             data_dir: "data".into(),
             templates_dir: None,
+            timezone: None,
             art_dir: None,
             menus: None,
             ssh: Ssh::default(),
@@ -498,4 +502,4 @@ macro_rules! sections {
     };
 }
 
-sections!(data_dir, art_dir, menus, templates_dir, ssh, passwords, kdf, events, web, email, mfa, webauthn, incidents, blocks, locks, detection, risk, groups, playbooks, webhooks, retention, export);
+sections!(data_dir, art_dir, menus, templates_dir, timezone, ssh, passwords, kdf, events, web, email, mfa, webauthn, incidents, blocks, locks, detection, risk, groups, playbooks, webhooks, retention, export);

@@ -34,13 +34,15 @@ pub async fn greet<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Resul
         }
     }
     let mut screen = format!("\n  Welcome, {}.\n", escape_control(&w.auth.user.username));
+    let clock = w.core.settings().clock.clone();
+    let now = Millis::now();
     match &w.auth.previous_login {
-        Some((at, ip)) => screen.push_str(&format!("  Last login: {} from {}\n", at.rfc3339(), escape_control(ip))),
+        Some((at, ip)) => screen.push_str(&format!("  Last login: {} from {}\n", clock.show_ago(*at, now), escape_control(ip))),
         None => screen.push_str("  This is your first login.\n"),
     }
     if let Some((since, _)) = &w.auth.previous_login {
-        match w.core.since_last_login(&w.auth.user, *since, w.auth.device_id, Millis::now()) {
-            Ok(away) => screen.push_str(&while_away(&away)),
+        match w.core.since_last_login(&w.auth.user, *since, w.auth.device_id, now) {
+            Ok(away) => screen.push_str(&while_away(&away, &clock)),
             Err(e) => tracing::warn!(error = %e, "reading what happened since the last login"),
         }
     }
@@ -59,13 +61,13 @@ fn count(n: usize, one: &str, many: &str) -> String {
 /// The lines of the welcome screen on what happened since the previous
 /// login (empty when nothing did). Device names and addresses are escaped:
 /// a client names itself.
-pub(super) fn while_away(a: &crate::core::accounts::SinceLastLogin) -> String {
+pub(super) fn while_away(a: &crate::core::accounts::SinceLastLogin, clock: &crate::config::time::Clock) -> String {
     let mut out = String::new();
     if a.failures > 0 {
         out.push_str(&format!("  {} since your last login", count(a.failures as usize, "failed login attempt", "failed login attempts")));
         match &a.last_failure {
-            Some((at, Some(ip))) => out.push_str(&format!(", the last from {} on {}.\n", escape_control(ip), at.rfc3339())),
-            Some((at, None)) => out.push_str(&format!(", the last on {}.\n", at.rfc3339())),
+            Some((at, Some(ip))) => out.push_str(&format!(", the last from {} on {}.\n", escape_control(ip), clock.show(*at))),
+            Some((at, None)) => out.push_str(&format!(", the last on {}.\n", clock.show(*at))),
             None => out.push_str(".\n"),
         }
     }
@@ -169,7 +171,7 @@ mod tests {
     use std::sync::Arc;
 
     fn core(dir: &std::path::Path) -> Core {
-        let settings = crate::config::load::from_text("passwords: {\n  iterations: 1000\n}\n", "test.hjson", dir).expect("settings");
+        let settings = crate::config::load::from_text("timezone: UTC\npasswords: {\n  iterations: 1000\n}\n", "test.hjson", dir).expect("settings");
         let store = Arc::new(Store::open(&dir.join("t.db")).expect("open"));
         store.migrate(None).expect("migrate");
         Core::new(store.clone(), settings, EventSink::Direct(store), crate::core::secrets::Keyring::from_key(&[1; 32]))
@@ -203,7 +205,7 @@ mod tests {
     #[test]
     fn welcome_transcripts() {
         check(false, None, &[], None, &["Welcome, alice.", "This is your first login."]);
-        check(false, Some((Millis(1_764_072_000_000), "127.0.0.1".into())), &[], None, &["Last login: 2025-11-25T12:00:00.000Z from 127.0.0.1"]);
+        check(false, Some((Millis(1_764_072_000_000), "127.0.0.1".into())), &[], None, &["Last login: 2025-11-25 12:00 (", " ago) from 127.0.0.1"]);
     }
 
     #[test]
@@ -233,9 +235,9 @@ mod tests {
         let cases: Vec<(SinceLastLogin, &str)> = vec![
             (SinceLastLogin::default(), ""),
             (SinceLastLogin { failures: 1, last_failure: Some((at, Some("203.0.113.9".into()))), ..Default::default() },
-             "  1 failed login attempt since your last login, the last from 203.0.113.9 on 2025-11-25T12:00:00.000Z.\n"),
+             "  1 failed login attempt since your last login, the last from 203.0.113.9 on 2025-11-25 12:00.\n"),
             (SinceLastLogin { failures: 3, last_failure: Some((at, None)), ..Default::default() },
-             "  3 failed login attempts since your last login, the last on 2025-11-25T12:00:00.000Z.\n"),
+             "  3 failed login attempts since your last login, the last on 2025-11-25 12:00.\n"),
             (SinceLastLogin { new_devices: vec!["OpenSSH 9.2 \u{1b}[2J".into()], new_device_count: 1, ..Default::default() },
              "  A new device signed in since your last login: OpenSSH 9.2 \\x1b[2J. Not you? Change your password and remove it under Devices in the account menu.\n"),
             (SinceLastLogin { new_devices: vec!["a".into(), "b".into(), "c".into()], new_device_count: 5, ..Default::default() },
@@ -246,7 +248,7 @@ mod tests {
             (SinceLastLogin { password_days_left: Some(1), ..Default::default() }, "  Your password reaches its maximum age in 1 day: change it from the account menu.\n"),
         ];
         for (away, want) in cases {
-            assert_eq!(while_away(&away), want, "{away:?}");
+            assert_eq!(while_away(&away, &crate::config::time::Clock::utc()), want, "{away:?}");
         }
     }
 }

@@ -373,3 +373,26 @@ fn config_check_warns_of_a_data_folder_under_etc() {
     let err = text(&out.stderr);
     assert!(err.contains(&format!("warning: {}:1:1: data_dir: the data folder resolves to /etc/data, under /etc, which is for configuration: set an absolute data_dir such as /var/lib/portcullis", g.config.display())), "{err}");
 }
+
+/// Tables show times in the configured zone as `2026-12-01 19:14`;
+/// `--utc` shows UTC; `--json` keeps RFC 3339 UTC.
+#[test]
+fn tables_show_times_in_the_configured_zone() {
+    let g = Gate::fresh(&format!("timezone: Asia/Kolkata\n{DEFAULT_CONFIG}"));
+    let out = g.cli(&["migrate", "run"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    g.add_user("alice", ALICE_PW);
+    let events: Value = serde_json::from_str(&g.cli_ok(&["security", "events", "alice", "--json"])).unwrap();
+    let created = events[0]["created_at"].as_str().expect("created_at").to_owned();
+    assert!(created.ends_with('Z') && created.contains('T'), "JSON keeps RFC 3339 UTC: {created}");
+    let ts: jiff::Timestamp = created.parse().unwrap();
+    let local = ts.to_zoned_datetime(jiff::tz::TimeZone::get("Asia/Kolkata").unwrap()).strftime("%Y-%m-%d %H:%M").to_string();
+    let utc = ts.to_zoned_datetime(jiff::tz::TimeZone::UTC).strftime("%Y-%m-%d %H:%M").to_string();
+    assert_ne!(local, utc);
+    let table = g.cli_ok(&["security", "events", "alice"]);
+    assert!(table.contains(&local) && !table.contains(&created), "{table}");
+    let table = g.cli_ok(&["--utc", "security", "events", "alice"]);
+    assert!(table.contains(&utc), "{table}");
+    let shown = g.cli_ok(&["config", "show"]);
+    assert!(shown.contains("timezone: \"Asia/Kolkata\""), "{shown}");
+}
