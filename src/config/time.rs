@@ -46,6 +46,11 @@ impl Clock {
         }
     }
 
+    /// `2026-12-01 19:14 (Europe/Stockholm)`: for mails, read anywhere.
+    pub fn show_zoned(&self, t: Millis) -> String {
+        format!("{} ({})", self.show(t), self.name)
+    }
+
     /// `2026-12-01 19:14 (3 hours ago)`.
     pub fn show_ago(&self, t: Millis, now: Millis) -> String {
         format!("{} ({})", self.show(t), ago(t, now))
@@ -84,6 +89,7 @@ mod tests {
         // Summer time.
         assert_eq!(Clock::new(Some("Europe/Stockholm")).unwrap().show(Millis(1_751_397_240_000)), "2025-07-01 21:14");
         assert_eq!(Clock::new(Some("Mars/Olympus")).unwrap_err(), "unknown time zone \"Mars/Olympus\": expected an IANA name such as \"Europe/Stockholm\", \"America/New_York\" or \"UTC\"");
+        assert_eq!(Clock::new(Some("Europe/Stockholm")).unwrap().show_zoned(t), "2025-12-01 20:14 (Europe/Stockholm)");
         assert_eq!(Clock::utc().show_ago(t, Millis(t.0 + 3 * 3_600_000 + 5000)), "2025-12-01 19:14 (3 hours ago)");
     }
 

@@ -348,7 +348,7 @@ impl Core {
     /// password itself). False when the account has no email address.
     pub fn mail_password_reset(&self, user: &User, next: &str, now: Millis) -> bool {
         let s = self.settings();
-        self.mail_user(user, "password_reset", &[("username", &user.username), ("issuer", &s.mfa.issuer), ("time", &now.rfc3339()), ("next", next)], now)
+        self.mail_user(user, "password_reset", &[("username", &user.username), ("issuer", &s.mfa.issuer), ("time", &s.clock.show_zoned(now)), ("next", next)], now)
     }
 }
 

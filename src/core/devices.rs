@@ -414,7 +414,7 @@ impl Core {
             Ok(list) if !list.is_empty() => format!("your sysop ({})", list.join(", ")),
             _ => "your sysop".to_owned(),
         };
-        let when = now.rfc3339();
+        let when = self.settings().clock.show_zoned(now);
         let id = device_id.to_string();
         self.mail_user(
             user,
@@ -456,7 +456,7 @@ impl Core {
         } else {
             "Every required step of the login passed."
         };
-        let when = now.rfc3339();
+        let when = self.settings().clock.show_zoned(now);
         let id = device_id.to_string();
         self.mail_user(
             user,
@@ -572,7 +572,7 @@ mod tests {
             "Hello alice,",
             &format!("OpenSSH 9.2 on Linux (Debian) (device #{second})"),
             "198.51.100.7",
-            &t.rfc3339(),
+            &core.settings().clock.show_zoned(t),
             "Every required step of the login passed.",
             &format!("remove device #{second}"),
             "report it to your sysop (carol@example.org)",
@@ -637,7 +637,7 @@ mod tests {
         assert_eq!(notices(), 1);
         let notice = core.due_mail(t1, 10).expect("due").into_iter().find(|m| m.subject == "A link of yours was opened on a new device").expect("the notice");
         let chrome_id = core.devices_of(alice.id).expect("devices").iter().find(|d| d.device_name == "Chrome 131 on Windows").expect("chrome").id;
-        for want in [&format!("Chrome 131 on Windows (device #{chrome_id})"), "203.0.113.9", &t1.rfc3339(), "The page showed the secret", "Hello alice,"] {
+        for want in [&format!("Chrome 131 on Windows (device #{chrome_id})"), "203.0.113.9", &core.settings().clock.show_zoned(t1), "The page showed the secret", "Hello alice,"] {
             assert!(notice.body.text.contains(want), "{want:?} missing from:\n{}", notice.body.text);
         }
         assert!(!notice.body.text.contains("{{") && !notice.body.html.contains("{{"), "every placeholder filled");

@@ -337,7 +337,7 @@ impl Core {
             let id_text = id.to_string();
             let (title, subject_shown) = (escape_control(&o.title), escape_control(&subject));
             let description = if o.description.is_empty() { String::new() } else { escape_control(&o.description) };
-            let (events, first, created, prio) = (o.event_ids.len().to_string(), o.first_event_at.rfc3339(), now.rfc3339(), priority_name(priority));
+            let (events, first, created, prio) = (o.event_ids.len().to_string(), self.settings().clock.show_zoned(o.first_event_at), self.settings().clock.show_zoned(now), priority_name(priority));
             let values = [
                 ("issuer", issuer.as_str()),
                 ("id", id_text.as_str()),

@@ -752,7 +752,7 @@ impl Core {
     fn notify_code_failed(&self, user: &User, now: Millis) {
         let s = self.settings();
         if let Some(email) = &user.email {
-            let when = now.rfc3339();
+            let when = s.clock.show_zoned(now);
             match self.queue_mail("code_failed", email, &[("username", &user.username), ("issuer", &s.mfa.issuer), ("time", &when)], &[], now) {
                 Ok(_) => self.mail_queued.notify_one(),
                 Err(err) => tracing::warn!(error = %err, "queueing a code-failure notice"),

@@ -449,7 +449,7 @@ impl Core {
             Actor::User { .. } => "from your account menu",
         };
         let s = self.settings();
-        self.mail_user(user, "mfa_disabled", &[("username", &user.username), ("issuer", &s.mfa.issuer), ("time", &now.rfc3339()), ("by", by)], now);
+        self.mail_user(user, "mfa_disabled", &[("username", &user.username), ("issuer", &s.mfa.issuer), ("time", &s.clock.show_zoned(now)), ("by", by)], now);
         Ok(())
     }
 
