@@ -6,6 +6,7 @@
 
 use super::session::{actor, esc, Session};
 use super::prompt::{read_line, read_visible_line, Line};
+use super::pager::count;
 use super::welcome::{change_password_interactive, Welcome};
 use super::{crlf, Ending, Terminal};
 use crate::core::mfa::Method;
@@ -150,16 +151,20 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
             }
             'S' => match s.core.sessions(Some(s.auth.user.id), 10) {
                 Ok(list) => {
-                    let mut text = String::from("  Your last sessions:\n");
-                    for x in list {
-                        let state = match (&x.ended_at, x.id == s.auth.session_id) {
-                            (_, true) => "this session".to_string(),
-                            (Some(t), _) => format!("ended {t} ({})", x.end_reason.unwrap_or_default()),
-                            (None, _) => "open".to_string(),
-                        };
-                        text.push_str(&format!("    #{:<5} {}  from {:<15} {}  {}\n", x.id, x.started_at, esc(&x.ip), esc(&x.auth_method), state));
+                    let rows: Vec<String> = list
+                        .into_iter()
+                        .map(|x| {
+                            let state = match (&x.ended_at, x.id == s.auth.session_id) {
+                                (_, true) => "this session".to_string(),
+                                (Some(t), _) => format!("ended {} ({})", when(s, t), x.end_reason.unwrap_or_default()),
+                                (None, _) => "open".to_string(),
+                            };
+                            format!("    #{:<5} {}  from {:<15} {}  {}", x.id, when(s, &x.started_at), esc(&x.ip), esc(&x.auth_method), state)
+                        })
+                        .collect();
+                    if let Some(end) = paged(term, s, "  Your last sessions:", &rows).await? {
+                        return Ok(Some(end));
                     }
-                    say(term, &text).await?;
                     match read_visible_line(s, term, "  End which session (number, Enter for none)? ", "end_session").await? {
                         Line::Text(t) if !t.trim().is_empty() => match t.trim().trim_start_matches('#').parse::<i64>() {
                             Ok(id) if id == s.auth.session_id => say(term, "  That is this session: use Q to log off.\n").await?,
@@ -180,7 +185,7 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
             },
             'D' => match s.core.devices_of(s.auth.user.id) {
                 Ok(list) => {
-                    let mut text = String::from("  Devices you have logged in from (ssh) or opened a mailed link in (web):\n");
+                    let mut rows = Vec::new();
                     for d in &list {
                         let mark = match (d.is_trusted, d.id == s.auth.device_id) {
                             (true, true) => "  [trusted, this device]",
@@ -188,18 +193,19 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                             (false, true) => "  [this device]",
                             (false, false) => "",
                         };
-                        text.push_str(&format!(
-                            "    #{:<4} {}{mark}\n          {}, last {} from {}  ({} logins, {} failures)\n",
-                            d.id,
-                            esc(&d.device_name),
+                        rows.push(format!("    #{:<4} {}{mark}", d.id, esc(&d.device_name)));
+                        rows.push(format!(
+                            "          {}, last {} from {}  ({}, {})",
                             esc(&d.device_type),
-                            d.last_seen_at,
+                            when(s, &d.last_seen_at),
                             esc(&d.last_ip),
-                            d.login_count,
-                            d.failure_count
+                            count(d.login_count.max(0) as u64, "login", "logins"),
+                            count(d.failure_count.max(0) as u64, "failure", "failures")
                         ));
                     }
-                    say(term, &text).await?;
+                    if let Some(end) = paged(term, s, "  Devices you have logged in from (ssh) or opened a mailed link in (web):", &rows).await? {
+                        return Ok(Some(end));
+                    }
                     if list.is_empty() {
                         continue;
                     }
@@ -208,7 +214,7 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                             Some((_, id)) if !list.iter().any(|d| d.id == id) => say(term, &format!("  #{id} is not one of your devices.\n")).await?,
                             Some(('R', id)) if id == s.auth.device_id => say(term, "  That is the device of this session: log off first, then remove it from another one.\n").await?,
                             Some(('R', id)) => match s.core.remove_device(id, Some(&s.auth.user), &actor(s), now).await {
-                                Ok(r) => say(term, &format!("  Device #{id} has been removed ({} session(s) ended).\n", r.sessions_ended)).await?,
+                                Ok(r) => say(term, &format!("  Device #{id} has been removed ({} ended).\n", count(r.sessions_ended as u64, "session", "sessions"))).await?,
                                 Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
                             },
                             Some((key, id)) => match s.core.set_device_trusted(id, key == 'T', Some(&s.auth.user), &actor(s), now).await {
@@ -234,13 +240,12 @@ pub async fn run<T: Terminal>(term: &mut T, s: &mut Session<'_>) -> std::io::Res
                 }
             }
             'E' => {
-                match s.core.user_events(s.auth.user.id, 15) {
+                match s.core.user_events(s.auth.user.id, EVENTS_SHOWN) {
                     Ok(list) => {
-                        let mut text = String::from("  Your recent security events:\n");
-                        for e in list {
-                            text.push_str(&format!("    {}  {:<18} {:<15} {}\n", e.created_at, e.event_type, esc(e.ip.as_deref().unwrap_or("")), esc(&e.description)));
+                        let rows: Vec<String> = list.iter().map(|e| format!("    {}  {:<18} {:<15} {}", when(s, &e.created_at), e.event_type, esc(e.ip.as_deref().unwrap_or("")), esc(&e.description))).collect();
+                        if let Some(end) = paged(term, s, "  Your recent security events:", &rows).await? {
+                            return Ok(Some(end));
                         }
-                        say(term, &text).await?;
                     }
                     Err(e) => say(term, &format!("  That did not work: {}\n", esc(&e.to_string()))).await?,
                 }
@@ -261,19 +266,21 @@ async fn hardware_keys<T: Terminal>(term: &mut T, s: &mut Session<'_>, now: Mill
             return Ok(None);
         }
     };
-    let mut text = if keys.is_empty() { String::from("  You have no hardware key.\n") } else { String::from("  Your hardware keys:\n") };
+    let header = if keys.is_empty() { "  You have no hardware key." } else { "  Your hardware keys:" };
+    let mut rows = Vec::new();
     for k in &keys {
-        text.push_str(&format!(
-            "    #{:<4} {}\n          {}, {}, added {}, last used {}\n",
-            k.id,
-            esc(&k.name),
+        rows.push(format!("    #{:<4} {}", k.id, esc(&k.name)));
+        rows.push(format!(
+            "          {}, {}, added {}, last used {}",
             k.authenticator.as_deref().map(esc).unwrap_or_else(|| k.credential_type.replace('_', " ")),
             k.authenticator_attachment.as_deref().unwrap_or("unknown attachment"),
-            k.created_at,
-            k.last_used_at.as_deref().unwrap_or("never")
+            when(s, &k.created_at),
+            k.last_used_at.as_deref().map(|t| when(s, t)).unwrap_or_else(|| "never".into())
         ));
     }
-    say(term, &text).await?;
+    if let Some(end) = paged(term, s, header, &rows).await? {
+        return Ok(Some(end));
+    }
     let answer = match read_visible_line(s, term, "  A mails you a link to add a key, N and a number renames one (N12 Blue key), R and a number removes one (Enter for none): ", "key_action").await? {
         Line::Text(t) => t,
         Line::Idle => return Ok(Some(Ending::IdleTimeout)),
@@ -347,6 +354,24 @@ fn device_action(text: &str) -> Option<(char, i64)> {
     }
     let id = chars.as_str().trim().trim_start_matches('#').parse::<i64>().ok()?;
     Some((key, id))
+}
+
+/// How many of the user's events `[E]` lists (paged at the terminal's height).
+const EVENTS_SHOWN: usize = 100;
+
+/// A stored time (RFC 3339) as the screens show it: `2026-12-01 19:14`
+/// in the configured zone.
+fn when(s: &Session<'_>, t: &str) -> String {
+    Millis::parse_rfc3339(t).map(|m| s.core.settings().clock.show(m)).unwrap_or_else(|| esc(t))
+}
+
+/// A list through the pager; `Some` when the session ended meanwhile.
+async fn paged<T: Terminal>(term: &mut T, s: &Session<'_>, header: &str, rows: &[String]) -> std::io::Result<Option<Ending>> {
+    Ok(match super::pager::show(term, header, rows, s.idle).await? {
+        super::pager::Paged::Idle => Some(Ending::IdleTimeout),
+        super::pager::Paged::Closed => Some(Ending::Disconnected),
+        _ => None,
+    })
 }
 
 async fn say<T: Terminal>(term: &mut T, text: &str) -> std::io::Result<()> {

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod menu;
 pub mod prompt;
 pub mod session;
+pub mod pager;
 pub mod welcome;
 
 use std::time::Duration;

@@ -333,7 +333,7 @@ fn the_account_menu_trusts_and_removes_own_devices() {
     );
     assert_eq!(run.code, Some(0), "{run:#?}\n{}", g.daemon_log());
     assert!(run.stdout.contains(&format!("#{this:<4} ")) && run.stdout.contains("[this device]"), "{}", run.stdout);
-    assert!(run.stdout.contains(&format!("Device #{other} has been removed (0 session(s) ended).")), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("Device #{other} has been removed (0 sessions ended).")), "{}", run.stdout);
     let trusted = g.events_of(Some("alice"), "device_trusted");
     assert_eq!(trusted[0]["device_id"].as_i64(), Some(other), "{trusted:#?}");
     assert!(detail(&trusted[0], "actor").as_str().is_some_and(|a| a.starts_with("user:")), "{}", trusted[0]);
