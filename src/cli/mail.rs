@@ -21,7 +21,7 @@ pub(super) enum MailCmd {
 pub(super) fn run(core: Core, cmd: MailCmd) -> anyhow::Result<i32> {
     match cmd {
         MailCmd::Queue { all, json } => output::mail_queue(&core.mail_queue(all)?, json)?,
-        MailCmd::Retry => println!("{} mail(s) due now", core.retry_mail(Millis::now())?),
+        MailCmd::Retry => println!("{} due now", crate::flow::pager::count(core.retry_mail(Millis::now())? as u64, "mail", "mails")),
     }
     Ok(0)
 }

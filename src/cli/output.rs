@@ -694,10 +694,10 @@ pub fn incident(v: &crate::core::incidents::IncidentView, json: bool) -> anyhow:
         rows.push(("resolution", n.clone()));
     }
     let ev = &v.evidence;
-    let count = |k: &str| ev[k].as_array().map_or(0, Vec::len);
+    let count = |k: &str, one: &str, many: &str| crate::flow::pager::count(ev[k].as_array().map_or(0, Vec::len) as u64, one, many);
     rows.push((
         "evidence",
-        format!("{} event(s), {} device(s), {} session(s), {} address(es) (--json shows it)", count("events"), count("devices"), count("sessions"), count("addresses")),
+        format!("{}, {}, {}, {} (--json shows it)", count("events", "event", "events"), count("devices", "device", "devices"), count("sessions", "session", "sessions"), count("addresses", "address", "addresses")),
     ));
     let shown: Vec<String> = v.event_ids.iter().take(20).map(i64::to_string).collect();
     let more = if v.event_ids.len() > 20 { format!(" and {} more", v.event_ids.len() - 20) } else { String::new() };
@@ -1015,7 +1015,7 @@ pub fn scan_report(r: &crate::core::scans::ScanReport, json: bool) -> anyhow::Re
     };
     if let Some(p) = &r.passwords {
         gap();
-        println!("passwords: {} finding(s) in {} account(s)", p.findings.len(), p.accounts);
+        println!("passwords: {} in {}", crate::flow::pager::count(p.findings.len() as u64, "finding", "findings"), crate::flow::pager::count(p.accounts as u64, "account", "accounts"));
         if !p.findings.is_empty() {
             table(
                 &["USER", "FINDING", "DETAIL"],
@@ -1037,7 +1037,7 @@ pub fn scan_report(r: &crate::core::scans::ScanReport, json: bool) -> anyhow::Re
     }
     if let Some(m) = &r.mfa {
         gap();
-        println!("mfa: {} finding(s) in {} account(s)", m.findings.len(), m.accounts);
+        println!("mfa: {} in {}", crate::flow::pager::count(m.findings.len() as u64, "finding", "findings"), crate::flow::pager::count(m.accounts as u64, "account", "accounts"));
         if !m.findings.is_empty() {
             table(
                 &["USER", "FINDING", "SYSOP", "LEVEL", "REQUIRED", "INCIDENT"],
@@ -1059,7 +1059,7 @@ pub fn scan_report(r: &crate::core::scans::ScanReport, json: bool) -> anyhow::Re
     }
     if let Some(s) = &r.sessions {
         gap();
-        println!("sessions: {} expired session(s) closed, {} still open (of {} open; expired after {} s without a sign of life)", s.closed, s.still_open, s.open, s.stale_after_seconds);
+        println!("sessions: {} closed, {} still open (of {} open; expired after {} s without a sign of life)", crate::flow::pager::count(s.closed as u64, "expired session", "expired sessions"), s.still_open, s.open, s.stale_after_seconds);
         if !s.findings.is_empty() {
             table(
                 &["SESSION", "USER", "IP", "STARTED", "LAST SIGN OF LIFE"],
@@ -1070,7 +1070,7 @@ pub fn scan_report(r: &crate::core::scans::ScanReport, json: bool) -> anyhow::Re
     if let Some(s) = &r.suspicious {
         gap();
         let list = &r.suspicious_summary;
-        println!("suspicious: {} finding(s) in {} events since {}", list.len(), s.events_read, at(s.since));
+        println!("suspicious: {} in {} since {}", crate::flow::pager::count(list.len() as u64, "finding", "findings"), crate::flow::pager::count(s.events_read as u64, "event", "events"), at(s.since));
         if !list.is_empty() {
             table(
                 &["TYPE", "SEVERITY", "SUBJECT", "EVENTS", "FIRST EVENT", "TITLE"],
@@ -1083,7 +1083,7 @@ pub fn scan_report(r: &crate::core::scans::ScanReport, json: bool) -> anyhow::Re
     let i = r.incidents;
     if i.opened + i.attached > 0 {
         gap();
-        let folded = if i.folded > 0 { format!("; {} address finding(s) reported in their network's incident", i.folded) } else { String::new() };
+        let folded = if i.folded > 0 { format!("; {} reported in their network's incident", crate::flow::pager::count(i.folded as u64, "address finding", "address findings")) } else { String::new() };
         println!("incidents: {} opened, {} already open{folded} (see `security incidents list`)", i.opened, i.attached);
     }
     std::io::stdout().flush()?;

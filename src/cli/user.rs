@@ -113,15 +113,19 @@ pub(super) async fn run(core: Core, cmd: UserCmd) -> anyhow::Result<i32> {
             let voided = core.set_email(&u, &email, &actor, now).await?;
             println!("email address of {} set to {}", u.username, escape_control(&email));
             if voided > 0 {
-                println!("{voided} link(s) mailed to the old address no longer work");
+                println!("{} mailed to the old address no longer {}", crate::flow::pager::count(voided as u64, "link", "links"), if voided == 1 { "works" } else { "work" });
             }
         }
         UserCmd::Delete { user } => {
             let u = core.find_user(&user)?;
             let d = core.delete_user(&u, &actor, now).await?;
             println!(
-                "deleted user {} (id {}): {} open session(s) ended, {} SSH key(s) removed; its events stay (`portcullis security events {}`)",
-                u.username, u.id, d.sessions_ended, d.keys_removed, u.username
+                "deleted user {} (id {}): {} ended, {} removed; its events stay (`portcullis security events {}`)",
+                u.username,
+                u.id,
+                crate::flow::pager::count(d.sessions_ended as u64, "open session", "open sessions"),
+                crate::flow::pager::count(d.keys_removed as u64, "SSH key", "SSH keys"),
+                u.username
             );
         }
         UserCmd::List { json } => output::users(&core.list_users()?, json, now)?,
@@ -152,9 +156,9 @@ pub(super) async fn run(core: Core, cmd: UserCmd) -> anyhow::Result<i32> {
             };
             let ended = core.lock_user(&u, until, &reason, &actor, now).await?;
             if until == FOREVER {
-                println!("locked {} until unlocked; {ended} open session(s) ended", u.username);
+                println!("locked {} until unlocked; {} ended", u.username, crate::flow::pager::count(ended as u64, "open session", "open sessions"));
             } else {
-                println!("locked {} until {}; {ended} open session(s) ended", u.username, until.rfc3339());
+                println!("locked {} until {}; {} ended", u.username, until.rfc3339(), crate::flow::pager::count(ended as u64, "open session", "open sessions"));
             }
         }
         UserCmd::Unlock { user } => {

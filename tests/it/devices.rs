@@ -232,7 +232,7 @@ fn devices_are_trusted_untrusted_and_removed_from_the_cli() {
     let mut ssh = g.ssh_pty(&Ssh::kbd("alice", "").key(&key), "xterm", 80, 24);
     ssh.expect("Your choice: ");
     let out = g.cli_ok(&["security", "devices", "remove", &ids]);
-    assert_eq!(out, format!("removed device {id} of alice: {name} (1 session(s) ended)\n"));
+    assert_eq!(out, format!("removed device {id} of alice: {name} (1 session ended)\n"));
     ssh.expect("Your session was ended: this device was removed from the account");
     let (code, screen) = ssh.finish();
     assert!(code.is_some(), "the gate closed the connection:\n{}", String::from_utf8_lossy(&screen));

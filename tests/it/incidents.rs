@@ -50,7 +50,7 @@ fn incident_workflow_from_the_cli() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no id in {out:?}"));
     assert_eq!(first, format!("opened incident {id} (high, P2): Odd logins for evil\\x1b[2J"));
-    assert!(out.contains("a notice was queued for 1 address(es): carol@example.org"), "{out}");
+    assert!(out.contains("a notice was queued for 1 address: carol@example.org"), "{out}");
     let ids = id.to_string();
     let ids = ids.as_str();
 

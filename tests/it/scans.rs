@@ -125,7 +125,7 @@ fn scans_report_exactly_the_seeded_findings() {
     assert_eq!(
         section("passwords:", 5),
         vec![
-            "passwords: 3 finding(s) in 4 account(s)",
+            "passwords: 3 findings in 4 accounts",
             "USER      FINDING                DETAIL",
             "oldcost   hash_below_iterations  1000 iterations, the policy asks 2000",
             &format!("weakling  password_weak          too_short (at the login of {checked_at})"),
@@ -135,7 +135,7 @@ fn scans_report_exactly_the_seeded_findings() {
     assert_eq!(
         section("mfa:", 7),
         vec![
-            "mfa: 5 finding(s) in 4 account(s)",
+            "mfa: 5 findings in 4 accounts",
             "USER      FINDING               SYSOP  LEVEL  REQUIRED  INCIDENT",
             "oldcost   no_second_factor      no     1      1         -",
             "weakling  no_second_factor      no     1      1         -",
@@ -144,8 +144,8 @@ fn scans_report_exactly_the_seeded_findings() {
             "root      below_required_level  yes    1      2         #1",
         ]
     );
-    assert_eq!(section("sessions:", 1), vec!["sessions: 0 expired session(s) closed, 0 still open (of 0 open; expired after 3600 s without a sign of life)"]);
-    assert!(section("suspicious:", 1)[0].starts_with("suspicious: 0 finding(s) in "), "{report}");
+    assert_eq!(section("sessions:", 1), vec!["sessions: 0 expired sessions closed, 0 still open (of 0 open; expired after 3600 s without a sign of life)"]);
+    assert!(section("suspicious:", 1)[0].starts_with("suspicious: 0 findings in "), "{report}");
     assert_eq!(lines.last().copied(), Some("incidents: 0 opened, 1 already open (see `security incidents list`)"), "{report}");
     // One kind alone: only its key.
     let only: Value = serde_json::from_str(&g.cli_ok(&["security", "scan", "sessions", "--json"])).expect("json");

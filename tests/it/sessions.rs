@@ -105,7 +105,7 @@ fn revoking_a_users_sessions_cuts_every_one_of_them_and_no_other() {
     let bobs = open_sessions(&g, "bob", 1);
 
     let out = g.cli_ok(&["security", "sessions", "revoke", "--user=alice"]);
-    assert_eq!(out, "revoked 2 session(s) of alice\n");
+    assert_eq!(out, "revoked 2 sessions of alice\n");
     for mut ssh in [first, second] {
         ssh.expect("Your session was ended: revoked by the sysop");
         let (code, screen) = ssh.finish();
@@ -131,7 +131,7 @@ fn a_cli_lock_cuts_the_live_session_and_unlock_lets_the_user_back() {
     let id = open_sessions(&g, "alice", 1)[0];
 
     let out = g.cli_ok(&["user", "lock", "alice", "--reason", "under review"]);
-    assert_eq!(out, "locked alice until unlocked; 1 open session(s) ended\n");
+    assert_eq!(out, "locked alice until unlocked; 1 open session ended\n");
     ssh.expect("Your session was ended: account locked: under review");
     let (code, screen) = ssh.finish();
     assert!(code.is_some(), "{}", String::from_utf8_lossy(&screen));
@@ -166,7 +166,7 @@ fn a_cli_lock_cuts_the_live_session_and_unlock_lets_the_user_back() {
 
     // A lock for a while, and bad durations.
     let out = g.cli_ok(&["user", "lock", "alice", "--for", "2h"]);
-    assert!(out.starts_with("locked alice until ") && out.ends_with("; 0 open session(s) ended\n"), "{out}");
+    assert!(out.starts_with("locked alice until ") && out.ends_with("; 0 open sessions ended\n"), "{out}");
     for bad in ["0s", "400d"] {
         assert_eq!(cli_err(&g, &["user", "lock", "alice", "--for", bad], 2), "error: --for: give a duration between 1s and 365d, or leave --for out to lock until unlocked\n");
     }

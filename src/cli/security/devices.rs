@@ -68,7 +68,7 @@ pub(super) async fn run(core: Core, cmd: DevicesCmd) -> anyhow::Result<i32> {
         DevicesCmd::Remove { id } => {
             let r = core.remove_device(id, None, &actor, now).await?;
             let d = &r.device;
-            println!("removed device {id} of {}: {} ({} session(s) ended)", escape_control(&d.username), escape_control(&d.device_name), r.sessions_ended);
+            println!("removed device {id} of {}: {} ({} ended)", escape_control(&d.username), escape_control(&d.device_name), crate::flow::pager::count(r.sessions_ended as u64, "session", "sessions"));
         }
     }
     Ok(0)

@@ -73,7 +73,7 @@ pub(super) fn run(core: Core, cmd: IncidentsCmd) -> anyhow::Result<i32> {
                 println!("opened incident {} ({}, {}): {}", i.id, i.severity, crate::core::incidents::priority_name(i.priority), escape_control(&i.title));
                 match created.notified.len() {
                     0 => println!("nobody was mailed: no member of the sysops group has an email address and incidents.notify is empty"),
-                    n => println!("a notice was queued for {n} address(es): {}", escape_control(&created.notified.join(", "))),
+                    n => println!("a notice was queued for {}: {}", crate::flow::pager::count(n as u64, "address", "addresses"), escape_control(&created.notified.join(", "))),
                 }
             }
         }

@@ -62,7 +62,7 @@ pub(super) async fn run(core: Core, cmd: SessionsCmd) -> anyhow::Result<i32> {
             let u = core.find_user(&user)?;
             match core.revoke_user_sessions(&u, reason, &actor, None, now).await? {
                 0 => println!("{} has no open sessions", u.username),
-                n => println!("revoked {n} session(s) of {}", u.username),
+                n => println!("revoked {} of {}", crate::flow::pager::count(n as u64, "session", "sessions"), u.username),
             }
         }
         SessionsCmd::Revoke { id: None, user: None, .. } => return Err(usage("revoke: give a session ID or --user=USER")),
