@@ -17,7 +17,7 @@ pub fn set_clock(clock: crate::config::time::Clock) {
 }
 
 /// A time for a table: `2026-12-01 19:14` in the command's zone.
-fn at(t: Millis) -> String {
+pub(crate) fn at(t: Millis) -> String {
     match CLOCK.get() {
         Some(c) => c.show(t),
         None => crate::config::time::Clock::utc().show(t),

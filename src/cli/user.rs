@@ -158,7 +158,7 @@ pub(super) async fn run(core: Core, cmd: UserCmd) -> anyhow::Result<i32> {
             if until == FOREVER {
                 println!("locked {} until unlocked; {} ended", u.username, crate::flow::pager::count(ended as u64, "open session", "open sessions"));
             } else {
-                println!("locked {} until {}; {} ended", u.username, until.rfc3339(), crate::flow::pager::count(ended as u64, "open session", "open sessions"));
+                println!("locked {} until {}; {} ended", u.username, super::output::at(until), crate::flow::pager::count(ended as u64, "open session", "open sessions"));
             }
         }
         UserCmd::Unlock { user } => {

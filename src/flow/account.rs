@@ -375,7 +375,8 @@ async fn paged<T: Terminal>(term: &mut T, s: &Session<'_>, header: &str, rows: &
 }
 
 async fn say<T: Terminal>(term: &mut T, text: &str) -> std::io::Result<()> {
-    term.write(&crlf(text)).await
+    let width = term.size().0 as usize;
+    term.write(&crlf(&super::pager::wrap(text, if width >= 20 { width } else { 80 }))).await
 }
 
 #[cfg(test)]

@@ -34,6 +34,46 @@ pub fn fit(line: &str, width: usize) -> String {
     out
 }
 
+/// `text` with every line longer than `width - 1` characters broken at
+/// spaces (a word longer than a line is cut), the continuation lines
+/// indented as their first line: messages are never clipped, and never
+/// wrapped by the terminal mid-word. `\r\n` and `\n` both end lines; the
+/// breaks added are `\n` (the caller's `crlf` or the line's own `\r\n`
+/// style is kept by writing them back as the text had them).
+pub fn wrap(text: &str, width: usize) -> String {
+    let max = width.saturating_sub(1).max(10);
+    let crlf = text.contains("\r\n");
+    let nl = if crlf { "\r\n" } else { "\n" };
+    let mut out = Vec::new();
+    for line in text.split(nl) {
+        if line.chars().count() <= max {
+            out.push(line.to_owned());
+            continue;
+        }
+        let indent: String = line.chars().take_while(|c| *c == ' ').collect();
+        let mut current = String::new();
+        for word in line[indent.len()..].split(' ') {
+            let candidate = if current.is_empty() { format!("{indent}{word}") } else { format!("{current} {word}") };
+            if candidate.chars().count() <= max {
+                current = candidate;
+                continue;
+            }
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            let mut rest = format!("{indent}{word}");
+            while rest.chars().count() > max {
+                let head: String = rest.chars().take(max).collect();
+                rest = format!("{indent}{}", rest.chars().skip(max).collect::<String>());
+                out.push(head);
+            }
+            current = rest;
+        }
+        out.push(current);
+    }
+    out.join(nl)
+}
+
 /// Shows `header` and then `rows`, each fitted to the terminal's width,
 /// pausing every screen (the terminal's height less one line for the
 /// prompt). Rows are plain text already escaped by the caller.
@@ -83,6 +123,25 @@ mod tests {
         assert_eq!(count(1, "login", "logins"), "1 login");
         assert_eq!(count(0, "login", "logins"), "0 logins");
         assert_eq!(count(2, "failure", "failures"), "2 failures");
+    }
+
+    #[test]
+    fn long_messages_wrap_at_spaces() {
+        let msg = "  T and a number trusts a device, U stops trusting it, R removes it (Enter for none): ";
+        let w = wrap(msg, 40);
+        assert_eq!(w, "  T and a number trusts a device, U\n  stops trusting it, R removes it\n  (Enter for none): ");
+        assert!(w.lines().all(|l| l.chars().count() < 40), "{w:?}");
+        assert_eq!(wrap("  short\n", 80), "  short\n");
+        assert_eq!(wrap("  first line\r\n  a second line that is long enough to wrap", 30), "  first line\r\n  a second line that is long\r\n  enough to wrap");
+        let long = format!("  {}", "x".repeat(45));
+        // A word longer than a line is cut, each piece indented.
+        assert_eq!(wrap(&long, 21), format!("  {}\n  {}\n  {}", "x".repeat(18), "x".repeat(18), "x".repeat(9)));
+        // Every output line fits.
+        for width in [20usize, 40, 80] {
+            for l in wrap(&long, width).lines() {
+                assert!(l.chars().count() < width, "{width}: {l:?}");
+            }
+        }
     }
 
     #[test]

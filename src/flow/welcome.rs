@@ -49,7 +49,8 @@ pub async fn greet<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Resul
     if let PasswordStatus::Old { age_days, max_days } = status {
         screen.push_str(&format!("\n  Your password is {age_days} days old (the limit is {max_days}). Please change it from your account menu.\n"));
     }
-    term.write(&crlf(&screen)).await?;
+    let width = term.size().0 as usize;
+    term.write(&crlf(&super::pager::wrap(&screen, if width >= 20 { width } else { 80 }))).await?;
     Ok(None)
 }
 

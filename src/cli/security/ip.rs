@@ -97,7 +97,7 @@ pub(super) async fn run(core: Core, cmd: IpCmd) -> anyhow::Result<i32> {
             block_key(&address, prefix).map_err(usage)?;
             let u = core.unblock_address(&address, &actor, now).await?;
             match &u.removed {
-                Some(b) => println!("unblocked {} (blocked since {}: {})", u.network, b.created_at.rfc3339(), escape_control(&b.reason)),
+                Some(b) => println!("unblocked {} (blocked since {}: {})", u.network, crate::cli::output::at(b.created_at), escape_control(&b.reason)),
                 None => println!("{} was not blocked", u.network),
             }
             println!("any penalty hold-off on {} is lifted (in the running daemon within a second)", u.network);

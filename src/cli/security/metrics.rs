@@ -32,7 +32,7 @@ pub(super) fn run(core: Core, args: MetricsArgs) -> anyhow::Result<i32> {
     if args.recompute {
         if let Some(kept) = core.rollups_kept_before(now)? {
             if rows.first().is_some_and(|r| r.day_start.0 < kept.0) {
-                eprintln!("days before {} are shown as stored, not computed again: retention removed their events", kept.rfc3339());
+                eprintln!("days before {} are shown as stored, not computed again: retention removed their events", crate::cli::output::at(kept));
             }
         }
     }
