@@ -32,7 +32,7 @@ pub(super) fn run(path: Option<&Path>, cmd: ConfigCmd) -> anyhow::Result<i32> {
         ConfigCmd::Show { json } => {
             let s = super::load_settings(path)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&s.effective)?);
+                println!("{}", crate::model::json_terminal_safe(serde_json::to_string_pretty(&s.effective)?));
             } else {
                 print!("{}", hjson_text(&s));
             }
@@ -90,7 +90,7 @@ fn hjson_key(key: &str) -> String {
     if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         key.to_owned()
     } else {
-        serde_json::Value::String(key.to_owned()).to_string()
+        crate::model::json_terminal_safe(serde_json::Value::String(key.to_owned()).to_string())
     }
 }
 
@@ -106,7 +106,7 @@ fn write_value(out: &mut String, v: &serde_json::Value, depth: usize) {
             out.push_str(&"  ".repeat(depth));
             out.push('}');
         }
-        Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => out.push_str(&v.to_string()),
+        Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => out.push_str(&crate::model::json_terminal_safe(v.to_string())),
         Value::Array(items) => {
             out.push_str("[\n");
             for i in items {
@@ -117,8 +117,9 @@ fn write_value(out: &mut String, v: &serde_json::Value, depth: usize) {
             out.push_str(&"  ".repeat(depth));
             out.push(']');
         }
-        // Scalars as JSON writes them (strings quoted and escaped).
-        other => out.push_str(&other.to_string()),
+        // Scalars as JSON writes them (strings quoted and escaped, C1,
+        // DEL and bidi overrides too: hjson reads them back the same).
+        other => out.push_str(&crate::model::json_terminal_safe(other.to_string())),
     }
 }
 

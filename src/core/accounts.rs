@@ -288,6 +288,12 @@ pub struct SinceLastLogin {
     pub password_days_left: Option<u32>,
 }
 
+/// Whole days since the password was set (or the account made).
+fn password_age_days(user: &User, now: Millis) -> u32 {
+    let changed = user.password_changed_at.unwrap_or(user.created_at);
+    ((now.0 - changed.0).max(0) / 86_400_000) as u32
+}
+
 /// How many new devices the welcome screen names.
 pub const AWAY_DEVICES_SHOWN: usize = 3;
 /// From how many days before its maximum age a password is announced.
@@ -304,8 +310,7 @@ impl Core {
         let devices: Vec<_> = of(EventType::DeviceNew, 100)?.into_iter().filter(|e| e.device_id != Some(device_id)).collect();
         let backup = of(EventType::BackupCodeUsed, 100)?.len();
         let p = &self.settings().passwords;
-        let changed = user.password_changed_at.unwrap_or(user.created_at);
-        let age_days = ((now.0 - changed.0).max(0) / 86_400_000) as u32;
+        let age_days = password_age_days(user, now);
         let password_days_left = p.max_age_days.checked_sub(age_days).filter(|left| *left > 0 && *left <= PASSWORD_NOTICE_DAYS);
         Ok(SinceLastLogin {
             failures,
@@ -323,8 +328,7 @@ impl Core {
             return PasswordStatus::MustChange;
         }
         let p = &self.settings().passwords;
-        let changed = user.password_changed_at.unwrap_or(user.created_at);
-        let age_days = ((now.0 - changed.0).max(0) / 86_400_000) as u32;
+        let age_days = password_age_days(user, now);
         if p.force_change_after_days.is_some_and(|d| age_days >= d) {
             return PasswordStatus::MustChange;
         }

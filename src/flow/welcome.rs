@@ -3,6 +3,7 @@
 //! password, `Q` to log off.
 
 use super::prompt::{read_line, Line};
+use super::pager::count;
 use super::{crlf, Ending, Terminal};
 use crate::core::accounts::{Actor, PasswordStatus};
 use crate::core::login::Authenticated;
@@ -54,18 +55,14 @@ pub async fn greet<T: Terminal>(term: &mut T, w: &Welcome<'_>) -> std::io::Resul
     Ok(None)
 }
 
-/// `n` and the noun, in the singular for one ("1 failed login attempt").
-fn count(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 /// The lines of the welcome screen on what happened since the previous
 /// login (empty when nothing did). Device names and addresses are escaped:
 /// a client names itself.
+/// Counts read as words through `pager::count` ("1 failed login attempt").
 pub(super) fn while_away(a: &crate::core::accounts::SinceLastLogin, clock: &crate::config::time::Clock) -> String {
     let mut out = String::new();
     if a.failures > 0 {
-        out.push_str(&format!("  {} since your last login", count(a.failures as usize, "failed login attempt", "failed login attempts")));
+        out.push_str(&format!("  {} since your last login", count(a.failures.max(0) as u64, "failed login attempt", "failed login attempts")));
         match &a.last_failure {
             Some((at, Some(ip))) => out.push_str(&format!(", the last from {} on {}.\n", escape_control(ip), clock.show(*at))),
             Some((at, None)) => out.push_str(&format!(", the last on {}.\n", clock.show(*at))),
@@ -78,7 +75,7 @@ pub(super) fn while_away(a: &crate::core::accounts::SinceLastLogin, clock: &crat
         let more = if more > 0 { format!(" and {more} more") } else { String::new() };
         out.push_str(&format!(
             "  {} signed in since your last login: {}{more}. Not you? Change your password and remove it under Devices in the account menu.\n",
-            if a.new_device_count == 1 { "A new device".to_owned() } else { count(a.new_device_count, "new device", "new devices") },
+            if a.new_device_count == 1 { "A new device".to_owned() } else { count(a.new_device_count as u64, "new device", "new devices") },
             names.join(", ")
         ));
     }
@@ -86,10 +83,10 @@ pub(super) fn while_away(a: &crate::core::accounts::SinceLastLogin, clock: &crat
         let left = a.backup_codes_left.unwrap_or(0);
         let used = if a.backup_codes_used == 1 { "A backup code was".to_owned() } else { format!("{} backup codes were", a.backup_codes_used) };
         let tail = if left == 0 { " Make new ones from the account menu." } else { "" };
-        out.push_str(&format!("  {used} used since your last login; {} left.{tail}\n", count(left as usize, "is", "are")));
+        out.push_str(&format!("  {used} used since your last login; {} left.{tail}\n", count(u64::from(left), "is", "are")));
     }
     if let Some(days) = a.password_days_left {
-        out.push_str(&format!("  Your password reaches its maximum age in {}: change it from the account menu.\n", count(days as usize, "day", "days")));
+        out.push_str(&format!("  Your password reaches its maximum age in {}: change it from the account menu.\n", count(u64::from(days), "day", "days")));
     }
     out
 }
